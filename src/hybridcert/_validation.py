@@ -39,7 +39,7 @@ def check_probability(name: str, value, *, open_low: bool = False, open_high: bo
     if open_high:
         bad |= arr == 1
     if bad.any():
-        first = arr[bad].ravel()[0]
+        first = float(arr[bad].ravel()[0])
         raise ValueError(f"{name} must lie in {low}0, 1{high}, got {first!r}")
     return arr
 

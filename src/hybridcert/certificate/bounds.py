@@ -65,6 +65,8 @@ def upper_bound(q, ratio: LikelihoodRatio):
 
 
 def _upper_bound(q: np.ndarray, ratio: LikelihoodRatio, gamma=None) -> np.ndarray:
+    if ratio.is_identity and (gamma is None or not np.any(gamma)):
+        return q.copy()
     return np.minimum(1.0, 1.0 - _lower_bound(_one_minus_down(q), ratio, gamma))
 
 
@@ -157,8 +159,9 @@ class _Curve:
         self.ratio = ratio
         self.gamma = gamma
         self.pivot = pivot_log_ratio
-        self.shift = ((pivot_log_ratio[:, None] - ratio.log_ratio[None, :]) / gamma[:, None]
-                      + gamma[:, None] / 2.0)
+        with np.errstate(over="ignore"):
+            self.shift = ((pivot_log_ratio[:, None] - ratio.log_ratio[None, :])
+                          / gamma[:, None] + gamma[:, None] / 2.0)
 
     def evaluate(self, s: np.ndarray, idx: np.ndarray | slice = slice(None)):
         """Return (F, 1 - F, dF/ds, G) at offsets ``s`` for inputs ``idx``."""
@@ -166,7 +169,8 @@ class _Curve:
         small = ndtr(-np.abs(tau))
         below = np.where(tau < 0, small, 1.0 - small)     # Phi(tau)
         above = np.where(tau < 0, 1.0 - small, small)     # Phi(-tau)
-        density = np.exp(-0.5 * tau * tau) / _SQRT_2PI
+        with np.errstate(over="ignore"):
+            density = np.exp(-0.5 * tau * tau) / _SQRT_2PI
         mu, nu = self.ratio.mu, self.ratio.nu
         f = self.ratio.mu_zero + below @ mu
         f_tail = above @ mu

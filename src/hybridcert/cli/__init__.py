@@ -1,0 +1,1 @@
+"""The ``hybridcert`` command line."""
