@@ -14,6 +14,7 @@ from scipy.special import ndtri
 
 from hybridcert._validation import check_count, check_positive, check_probability
 from hybridcert.certificate.bounds import _lower_bound, _upper_bound
+from hybridcert.certificate.fast import newton_gamma
 from hybridcert.noise.base import Noise
 from hybridcert.noise.ratio import LikelihoodRatio
 
@@ -134,10 +135,25 @@ def certified_frontier(
 def certified_gamma(p_a: np.ndarray, p_b: np.ndarray | None, ratio: LikelihoodRatio) -> np.ndarray:
     """Largest Gaussian shift (in standard deviations) still certified, per input.
 
-    Every input must be certified at shift 0.  Bisection on the shift between 0 and the
-    Gaussian-only radius (an upper bound: token changes only lower the bound); the lower
-    end of the bracket, which is certified, is returned.
+    Every input must be certified at shift 0.  Two classes: a Newton solve of the joint
+    system (mass p, bound 1/2) followed by a proof that a point just inside is certified
+    (:func:`hybridcert.certificate.fast.newton_gamma`); inputs where that fails, and all
+    multi-class inputs, use the bisection below.
     """
+    gamma = np.zeros(p_a.size)
+    todo = np.arange(p_a.size)
+    if p_b is None:
+        found, proven = newton_gamma(p_a, ratio)
+        gamma[proven] = found[proven]
+        todo = np.flatnonzero(~proven)
+    if todo.size:
+        gamma[todo] = bisect_gamma(p_a[todo], None if p_b is None else p_b[todo], ratio)
+    return gamma
+
+
+def bisect_gamma(p_a: np.ndarray, p_b: np.ndarray | None, ratio: LikelihoodRatio) -> np.ndarray:
+    """Bisection on the shift between 0 (certified) and the Gaussian-only radius (not
+    certified: token changes only lower the bound); returns the certified end."""
     z_b = -ndtri(p_a) if p_b is None else ndtri(p_b)
     hi = (ndtri(p_a) - z_b) / 2.0
     hi = np.nextafter(hi * (1 + 1e-9), np.inf)

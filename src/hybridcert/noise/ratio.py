@@ -86,10 +86,8 @@ class LikelihoodRatio:
         lr, lmu, lnu = lr[order], lmu[order], lnu[order]
         if lr.size:
             gap = np.diff(lr) > _MERGE_RTOL * np.maximum(1.0, np.abs(lr[1:]))
-            group = np.concatenate([[0], np.cumsum(gap)])
             starts = np.flatnonzero(np.concatenate([[True], gap]))
-            lmu = np.array([logsumexp(lmu[group == g]) for g in range(starts.size)])
-            lnu = np.array([logsumexp(lnu[group == g]) for g in range(starts.size)])
+            lmu, lnu = _group_logsumexp(lmu, starts), _group_logsumexp(lnu, starts)
             lr = lr[starts]
         mu, nu = np.exp(lmu), np.exp(lnu)
         negligible = nu < NEGLIGIBLE_NU
@@ -142,6 +140,16 @@ class LikelihoodRatio:
             lmu = np.log(np.concatenate([[self.mu_zero], self.mu, [0.0]]))
             lnu = np.log(np.concatenate([[0.0], self.nu, [self.nu_infinite]]))
         return lr, lmu, lnu
+
+
+def _group_logsumexp(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """log(sum(exp(values))) over the contiguous groups beginning at ``starts``."""
+    peak = np.maximum.reduceat(values, starts)
+    safe_peak = np.where(np.isfinite(peak), peak, 0.0)
+    counts = np.diff(np.append(starts, values.size))
+    with np.errstate(divide="ignore"):
+        total = np.add.reduceat(np.exp(values - np.repeat(safe_peak, counts)), starts)
+        return np.where(np.isfinite(peak), safe_peak + np.log(total), peak)
 
 
 def product(ratios: list[LikelihoodRatio]) -> LikelihoodRatio:

@@ -1,0 +1,29 @@
+# Set-up is part of every target: a fresh machine needs only `make demo` or `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	# torch pinned to the CPU wheel on local disk; an unpinned torch pulls a CUDA build.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev,demo]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m hybridcert.demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: $(STAMP)
+	$(PY) benchmarks/certificate_frontier.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
