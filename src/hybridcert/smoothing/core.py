@@ -1,0 +1,312 @@
+"""Monte Carlo prediction and certification of a smoothed classifier (THEORY.md section 4).
+
+``certify`` draws ``n0`` noisy copies to pick the top class A, ``n`` fresh copies to bound
+its probability from below (one-sided Clopper–Pearson), and abstains unless the joint
+certificate holds at no perturbation; otherwise it returns A and the certified frontier.
+With probability at least ``1 - alpha`` over the sampling the returned region is correct.
+``predict`` abstains unless a two-sided binomial test between the two most frequent
+classes rejects at ``alpha``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy.stats import beta, binomtest
+
+from hybridcert.certificate import certified_frontier
+from hybridcert.noise import Gaussian, Mask, Noise
+from hybridcert.smoothing.base import BaseClassifier
+from hybridcert.smoothing.inputs import Record, TokenBlock, Vocabulary
+
+ABSTAIN = -1
+#: Noise is drawn in chunks of this many copies, each from its own seeded generator, so
+#: that results do not depend on the model batch size.
+NOISE_CHUNK = 256
+
+
+@dataclass
+class Certification:
+    """Result of :meth:`SmoothedClassifier.certify` for one record."""
+
+    label: int                      # the class, or ABSTAIN (-1)
+    counts: np.ndarray              # estimation counts per class (length num_classes)
+    p_lower: float                  # lower confidence bound on pA
+    p_upper: float | None           # upper bound on pB (None: pB = 1 - pA)
+    max_tokens: int                 # r_max, -1 when abstaining
+    l2_radius: list[float] = field(default_factory=list)  # eps*(r), r = 0..max_tokens
+    time_s: float = 0.0
+
+    @property
+    def radius(self) -> float:
+        """L2 radius at zero token changes (0 when abstaining)."""
+        return self.l2_radius[0] if self.l2_radius else 0.0
+
+    def frontier(self) -> list[dict]:
+        return [{"tokens": r, "l2_radius": eps} for r, eps in enumerate(self.l2_radius)]
+
+
+@dataclass
+class Prediction:
+    label: int
+    counts: np.ndarray
+    p_value: float
+
+
+class SmoothedClassifier:
+    """A base classifier smoothed by independent noise on each block of a record.
+
+    Parameters
+    ----------
+    base : torch.nn.Module or callable
+        See :class:`~hybridcert.smoothing.base.BaseClassifier`.
+    noises : dict
+        Block name -> noise.  Continuous blocks take :class:`~hybridcert.Gaussian` (all
+        share one L2 budget, certified with the smallest sigma); at most one token block
+        takes :class:`~hybridcert.Substitution` or :class:`~hybridcert.Mask`.  Blocks without
+        an entry are passed through unchanged.
+    num_classes : int
+    vocabularies : dict, optional
+        Token block name -> :class:`Vocabulary`; a Substitution's ``vocab_size`` must equal
+        the vocabulary size.
+    batch_size : int
+        Noisy copies per forward pass.
+    device : str
+    """
+
+    def __init__(self, base, noises: dict[str, Noise], num_classes: int,
+                 vocabularies: dict[str, Vocabulary] | None = None, batch_size: int = 256,
+                 device: str = "cpu"):
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        self.base = base if isinstance(base, BaseClassifier) else BaseClassifier(base, device)
+        self.noises = dict(noises)
+        self.num_classes = int(num_classes)
+        self.vocabularies = dict(vocabularies or {})
+        self.batch_size = int(batch_size)
+        discrete = [k for k, v in self.noises.items() if v.kind == "discrete"]
+        if len(discrete) > 1:
+            raise ValueError(f"at most one noised token block is supported, got {discrete}")
+        for name in discrete:
+            if name not in self.vocabularies:
+                raise ValueError(f"token block {name!r} is noised but has no vocabulary")
+            size = getattr(self.noises[name], "vocab_size", None)
+            if size is not None and size != self.vocabularies[name].size:
+                raise ValueError(f"noise on {name!r} has vocab_size {size} but its vocabulary "
+                                 f"holds {self.vocabularies[name].size} noisable ids")
+            if isinstance(self.noises[name], Mask) and self.vocabularies[name].mask_id is None:
+                raise ValueError(f"Mask noise on {name!r} needs a Vocabulary with mask_id")
+        self.token_block = discrete[0] if discrete else None
+        sigmas = [v.sigma for v in self.noises.values() if isinstance(v, Gaussian)]
+        self.sigma = min(sigmas) if sigmas else None
+
+    # -- the algorithm -------------------------------------------------------------------
+    def certify(self, x: Record, n0: int, n: int, alpha: float, seed: int = 0,
+                p_upper: str = "complement", max_tokens: int | None = None) -> Certification:
+        """Certify one record: class (or ABSTAIN) and frontier, valid w.p. >= 1 - alpha.
+
+        ``p_upper``: "complement" uses pB = 1 - pA; "bonferroni" bounds pA and pB (the
+        runner-up of the selection sample) separately at alpha / 2 each.
+        """
+        _check_counts(n0=n0, n=n, alpha=alpha)
+        if p_upper not in ("complement", "bonferroni"):
+            raise ValueError(f"p_upper must be 'complement' or 'bonferroni', got {p_upper!r}")
+        level = alpha / 2 if p_upper == "bonferroni" else alpha
+        check_can_certify(n, level)
+        start = time.perf_counter()
+        x = self._validate(x)
+        selection = self.sample_counts(x, n0, seed, stage=0)
+        top_two = np.argsort(-selection, kind="stable")[:2]
+        c_a, c_b = int(top_two[0]), int(top_two[1])
+        counts = self.sample_counts(x, n, seed, stage=1)
+        p_a = lower_confidence_bound(int(counts[c_a]), n, level)
+        p_b = upper_confidence_bound(int(counts[c_b]), n, level) if level != alpha else None
+        frontier = certified_frontier(p_a, sigma=self.sigma, discrete=self._discrete_noise(),
+                                      p_upper=p_b, max_tokens=max_tokens)
+        r_max = int(frontier.max_tokens[0])
+        radii = [row["l2_radius"] for row in frontier.rows(0)]
+        label = c_a if r_max >= 0 else ABSTAIN
+        return Certification(label, counts, p_a, p_b, r_max, radii,
+                             time.perf_counter() - start)
+
+    def predict(self, x: Record, n: int, alpha: float, seed: int = 0) -> Prediction:
+        """Top class, or ABSTAIN unless a two-sided binomial test rejects at ``alpha``."""
+        _check_counts(n=n, alpha=alpha)
+        if 2 * 0.5**n > alpha:
+            raise ValueError(f"n={n} can never predict at alpha={alpha}: the smallest "
+                             f"two-sided p-value is 2 * 0.5**n = {2 * 0.5**n:.3g}; use "
+                             f"n >= {math.ceil(math.log2(2 / alpha))}")
+        counts = self.sample_counts(self._validate(x), n, seed, stage=2)
+        top = np.argsort(-counts, kind="stable")[:2]
+        n_a, n_b = int(counts[top[0]]), int(counts[top[1]])
+        p_value = binomtest(n_a, n_a + n_b, 0.5).pvalue if n_a + n_b > 0 else 1.0
+        label = int(top[0]) if p_value <= alpha else ABSTAIN
+        return Prediction(label, counts, float(p_value))
+
+    # -- sampling ------------------------------------------------------------------------
+    def sample_counts(self, x: Record, num: int, seed: int, stage: int) -> np.ndarray:
+        """Class counts of the base classifier on ``num`` noisy copies of ``x``."""
+        counts = torch.zeros(self.num_classes, dtype=torch.long, device=self.base.device)
+        for batch in self._noisy_batches(x, num, seed, stage):
+            labels = self.base.labels(batch).to(self.base.device)
+            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+                raise ValueError(f"the base classifier returned a label outside "
+                                 f"[0, {self.num_classes - 1}]")
+            counts += torch.bincount(labels, minlength=self.num_classes)
+        return counts.cpu().numpy()
+
+    def _noisy_batches(self, x: Record, num: int, seed: int, stage: int):
+        pending: list[dict[str, torch.Tensor]] = []
+        size = 0
+        for chunk in range(math.ceil(num / NOISE_CHUNK)):
+            copies = min(NOISE_CHUNK, num - chunk * NOISE_CHUNK)
+            pending.append(self.noisy_copies(x, copies, _chunk_seed(seed, stage, chunk)))
+            size += copies
+            while size >= self.batch_size or (chunk == math.ceil(num / NOISE_CHUNK) - 1
+                                              and size > 0):
+                merged = {k: torch.cat([p[k] for p in pending]) for k in pending[0]}
+                take = min(self.batch_size, size)
+                yield {k: v[:take] for k, v in merged.items()}
+                rest = {k: v[take:] for k, v in merged.items()}
+                size -= take
+                pending = [rest] if size else []
+
+    def noisy_copies(self, x: Record, copies: int, seed: int) -> dict[str, torch.Tensor]:
+        """``copies`` noisy versions of a validated record, as a model batch."""
+        generator = torch.Generator(device=self.base.device).manual_seed(seed)
+        batch = {}
+        for name, block in x.items():
+            noise = self.noises.get(name)
+            if isinstance(block, TokenBlock):
+                ids = block.ids.to(self.base.device).expand(copies, -1)
+                if noise is not None:
+                    vocab = self.vocabularies[name]
+                    index = vocab.to_indices(ids)
+                    where = block.noisable.to(self.base.device).expand(copies, -1)
+                    noisy = noise.sample(index, generator, where=where)
+                    ids = vocab.to_ids(noisy, ids, where)
+                batch[name] = ids.contiguous()
+                batch[name + "_attention"] = torch.ones_like(ids)
+            else:
+                tensor = block.to(self.base.device).unsqueeze(0).expand(copies, *block.shape)
+                batch[name] = noise.sample(tensor, generator) if noise is not None else \
+                    tensor.contiguous()
+        return batch
+
+    # -- validation ----------------------------------------------------------------------
+    def _discrete_noise(self):
+        return self.noises[self.token_block] if self.token_block else None
+
+    def _validate(self, x: Record) -> Record:
+        if not isinstance(x, dict) or not x:
+            raise ValueError("a record must be a non-empty dict of block name -> data")
+        missing = [name for name in self.noises if name not in x]
+        if missing:
+            raise ValueError(f"record lacks the noised block(s) {missing}")
+        out: Record = {}
+        for name, block in x.items():
+            if isinstance(block, TokenBlock):
+                out[name] = self._validate_tokens(name, block)
+            else:
+                out[name] = _validate_continuous(name, block)
+        return out
+
+    def _validate_tokens(self, name: str, block: TokenBlock) -> TokenBlock:
+        ids = torch.as_tensor(block.ids)
+        if ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise ValueError(f"token block {name!r} must hold integer ids, got {ids.dtype}")
+        if ids.ndim != 1:
+            raise ValueError(f"token block {name!r} must be 1-D (one sequence), got shape "
+                             f"{tuple(ids.shape)}")
+        if ids.numel() == 0:
+            raise ValueError(f"token block {name!r} is empty: a text needs at least one token")
+        ids = ids.long()
+        if int(ids.min()) < 0:
+            raise ValueError(f"token block {name!r} holds negative id {int(ids.min())}")
+        vocab = self.vocabularies.get(name)
+        noisable = block.noisable
+        if vocab is not None:
+            index = vocab.to_indices(ids)
+            if noisable is None:
+                noisable = index >= 0
+            noisable = torch.as_tensor(noisable, dtype=torch.bool)
+            if noisable.shape != ids.shape:
+                raise ValueError(f"noisable mask of {name!r} has shape {tuple(noisable.shape)}, "
+                                 f"ids have {tuple(ids.shape)}")
+            outside = noisable & (index < 0)
+            if outside.any():
+                bad = int(ids[outside][0])
+                raise ValueError(f"token block {name!r}: id {bad} is marked noisable but is "
+                                 f"not among the vocabulary's {vocab.size} noisable ids")
+        else:
+            noisable = torch.zeros_like(ids, dtype=torch.bool)
+        return TokenBlock(ids, noisable)
+
+
+def _validate_continuous(name: str, block) -> torch.Tensor:
+    if not isinstance(block, (torch.Tensor, np.ndarray)):
+        raise ValueError(f"block {name!r} must be a tensor or array, got {type(block).__name__}")
+    tensor = torch.as_tensor(block)
+    if not tensor.is_floating_point():
+        raise ValueError(f"continuous block {name!r} must be floating point, got {tensor.dtype}")
+    if tensor.ndim == 0 or tensor.numel() == 0:
+        raise ValueError(f"continuous block {name!r} is empty")
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"continuous block {name!r} holds NaN or infinite values")
+    return tensor
+
+
+def _check_counts(**values) -> None:
+    for key in ("n0", "n"):
+        if key in values:
+            v = values[key]
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{key} must be an integer >= 1, got {v!r}")
+    a = values["alpha"]
+    if not (isinstance(a, (int, float)) and 0 < a < 1):
+        raise ValueError(f"alpha must lie in (0, 1), got {a!r}")
+
+
+def lower_confidence_bound(successes: int, trials: int, alpha: float) -> float:
+    """One-sided Clopper–Pearson lower bound at level ``1 - alpha``."""
+    return float(beta.ppf(alpha, successes, trials - successes + 1)) if successes else 0.0
+
+
+def upper_confidence_bound(successes: int, trials: int, alpha: float) -> float:
+    """One-sided Clopper–Pearson upper bound at level ``1 - alpha``."""
+    if successes >= trials:
+        return 1.0
+    return float(beta.ppf(1 - alpha, successes + 1, trials - successes))
+
+
+def best_possible_p_lower(n: int, alpha: float) -> float:
+    """The largest pA lower bound ``n`` samples can give (all n agree): ``alpha ** (1/n)``."""
+    return alpha ** (1.0 / n)
+
+
+def max_certifiable_radius(n: int, alpha: float, sigma: float) -> float:
+    """Largest L2 radius ``n`` samples at level ``alpha`` can ever certify (at r = 0)."""
+    from scipy.special import ndtri
+
+    return max(0.0, sigma * float(ndtri(best_possible_p_lower(n, alpha))))
+
+
+def check_can_certify(n: int, alpha: float) -> None:
+    """Refuse (n, alpha) pairs for which even unanimous samples certify nothing."""
+    best = best_possible_p_lower(n, alpha)
+    if best <= 0.5:
+        need = math.floor(math.log(alpha) / math.log(0.5)) + 1
+        raise ValueError(f"n={n} can never certify at alpha={alpha}: even if all samples "
+                         f"agree the lower bound on pA is {best:.4f} <= 1/2; use n >= {need}")
+
+
+def _chunk_seed(seed: int, stage: int, chunk: int) -> int:
+    digest = hashlib.blake2b(f"{seed}/{stage}/{chunk}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF

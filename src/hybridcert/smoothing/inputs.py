@@ -1,0 +1,81 @@
+"""Multimodal records: named continuous blocks (real tensors) and token blocks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from hybridcert.noise.discrete import MASK_INDEX
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The token ids a discrete noise may draw, and the id that stands for MASK.
+
+    Parameters
+    ----------
+    noisable_ids : sequence of int
+        Model token ids the noise draws from; their count is the certificate's ``V``.
+        Ids outside it (padding, [CLS], [SEP]) are never noised nor attacked.
+    mask_id : int, optional
+        Model id written at masked positions (for :class:`~hybridcert.Mask` noise).
+    """
+
+    noisable_ids: torch.Tensor
+    mask_id: int | None = None
+    _index_of: torch.Tensor = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        ids = torch.as_tensor(self.noisable_ids, dtype=torch.long).unique()
+        if ids.numel() < 2:
+            raise ValueError("noisable_ids must hold at least 2 distinct ids")
+        if int(ids.min()) < 0:
+            raise ValueError(f"noisable_ids must be >= 0, got {int(ids.min())}")
+        index_of = torch.full((int(ids.max()) + 1,), -1, dtype=torch.long)
+        index_of[ids] = torch.arange(ids.numel())
+        object.__setattr__(self, "noisable_ids", ids)
+        object.__setattr__(self, "_index_of", index_of)
+
+    @property
+    def size(self) -> int:
+        """``V``: the number of ids the noise can draw."""
+        return int(self.noisable_ids.numel())
+
+    def to_indices(self, ids: torch.Tensor) -> torch.Tensor:
+        """Noise indices ``0..V-1`` of ``ids``, -1 where an id is not noisable."""
+        inside = ids < self._index_of.numel()
+        safe = torch.where(inside, ids, torch.zeros_like(ids))
+        return torch.where(inside, self._index_of.to(ids.device)[safe], torch.full_like(ids, -1))
+
+    def to_ids(self, indices: torch.Tensor, original: torch.Tensor,
+               where: torch.Tensor) -> torch.Tensor:
+        """Model ids of noise ``indices`` at positions ``where``; MASK becomes ``mask_id``;
+        other positions keep ``original``."""
+        table = self.noisable_ids.to(indices.device)
+        out = torch.where(where & (indices >= 0), table[indices.clamp(min=0)], original)
+        masked = where & (indices == MASK_INDEX)
+        if masked.any():
+            if self.mask_id is None:
+                raise ValueError("Mask noise needs a Vocabulary with mask_id")
+            out = torch.where(masked, torch.full_like(out, self.mask_id), out)
+        return out
+
+
+@dataclass(frozen=True)
+class TokenBlock:
+    """One token sequence of a record.
+
+    Parameters
+    ----------
+    ids : 1-D LongTensor
+        Model token ids, length L >= 1 (special tokens included).
+    noisable : 1-D BoolTensor, optional
+        Positions the noise touches; default: positions whose id is in the vocabulary.
+    """
+
+    ids: torch.Tensor
+    noisable: torch.Tensor | None = None
+
+
+Record = dict[str, "torch.Tensor | TokenBlock"]

@@ -1,0 +1,63 @@
+"""The noise samplers' marginals match the specification (chi-square at fixed seeds)."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chisquare, kstest
+
+from hybridcert import Gaussian, Mask, Substitution
+from hybridcert.noise import MASK_INDEX
+from hybridcert.smoothing import SmoothedClassifier, TokenBlock, Vocabulary
+
+P_FLOOR = 1e-4  # a correct sampler fails this at a given seed with probability 1e-4
+
+
+@pytest.mark.parametrize(("keep", "vocab"), [(0.3, 7), (0.05, 50), (0.9, 2)])
+def test_substitution_keeps_with_a_and_spreads_uniformly(keep, vocab):
+    generator = torch.Generator().manual_seed(11)
+    x = torch.full((200_000,), 1)
+    z = Substitution(keep, vocab).sample(x, generator)
+    counts = np.bincount(z.numpy(), minlength=vocab)
+    beta = (1 - keep) / (vocab - 1)
+    expected = np.full(vocab, beta * x.numel())
+    expected[1] = keep * x.numel()
+    assert chisquare(counts, expected).pvalue > P_FLOOR
+
+
+def test_mask_masks_with_one_minus_a():
+    generator = torch.Generator().manual_seed(12)
+    x = torch.randint(0, 9, (100_000,), generator=generator)
+    z = Mask(0.2).sample(x, generator)
+    masked = int((z == MASK_INDEX).sum())
+    kept = z != MASK_INDEX
+    assert torch.equal(z[kept], x[kept])
+    assert chisquare([masked, x.numel() - masked], [0.8 * x.numel(), 0.2 * x.numel()]).pvalue \
+        > P_FLOOR
+
+
+def test_gaussian_has_the_given_sigma():
+    generator = torch.Generator().manual_seed(13)
+    x = torch.zeros(50_000, dtype=torch.float64)
+    z = Gaussian(0.3).sample(x, generator)
+    assert kstest(z.numpy() / 0.3, "norm").pvalue > P_FLOOR
+
+
+def test_special_positions_and_non_noisable_ids_are_untouched():
+    vocab = Vocabulary(torch.arange(100, 120), mask_id=5)
+    ids = torch.tensor([1, 100, 101, 0, 119, 2])           # 1, 0, 2: special tokens
+    for noise in (Substitution(0.1, 20), Mask(0.05)):
+        clf = SmoothedClassifier(lambda b: torch.zeros(len(b["text"]), dtype=torch.long),
+                                 {"text": noise}, 2, {"text": vocab})
+        record = clf._validate({"text": TokenBlock(ids)})
+        batch = clf.noisy_copies(record, 4000, seed=3)["text"]
+        assert torch.equal(batch[:, [0, 3, 5]], ids[[0, 3, 5]].expand(4000, 3))
+        noised = batch[:, [1, 2, 4]]
+        if isinstance(noise, Mask):
+            assert set(noised.unique().tolist()) <= {5, 100, 101, 119}
+            assert abs(float((noised == 5).float().mean()) - 0.95) < 0.01
+        else:
+            assert noised.min() >= 100 and noised.max() < 120
+            counts = np.bincount((noised[:, 0] - 100).numpy(), minlength=20)
+            expected = np.full(20, 0.9 / 19 * 4000)
+            expected[0] = 0.1 * 4000
+            assert chisquare(counts, expected).pvalue > P_FLOOR
