@@ -29,9 +29,8 @@ class Gaussian(Noise):
 
     def sample(self, x, generator=None, where=None):
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        if where is not None:
-            noise = noise * where
-        return x + self.sigma * noise
+        noise.mul_(self.sigma if where is None else self.sigma * where)
+        return noise.add_(x)
 
     def likelihood_ratio(self, size: float) -> LikelihoodRatio:
         """Regions for an L2 perturbation of norm ``size``: a pure Gaussian shift."""

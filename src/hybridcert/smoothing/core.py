@@ -171,9 +171,10 @@ class SmoothedClassifier:
             size += copies
             while size >= self.batch_size or (chunk == math.ceil(num / NOISE_CHUNK) - 1
                                               and size > 0):
-                merged = {k: torch.cat([p[k] for p in pending]) for k in pending[0]}
+                merged = pending[0] if len(pending) == 1 else \
+                    {k: torch.cat([p[k] for p in pending]) for k in pending[0]}
                 take = min(self.batch_size, size)
-                yield {k: v[:take] for k, v in merged.items()}
+                yield merged if take == size else {k: v[:take] for k, v in merged.items()}
                 rest = {k: v[take:] for k, v in merged.items()}
                 size -= take
                 pending = [rest] if size else []
