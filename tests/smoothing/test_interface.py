@@ -159,3 +159,19 @@ def test_exports(tmp_path):
     assert float(table[0]["radius_r0"]) == pytest.approx(results[0].l2_radius[0], rel=1e-5)
     data = json.loads((tmp_path / "out.json").read_text())
     assert data[2]["frontier"] == results[2].frontier()
+
+
+def test_certify_many_shares_batches_and_matches_certify():
+    clf = classifier(batch_size=300)
+    records = [record(image=torch.full((1, 4, 4), v)) for v in (0.2, 0.22, 0.25)]
+    records.append(record(text=TokenBlock(torch.tensor([1, 12, 30, 2]))))   # other length
+    records.append(record(image=torch.full((1, 4, 4), 0.21),
+                          text=TokenBlock(torch.tensor([1, 12, 12, 12, 12, 30, 2]))))
+    seeds = [3, 4, 5, 6, 7]
+    many = clf.certify_many(records, 50, 700, 0.01, seeds)
+    for x, seed, result in zip(records, seeds, many, strict=True):
+        single = classifier(batch_size=64).certify(x, 50, 700, 0.01, seed=seed)
+        assert np.array_equal(single.counts, result.counts)
+        assert single.l2_radius == result.l2_radius
+    with pytest.raises(ValueError, match="one entry per record"):
+        clf.certify_many(records, 50, 700, 0.01, seeds[:2])

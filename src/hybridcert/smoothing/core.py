@@ -115,17 +115,12 @@ class SmoothedClassifier:
         ``p_upper``: "complement" uses pB = 1 - pA; "bonferroni" bounds pA and pB (the
         runner-up of the selection sample) separately at alpha / 2 each.
         """
-        _check_counts(n0=n0, n=n, alpha=alpha)
-        if p_upper not in ("complement", "bonferroni"):
-            raise ValueError(f"p_upper must be 'complement' or 'bonferroni', got {p_upper!r}")
+        return self.certify_many([x], n0, n, alpha, [seed], p_upper, max_tokens)[0]
+
+    def _certificate(self, selection, counts, n, alpha, p_upper, max_tokens, elapsed):
         level = alpha / 2 if p_upper == "bonferroni" else alpha
-        check_can_certify(n, level)
-        start = time.perf_counter()
-        x = self._validate(x)
-        selection = self.sample_counts(x, n0, seed, stage=0)
         top_two = np.argsort(-selection, kind="stable")[:2]
         c_a, c_b = int(top_two[0]), int(top_two[1])
-        counts = self.sample_counts(x, n, seed, stage=1)
         p_a = lower_confidence_bound(int(counts[c_a]), n, level)
         p_b = upper_confidence_bound(int(counts[c_b]), n, level) if level != alpha else None
         frontier = certified_frontier(p_a, sigma=self.sigma, discrete=self._discrete_noise(),
@@ -133,8 +128,7 @@ class SmoothedClassifier:
         r_max = int(frontier.max_tokens[0])
         radii = [row["l2_radius"] for row in frontier.rows(0)]
         label = c_a if r_max >= 0 else ABSTAIN
-        return Certification(label, counts, p_a, p_b, r_max, radii,
-                             time.perf_counter() - start)
+        return Certification(label, np.asarray(counts), p_a, p_b, r_max, radii, elapsed)
 
     def predict(self, x: Record, n: int, alpha: float, seed: int = 0) -> Prediction:
         """Top class, or ABSTAIN unless a two-sided binomial test rejects at ``alpha``."""
@@ -150,34 +144,59 @@ class SmoothedClassifier:
         label = int(top[0]) if p_value <= alpha else ABSTAIN
         return Prediction(label, counts, float(p_value))
 
+    def certify_many(self, records: list[Record], n0: int, n: int, alpha: float,
+                     seeds: list[int], p_upper: str = "complement",
+                     max_tokens: int | None = None) -> list[Certification]:
+        """:meth:`certify` for several records, sharing forward passes between records of
+        the same shapes.  Each result equals ``certify(records[i], ..., seed=seeds[i])``."""
+        _check_counts(n0=n0, n=n, alpha=alpha)
+        if p_upper not in ("complement", "bonferroni"):
+            raise ValueError(f"p_upper must be 'complement' or 'bonferroni', got {p_upper!r}")
+        if len(seeds) != len(records):
+            raise ValueError(f"seeds must have one entry per record ({len(records)}), "
+                             f"got {len(seeds)}")
+        level = alpha / 2 if p_upper == "bonferroni" else alpha
+        check_can_certify(n, level)
+        start = time.perf_counter()
+        validated = [self._validate(x) for x in records]
+        selection = self.sample_counts_many(validated, n0, seeds, stage=0)
+        counts = self.sample_counts_many(validated, n, seeds, stage=1)
+        elapsed = (time.perf_counter() - start) / max(1, len(records))
+        return [self._certificate(selection[i], counts[i], n, alpha, p_upper, max_tokens,
+                                  elapsed) for i in range(len(records))]
+
     # -- sampling ------------------------------------------------------------------------
     def sample_counts(self, x: Record, num: int, seed: int, stage: int) -> np.ndarray:
         """Class counts of the base classifier on ``num`` noisy copies of ``x``."""
-        counts = torch.zeros(self.num_classes, dtype=torch.long, device=self.base.device)
-        for batch in self._noisy_batches(x, num, seed, stage):
-            labels = self.base.labels(batch).to(self.base.device)
-            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
-                raise ValueError(f"the base classifier returned a label outside "
-                                 f"[0, {self.num_classes - 1}]")
-            counts += torch.bincount(labels, minlength=self.num_classes)
-        return counts.cpu().numpy()
+        return self.sample_counts_many([x], num, [seed], stage)[0]
 
-    def _noisy_batches(self, x: Record, num: int, seed: int, stage: int):
-        pending: list[dict[str, torch.Tensor]] = []
-        size = 0
+    def sample_counts_many(self, records: list[Record], num: int, seeds: list[int],
+                           stage: int) -> np.ndarray:
+        """Counts ``(len(records), num_classes)``; records whose blocks have the same
+        shapes share batches, and each record's noise comes from its own seed."""
+        out = np.zeros((len(records), self.num_classes), dtype=np.int64)
+        groups: dict[tuple, list[int]] = {}
+        for i, x in enumerate(records):
+            groups.setdefault(_shape_key(x), []).append(i)
+        for members in groups.values():
+            streams = ((i, self._noise_chunks(records[i], num, seeds[i], stage))
+                       for i in members)
+            for batch, owner in _rebatch(streams, self.batch_size):
+                labels = self.base.labels(batch).to(self.base.device)
+                if labels.numel() and (int(labels.min()) < 0
+                                       or int(labels.max()) >= self.num_classes):
+                    raise ValueError(f"the base classifier returned a label outside "
+                                     f"[0, {self.num_classes - 1}]")
+                local = torch.as_tensor(owner, device=labels.device)
+                flat = torch.bincount(local * self.num_classes + labels,
+                                      minlength=len(records) * self.num_classes)
+                out += flat.view(len(records), self.num_classes).cpu().numpy()
+        return out
+
+    def _noise_chunks(self, x: Record, num: int, seed: int, stage: int):
         for chunk in range(math.ceil(num / NOISE_CHUNK)):
             copies = min(NOISE_CHUNK, num - chunk * NOISE_CHUNK)
-            pending.append(self.noisy_copies(x, copies, _chunk_seed(seed, stage, chunk)))
-            size += copies
-            while size >= self.batch_size or (chunk == math.ceil(num / NOISE_CHUNK) - 1
-                                              and size > 0):
-                merged = pending[0] if len(pending) == 1 else \
-                    {k: torch.cat([p[k] for p in pending]) for k in pending[0]}
-                take = min(self.batch_size, size)
-                yield merged if take == size else {k: v[:take] for k, v in merged.items()}
-                rest = {k: v[take:] for k, v in merged.items()}
-                size -= take
-                pending = [rest] if size else []
+            yield self.noisy_copies(x, copies, _chunk_seed(seed, stage, chunk))
 
     def noisy_copies(self, x: Record, copies: int, seed: int) -> dict[str, torch.Tensor]:
         """``copies`` noisy versions of a validated record, as a model batch."""
@@ -306,6 +325,44 @@ def check_can_certify(n: int, alpha: float) -> None:
         need = math.floor(math.log(alpha) / math.log(0.5)) + 1
         raise ValueError(f"n={n} can never certify at alpha={alpha}: even if all samples "
                          f"agree the lower bound on pA is {best:.4f} <= 1/2; use n >= {need}")
+
+
+def _shape_key(x: Record) -> tuple:
+    return tuple((name, tuple((b.ids if isinstance(b, TokenBlock) else b).shape))
+                 for name, b in sorted(x.items()))
+
+
+def _rebatch(streams, batch_size: int):
+    """Concatenate chunks from several records into model batches of ``batch_size``,
+    yielding (batch, owner) with ``owner[j]`` the record index of row j."""
+    pending, owners, size = [], [], 0
+    for index, chunks in streams:
+        for chunk in chunks:
+            rows = next(iter(chunk.values())).shape[0]
+            pending.append(chunk)
+            owners.append(np.full(rows, index))
+            size += rows
+            while size >= batch_size:
+                yield from _flush(pending, owners, batch_size)
+                size -= batch_size
+    if size:
+        yield from _flush(pending, owners, size)
+
+
+def _flush(pending: list, owners: list, take: int):
+    merged = pending[0] if len(pending) == 1 else \
+        {k: torch.cat([p[k] for p in pending]) for k in pending[0]}
+    owner = np.concatenate(owners)
+    total = owner.size
+    if take == total:
+        pending.clear()
+        owners.clear()
+        yield merged, owner
+        return
+    rest = {k: v[take:] for k, v in merged.items()}
+    pending[:] = [rest]
+    owners[:] = [owner[take:]]
+    yield {k: v[:take] for k, v in merged.items()}, owner[:take]
 
 
 def _chunk_seed(seed: int, stage: int, chunk: int) -> int:
