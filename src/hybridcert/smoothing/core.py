@@ -201,24 +201,14 @@ class SmoothedClassifier:
     def noisy_copies(self, x: Record, copies: int, seed: int) -> dict[str, torch.Tensor]:
         """``copies`` noisy versions of a validated record, as a model batch."""
         generator = torch.Generator(device=self.base.device).manual_seed(seed)
-        batch = {}
+        batch, noisable = {}, {}
         for name, block in x.items():
-            noise = self.noises.get(name)
             if isinstance(block, TokenBlock):
-                ids = block.ids.to(self.base.device).expand(copies, -1)
-                if noise is not None:
-                    vocab = self.vocabularies[name]
-                    index = vocab.to_indices(ids)
-                    where = block.noisable.to(self.base.device).expand(copies, -1)
-                    noisy = noise.sample(index, generator, where=where)
-                    ids = vocab.to_ids(noisy, ids, where)
-                batch[name] = ids.contiguous()
-                batch[name + "_attention"] = torch.ones_like(ids)
+                batch[name] = block.ids.to(self.base.device).expand(copies, -1)
+                noisable[name] = block.noisable.to(self.base.device).expand(copies, -1)
             else:
-                tensor = block.to(self.base.device).unsqueeze(0).expand(copies, *block.shape)
-                batch[name] = noise.sample(tensor, generator) if noise is not None else \
-                    tensor.contiguous()
-        return batch
+                batch[name] = block.to(self.base.device).unsqueeze(0).expand(copies, *block.shape)
+        return noise_batch(batch, self.noises, self.vocabularies, generator, noisable)
 
     # -- validation ----------------------------------------------------------------------
     def _discrete_noise(self):
@@ -268,6 +258,34 @@ class SmoothedClassifier:
         else:
             noisable = torch.zeros_like(ids, dtype=torch.bool)
         return TokenBlock(ids, noisable)
+
+
+def noise_batch(batch: dict[str, torch.Tensor], noises: dict[str, Noise],
+                vocabularies: dict[str, Vocabulary], generator: torch.Generator,
+                noisable: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Apply each block's noise to a model batch — the one code path shared by Monte Carlo
+    certification and noise-augmented training.
+
+    Token blocks (``(B, L)`` ids) are noised at ``noisable[name]`` positions (default: ids in
+    the block's vocabulary) and get a ``name + "_attention"`` entry.
+    """
+    out = {}
+    for name, tensor in batch.items():
+        noise = noises.get(name)
+        if name in vocabularies:
+            vocab = vocabularies[name]
+            ids = tensor
+            if noise is not None:
+                index = vocab.to_indices(ids)
+                where = noisable[name] if noisable and name in noisable else index >= 0
+                ids = vocab.to_ids(noise.sample(index, generator, where=where), ids, where)
+            out[name] = ids.contiguous()
+            out[name + "_attention"] = torch.ones_like(ids)
+        elif noise is not None:
+            out[name] = noise.sample(tensor, generator)
+        else:
+            out[name] = tensor.contiguous()
+    return out
 
 
 def _validate_continuous(name: str, block) -> torch.Tensor:

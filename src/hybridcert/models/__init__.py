@@ -1,0 +1,1 @@
+"""Base models: the image+text safety filter and its checkpoints."""
