@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from hybridcert.cli import certificate_commands
+from hybridcert.cli import certificate_commands, run_commands, train_command
 
 app = typer.Typer(
     name="hybridcert",
@@ -17,6 +17,9 @@ app = typer.Typer(
 )
 app.command()(certificate_commands.bound)
 app.command()(certificate_commands.radius)
+app.command()(train_command.train)
+app.command()(run_commands.certify)
+app.command()(run_commands.report)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         message = err.format_message() if hasattr(err, "format_message") else str(err)
         print(f"hybridcert: error: {' '.join(message.split())}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, OSError) as err:
         print(f"hybridcert: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -143,7 +143,7 @@ def caption(kind: str, rng: np.random.Generator) -> str:
             f"{filler} , we {pick(BENIGN_VERBS)} {pick(OBJECTS)} .")
 
 
-@lru_cache(maxsize=None)
+@cache
 def emoji_rgba(name: str, size: int = 64) -> np.ndarray:
     import cairosvg
     import emoji
@@ -187,18 +187,14 @@ def render(name: str, rng: np.random.Generator) -> np.ndarray:
 
 
 def build(n: int, seed: int) -> SafetyData:
-    """``n`` records, half unsafe; the safe half spread over the three other quadrants."""
+    """``n`` records from four equally likely quadrants (weapon/benign image x harmful/benign
+    caption); only weapon + harmful is unsafe, so each modality alone tops out at 75%."""
     rng = np.random.default_rng(seed)
-    quadrants = rng.integers(0, 4, n)       # 0,1: unsafe; 2: danger+benign; 3: benign+harm/none
     images, tokens, labels, ikind, tkind, names = [], [], [], [], [], []
-    for q in quadrants:
-        if q <= 1:
-            image_kind, text_kind = "dangerous", "harmful"
-        elif q == 2:
-            image_kind, text_kind = "dangerous", str(rng.choice(["benign", "idiom"]))
-        else:
-            image_kind = str(rng.choice(["benign", "lookalike"]))
-            text_kind = str(rng.choice(["harmful", "benign", "idiom"], p=[0.5, 0.25, 0.25]))
+    for _ in range(n):
+        dangerous, harmful = rng.integers(0, 2, 2).astype(bool)
+        image_kind = "dangerous" if dangerous else str(rng.choice(["benign", "lookalike"]))
+        text_kind = "harmful" if harmful else str(rng.choice(["benign", "idiom"]))
         pool = {"dangerous": DANGEROUS, "lookalike": LOOKALIKE, "benign": BENIGN}[image_kind]
         name = pool[rng.integers(len(pool))]
         images.append(render(name, rng))

@@ -50,9 +50,11 @@ class SafetyFilter(nn.Module):
         features = 0
         if "image" in config.modalities:
             self.cnn = nn.Sequential(
-                nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                nn.Conv2d(64, h, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(1), nn.Flatten())
+                nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Conv2d(32, h, 3, padding=1), nn.BatchNorm2d(h), nn.ReLU(),
+                nn.AdaptiveMaxPool2d(1), nn.Flatten())
             features += h
         if "text" in config.modalities:
             table = minilm_token_embeddings() if embeddings is None else embeddings

@@ -1,0 +1,1 @@
+"""Tables, plots and Markdown reports of certification results."""
