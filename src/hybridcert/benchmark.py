@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hybridcert.attacks import joint_attack
+from hybridcert.certificate.baselines import sequential_radius
 from hybridcert.data import safety
 from hybridcert.models import fusion, training
 from hybridcert.reports import plots, tables
@@ -140,8 +141,13 @@ def _summaries(results, labels, noises, sigma, cfg, console) -> dict:
         unimodal[variant] = tables.certified_accuracy(tables.certified_mask(
             [c.label for c in certs], labels, [c.max_tokens for c in certs],
             [c.l2_radius for c in certs]))
-    gain = [(c.l2_radius[r], s) for c in joint for r in range(1, c.max_tokens + 1)
-            if (s := _sequential_radius(c.p_lower, sigma, noises["text"], r)) > 0]
+    gain = []
+    for r in range(1, max([c.max_tokens for c in joint] + [0]) + 1):
+        chosen = [c for c in joint if c.max_tokens >= r]
+        seq = sequential_radius([c.p_lower for c in chosen], sigma,
+                                noises["text"].likelihood_ratio(r))
+        gain += [(c.l2_radius[r], s) for c, s in zip(chosen, np.atleast_1d(seq), strict=True)
+                 if s > 0]
     summary = {
         "abstain_rate": float(np.mean(pred == ABSTAIN)),
         "clean_smoothed_accuracy": float(np.mean(pred == labels)),
@@ -169,22 +175,6 @@ def _summaries(results, labels, noises, sigma, cfg, console) -> dict:
                   f"radius gain of joint over sequential at r >= 1: "
                   f"{100 * (summary['radius_gain_over_sequential'] or 0):.1f}%")
     return summary
-
-
-def _sequential_radius(p: float, sigma: float, discrete, r: int) -> float:
-    """L2 radius of the sequential baseline (better of both orders), by bisection."""
-    from hybridcert.certificate import sequential_bound
-    from hybridcert.noise import Gaussian
-
-    tokens = discrete.likelihood_ratio(r)
-    if sequential_bound(p, Gaussian(sigma).likelihood_ratio(0.0), tokens) <= 0.5:
-        return 0.0
-    lo, hi = 0.0, sigma * 40.0
-    for _ in range(50):
-        mid = 0.5 * (lo + hi)
-        ok = sequential_bound(p, Gaussian(sigma).likelihood_ratio(mid), tokens) > 0.5
-        lo, hi = (mid, hi) if ok else (lo, mid)
-    return lo
 
 
 def _figures(joint, labels, level, out: Path, sigma, keep):

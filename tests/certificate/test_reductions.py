@@ -116,3 +116,23 @@ def test_extreme_parameters_stay_finite_and_ordered():
         assert np.all(np.isfinite(values))
         assert np.all(np.diff(values) >= 0)
         assert np.all(values <= np.array([0.5, 0.9, 1 - 1e-6, 1 - 1e-12]))
+
+
+@pytest.mark.parametrize("noise", [Substitution(0.1, 30522), Substitution(0.3, 5), Mask(0.1)])
+@pytest.mark.parametrize("r", [1, 2])
+def test_sequential_radius_closed_form_matches_bisection(noise, r):
+    from hybridcert.certificate.baselines import sequential_radius
+
+    tokens = noise.likelihood_ratio(r)
+    for p in [0.7, 0.9, 0.99, 0.9999]:
+        got = sequential_radius(p, 0.5, tokens)
+        lo, hi = 0.0, 10.0
+        if sequential_bound(p, Gaussian(0.5).likelihood_ratio(0.0), tokens) <= 0.5:
+            assert got == 0.0
+            continue
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            ok = sequential_bound(p, Gaussian(0.5).likelihood_ratio(mid), tokens) > 0.5
+            lo, hi = (mid, hi) if ok else (lo, mid)
+        assert got == pytest.approx(lo, rel=1e-7, abs=1e-9)
+        assert got <= hi * (1 + 1e-9)

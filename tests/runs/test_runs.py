@@ -151,3 +151,19 @@ def test_noise_that_does_not_fit_the_inputs(tmp_path, capsys):
     path.write_text(json.dumps({"text": "hello there", "label": 0}))
     assert certify(path, tmp_path / "c.sqlite") == 2
     assert "the noise names block(s) ['image']" in capsys.readouterr().err
+
+
+def test_sequential_modes_run_resumably_and_on_ray(jsonl_dataset, tmp_path):
+    pytest.importorskip("ray")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    extra = ["--mode", "decision", "--target", "0.1,0", "--target", "0.05,1", "--n", "3200"]
+    local, distributed = tmp_path / "seq.sqlite", tmp_path / "seq_ray.sqlite"
+    assert certify(jsonl_dataset, local, *extra) == 0
+    assert certify(jsonl_dataset, distributed, *extra, "--backend", "ray") == 0
+    assert rows(local) == rows(distributed)
+    samples = sqlite3.connect(local).execute("SELECT samples FROM results").fetchall()
+    assert all(16 + 100 <= s[0] <= 16 + 3200 for s in samples)
+    assert certify(jsonl_dataset, local, *extra) == 0      # resume: nothing left to do
+    assert len(rows(local)) == 12
+    assert main(["certify", "--dataset", str(jsonl_dataset), "--store",
+                 str(tmp_path / "x.sqlite"), *ARGS, "--mode", "decision"]) == 2

@@ -3,8 +3,6 @@
 import os
 import time
 
-import torch
-
 
 def factory():
     delay = float(os.environ.get("TOY_MODEL_DELAY", "0"))

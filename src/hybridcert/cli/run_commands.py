@@ -32,6 +32,12 @@ def certify(
     alpha: Annotated[float | None, Opt("--alpha", help="Failure probability.")] = None,
     seed: Annotated[int | None, Opt("--seed")] = None,
     max_tokens: Annotated[int | None, Opt("--max-tokens")] = None,
+    mode: Annotated[str | None, Opt("--mode", help="fixed, or sequential: decision or "
+                                    "radius (then --n is the sample cap).")] = None,
+    target: Annotated[list[str] | None, Opt("--target", help="Decision target EPS,R "
+                                            "(repeatable).")] = None,
+    tolerance: Annotated[float | None, Opt("--tolerance", help="Radius-mode L2 "
+                                           "tolerance.")] = None,
     store: Annotated[Path, Opt("--store", help="SQLite file of the run.")] = Path(
         "runs/run.sqlite"),
     new_run: Annotated[bool, Opt("--new-run", help="Start a new run in the store.")] = False,
@@ -78,7 +84,8 @@ def certify(
         settings.update(loaded)
     flags = {"dataset": dataset, "checkpoint": checkpoint, "model": model, "sigma": sigma,
              "keep_prob": keep_prob, "noise": noise, "n0": n0, "n": n, "alpha": alpha,
-             "seed": seed, "max_tokens": max_tokens}
+             "seed": seed, "max_tokens": max_tokens, "mode": mode, "tolerance": tolerance,
+             "targets": _parse_targets(target) if target else None}
     settings.update({k: v for k, v in flags.items() if v is not None})
     if settings["noise"] not in ("substitution", "mask"):
         raise ValueError(f"--noise must be substitution or mask, got {settings['noise']!r}")
@@ -110,6 +117,18 @@ def certify(
         else:
             run_local(run_config, todo, run_store, classifier, on_done)
     run_store.close()
+
+
+def _parse_targets(values: list[str]) -> list[list[float]]:
+    targets = []
+    for value in values:
+        try:
+            eps, r = value.split(",")
+            targets.append([float(eps), int(r)])
+        except ValueError:
+            raise ValueError(f"--target must look like EPS,R (e.g. 0.25,1), got {value!r}") \
+                from None
+    return targets
 
 
 def report(

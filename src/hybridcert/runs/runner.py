@@ -19,7 +19,8 @@ import torch
 
 from hybridcert.noise import Gaussian, Mask, Substitution
 from hybridcert.runs.store import RunStore
-from hybridcert.smoothing import SmoothedClassifier, TokenBlock
+from hybridcert.smoothing import Certification, SmoothedClassifier, TokenBlock
+from hybridcert.smoothing.sequential import certify_sequential
 
 
 @dataclass
@@ -40,6 +41,16 @@ class RunConfig:
     seed: int = 0
     image_size: int = 32
     num_classes: int = 2
+    mode: str = "fixed"                 # fixed, decision (sequential) or radius (sequential)
+    targets: list = None                # decision mode: [[eps, r], ...]
+    n_min: int = 100                    # sequential modes: first look; n is the cap
+    tolerance: float = 0.01             # radius mode: L2 tolerance of the frontier
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("fixed", "decision", "radius"):
+            raise ValueError(f"mode must be fixed, decision or radius, got {self.mode!r}")
+        if self.mode == "decision" and not self.targets:
+            raise ValueError("mode 'decision' needs targets, e.g. [[0.25, 1], [0.5, 2]]")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -190,22 +201,38 @@ def check_fit(classifier: SmoothedClassifier, item: Item) -> None:
 # -- backends ----------------------------------------------------------------------------
 
 def certify_items(classifier: SmoothedClassifier, config: RunConfig, items: list[Item],
-                  group: int = 8) -> Iterator[tuple[Item, object]]:
-    """Certify items in small groups that share forward passes; yield as each group ends."""
+                  group: int = 8) -> Iterator[tuple[Item, Certification, int]]:
+    """Certify items; yield (item, result, base-model queries) as each finishes.
+
+    Fixed-n runs certify small groups that share forward passes; sequential runs stop
+    each input as soon as its answer is settled."""
+    if config.mode != "fixed":
+        for item in items:
+            seq = certify_sequential(
+                classifier, item.record, config.n0, config.alpha,
+                input_seed(config.seed, item.input_id),
+                targets=[tuple(t) for t in config.targets] if config.mode == "decision"
+                else None, tolerance=config.tolerance, n_min=config.n_min, n_max=config.n,
+                max_tokens=config.max_tokens)
+            result = Certification(seq.label, np.zeros(0, dtype=np.int64),
+                                   seq.p_lower, None, seq.max_tokens, seq.l2_radius, seq.time_s)
+            yield item, result, seq.queries
+        return
     for start in range(0, len(items), group):
         chunk = items[start: start + group]
         results = classifier.certify_many(
             [it.record for it in chunk], config.n0, config.n, config.alpha,
             [input_seed(config.seed, it.input_id) for it in chunk], config.p_upper,
             config.max_tokens)
-        yield from zip(chunk, results, strict=True)
+        for item, result in zip(chunk, results, strict=True):
+            yield item, result, config.n0 + config.n
 
 
 def run_local(config: RunConfig, items: list[Item], store: RunStore,
               classifier: SmoothedClassifier, on_done: Callable[[int], None]) -> None:
-    for item, result in certify_items(classifier, config, items):
-        store.write(item.idx, item.input_id, item.label, result, config.n0 + config.n)
-        on_done(config.n0 + config.n)
+    for item, result, queries in certify_items(classifier, config, items):
+        store.write(item.idx, item.input_id, item.label, result, queries)
+        on_done(queries)
 
 
 def run_ray(config: RunConfig, items: list[Item], store: RunStore, device: str,
@@ -235,9 +262,9 @@ def run_ray(config: RunConfig, items: list[Item], store: RunStore, device: str,
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             actor, item = pending.pop(done[0])
-            result = ray.get(done[0])
-            store.write(item.idx, item.input_id, item.label, result, config.n0 + config.n)
-            on_done(config.n0 + config.n)
+            result, queries = ray.get(done[0])
+            store.write(item.idx, item.input_id, item.label, result, queries)
+            on_done(queries)
             if queue:
                 nxt = queue.pop(0)
                 pending[actor.certify.remote(nxt)] = (actor, nxt)
@@ -258,7 +285,8 @@ class _Worker:
         check_fit(self.classifier, item)
 
     def certify(self, item: Item):
-        return next(certify_items(self.classifier, self.config, [item]))[1]
+        _, result, queries = next(certify_items(self.classifier, self.config, [item]))
+        return result, queries
 
 
 def timed(fn: Callable, *args, **kwargs) -> float:

@@ -22,13 +22,13 @@ Two questions:
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from hybridcert.certificate import certified_frontier, lower_bound
+from hybridcert.certificate import certified_frontier
+from hybridcert.certificate.baselines import discrete_threshold
 from hybridcert.noise import Gaussian, LikelihoodRatio
 from hybridcert.smoothing.core import (
     ABSTAIN,
@@ -68,16 +68,9 @@ def schedule(n_min: int, n_max: int, growth: float = 2.0) -> list[int]:
 
 
 def threshold(ratio: LikelihoodRatio) -> float:
-    """Smallest pA (to 1e-12) with a two-class joint lower bound above 1/2; inf if none."""
-    if lower_bound(1.0, ratio) <= 0.5:
-        return math.inf
-    lo, hi = 0.5, 1.0
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (lo, mid) if lower_bound(mid, ratio) > 0.5 else (mid, hi)
-        if hi - lo < 1e-13:
-            break
-    return hi
+    """Smallest pA (to 1e-13, certified end) whose two-class joint lower bound exceeds 1/2;
+    inf if none."""
+    return discrete_threshold(ratio)
 
 
 def certify_sequential(clf: SmoothedClassifier, x, n0: int, alpha: float, seed: int = 0,

@@ -1,0 +1,81 @@
+"""Base-model queries of sequential certification against fixed n, on the safety benchmark.
+
+For the decision at (eps, r) in {(0.25, 1), (0.5, 2)} and for the radius mode: mean and
+median queries per input against fixed n at the same alpha, and the certified accuracy of
+both (points difference).  Uses the demo checkpoint (run `make demo` first).
+
+    python benchmarks/sequential_queries.py [--inputs 20] [--n-fixed 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from hybridcert.data import safety
+from hybridcert.models import fusion
+from hybridcert.noise import Gaussian, Substitution
+from hybridcert.runs.runner import input_seed
+from hybridcert.smoothing import SmoothedClassifier
+from hybridcert.smoothing.sequential import certify_sequential, threshold
+
+TARGETS = [(0.25, 1), (0.5, 2)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--inputs", type=int, default=20)
+    parser.add_argument("--n-fixed", type=int, default=100_000)
+    parser.add_argument("--alpha", type=float, default=0.001)
+    parser.add_argument("--tolerance", type=float, default=0.02)
+    parser.add_argument("--checkpoint", default="artifacts/models/image+text_s0.5_a0.1_e10")
+    parser.add_argument("--sigma", type=float, default=0.5)
+    parser.add_argument("--keep-prob", type=float, default=0.1)
+    args = parser.parse_args()
+    data = safety.splits(4000, 500, 500, 0, __import__("pathlib").Path("artifacts/data"))["test"]
+    model = fusion.load(args.checkpoint)
+    vocab = safety.vocabulary()
+    clf = SmoothedClassifier(model, {"image": Gaussian(args.sigma),
+                                     "text": Substitution(args.keep_prob, vocab.size)}, 2,
+                             {"text": vocab}, batch_size=1024)
+    n0 = 100
+    items = range(args.inputs)
+    records = [data.record(i) for i in items]
+    labels = data.labels[: args.inputs]
+    seeds = [input_seed(0, f"test-{i}") for i in items]
+    start = time.perf_counter()
+    fixed = clf.certify_many(records, n0, args.n_fixed, args.alpha, seeds, max_tokens=16)
+    fixed_s = time.perf_counter() - start
+    thresholds = [threshold(clf._discrete_noise().likelihood_ratio(r)
+                            * Gaussian(args.sigma).likelihood_ratio(e)) for e, r in TARGETS]
+    print(f"{args.inputs} test inputs, sigma {args.sigma}, keep {args.keep_prob}, "
+          f"alpha {args.alpha}; fixed n = {args.n_fixed} took {fixed_s:.0f} s")
+
+    def fixed_ok(k):
+        return np.array([c.label == y and c.p_lower > thresholds[k]
+                         for c, y in zip(fixed, labels, strict=True)])
+
+    for k, target in enumerate(TARGETS):
+        results = [certify_sequential(clf, records[i], n0, args.alpha, seeds[i],
+                                      targets=[target], n_max=args.n_fixed) for i in items]
+        queries = np.array([r.queries for r in results])
+        seq_ok = np.array([r.label == y and r.certified[0]
+                           for r, y in zip(results, labels, strict=True)])
+        print(f"decision at (eps, r) = {target}: mean {queries.mean():,.0f}, median "
+              f"{np.median(queries):,.0f} queries vs {n0 + args.n_fixed:,} "
+              f"({(n0 + args.n_fixed) / queries.mean():.1f}x fewer on average); certified "
+              f"accuracy {100 * seq_ok.mean():.1f}% vs {100 * fixed_ok(k).mean():.1f}% fixed")
+    results = [certify_sequential(clf, records[i], n0, args.alpha, seeds[i],
+                                  tolerance=args.tolerance, n_max=args.n_fixed) for i in items]
+    queries = np.array([r.queries for r in results])
+    gaps = [abs((f.l2_radius[0] if f.l2_radius else 0) - (r.l2_radius[0] if r.l2_radius else 0))
+            for f, r in zip(fixed, results, strict=True)]
+    print(f"radius mode (tolerance {args.tolerance}): mean {queries.mean():,.0f}, median "
+          f"{np.median(queries):,.0f} queries ({(n0 + args.n_fixed) / queries.mean():.1f}x "
+          f"fewer); largest r = 0 radius shortfall vs fixed n {max(gaps):.3f}")
+
+
+if __name__ == "__main__":
+    main()
