@@ -22,7 +22,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--inputs", type=int, default=40)
     parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--checkpoint", default="artifacts/models/image+text_s0.25_a0.2_e10")
+    parser.add_argument("--checkpoint", default="artifacts/models/image+text_s0.25_a0.2_e20")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     config = RunConfig(dataset=f"safety:test:{args.inputs}", checkpoint=args.checkpoint,

@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--n-fixed", type=int, default=100_000)
     parser.add_argument("--alpha", type=float, default=0.001)
     parser.add_argument("--tolerance", type=float, default=0.02)
-    parser.add_argument("--checkpoint", default="artifacts/models/image+text_s0.5_a0.1_e10")
+    parser.add_argument("--checkpoint", default="artifacts/models/image+text_s0.5_a0.1_e20")
     parser.add_argument("--sigma", type=float, default=0.5)
     parser.add_argument("--keep-prob", type=float, default=0.1)
     args = parser.parse_args()

@@ -39,7 +39,7 @@ class BenchmarkConfig:
     n_train: int = 4000
     n_val: int = 500
     n_test: int = 500
-    epochs: int = 10
+    epochs: int = 20
     subset: int = 100           # certified test inputs
     n0: int = 32
     n: int = 500

@@ -16,7 +16,7 @@ def train(
     = 0.2,
     modalities: Annotated[str, typer.Option("--modalities", help="image, text or image,text.")]
     = "image,text",
-    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 8,
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 20,
     n_train: Annotated[int, typer.Option("--n-train", min=10)] = 4000,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     data_cache: Annotated[Path, typer.Option("--data-cache")] = Path("artifacts/data"),

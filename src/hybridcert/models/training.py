@@ -24,7 +24,7 @@ def noises_for(config: FilterConfig) -> dict:
 
 
 def train(config: FilterConfig, train_data: SafetyData, epochs: int = 8, batch_size: int = 128,
-          lr: float = 5e-3, log=print, embeddings: torch.Tensor | None = None) -> SafetyFilter:
+          lr: float = 3e-3, log=print, embeddings: torch.Tensor | None = None) -> SafetyFilter:
     torch.manual_seed(config.seed)
     model = SafetyFilter(config, embeddings)
     params = [p for p in model.parameters() if p.requires_grad]
