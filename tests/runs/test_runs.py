@@ -72,9 +72,7 @@ def test_store_refuses_a_different_configuration(jsonl_dataset, tmp_path, capsys
     assert certify(jsonl_dataset, store, "--n", "300", "--new-run") == 0
 
 
-def test_ray_backend_gives_identical_results(jsonl_dataset, tmp_path):
-    pytest.importorskip("ray")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+def test_ray_backend_gives_identical_results(jsonl_dataset, tmp_path, ray_cluster):
     local, distributed = tmp_path / "local.sqlite", tmp_path / "ray.sqlite"
     assert certify(jsonl_dataset, local) == 0
     assert certify(jsonl_dataset, distributed, "--backend", "ray", "--workers", "2") == 0
@@ -153,9 +151,7 @@ def test_noise_that_does_not_fit_the_inputs(tmp_path, capsys):
     assert "the noise names block(s) ['image']" in capsys.readouterr().err
 
 
-def test_sequential_modes_run_resumably_and_on_ray(jsonl_dataset, tmp_path):
-    pytest.importorskip("ray")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+def test_sequential_modes_run_resumably_and_on_ray(jsonl_dataset, tmp_path, ray_cluster):
     extra = ["--mode", "decision", "--target", "0.1,0", "--target", "0.05,1", "--n", "3200"]
     local, distributed = tmp_path / "seq.sqlite", tmp_path / "seq_ray.sqlite"
     assert certify(jsonl_dataset, local, *extra) == 0

@@ -151,6 +151,16 @@ def _discrete(p: np.ndarray, ratio: LikelihoodRatio) -> _Exact:
     return _Exact(np.clip(lower, 0.0, 1.0), j, fraction, l[j])
 
 
+def normal_terms(tau: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``Phi(tau)``, ``Phi(-tau)`` (each accurate in its small tail) and ``phi(tau)``."""
+    small = ndtr(-np.abs(tau))
+    below = np.where(tau < 0, small, 1.0 - small)
+    above = np.where(tau < 0, 1.0 - small, small)
+    with np.errstate(over="ignore"):
+        density = np.exp(-0.5 * tau * tau) / _SQRT_2PI
+    return below, above, density
+
+
 class _Curve:
     """F (mu-mass of S), its upper tail, its slope and G (nu-mass of S) as functions of
     the offset ``s`` for a batch of inputs with per-input ``gamma`` and pivot."""
@@ -166,11 +176,7 @@ class _Curve:
     def evaluate(self, s: np.ndarray, idx: np.ndarray | slice = slice(None)):
         """Return (F, 1 - F, dF/ds, G) at offsets ``s`` for inputs ``idx``."""
         tau = s[:, None] + self.shift[idx]
-        small = ndtr(-np.abs(tau))
-        below = np.where(tau < 0, small, 1.0 - small)     # Phi(tau)
-        above = np.where(tau < 0, 1.0 - small, small)     # Phi(-tau)
-        with np.errstate(over="ignore"):
-            density = np.exp(-0.5 * tau * tau) / _SQRT_2PI
+        below, above, density = normal_terms(tau)
         mu, nu = self.ratio.mu, self.ratio.nu
         f = self.ratio.mu_zero + below @ mu
         f_tail = above @ mu

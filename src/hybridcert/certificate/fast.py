@@ -24,6 +24,7 @@ from hybridcert.certificate.bounds import (
     _lower_bound,
     _mass_residual,
     _safety_margin,
+    normal_terms,
 )
 from hybridcert.noise.ratio import LikelihoodRatio
 
@@ -105,12 +106,9 @@ def _system(p, s, gamma, pivot, distance, ratio, residual):
     d = (pivot[:, None] - distance) / gamma[:, None]
     tau = s[:, None] + d + gamma[:, None] / 2
     dtau_dg = -d / gamma[:, None] + 0.5
-    small = ndtr(-np.abs(tau))
-    below = np.where(tau < 0, small, 1.0 - small)
-    above = np.where(tau < 0, 1.0 - small, small)
+    below, above, dens = normal_terms(tau)
+    shifted = tau - gamma[:, None]
     with np.errstate(over="ignore"):
-        dens = np.exp(-0.5 * tau * tau) / _SQRT_2PI
-        shifted = tau - gamma[:, None]
         dens_nu = np.exp(-0.5 * shifted * shifted) / _SQRT_2PI
     mu, nu = ratio.mu, ratio.nu
     f = ratio.mu_zero + below @ mu

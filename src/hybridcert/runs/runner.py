@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -287,9 +286,3 @@ class _Worker:
     def certify(self, item: Item):
         _, result, queries = next(certify_items(self.classifier, self.config, [item]))
         return result, queries
-
-
-def timed(fn: Callable, *args, **kwargs) -> float:
-    start = time.perf_counter()
-    fn(*args, **kwargs)
-    return time.perf_counter() - start
