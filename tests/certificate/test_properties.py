@@ -1,6 +1,7 @@
 """Monotonicity and ordering properties (hypothesis)."""
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -93,3 +94,23 @@ def test_frontier_non_increasing_and_certified(noise, ps, sigma):
             assert lower_bound(p, ratio * Gaussian(sigma).likelihood_ratio(eps)) > 0.5
             assert lower_bound(p, ratio * Gaussian(sigma).likelihood_ratio(
                 eps * (1 + 1e-6) + 1e-9)) <= 0.5 + 1e-9
+
+
+@pytest.mark.parametrize("keep", [0.02, 0.05, 0.3])
+def test_fast_frontier_matches_bisection(keep):
+    """The Newton + witness path must be accurate, not only sound: a witness proved far
+    inside the certified region would under-report the radius."""
+    from hybridcert.certificate.frontier import bisect_gamma
+
+    noise = Substitution(keep, 30522)
+    p = np.array([0.6, 0.8, 0.95, 0.99, 0.999, 0.9999, 0.99993412, 0.999999, 1 - 1e-9])
+    frontier = certified_frontier(p, sigma=1.0, discrete=noise, max_tokens=12)
+    for r in range(13):
+        rows = np.flatnonzero(frontier.max_tokens >= r)
+        if rows.size == 0:
+            break
+        ratio = noise.likelihood_ratio(r) if r else LikelihoodRatio.identity()
+        exact = bisect_gamma(p[rows], None, ratio)
+        got = frontier.l2_radius[rows, r]
+        assert np.all(got <= exact * (1 + 1e-9) + 1e-12)
+        assert np.allclose(got, exact, rtol=1e-6)

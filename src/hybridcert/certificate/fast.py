@@ -25,10 +25,11 @@ from hybridcert.certificate.bounds import (
     _mass_residual,
     _safety_margin,
     normal_terms,
+    solve_offset,
 )
 from hybridcert.noise.ratio import LikelihoodRatio
 
-_NEWTON_STEPS = 30
+_NEWTON_STEPS = 80
 # Relative distances below the Newton estimate at which a witness is tried, in order.
 _BACKOFFS = (1e-11, 1e-9, 1e-7, 1e-5)
 
@@ -46,7 +47,9 @@ def newton_gamma(p: np.ndarray, ratio: LikelihoodRatio) -> tuple[np.ndarray, np.
     gaussian_first = ndtri(p) - ndtri(_discrete_threshold(ratio))
     gamma = np.maximum.reduce([discrete_first, gaussian_first, 1e-3 * ndtri(p)])
     pivot = ratio.log_ratio[exact.pivot]
-    s = np.clip(ndtri(np.clip(exact.fraction, 1e-300, 1 - 1e-16)), -38, 38) - gamma / 2
+    s0 = np.clip(ndtri(np.clip(exact.fraction, 1e-300, 1 - 1e-16)), -38, 38) - gamma / 2
+    # Exact mass equation at the starting shift: Newton then only has to move along it.
+    s = solve_offset(_Curve(ratio, gamma, pivot), np.arange(n), s0, _mass_residual(p))
 
     distance = ratio.log_ratio[None, :]
     ok = np.ones(n, dtype=bool)
@@ -72,8 +75,11 @@ def newton_gamma(p: np.ndarray, ratio: LikelihoodRatio) -> tuple[np.ndarray, np.
         converged = (np.abs(dg) <= 1e-14 * gamma[a]) & (np.abs(ds) <= 1e-12 * (1 + np.abs(s[a])))
         active = a[~converged & ~bad]
 
-    _, _, j = _system(p, s, gamma, pivot, distance, ratio, _mass_residual(p))
-    remaining = np.flatnonzero(ok & (gamma > 0))
+    r1, r2, j = _system(p, s, gamma, pivot, distance, ratio, _mass_residual(p))
+    # Only a converged root is worth proving: a witness far inside the certified region
+    # would be sound but would under-report the radius; those go to the bisection.
+    converged = (np.abs(r2) <= 1e-9) & (np.abs(r1) <= 1e-9 * np.minimum(p, 1 - p))
+    remaining = np.flatnonzero(ok & converged & (gamma > 0))
     for backoff in _BACKOFFS:
         if remaining.size == 0:
             break
