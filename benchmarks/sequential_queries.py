@@ -33,6 +33,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="artifacts/models/image+text_s0.5_a0.1_e20")
     parser.add_argument("--sigma", type=float, default=0.5)
     parser.add_argument("--keep-prob", type=float, default=0.1)
+    parser.add_argument("--modes", default="decision,radius",
+                        help="comma-separated: decision, radius")
     args = parser.parse_args()
     data = safety.splits(4000, 500, 500, 0, __import__("pathlib").Path("artifacts/data"))["test"]
     model = fusion.load(args.checkpoint)
@@ -57,7 +59,8 @@ def main() -> None:
         return np.array([c.label == y and c.p_lower > thresholds[k]
                          for c, y in zip(fixed, labels, strict=True)])
 
-    for k, target in enumerate(TARGETS):
+    modes = args.modes.split(",")
+    for k, target in enumerate(TARGETS if "decision" in modes else []):
         results = [certify_sequential(clf, records[i], n0, args.alpha, seeds[i],
                                       targets=[target], n_max=args.n_fixed) for i in items]
         queries = np.array([r.queries for r in results])
@@ -67,6 +70,8 @@ def main() -> None:
               f"{np.median(queries):,.0f} queries vs {n0 + args.n_fixed:,} "
               f"({(n0 + args.n_fixed) / queries.mean():.1f}x fewer on average); certified "
               f"accuracy {100 * seq_ok.mean():.1f}% vs {100 * fixed_ok(k).mean():.1f}% fixed")
+    if "radius" not in modes:
+        return
     results = [certify_sequential(clf, records[i], n0, args.alpha, seeds[i],
                                   tolerance=args.tolerance, n_max=args.n_fixed) for i in items]
     queries = np.array([r.queries for r in results])
