@@ -119,11 +119,16 @@ def run(cfg: BenchmarkConfig) -> dict:
             level["attack"] = _attacks(model, noises, vocab, test, subset, results["joint"],
                                        labels, cfg, console)
         report["levels"].append(level)
+        _write(report, cfg, started)          # after every level: long runs keep their work
+    _write(report, cfg, started)
+    console.print(f"report: {cfg.out / 'REPORT.md'} ({report['duration_s']:.0f} s in all)")
+    return report
+
+
+def _write(report: dict, cfg: BenchmarkConfig, started: float) -> None:
     report["duration_s"] = round(time.perf_counter() - started, 1)
     (cfg.out / "results.json").write_text(json.dumps(report, indent=1, default=float))
     (cfg.out / "REPORT.md").write_text(_markdown(report, cfg))
-    console.print(f"report: {cfg.out / 'REPORT.md'} ({report['duration_s']:.0f} s in all)")
-    return report
 
 
 def _summaries(results, labels, noises, sigma, cfg, console) -> dict:
