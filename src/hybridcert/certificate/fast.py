@@ -25,11 +25,11 @@ from hybridcert.certificate.bounds import (
     _mass_residual,
     _safety_margin,
     normal_terms,
-    solve_offset,
 )
 from hybridcert.noise.ratio import LikelihoodRatio
 
 _NEWTON_STEPS = 80
+_MASS_STEPS = 6
 # Relative distances below the Newton estimate at which a witness is tried, in order.
 _BACKOFFS = (1e-11, 1e-9, 1e-7, 1e-5)
 
@@ -48,8 +48,16 @@ def newton_gamma(p: np.ndarray, ratio: LikelihoodRatio) -> tuple[np.ndarray, np.
     gamma = np.maximum.reduce([discrete_first, gaussian_first, 1e-3 * ndtri(p)])
     pivot = ratio.log_ratio[exact.pivot]
     s0 = np.clip(ndtri(np.clip(exact.fraction, 1e-300, 1 - 1e-16)), -38, 38) - gamma / 2
-    # Exact mass equation at the starting shift: Newton then only has to move along it.
-    s = solve_offset(_Curve(ratio, gamma, pivot), np.arange(n), s0, _mass_residual(p))
+    # A few damped Newton steps on the mass equation at the starting shift, so the joint
+    # Newton starts near its curve (unconverged inputs are caught below and bisected).
+    s = s0
+    curve = _Curve(ratio, gamma, pivot)
+    residual = _mass_residual(p)
+    for _ in range(_MASS_STEPS):
+        f, f_tail, slope, g = curve.evaluate(s)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = -residual(f, f_tail, g, slice(None)) / slope
+        s = s + np.clip(np.where(np.isfinite(step), step, 0.0), -4.0, 4.0)
 
     distance = ratio.log_ratio[None, :]
     ok = np.ones(n, dtype=bool)
