@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import torch
 
 from hybridcert.data.safety import SafetyData, vocabulary
@@ -77,4 +76,4 @@ def evaluate(model, data: SafetyData) -> dict:
     return {"clean_accuracy": accuracy(model, data), "noisy_accuracy": accuracy(model, data, True)}
 
 
-__all__ = ["accuracy", "evaluate", "noises_for", "train", "np"]
+__all__ = ["accuracy", "evaluate", "noises_for", "train"]
