@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -36,7 +37,7 @@ def main() -> None:
     parser.add_argument("--modes", default="decision,radius",
                         help="comma-separated: decision, radius")
     args = parser.parse_args()
-    data = safety.splits(4000, 500, 500, 0, __import__("pathlib").Path("artifacts/data"))["test"]
+    data = safety.splits(4000, 500, 500, 0, Path("artifacts/data"))["test"]
     model = fusion.load(args.checkpoint)
     vocab = safety.vocabulary()
     clf = SmoothedClassifier(model, {"image": Gaussian(args.sigma),

@@ -44,11 +44,11 @@ def main() -> None:
                              2, {"text": vocab}, batch_size=args.batch_size)
     record = {"image": torch.rand(3, 32, 32),
               "text": TokenBlock(torch.tensor([101] + list(range(2000, 2030)) + [102]))}
-    premade = clf.noisy_copies(clf._validate(record), args.batch_size, seed=0)
+    premade = clf.noisy_copies(clf.validate(record), args.batch_size, seed=0)
     batches = args.samples // args.batch_size
     torch.set_num_threads(torch.get_num_threads())
     for _ in range(3):
-        clf.sample_counts(clf._validate(record), args.batch_size, 0, 0)
+        clf.sample_counts(clf.validate(record), args.batch_size, 0, 0)
     timings = {"raw": [], "smoothed": []}
     for repeat in range(3):
         start = time.perf_counter()
@@ -57,7 +57,7 @@ def main() -> None:
                 model(premade).argmax(1)
         timings["raw"].append(time.perf_counter() - start)
         start = time.perf_counter()
-        clf.sample_counts(clf._validate(record), batches * args.batch_size, repeat, 1)
+        clf.sample_counts(clf.validate(record), batches * args.batch_size, repeat, 1)
         timings["smoothed"].append(time.perf_counter() - start)
     raw, smooth = min(timings["raw"]), min(timings["smoothed"])
     total = batches * args.batch_size

@@ -48,7 +48,7 @@ def test_special_positions_and_non_noisable_ids_are_untouched():
     for noise in (Substitution(0.1, 20), Mask(0.05)):
         clf = SmoothedClassifier(lambda b: torch.zeros(len(b["text"]), dtype=torch.long),
                                  {"text": noise}, 2, {"text": vocab})
-        record = clf._validate({"text": TokenBlock(ids)})
+        record = clf.validate({"text": TokenBlock(ids)})
         batch = clf.noisy_copies(record, 4000, seed=3)["text"]
         assert torch.equal(batch[:, [0, 3, 5]], ids[[0, 3, 5]].expand(4000, 3))
         noised = batch[:, [1, 2, 4]]

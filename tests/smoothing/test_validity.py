@@ -121,7 +121,7 @@ def test_a_point_estimate_would_fail_the_same_check():
     true_radius = 0.42
     over = 0
     for seed in range(RUNS):
-        counts = clf.sample_counts(clf._validate(record), N, seed, stage=1)
+        counts = clf.sample_counts(clf.validate(record), N, seed, stage=1)
         radius = certified_frontier(counts[1] / N, sigma=SIGMA, discrete=None).l2_radius[0, 0]
         over += radius > true_radius
     assert over > 2 * ALLOWED

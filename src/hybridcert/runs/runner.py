@@ -189,7 +189,7 @@ def check_fit(classifier: SmoothedClassifier, item: Item) -> None:
         raise ValueError(f"the noise names block(s) {missing} but input {item.input_id!r} has "
                          f"only {sorted(item.record)}")
     try:
-        classifier.sample_counts(classifier._validate(item.record), 2, 0, stage=9)
+        classifier.sample_counts(classifier.validate(item.record), 2, 0, stage=9)
     except ValueError:
         raise
     except Exception as err:  # the user's model rejected the batch

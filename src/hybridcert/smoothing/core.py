@@ -137,7 +137,7 @@ class SmoothedClassifier:
             raise ValueError(f"n={n} can never predict at alpha={alpha}: the smallest "
                              f"two-sided p-value is 2 * 0.5**n = {2 * 0.5**n:.3g}; use "
                              f"n >= {math.ceil(math.log2(2 / alpha))}")
-        counts = self.sample_counts(self._validate(x), n, seed, stage=2)
+        counts = self.sample_counts(self.validate(x), n, seed, stage=2)
         top = np.argsort(-counts, kind="stable")[:2]
         n_a, n_b = int(counts[top[0]]), int(counts[top[1]])
         p_value = binomtest(n_a, n_a + n_b, 0.5).pvalue if n_a + n_b > 0 else 1.0
@@ -158,7 +158,7 @@ class SmoothedClassifier:
         level = alpha / 2 if p_upper == "bonferroni" else alpha
         check_can_certify(n, level)
         start = time.perf_counter()
-        validated = [self._validate(x) for x in records]
+        validated = [self.validate(x) for x in records]
         selection = self.sample_counts_many(validated, n0, seeds, stage=0)
         counts = self.sample_counts_many(validated, n, seeds, stage=1)
         elapsed = (time.perf_counter() - start) / max(1, len(records))
@@ -214,7 +214,8 @@ class SmoothedClassifier:
     def _discrete_noise(self):
         return self.noises[self.token_block] if self.token_block else None
 
-    def _validate(self, x: Record) -> Record:
+    def validate(self, x: Record) -> Record:
+        """Check a record and fill in each token block's noisable mask."""
         if not isinstance(x, dict) or not x:
             raise ValueError("a record must be a non-empty dict of block name -> data")
         missing = [name for name in self.noises if name not in x]

@@ -88,7 +88,7 @@ def certify_sequential(clf: SmoothedClassifier, x, n0: int, alpha: float, seed: 
     start = time.perf_counter()
     looks = schedule(n_min, n_max, growth)
     level = alpha / len(looks)
-    record = clf._validate(x)
+    record = clf.validate(x)
     selection = clf.sample_counts(record, n0, seed, stage=0)
     top = int(np.argmax(selection))
     thresholds = None
