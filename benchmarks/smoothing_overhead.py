@@ -39,9 +39,10 @@ def main() -> None:
     torch.manual_seed(0)
     model = ImageText().eval()
     vocab = Vocabulary(torch.arange(999, 30522))
-    clf = SmoothedClassifier(model, {"image": Gaussian(0.25),
-                                     "text": Substitution(0.1, vocab.size)},
-                             2, {"text": vocab}, batch_size=args.batch_size)
+    noises = {"image": Gaussian(0.25), "text": Substitution(0.1, vocab.size)}
+    clf = SmoothedClassifier(model, noises, 2, {"text": vocab}, batch_size=args.batch_size)
+    serial = SmoothedClassifier(model, noises, 2, {"text": vocab}, batch_size=args.batch_size,
+                                prefetch=False)
     record = {"image": torch.rand(3, 32, 32),
               "text": TokenBlock(torch.tensor([101] + list(range(2000, 2030)) + [102]))}
     premade = clf.noisy_copies(clf.validate(record), args.batch_size, seed=0)
@@ -49,7 +50,7 @@ def main() -> None:
     torch.set_num_threads(torch.get_num_threads())
     for _ in range(3):
         clf.sample_counts(clf.validate(record), args.batch_size, 0, 0)
-    timings = {"raw": [], "smoothed": []}
+    timings = {"raw": [], "smoothed": [], "serial": []}
     for repeat in range(3):
         start = time.perf_counter()
         with torch.no_grad():
@@ -59,13 +60,18 @@ def main() -> None:
         start = time.perf_counter()
         clf.sample_counts(clf.validate(record), batches * args.batch_size, repeat, 1)
         timings["smoothed"].append(time.perf_counter() - start)
-    raw, smooth = min(timings["raw"]), min(timings["smoothed"])
+        start = time.perf_counter()
+        serial.sample_counts(clf.validate(record), batches * args.batch_size, repeat, 1)
+        timings["serial"].append(time.perf_counter() - start)
+    raw, smooth, plain = (min(timings[k]) for k in ("raw", "smoothed", "serial"))
     total = batches * args.batch_size
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
           f"{total} samples, best of 3")
     print(f"raw forward:      {total / raw:,.0f} samples/s")
-    print(f"smoothed certify: {total / smooth:,.0f} samples/s")
-    print(f"overhead: {100 * (smooth / raw - 1):.1f}%")
+    print(f"smoothed certify: {total / smooth:,.0f} samples/s "
+          f"(overhead {100 * (smooth / raw - 1):.1f}%)")
+    print(f"without prefetch: {total / plain:,.0f} samples/s "
+          f"(overhead {100 * (plain / raw - 1):.1f}%)")
 
 
 if __name__ == "__main__":

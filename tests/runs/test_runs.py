@@ -163,3 +163,19 @@ def test_sequential_modes_run_resumably_and_on_ray(jsonl_dataset, tmp_path, ray_
     assert len(rows(local)) == 12
     assert main(["certify", "--dataset", str(jsonl_dataset), "--store",
                  str(tmp_path / "x.sqlite"), *ARGS, "--mode", "decision"]) == 2
+
+
+def test_radius_mode_with_a_radius_of_interest(jsonl_dataset, tmp_path):
+    """--max-radius lets the radius mode stop once the frontier reaches it."""
+    extra = ["--mode", "radius", "--tolerance", "0.05", "--n", "3200"]
+    assert certify(jsonl_dataset, tmp_path / "a.sqlite", *extra) == 0
+    assert certify(jsonl_dataset, tmp_path / "b.sqlite", *extra, "--max-radius", "0.01") == 0
+
+    def samples(name):
+        query = "SELECT samples FROM results ORDER BY idx"
+        return [s for (s,) in sqlite3.connect(tmp_path / name).execute(query)]
+
+    assert all(b <= a for a, b in zip(samples("a.sqlite"), samples("b.sqlite"), strict=True))
+    assert sum(samples("b.sqlite")) < sum(samples("a.sqlite"))
+    assert certify(jsonl_dataset, tmp_path / "c.sqlite", *extra, "--max-radius", "0") == 2
+    assert not (tmp_path / "c.sqlite").exists()      # refused before the store is made

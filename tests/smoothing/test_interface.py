@@ -29,10 +29,10 @@ def model(batch):
     return torch.stack([-score, score - 0.5], dim=1)   # logits
 
 
-def classifier(batch_size=64, noise=None):
+def classifier(batch_size=64, noise=None, prefetch=True):
     return SmoothedClassifier(model, {"image": Gaussian(0.25),
                                       "text": noise or Substitution(0.2, 50)},
-                              2, {"text": VOCAB}, batch_size=batch_size)
+                              2, {"text": VOCAB}, batch_size=batch_size, prefetch=prefetch)
 
 
 def record(**overrides):
@@ -115,8 +115,9 @@ def test_bad_model_outputs_are_reported():
 
 def test_same_seed_same_result_whatever_the_batch_size():
     x = record(image=torch.full((1, 4, 4), 0.22))   # borderline: counts vary with the seed
-    results = [classifier(batch_size).certify(x, 100, 1000, 0.01, seed=5)
-               for batch_size in (1000, 256, 100, 7)]
+    results = [classifier(batch_size, prefetch=prefetch).certify(x, 100, 1000, 0.01, seed=5)
+               for batch_size, prefetch in ((1000, True), (256, False), (100, True), (7, False),
+                                            (7, True))]
     for other in results[1:]:
         assert np.array_equal(other.counts, results[0].counts)
         assert other.l2_radius == results[0].l2_radius

@@ -95,3 +95,35 @@ def test_hybrid_targets_use_the_joint_threshold():
                                 n_min=100, n_max=20000)
     assert result.label == 1 and all(result.certified)
     assert result.queries < 20000 + 16
+
+
+def _constant_radius(n, level):
+    """Cohen radius of a classifier that is always right: count = n, so the Clopper–Pearson
+    lower bound is level^(1/n) in closed form."""
+    return SIGMA * norm.ppf(level ** (1 / n))
+
+
+@pytest.mark.parametrize("tolerance, max_radius", [(0.3, None), (0.1, None), (0.05, 1.2)])
+def test_radius_mode_stops_where_the_cap_could_add_at_most_tolerance(tolerance, max_radius):
+    """Always-correct base model: the stopping look follows from closed forms alone —
+    the first look n_k with min(R(n_max), cap) - min(R(n_k), cap) <= tolerance."""
+    clf = SmoothedClassifier(lambda b: torch.ones(len(b["image"]), dtype=torch.long),
+                             {"image": Gaussian(SIGMA)}, 2)
+    looks = schedule(100, 51_200)
+    level = 0.01 / len(looks)
+    cap = np.inf if max_radius is None else max_radius
+    best = min(_constant_radius(looks[-1], level), cap)
+    expected = next(n for n in looks if best - min(_constant_radius(n, level), cap) <= tolerance)
+    result = certify_sequential(clf, {"image": torch.zeros(2)}, 16, 0.01, tolerance=tolerance,
+                                n_min=100, n_max=51_200, max_radius=max_radius)
+    assert result.queries == 16 + expected
+    assert expected < looks[-1]              # the case is not trivially at the cap
+    assert result.l2_radius[0] == pytest.approx(_constant_radius(expected, level), abs=1e-9)
+
+
+def test_radius_mode_arguments_are_checked():
+    clf = linear_classifier()
+    with pytest.raises(ValueError, match="tolerance"):
+        certify_sequential(clf, {"image": W}, 16, 0.01, tolerance=0)
+    with pytest.raises(ValueError, match="max_radius"):
+        certify_sequential(clf, {"image": W}, 16, 0.01, max_radius=-1.0)

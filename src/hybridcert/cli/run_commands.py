@@ -38,6 +38,8 @@ def certify(
                                             "(repeatable).")] = None,
     tolerance: Annotated[float | None, Opt("--tolerance", help="Radius-mode L2 "
                                            "tolerance.")] = None,
+    max_radius: Annotated[float | None, Opt("--max-radius", help="Radius mode: largest L2 "
+                                            "radius of interest.")] = None,
     store: Annotated[Path, Opt("--store", help="SQLite file of the run.")] = Path(
         "runs/run.sqlite"),
     new_run: Annotated[bool, Opt("--new-run", help="Start a new run in the store.")] = False,
@@ -85,6 +87,7 @@ def certify(
     flags = {"dataset": dataset, "checkpoint": checkpoint, "model": model, "sigma": sigma,
              "keep_prob": keep_prob, "noise": noise, "n0": n0, "n": n, "alpha": alpha,
              "seed": seed, "max_tokens": max_tokens, "mode": mode, "tolerance": tolerance,
+             "max_radius": max_radius,
              "targets": _parse_targets(target) if target else None}
     settings.update({k: v for k, v in flags.items() if v is not None})
     if settings["noise"] not in ("substitution", "mask"):

@@ -44,12 +44,17 @@ class RunConfig:
     targets: list = None                # decision mode: [[eps, r], ...]
     n_min: int = 100                    # sequential modes: first look; n is the cap
     tolerance: float = 0.01             # radius mode: L2 tolerance of the frontier
+    max_radius: float | None = None     # radius mode: largest L2 radius of interest
 
     def __post_init__(self) -> None:
         if self.mode not in ("fixed", "decision", "radius"):
             raise ValueError(f"mode must be fixed, decision or radius, got {self.mode!r}")
         if self.mode == "decision" and not self.targets:
             raise ValueError("mode 'decision' needs targets, e.g. [[0.25, 1], [0.5, 2]]")
+        if not self.tolerance > 0:
+            raise ValueError(f"tolerance must be > 0, got {self.tolerance!r}")
+        if self.max_radius is not None and not self.max_radius > 0:
+            raise ValueError(f"max_radius must be > 0, got {self.max_radius!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -212,7 +217,7 @@ def certify_items(classifier: SmoothedClassifier, config: RunConfig, items: list
                 input_seed(config.seed, item.input_id),
                 targets=[tuple(t) for t in config.targets] if config.mode == "decision"
                 else None, tolerance=config.tolerance, n_min=config.n_min, n_max=config.n,
-                max_tokens=config.max_tokens)
+                max_tokens=config.max_tokens, max_radius=config.max_radius)
             result = Certification(seq.label, np.zeros(0, dtype=np.int64),
                                    seq.p_lower, None, seq.max_tokens, seq.l2_radius, seq.time_s)
             yield item, result, seq.queries

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -77,11 +78,14 @@ class SmoothedClassifier:
     batch_size : int
         Noisy copies per forward pass.
     device : str
+    prefetch : bool
+        Draw the next batch's noise in a background thread while the model runs on the
+        current one.  The noise is the same either way (one producer, same order).
     """
 
     def __init__(self, base, noises: dict[str, Noise], num_classes: int,
                  vocabularies: dict[str, Vocabulary] | None = None, batch_size: int = 256,
-                 device: str = "cpu"):
+                 device: str = "cpu", prefetch: bool = True):
         if num_classes < 2:
             raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
         if batch_size < 1:
@@ -91,6 +95,7 @@ class SmoothedClassifier:
         self.num_classes = int(num_classes)
         self.vocabularies = dict(vocabularies or {})
         self.batch_size = int(batch_size)
+        self.prefetch = bool(prefetch)
         discrete = [k for k, v in self.noises.items() if v.kind == "discrete"]
         if len(discrete) > 1:
             raise ValueError(f"at most one noised token block is supported, got {discrete}")
@@ -181,7 +186,8 @@ class SmoothedClassifier:
         for members in groups.values():
             streams = ((i, self._noise_chunks(records[i], num, seeds[i], stage))
                        for i in members)
-            for batch, owner in _rebatch(streams, self.batch_size):
+            batches = _rebatch(streams, self.batch_size)
+            for batch, owner in _prefetched(batches) if self.prefetch else batches:
                 labels = self.base.labels(batch).to(self.base.device)
                 if labels.numel() and (int(labels.min()) < 0
                                        or int(labels.max()) >= self.num_classes):
@@ -349,6 +355,17 @@ def check_can_certify(n: int, alpha: float) -> None:
 def _shape_key(x: Record) -> tuple:
     return tuple((name, tuple((b.ids if isinstance(b, TokenBlock) else b).shape))
                  for name, b in sorted(x.items()))
+
+
+def _prefetched(iterator):
+    """Iterate in a background thread, one item ahead (torch ops release the GIL, so the
+    next item's noise is drawn while the caller's forward pass runs)."""
+    end = object()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        ahead = pool.submit(next, iterator, end)
+        while (item := ahead.result()) is not end:
+            ahead = pool.submit(next, iterator, end)
+            yield item
 
 
 def _rebatch(streams, batch_size: int):

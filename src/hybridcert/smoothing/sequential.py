@@ -15,9 +15,11 @@ Two questions:
   threshold ``p*`` (the smallest pA whose joint lower bound exceeds 1/2).  Sampling stops
   when the lower bound clears the largest threshold still open, or when the upper bound
   shows that no open target can be reached.
-* **radius** — the frontier: stop when the frontier at the upper confidence bound (the best
-  that more samples could plausibly show) exceeds the frontier at the lower bound by at
-  most ``tolerance`` for every r, or at ``n_max``.
+* **radius** — the frontier: stop when sampling on to the cap could raise no eps*(r) by more
+  than ``tolerance`` (nor certify a further token), or at ``n_max``.  What the cap could
+  plausibly show is the bound that ``n_max`` samples would give if the observed rate were
+  the current upper confidence bound.  Radii beyond ``max_radius`` (the largest radius the
+  user asks about) count as settled.
 """
 
 from __future__ import annotations
@@ -76,15 +78,25 @@ def threshold(ratio: LikelihoodRatio) -> float:
 def certify_sequential(clf: SmoothedClassifier, x, n0: int, alpha: float, seed: int = 0,
                        targets: list[tuple[float, int]] | None = None, tolerance: float = 0.01,
                        n_min: int = 100, n_max: int = 100_000, growth: float = 2.0,
-                       max_tokens: int = 16) -> SequentialResult:
+                       max_tokens: int = 16, max_radius: float | None = None
+                       ) -> SequentialResult:
     """Sequential certification of one record (two classes, pB = 1 - pA).
 
     Parameters
     ----------
     targets : list of (eps, r), optional
-        Decision mode: certify these regions.  None: radius mode (the frontier to within
-        ``tolerance`` in L2 units).
+        Decision mode: certify these regions.  None: radius mode.
+    tolerance : float
+        Radius mode: stop once sampling on to ``n_max`` could raise no eps*(r) by more than
+        this, in the continuous block's units (e.g. pixels in [0, 1]).
+    max_radius : float, optional
+        Radius mode: the largest L2 radius of interest; a frontier that already reaches it
+        at some r needs no more samples there.  The returned frontier is not clipped.
     """
+    if not tolerance > 0:
+        raise ValueError(f"tolerance must be > 0, got {tolerance!r}")
+    if max_radius is not None and not max_radius > 0:
+        raise ValueError(f"max_radius must be > 0 (or None), got {max_radius!r}")
     start = time.perf_counter()
     looks = schedule(n_min, n_max, growth)
     level = alpha / len(looks)
@@ -105,7 +117,9 @@ def certify_sequential(clf: SmoothedClassifier, x, n0: int, alpha: float, seed: 
         if thresholds is not None:
             done = np.all((p_low > thresholds) | (p_high <= thresholds))
         else:
-            done = _radius_settled(clf, p_low, p_high, tolerance, max_tokens)
+            reach = lower_confidence_bound(min(n_max, int(np.ceil(p_high * n_max))), n_max,
+                                           level)
+            done = _radius_settled(clf, p_low, reach, tolerance, max_radius, max_tokens)
         if done:
             break
     result = SequentialResult(ABSTAIN, n0 + drawn, p_low, looks=k + 1)
@@ -134,13 +148,19 @@ def _target_ratio(clf: SmoothedClassifier, eps: float, r: int) -> LikelihoodRati
     return ratio
 
 
-def _radius_settled(clf, p_low, p_high, tolerance, max_tokens) -> bool:
-    frontier = certified_frontier([p_low, min(p_high, 1 - 1e-12)], sigma=clf.sigma,
+def _radius_settled(clf, p_low, reach, tolerance, max_radius, max_tokens) -> bool:
+    """Could a bound of ``reach`` (what the cap could plausibly give) improve the frontier
+    at ``p_low`` by more than ``tolerance`` at some r, or certify more tokens?"""
+    if reach <= p_low:
+        return True
+    frontier = certified_frontier([p_low, reach], sigma=clf.sigma,
                                   discrete=clf._discrete_noise(), max_tokens=max_tokens)
     low_r, high_r = frontier.max_tokens
     if high_r < 0:
         return True                       # cannot certify even at the optimistic bound
     if low_r != high_r:
         return False
-    gap = frontier.l2_radius[1, : high_r + 1] - frontier.l2_radius[0, : high_r + 1]
-    return bool(np.all(gap <= tolerance))
+    radii = frontier.l2_radius[:, : high_r + 1]
+    if max_radius is not None:
+        radii = np.minimum(radii, max_radius)
+    return bool(np.all(radii[1] - radii[0] <= tolerance))
