@@ -4,6 +4,10 @@ Certify throughput (noisy samples/s: noise drawing, id mapping, batching, counti
 the same model's forward pass on pre-made inputs of the same batch size, in one process.
 
     python benchmarks/smoothing_overhead.py [--batch-size 256] [--samples 20000]
+                                            [--model small|safety]
+
+``small``: a two-layer CNN + EmbeddingBag; ``safety``: the benchmark's SafetyFilter (CNN
+16/32/64 with batch norm + frozen MiniLM token embeddings + MLPs), untrained weights.
 """
 
 from __future__ import annotations
@@ -35,9 +39,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--samples", type=int, default=20_000)
+    parser.add_argument("--model", choices=("small", "safety"), default="small")
     args = parser.parse_args()
     torch.manual_seed(0)
-    model = ImageText().eval()
+    if args.model == "safety":
+        from hybridcert.models.fusion import FilterConfig, SafetyFilter
+
+        model = SafetyFilter(FilterConfig()).eval()
+    else:
+        model = ImageText().eval()
     vocab = Vocabulary(torch.arange(999, 30522))
     noises = {"image": Gaussian(0.25), "text": Substitution(0.1, vocab.size)}
     clf = SmoothedClassifier(model, noises, 2, {"text": vocab}, batch_size=args.batch_size)
@@ -65,7 +75,8 @@ def main() -> None:
         timings["serial"].append(time.perf_counter() - start)
     raw, smooth, plain = (min(timings[k]) for k in ("raw", "smoothed", "serial"))
     total = batches * args.batch_size
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
+    print(f"{args.model} model, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"batch {args.batch_size}, "
           f"{total} samples, best of 3")
     print(f"raw forward:      {total / raw:,.0f} samples/s")
     print(f"smoothed certify: {total / smooth:,.0f} samples/s "
