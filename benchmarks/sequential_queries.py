@@ -5,13 +5,16 @@ median queries per input against fixed n at the same alpha, and the certified ac
 both (points difference).  Uses the demo checkpoint (run `make demo` first).
 
     python benchmarks/sequential_queries.py [--inputs 20] [--n-fixed 100000]
+                                            [--modes decision,radius] [--tolerance 0.05,0.1]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -30,7 +33,8 @@ def main() -> None:
     parser.add_argument("--inputs", type=int, default=20)
     parser.add_argument("--n-fixed", type=int, default=100_000)
     parser.add_argument("--alpha", type=float, default=0.001)
-    parser.add_argument("--tolerance", type=float, default=0.05)
+    parser.add_argument("--tolerance", default="0.05",
+                        help="radius mode: comma-separated L2 tolerances to try")
     parser.add_argument("--max-radius", type=float, default=1.0,
                         help="radius mode: largest L2 radius of interest (the grid's top)")
     parser.add_argument("--max-tokens", type=int, default=8,
@@ -53,7 +57,7 @@ def main() -> None:
     labels = data.labels[: args.inputs]
     seeds = [input_seed(0, f"test-{i}") for i in items]
     start = time.perf_counter()
-    fixed = clf.certify_many(records, n0, args.n_fixed, args.alpha, seeds, max_tokens=16)
+    fixed = fixed_certificates(clf, records, n0, seeds, args)
     fixed_s = time.perf_counter() - start
     thresholds = [threshold(clf._discrete_noise().likelihood_ratio(r)
                             * Gaussian(args.sigma).likelihood_ratio(e)) for e, r in TARGETS]
@@ -77,25 +81,51 @@ def main() -> None:
               f"accuracy {100 * seq_ok.mean():.1f}% vs {100 * fixed_ok(k).mean():.1f}% fixed")
     if "radius" not in modes:
         return
-    results = [certify_sequential(clf, records[i], n0, args.alpha, seeds[i],
-                                  tolerance=args.tolerance, max_radius=args.max_radius,
-                                  max_tokens=args.max_tokens, n_max=args.n_fixed)
-               for i in items]
+    saturated = np.array([c.label == y and c.counts[y] == args.n_fixed
+                          for c, y in zip(fixed, labels, strict=True)])
+    for tolerance in map(float, args.tolerance.split(",")):
+        radius_mode(clf, records, labels, seeds, fixed, saturated, tolerance, n0, args)
+
+
+def radius_mode(clf, records, labels, seeds, fixed, saturated, tolerance, n0, args) -> None:
+    results = [certify_sequential(clf, record, n0, args.alpha, seed, tolerance=tolerance,
+                                  max_radius=args.max_radius, max_tokens=args.max_tokens,
+                                  n_max=args.n_fixed)
+               for record, seed in zip(records, seeds, strict=True)]
     queries = np.array([r.queries for r in results])
     seq_grid, fixed_grid = grid_accuracy(results, labels), grid_accuracy(fixed, labels)
     worst = np.unravel_index(np.argmax(np.abs(seq_grid - fixed_grid)), seq_grid.shape)
     gaps = [min(f.l2_radius[0], args.max_radius) - min(r.l2_radius[0], args.max_radius)
             for f, r in zip(fixed, results, strict=True) if f.l2_radius and r.l2_radius]
-    print(f"radius mode (tolerance {args.tolerance}, max radius {args.max_radius}, max tokens "
-          f"{args.max_tokens}): mean "
-          f"{queries.mean():,.0f}, median {np.median(queries):,.0f} queries "
-          f"({(n0 + args.n_fixed) / queries.mean():.1f}x fewer on average)")
+    print(f"radius mode (tolerance {tolerance}, max radius {args.max_radius}, max tokens "
+          f"{args.max_tokens}): mean {queries.mean():,.0f}, median {np.median(queries):,.0f} "
+          f"queries ({(n0 + args.n_fixed) / queries.mean():.1f}x fewer on average)")
+    if saturated.any() and not saturated.all():
+        print(f"  {saturated.sum()} inputs never misclassified in the {args.n_fixed:,} fixed "
+              f"samples (pA ~ 1): mean {queries[saturated].mean():,.0f} queries; the other "
+              f"{(~saturated).sum()}: mean {queries[~saturated].mean():,.0f} "
+              f"({(n0 + args.n_fixed) / queries[~saturated].mean():.1f}x fewer)")
     print(f"  certified accuracy over eps {GRID_EPS} x r {GRID_R}: largest difference "
           f"{np.abs(seq_grid - fixed_grid).max():.1f} points (at eps {GRID_EPS[worst[0]]}, "
           f"r {GRID_R[worst[1]]}); mean {np.mean(seq_grid):.1f}% vs {np.mean(fixed_grid):.1f}% "
           f"fixed")
     print(f"  r = 0 radius shortfall vs fixed n (clipped at {args.max_radius}): largest "
           f"{max(gaps, default=0):.3f}, mean {np.mean(gaps) if gaps else 0:.3f}")
+
+
+def fixed_certificates(clf, records, n0, seeds, args) -> list[SimpleNamespace]:
+    """Fixed-n certificates, cached under artifacts/ (n = 100,000 takes about 45 s per input
+    on 2 cores), so that trying other stopping settings does not redo them."""
+    key = (f"{Path(args.checkpoint).name}_in{args.inputs}_n{args.n_fixed}_a{args.alpha}_"
+           f"s{args.sigma}_k{args.keep_prob}")
+    cache = Path("artifacts/sequential_fixed") / f"{key}.json"
+    if not cache.exists():
+        results = clf.certify_many(records, n0, args.n_fixed, args.alpha, seeds, max_tokens=16)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps([{"label": c.label, "counts": c.counts.tolist(),
+                                      "p_lower": c.p_lower, "l2_radius": c.l2_radius}
+                                     for c in results]))
+    return [SimpleNamespace(**row) for row in json.loads(cache.read_text())]
 
 
 GRID_EPS, GRID_R = (0.0, 0.25, 0.5, 0.75, 1.0), (0, 1, 2, 4, 8)
