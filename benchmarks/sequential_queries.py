@@ -81,13 +81,11 @@ def main() -> None:
               f"accuracy {100 * seq_ok.mean():.1f}% vs {100 * fixed_ok(k).mean():.1f}% fixed")
     if "radius" not in modes:
         return
-    saturated = np.array([c.label == y and c.counts[y] == args.n_fixed
-                          for c, y in zip(fixed, labels, strict=True)])
     for tolerance in map(float, args.tolerance.split(",")):
-        radius_mode(clf, records, labels, seeds, fixed, saturated, tolerance, n0, args)
+        radius_mode(clf, records, labels, seeds, fixed, tolerance, n0, args)
 
 
-def radius_mode(clf, records, labels, seeds, fixed, saturated, tolerance, n0, args) -> None:
+def radius_mode(clf, records, labels, seeds, fixed, tolerance, n0, args) -> None:
     results = [certify_sequential(clf, record, n0, args.alpha, seed, tolerance=tolerance,
                                   max_radius=args.max_radius, max_tokens=args.max_tokens,
                                   n_max=args.n_fixed)
@@ -100,11 +98,6 @@ def radius_mode(clf, records, labels, seeds, fixed, saturated, tolerance, n0, ar
     print(f"radius mode (tolerance {tolerance}, max radius {args.max_radius}, max tokens "
           f"{args.max_tokens}): mean {queries.mean():,.0f}, median {np.median(queries):,.0f} "
           f"queries ({(n0 + args.n_fixed) / queries.mean():.1f}x fewer on average)")
-    if saturated.any() and not saturated.all():
-        print(f"  {saturated.sum()} inputs never misclassified in the {args.n_fixed:,} fixed "
-              f"samples (pA ~ 1): mean {queries[saturated].mean():,.0f} queries; the other "
-              f"{(~saturated).sum()}: mean {queries[~saturated].mean():,.0f} "
-              f"({(n0 + args.n_fixed) / queries[~saturated].mean():.1f}x fewer)")
     print(f"  certified accuracy over eps {GRID_EPS} x r {GRID_R}: largest difference "
           f"{np.abs(seq_grid - fixed_grid).max():.1f} points (at eps {GRID_EPS[worst[0]]}, "
           f"r {GRID_R[worst[1]]}); mean {np.mean(seq_grid):.1f}% vs {np.mean(fixed_grid):.1f}% "

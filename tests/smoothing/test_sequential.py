@@ -125,5 +125,7 @@ def test_radius_mode_arguments_are_checked():
     clf = linear_classifier()
     with pytest.raises(ValueError, match="tolerance"):
         certify_sequential(clf, {"image": W}, 16, 0.01, tolerance=0)
+    with pytest.raises(ValueError, match="tolerance"):
+        certify_sequential(clf, {"image": W}, 16, 0.01, tolerance=float("inf"))
     with pytest.raises(ValueError, match="max_radius"):
         certify_sequential(clf, {"image": W}, 16, 0.01, max_radius=-1.0)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hybridcert._validation import check_positive
 from hybridcert.noise import Gaussian, Mask, Substitution
 from hybridcert.runs.store import RunStore
 from hybridcert.smoothing import Certification, SmoothedClassifier, TokenBlock
@@ -51,10 +52,9 @@ class RunConfig:
             raise ValueError(f"mode must be fixed, decision or radius, got {self.mode!r}")
         if self.mode == "decision" and not self.targets:
             raise ValueError("mode 'decision' needs targets, e.g. [[0.25, 1], [0.5, 2]]")
-        if not self.tolerance > 0:
-            raise ValueError(f"tolerance must be > 0, got {self.tolerance!r}")
-        if self.max_radius is not None and not self.max_radius > 0:
-            raise ValueError(f"max_radius must be > 0, got {self.max_radius!r}")
+        check_positive("tolerance", self.tolerance)
+        if self.max_radius is not None:
+            check_positive("max_radius", self.max_radius)
 
     def to_dict(self) -> dict:
         return asdict(self)

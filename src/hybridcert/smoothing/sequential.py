@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hybridcert._validation import check_positive
 from hybridcert.certificate import certified_frontier
 from hybridcert.certificate.baselines import discrete_threshold
 from hybridcert.noise import Gaussian, LikelihoodRatio
@@ -93,10 +94,9 @@ def certify_sequential(clf: SmoothedClassifier, x, n0: int, alpha: float, seed: 
         Radius mode: the largest L2 radius of interest; a frontier that already reaches it
         at some r needs no more samples there.  The returned frontier is not clipped.
     """
-    if not tolerance > 0:
-        raise ValueError(f"tolerance must be > 0, got {tolerance!r}")
-    if max_radius is not None and not max_radius > 0:
-        raise ValueError(f"max_radius must be > 0 (or None), got {max_radius!r}")
+    tolerance = check_positive("tolerance", tolerance)
+    if max_radius is not None:
+        max_radius = check_positive("max_radius", max_radius)
     start = time.perf_counter()
     looks = schedule(n_min, n_max, growth)
     level = alpha / len(looks)
