@@ -1,10 +1,13 @@
 """Cost of the smoothing machinery over the raw forward pass (small CNN + text model, CPU).
 
 Certify throughput (noisy samples/s: noise drawing, id mapping, batching, counting) against
-the same model's forward pass on pre-made inputs of the same batch size, in one process.
+the same model's forward pass on pre-made inputs of the same batch size, in one process,
+repeats interleaved.  Two CPU layouts of the raw forward pass are timed: torch's default (one
+batch at a time, split across the cores) and whole batches side by side (one single-threaded
+batch per core) — the like-for-like baseline of ``SmoothedClassifier(parallel_batches=...)``.
 
     python benchmarks/smoothing_overhead.py [--batch-size 256] [--samples 20000]
-                                            [--model small|safety]
+                                            [--model small|safety] [--repeats 5]
 
 ``small``: a two-layer CNN + EmbeddingBag; ``safety``: the benchmark's SafetyFilter (CNN
 16/32/64 with batch norm + frozen MiniLM token embeddings + MLPs), untrained weights.
@@ -13,7 +16,9 @@ the same model's forward pass on pre-made inputs of the same batch size, in one 
 from __future__ import annotations
 
 import argparse
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import nn
@@ -40,6 +45,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--samples", type=int, default=20_000)
     parser.add_argument("--model", choices=("small", "safety"), default="small")
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.model == "safety":
@@ -50,40 +56,66 @@ def main() -> None:
         model = ImageText().eval()
     vocab = Vocabulary(torch.arange(999, 30522))
     noises = {"image": Gaussian(0.25), "text": Substitution(0.1, vocab.size)}
-    clf = SmoothedClassifier(model, noises, 2, {"text": vocab}, batch_size=args.batch_size)
-    serial = SmoothedClassifier(model, noises, 2, {"text": vocab}, batch_size=args.batch_size,
-                                prefetch=False)
-    record = {"image": torch.rand(3, 32, 32),
-              "text": TokenBlock(torch.tensor([101] + list(range(2000, 2030)) + [102]))}
-    premade = clf.noisy_copies(clf.validate(record), args.batch_size, seed=0)
+    cores = torch.get_num_threads()
+
+    def smoothed(**options):
+        return SmoothedClassifier(model, noises, 2, {"text": vocab},
+                                  batch_size=args.batch_size, **options)
+
+    layouts = {"prefetch": smoothed(), "serial": smoothed(prefetch=False),
+               "parallel": smoothed(parallel_batches=cores)}
+    record = layouts["serial"].validate(
+        {"image": torch.rand(3, 32, 32),
+         "text": TokenBlock(torch.tensor([101] + list(range(2000, 2030)) + [102]))})
+    premade = layouts["serial"].noisy_copies(record, args.batch_size, seed=0)
     batches = args.samples // args.batch_size
-    torch.set_num_threads(torch.get_num_threads())
-    for _ in range(3):
-        clf.sample_counts(clf.validate(record), args.batch_size, 0, 0)
-    timings = {"raw": [], "smoothed": [], "serial": []}
-    for repeat in range(3):
-        start = time.perf_counter()
+    total = batches * args.batch_size
+
+    def raw_split():      # one batch at a time, split across the cores (torch's default)
         with torch.no_grad():
             for _ in range(batches):
                 model(premade).argmax(1)
-        timings["raw"].append(time.perf_counter() - start)
-        start = time.perf_counter()
-        clf.sample_counts(clf.validate(record), batches * args.batch_size, repeat, 1)
-        timings["smoothed"].append(time.perf_counter() - start)
-        start = time.perf_counter()
-        serial.sample_counts(clf.validate(record), batches * args.batch_size, repeat, 1)
-        timings["serial"].append(time.perf_counter() - start)
-    raw, smooth, plain = (min(timings[k]) for k in ("raw", "smoothed", "serial"))
-    total = batches * args.batch_size
-    print(f"{args.model} model, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"batch {args.batch_size}, "
-          f"{total} samples, best of 3")
-    print(f"raw forward:      {total / raw:,.0f} samples/s")
-    print(f"smoothed certify: {total / smooth:,.0f} samples/s "
-          f"(overhead {100 * (smooth / raw - 1):.1f}%)")
-    print(f"without prefetch: {total / plain:,.0f} samples/s "
-          f"(overhead {100 * (plain / raw - 1):.1f}%)")
 
+    def raw_parallel():   # whole batches side by side, one single-threaded batch per core
+        todo, lock = iter(range(batches)), threading.Lock()
+
+        def work():
+            torch.set_num_threads(1)
+            with torch.no_grad():
+                while True:
+                    with lock:
+                        if next(todo, None) is None:
+                            return
+                    model(premade).argmax(1)
+        with ThreadPoolExecutor(cores) as pool:
+            for future in [pool.submit(work) for _ in range(cores)]:
+                future.result()
+
+    runs = {"raw": raw_split, "raw parallel": raw_parallel}
+    for name, clf in layouts.items():
+        runs[name] = lambda clf=clf: clf.sample_counts(record, total, 1, 1)
+        clf.sample_counts(record, 3 * args.batch_size, 0, 0)    # warm-up
+    timings = {name: [] for name in runs}
+    for _ in range(args.repeats):                              # interleaved: drift hits all
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            timings[name].append(time.perf_counter() - start)
+    best = {name: min(t) for name, t in timings.items()}
+    print(f"{args.model} model, torch {torch.__version__}, {cores} threads, batch "
+          f"{args.batch_size}, {total} samples, best of {args.repeats} interleaved repeats")
+
+    def line(label, name, baseline):
+        print(f"{label:<40}{total / best[name]:>8,.0f} samples/s  (overhead "
+              f"{100 * (best[name] / best[baseline] - 1):+.1f}% vs {baseline})")
+
+    print(f"{'raw forward, batch split across cores':<40}{total / best['raw']:>8,.0f} samples/s")
+    print(f"{'raw forward, batches side by side':<40}"
+          f"{total / best['raw parallel']:>8,.0f} samples/s")
+    line("smoothed, noise prefetched (default)", "prefetch", "raw")
+    line("smoothed, no prefetch", "serial", "raw")
+    line(f"smoothed, parallel_batches={cores}", "parallel", "raw")
+    line("  the same, against batches side by side", "parallel", "raw parallel")
 
 if __name__ == "__main__":
     main()

@@ -79,6 +79,13 @@ def test_ray_backend_gives_identical_results(jsonl_dataset, tmp_path, ray_cluste
     assert rows(local) == rows(distributed)
 
 
+def test_parallel_batches_give_identical_results(jsonl_dataset, tmp_path):
+    serial, threaded = tmp_path / "serial.sqlite", tmp_path / "threaded.sqlite"
+    assert certify(jsonl_dataset, serial, "--batch-size", "64") == 0
+    assert certify(jsonl_dataset, threaded, "--batch-size", "64", "--parallel-batches", "2") == 0
+    assert rows(serial) == rows(threaded)
+
+
 def test_report_numbers_recomputed_from_stored_rows(jsonl_dataset, tmp_path, capsys):
     store = tmp_path / "run.sqlite"
     assert certify(jsonl_dataset, store) == 0

@@ -29,10 +29,11 @@ def model(batch):
     return torch.stack([-score, score - 0.5], dim=1)   # logits
 
 
-def classifier(batch_size=64, noise=None, prefetch=True):
+def classifier(batch_size=64, noise=None, prefetch=True, parallel_batches=1):
     return SmoothedClassifier(model, {"image": Gaussian(0.25),
                                       "text": noise or Substitution(0.2, 50)},
-                              2, {"text": VOCAB}, batch_size=batch_size, prefetch=prefetch)
+                              2, {"text": VOCAB}, batch_size=batch_size, prefetch=prefetch,
+                              parallel_batches=parallel_batches)
 
 
 def record(**overrides):
@@ -99,6 +100,9 @@ def test_configuration_errors():
                            {"text": Vocabulary(torch.arange(10, 60))})
     with pytest.raises(ValueError, match="num_classes"):
         SmoothedClassifier(model, {}, 1)
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match="parallel_batches must be an integer >= 1"):
+            SmoothedClassifier(model, {}, 2, parallel_batches=bad)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             SmoothedClassifier(model, {}, 2, device="cuda")
@@ -111,6 +115,10 @@ def test_bad_model_outputs_are_reported():
     clf = SmoothedClassifier(lambda b: torch.zeros(len(b["image"])), {"image": Gaussian(1)}, 2)
     with pytest.raises(ValueError, match="logits"):
         clf.certify({"image": torch.zeros(3)}, 10, 100, 0.01)
+    late = SmoothedClassifier(lambda b: (b["image"][:, 0] > 3).long() * 7,   # rare bad label
+                              {"image": Gaussian(1)}, 2, batch_size=16, parallel_batches=3)
+    with pytest.raises(ValueError, match=r"label outside \[0, 1\]"):
+        late.certify({"image": torch.zeros(3)}, 10, 20_000, 0.01)
 
 
 def test_same_seed_same_result_whatever_the_batch_size():
@@ -176,3 +184,8 @@ def test_certify_many_shares_batches_and_matches_certify():
         assert single.l2_radius == result.l2_radius
     with pytest.raises(ValueError, match="one entry per record"):
         clf.certify_many(records, 50, 700, 0.01, seeds[:2])
+    for parallel_batches in (2, 3):      # batches run in threads: the same counts
+        threaded = classifier(batch_size=100, parallel_batches=parallel_batches)
+        for single, result in zip(many, threaded.certify_many(records, 50, 700, 0.01, seeds),
+                                  strict=True):
+            assert np.array_equal(single.counts, result.counts)

@@ -48,6 +48,9 @@ def certify(
     address: Annotated[str | None, Opt("--address", help="Existing Ray cluster.")] = None,
     device: Annotated[str, Opt("--device")] = "cpu",
     batch_size: Annotated[int, Opt("--batch-size", min=1)] = 512,
+    parallel_batches: Annotated[int, Opt("--parallel-batches", min=1, help="Local backend: "
+                                         "batches run side by side, one thread each (on a "
+                                         "CPU: the number of cores).")] = 1,
     config: Annotated[Path | None, Opt("--config", help="TOML file; flags override it.")]
     = None,
     quiet: Annotated[bool, Opt("--quiet", help="No progress bar.")] = False,
@@ -96,7 +99,7 @@ def certify(
         raise ValueError(f"--backend must be local or ray, got {backend!r}")
     run_config = RunConfig(**settings)
     items = load_items(run_config)
-    classifier = build_classifier(run_config, device, batch_size)
+    classifier = build_classifier(run_config, device, batch_size, parallel_batches)
     if items:
         check_fit(classifier, items[0])   # fail before touching the store
     run_store = RunStore(store, run_config.to_dict(), new_run=new_run)

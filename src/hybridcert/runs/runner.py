@@ -171,8 +171,8 @@ def load_model(config: RunConfig) -> Callable:
     return factory()
 
 
-def build_classifier(config: RunConfig, device: str = "cpu",
-                     batch_size: int = 512) -> SmoothedClassifier:
+def build_classifier(config: RunConfig, device: str = "cpu", batch_size: int = 512,
+                     parallel_batches: int = 1) -> SmoothedClassifier:
     from hybridcert.data import safety
 
     noises, vocabularies = {}, {}
@@ -184,7 +184,8 @@ def build_classifier(config: RunConfig, device: str = "cpu",
             Substitution(config.keep_prob, vocab.size)
         vocabularies["text"] = vocab
     return SmoothedClassifier(load_model(config), noises, config.num_classes, vocabularies,
-                              batch_size=batch_size, device=device)
+                              batch_size=batch_size, device=device,
+                              parallel_batches=parallel_batches)
 
 
 def check_fit(classifier: SmoothedClassifier, item: Item) -> None:
