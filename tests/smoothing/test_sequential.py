@@ -103,6 +103,25 @@ def _constant_radius(n, level):
     return SIGMA * norm.ppf(level ** (1 / n))
 
 
+@pytest.mark.parametrize("eps", [0.9, 1.3, 1.9])
+def test_decision_mode_stops_once_the_cap_could_not_clear_the_target(eps):
+    """Always-correct base model, so p_high = 1 at every look and only the cap's bound
+    level^(1/n_max) says whether eps is reachable: the stopping look and the answer follow
+    from closed forms — certified at the first look whose radius exceeds eps, or, for an eps
+    beyond the cap's radius, given up at the very first look."""
+    clf = SmoothedClassifier(lambda b: torch.ones(len(b["image"]), dtype=torch.long),
+                             {"image": Gaussian(SIGMA)}, 2)
+    looks = schedule(100, 51_200)
+    level = 0.01 / len(looks)
+    reachable = [n for n in looks if _constant_radius(n, level) > eps]
+    result = certify_sequential(clf, {"image": torch.zeros(2)}, 16, 0.01, targets=[(eps, 0)],
+                                n_min=100, n_max=51_200)
+    assert result.certified == [bool(reachable)]
+    assert result.queries == 16 + (reachable[0] if reachable else looks[0])
+    if eps == 1.3:
+        assert looks[0] < reachable[0] < looks[-1]      # neither first look nor cap
+
+
 @pytest.mark.parametrize("tolerance, max_radius", [(0.3, None), (0.1, None), (0.05, 1.2)])
 def test_radius_mode_stops_where_the_cap_could_add_at_most_tolerance(tolerance, max_radius):
     """Always-correct base model: the stopping look follows from closed forms alone —

@@ -13,13 +13,14 @@ Two questions:
 
 * **decision** — is the input certified at target regions (eps, r)?  Each target has a
   threshold ``p*`` (the smallest pA whose joint lower bound exceeds 1/2).  Sampling stops
-  when the lower bound clears the largest threshold still open, or when the upper bound
-  shows that no open target can be reached.
+  when every target is settled: its threshold is cleared, or even the cap could not clear
+  it.
 * **radius** — the frontier: stop when sampling on to the cap could raise no eps*(r) by more
-  than ``tolerance`` (nor certify a further token), or at ``n_max``.  What the cap could
-  plausibly show is the bound that ``n_max`` samples would give if the observed rate were
-  the current upper confidence bound.  Radii beyond ``max_radius`` (the largest radius the
-  user asks about) count as settled.
+  than ``tolerance`` (nor certify a further token), or at ``n_max``.  Radii beyond
+  ``max_radius`` (the largest radius the user asks about) count as settled.
+
+What the cap could plausibly show, in both, is the bound that ``n_max`` samples would give if
+the observed rate were the current upper confidence bound.
 """
 
 from __future__ import annotations
@@ -114,11 +115,11 @@ def certify_sequential(clf: SmoothedClassifier, x, n0: int, alpha: float, seed: 
         drawn = size
         p_low = lower_confidence_bound(count, drawn, level)
         p_high = upper_confidence_bound(count, drawn, level)
+        # What the cap could plausibly show: its bound if the rate were p_high.
+        reach = lower_confidence_bound(min(n_max, int(np.ceil(p_high * n_max))), n_max, level)
         if thresholds is not None:
-            done = np.all((p_low > thresholds) | (p_high <= thresholds))
+            done = np.all((p_low > thresholds) | (reach <= thresholds))
         else:
-            reach = lower_confidence_bound(min(n_max, int(np.ceil(p_high * n_max))), n_max,
-                                           level)
             done = _radius_settled(clf, p_low, reach, tolerance, max_radius, max_tokens)
         if done:
             break
