@@ -106,7 +106,7 @@ def certify_sequential(clf: SmoothedClassifier, x, n0: int, alpha: float, seed: 
     top = int(np.argmax(selection))
     thresholds = None
     if targets is not None:
-        thresholds = np.array([threshold(_target_ratio(clf, eps, r)) for eps, r in targets])
+        thresholds = np.array([target_threshold(clf, eps, r) for eps, r in targets])
     count = drawn = 0
     p_low = 0.0
     for k, size in enumerate(looks):
@@ -133,6 +133,12 @@ def certify_sequential(clf: SmoothedClassifier, x, n0: int, alpha: float, seed: 
         result.certified = [bool(p_low > t) for t in thresholds]
     result.time_s = time.perf_counter() - start
     return result
+
+
+def target_threshold(clf: SmoothedClassifier, eps: float, r: int) -> float:
+    """p* of the region (L2 ``eps`` on the Gaussian blocks, ``r`` substituted tokens) for
+    ``clf``'s noise: the smallest pA that certifies it."""
+    return threshold(_target_ratio(clf, eps, r))
 
 
 def _target_ratio(clf: SmoothedClassifier, eps: float, r: int) -> LikelihoodRatio:
