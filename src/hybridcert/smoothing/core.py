@@ -221,26 +221,29 @@ class SmoothedClassifier:
     def _count_in_threads(self, batches, records: int) -> np.ndarray:
         """Count over ``batches`` with ``parallel_batches`` threads: each takes the next
         batch (drawn under a lock, so in the serial order) and runs the model on it."""
-        lock, failed = threading.Lock(), threading.Event()
+        lock, stop = threading.Lock(), threading.Event()
 
         def work() -> np.ndarray:
             torch.set_num_threads(1)      # per thread: the caller's setting is untouched
             total = np.zeros((records, self.num_classes), dtype=np.int64)
             try:
-                while not failed.is_set():
+                while not stop.is_set():
                     with lock:
                         item = next(batches, None)
                     if item is None:
                         break
                     total += self._count(*item, records)
             except BaseException:
-                failed.set()
+                stop.set()
                 raise
             return total
 
         with ThreadPoolExecutor(max_workers=self.parallel_batches) as pool:
             futures = [pool.submit(work) for _ in range(self.parallel_batches)]
-            return sum(future.result() for future in futures)
+            try:
+                return sum(future.result() for future in futures)
+            finally:
+                stop.set()                # e.g. Ctrl-C here: the workers stop, not finish
 
     def _noise_chunks(self, x: Record, num: int, seed: int, stage: int):
         for chunk in range(math.ceil(num / NOISE_CHUNK)):
