@@ -2,9 +2,10 @@
 
 Certify throughput (noisy samples/s: noise drawing, id mapping, batching, counting) against
 the same model's forward pass on pre-made inputs of the same batch size (8 distinct batches
-in turn), in one process, repeats interleaved.  Two CPU layouts of the raw forward pass are timed: torch's default (one
-batch at a time, split across the cores) and whole batches side by side (one single-threaded
-batch per core) — the like-for-like baseline of ``SmoothedClassifier(parallel_batches=...)``.
+in turn), in one process, repeats interleaved.  Two CPU layouts of the raw forward pass are
+timed: torch's default (one batch at a time, split across the cores) and whole batches side
+by side (one single-threaded batch per core) — the like-for-like baseline of
+``SmoothedClassifier(parallel_batches=...)``.
 
     python benchmarks/smoothing_overhead.py [--batch-size 256] [--samples 20000]
                                             [--model small|safety] [--repeats 5]
