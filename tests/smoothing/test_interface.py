@@ -103,6 +103,7 @@ def test_configuration_errors():
     for bad in (0, 1.5):
         with pytest.raises(ValueError, match="parallel_batches must be an integer >= 1"):
             SmoothedClassifier(model, {}, 2, parallel_batches=bad)
+    assert SmoothedClassifier(model, {}, 2, parallel_batches=np.int64(2)).parallel_batches == 2
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             SmoothedClassifier(model, {}, 2, device="cuda")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -103,10 +104,10 @@ class SmoothedClassifier:
         self.vocabularies = dict(vocabularies or {})
         self.batch_size = int(batch_size)
         self.prefetch = bool(prefetch)
-        if not isinstance(parallel_batches, int) or parallel_batches < 1:
+        if not isinstance(parallel_batches, numbers.Integral) or parallel_batches < 1:
             raise ValueError(f"parallel_batches must be an integer >= 1, got "
                              f"{parallel_batches!r}")
-        self.parallel_batches = parallel_batches
+        self.parallel_batches = int(parallel_batches)
         discrete = [k for k, v in self.noises.items() if v.kind == "discrete"]
         if len(discrete) > 1:
             raise ValueError(f"at most one noised token block is supported, got {discrete}")
