@@ -111,10 +111,11 @@ def grid_thresholds(clf) -> np.ndarray:
                      for eps, r in GRID]).reshape(len(GRID_EPS), len(GRID_R))
 
 
-def grid_from_bounds(p_lower, predicted, labels, thresholds) -> np.ndarray:
-    """Certified accuracy (%) per grid cell from each input's lower bound on pA."""
-    table = sum((np.asarray(p) > thresholds) * (c == y)
-                for p, c, y in zip(p_lower, predicted, labels, strict=True))
+def grid_accuracy(results, labels, thresholds) -> np.ndarray:
+    """Certified accuracy (%) per grid cell: right class and lower bound on pA above the
+    cell's p* (fixed-n certificates and sequential results alike)."""
+    table = sum((r.p_lower > thresholds) * (r.label == y)
+                for r, y in zip(results, labels, strict=True))
     return 100 * table / len(labels)
 
 
@@ -132,24 +133,19 @@ def grid_mode(clf, records, labels, seeds, fixed, n0, args) -> None:
     results = [certify_sequential(clf, record, n0, args.alpha, seed, targets=GRID,
                                   n_max=args.n_fixed)
                for record, seed in zip(records, seeds, strict=True)]
-    grid = 100 * sum(np.reshape(r.certified, thresholds.shape) * (r.label == y)
-                     for r, y in zip(results, labels, strict=True)) / len(labels)
-    compare("decision at all 25 grid cells", np.array([r.queries for r in results]), grid,
-            fixed_grid(fixed, labels, thresholds), n0 + args.n_fixed)
-
-
-def fixed_grid(fixed, labels, thresholds) -> np.ndarray:
-    return grid_from_bounds([c.p_lower for c in fixed], [c.label for c in fixed], labels,
-                            thresholds)
+    compare("decision at all 25 grid cells", np.array([r.queries for r in results]),
+            grid_accuracy(results, labels, thresholds),
+            grid_accuracy(fixed, labels, thresholds), n0 + args.n_fixed)
 
 
 def reference(clf, records, labels, seeds, fixed, n0, args) -> None:
-    """Fixed n / 10 (its samples are the first tenth of the fixed-n run's) and the oracle."""
+    """Fixed n / 10 (with the model, its samples are the first tenth of the fixed-n run's)
+    and the oracle."""
     thresholds = grid_thresholds(clf)
     small = fixed_certificates(clf, records, n0, seeds, args, args.n_fixed // 10)
     compare(f"reference: fixed n = {args.n_fixed // 10:,}",
             np.full(len(records), n0 + args.n_fixed // 10),
-            fixed_grid(small, labels, thresholds), fixed_grid(fixed, labels, thresholds),
+            grid_accuracy(small, labels, thresholds), grid_accuracy(fixed, labels, thresholds),
             n0 + args.n_fixed)
     mean = oracle_queries(fixed, labels, thresholds, args.alpha, args.n_fixed, budget_points=1)
     print(f"reference: an oracle that knows each pA (fixed n's rate), bounds at alpha without "
@@ -187,7 +183,8 @@ def radius_mode(clf, records, labels, seeds, fixed, tolerance, n0, args) -> None
             for f, r in zip(fixed, results, strict=True) if f.l2_radius and r.l2_radius]
     compare(f"radius mode (tolerance {tolerance}, max radius {args.max_radius}, max tokens "
             f"{args.max_tokens})", np.array([r.queries for r in results]),
-            grid_accuracy(results, labels), grid_accuracy(fixed, labels), n0 + args.n_fixed)
+            grid_accuracy(results, labels, grid_thresholds(clf)),
+            grid_accuracy(fixed, labels, grid_thresholds(clf)), n0 + args.n_fixed)
     print(f"  r = 0 radius shortfall vs fixed n (clipped at {args.max_radius}): largest "
           f"{max(gaps, default=0):.3f}, mean {np.mean(gaps) if gaps else 0:.3f}")
 
@@ -230,18 +227,6 @@ def fixed_certificates(clf, records, n0, seeds, args, n=None) -> list[SimpleName
                                       "p_lower": c.p_lower, "l2_radius": c.l2_radius}
                                      for c in results]))
     return [SimpleNamespace(**row) for row in json.loads(cache.read_text())]
-
-
-def grid_accuracy(results, labels) -> np.ndarray:
-    """Certified accuracy (%) at each (eps, r) of the benchmark grid."""
-    table = np.zeros((len(GRID_EPS), len(GRID_R)))
-    for result, y in zip(results, labels, strict=True):
-        if result.label != y:
-            continue
-        for j, r in enumerate(GRID_R):
-            if r < len(result.l2_radius):
-                table[:, j] += np.array(GRID_EPS) <= result.l2_radius[r]
-    return 100 * table / len(labels)
 
 
 if __name__ == "__main__":
