@@ -10,16 +10,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hybridcert.smoothing.core import noise_batch
+from hybridcert.blocks import HybridNoise
 from hybridcert.smoothing.inputs import Vocabulary
 
 
 def _loss(model, images, tokens, label, noises, vocab, samples, generator):
     """Cross-entropy of the true label; averaged over noisy copies when ``samples > 0``."""
     if samples:
-        batch = noise_batch({"image": images.expand(samples, -1, -1, -1),
-                             "text": tokens.expand(samples, -1)},
-                            noises, {"text": vocab}, generator)
+        hybrid = HybridNoise.from_noises(noises, {"text": vocab})
+        batch = hybrid.noise_batch({"image": images.expand(samples, -1, -1, -1),
+                                    "text": tokens.expand(samples, -1)}, generator)
         probs = F.softmax(model(batch), dim=1).mean(0, keepdim=True)
         return F.nll_loss(torch.log(probs + 1e-12), label)
     return F.cross_entropy(model({"image": images, "text": tokens}), label)

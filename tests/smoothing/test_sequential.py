@@ -49,7 +49,7 @@ def test_decision_mode_is_valid(margin):
         result = certify_sequential(clf, record, 32, ALPHA, seed=seed, targets=[(0.25, 0)],
                                     n_min=50, n_max=3200)
         queries.append(result.queries)
-        if result.certified[0]:
+        if result.certified_targets[0]:
             certified += 1
             failures += result.label != 1 or margin <= 0.25
     assert failures <= ALLOWED
@@ -63,7 +63,7 @@ def test_decision_mode_rarely_claims_an_unreachable_target():
     clf = linear_classifier()
     record = {"image": (0.2 + 1.0) * W}
     claims = sum(certify_sequential(clf, record, 32, ALPHA, seed=s, targets=[(0.25, 0)],
-                                    n_min=50, n_max=3200).certified[0] for s in range(RUNS))
+                                    n_min=50, n_max=3200).certified_targets[0] for s in range(RUNS))
     assert claims <= ALLOWED
 
 
@@ -93,7 +93,7 @@ def test_hybrid_targets_use_the_joint_threshold():
     record = {"image": torch.zeros(2), "text": TokenBlock(torch.tensor([0, 1, 2]))}
     result = certify_sequential(clf, record, 16, 0.01, targets=[(0.25, 1), (0.5, 2)],
                                 n_min=100, n_max=20000)
-    assert result.label == 1 and all(result.certified)
+    assert result.label == 1 and all(result.certified_targets)
     assert result.queries < 20000 + 16
 
 
@@ -116,7 +116,7 @@ def test_decision_mode_stops_once_the_cap_could_not_clear_the_target(eps):
     reachable = [n for n in looks if _constant_radius(n, level) > eps]
     result = certify_sequential(clf, {"image": torch.zeros(2)}, 16, 0.01, targets=[(eps, 0)],
                                 n_min=100, n_max=51_200)
-    assert result.certified == [bool(reachable)]
+    assert result.certified_targets == [bool(reachable)]
     assert result.queries == 16 + (reachable[0] if reachable else looks[0])
     if eps == 1.3:
         assert looks[0] < reachable[0] < looks[-1]      # neither first look nor cap

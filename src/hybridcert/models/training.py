@@ -9,7 +9,7 @@ import torch
 from hybridcert.data.safety import SafetyData, vocabulary
 from hybridcert.models.fusion import FilterConfig, SafetyFilter
 from hybridcert.noise import Gaussian, Substitution
-from hybridcert.smoothing.core import noise_batch
+from hybridcert.blocks import HybridNoise
 
 
 def noises_for(config: FilterConfig) -> dict:
@@ -32,7 +32,7 @@ def train(config: FilterConfig, train_data: SafetyData, epochs: int = 8, batch_s
         optimizer, max_lr=lr, total_steps=epochs * ((len(train_data) + batch_size - 1)
                                                     // batch_size))
     generator = torch.Generator().manual_seed(config.seed + 1)
-    noises, vocabs = noises_for(config), {"text": vocabulary()}
+    hybrid = HybridNoise.from_noises(noises_for(config), {"text": vocabulary()})
     images, tokens = torch.from_numpy(train_data.images), torch.from_numpy(train_data.tokens)
     labels = torch.from_numpy(train_data.labels)
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -42,8 +42,7 @@ def train(config: FilterConfig, train_data: SafetyData, epochs: int = 8, batch_s
         model.train()
         for begin in range(0, len(order), batch_size):
             idx = order[begin: begin + batch_size]
-            batch = noise_batch({"image": images[idx], "text": tokens[idx]}, noises, vocabs,
-                                generator)
+            batch = hybrid.noise_batch({"image": images[idx], "text": tokens[idx]}, generator)
             logits = model(batch)
             loss = loss_fn(logits, labels[idx])
             optimizer.zero_grad()
@@ -61,13 +60,13 @@ def train(config: FilterConfig, train_data: SafetyData, epochs: int = 8, batch_s
 @torch.no_grad()
 def accuracy(model: SafetyFilter, data: SafetyData, noisy: bool = False, seed: int = 0) -> float:
     generator = torch.Generator().manual_seed(seed)
-    noises = noises_for(model.config) if noisy else {}
+    hybrid = HybridNoise.from_noises(noises_for(model.config) if noisy else {},
+                                     {"text": vocabulary()})
     correct = 0
     for begin in range(0, len(data), 512):
         sl = slice(begin, begin + 512)
-        batch = noise_batch({"image": torch.from_numpy(data.images[sl]),
-                             "text": torch.from_numpy(data.tokens[sl])}, noises,
-                            {"text": vocabulary()}, generator)
+        batch = hybrid.noise_batch({"image": torch.from_numpy(data.images[sl]),
+                                    "text": torch.from_numpy(data.tokens[sl])}, generator)
         correct += int((model(batch).argmax(1).numpy() == data.labels[sl]).sum())
     return correct / len(data)
 

@@ -1,11 +1,27 @@
-"""Monte Carlo prediction and certification of a smoothed classifier (THEORY.md section 4).
+"""Monte Carlo prediction and certification of a smoothed classifier (docs/THEORY.md).
 
-``certify`` draws ``n0`` noisy copies to pick the top class A, ``n`` fresh copies to bound
-its probability from below (one-sided Clopper–Pearson), and abstains unless the joint
-certificate holds at no perturbation; otherwise it returns A and the certified frontier.
-With probability at least ``1 - alpha`` over the sampling the returned region is correct.
-``predict`` abstains unless a two-sided binomial test between the two most frequent
-classes rejects at ``alpha``.
+``certify`` (majority vote) draws ``n0`` noisy copies to pick the top class A and ``n``
+fresh copies to bound its probability, and abstains unless the joint certificate holds at no
+perturbation; otherwise it returns A and the certified region.  With probability at least
+``1 - alpha`` over the sampling the returned region is correct:
+
+* two classes (``p_upper="complement"``): ``pA`` is a one-sided Clopper–Pearson lower bound at
+  level ``1 - alpha`` and ``pB = 1 - pA``; valid for any number of classes (it is
+  conservative with more than two);
+* more classes (``p_upper="bonferroni"``): ``pA`` at ``alpha / 2`` and an upper bound on
+  *every* other class at ``alpha / (2 (C - 1))``; ``pB`` is the largest of them.  By the union
+  bound all C bounds hold together with probability ``>= 1 - alpha``, whichever class the
+  selection sample ranked second.
+
+``certify_detector`` smooths a thresholded detector: class c is flagged iff
+``P(f = c) >= tau``.  No selection sample is needed (c is fixed).  The flag side certifies a
+flagged input (``lower(pc_lower) >= tau`` in the region, ``pc_lower`` a lower bound at level
+``1 - alpha``); the benign side certifies that an input cannot be pushed into a flag
+(``upper(pc_upper) < tau``, ``pc_upper`` an upper bound at ``1 - alpha``); asking for both
+spends ``alpha / 2`` on each bound (a two-sided interval), since either claim may be made.
+
+``predict`` abstains unless a two-sided binomial test between the two most frequent classes
+rejects at ``alpha``.
 """
 
 from __future__ import annotations
@@ -15,50 +31,76 @@ import math
 import numbers
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy.stats import beta, binomtest
 
-from hybridcert.certificate import certified_frontier
-from hybridcert.noise import Gaussian, Mask, Noise
+from hybridcert._validation import check_count, check_probability
+from hybridcert.blocks import CertifiedRegion, HybridNoise, Record, TokenBlock
+from hybridcert.noise import Noise
 from hybridcert.smoothing.base import BaseClassifier
-from hybridcert.smoothing.inputs import Record, TokenBlock, Vocabulary
+from hybridcert.smoothing.results import ABSTAIN, NOT_FLAGGED, Certification, Prediction
 
-ABSTAIN = -1
 #: Noise is drawn in chunks of this many copies, each from its own seeded generator, so
 #: that results do not depend on the model batch size.
 NOISE_CHUNK = 256
 
 
-@dataclass
-class Certification:
-    """Result of :meth:`SmoothedClassifier.certify` for one record."""
+class Stage:
+    """Names of the independent noise streams of one input (each seeds its own chunks)."""
 
-    label: int                      # the class, or ABSTAIN (-1)
-    counts: np.ndarray              # estimation counts per class (length num_classes)
-    p_lower: float                  # lower confidence bound on pA
-    p_upper: float | None           # upper bound on pB (None: pB = 1 - pA)
-    max_tokens: int                 # r_max, -1 when abstaining
-    l2_radius: list[float] = field(default_factory=list)  # eps*(r), r = 0..max_tokens
-    time_s: float = 0.0
+    SELECTION = 0
+    ESTIMATION = 1
+    PREDICTION = 2
+    FIT_CHECK = 9
+    SEQUENTIAL = 100      # sequential rules: one stream, chunk by chunk
+
+
+@dataclass(frozen=True)
+class Detector:
+    """A thresholded detector: ``flagged_class`` is flagged iff its smoothed probability is at
+    least ``threshold``.
+
+    Parameters
+    ----------
+    threshold : float
+        ``tau`` in (0, 1) (the hybrid-smoothing paper's guard uses 4.6e-5).
+    flagged_class : int
+        The class whose probability is thresholded (e.g. 1 = unsafe).
+    sides : str
+        ``"flag"`` (certify that a flagged input stays flagged: the evasion direction),
+        ``"benign"`` (certify that an unflagged input cannot be pushed into a flag) or
+        ``"both"`` (each bound at ``alpha / 2``).
+    """
+
+    threshold: float
+    flagged_class: int = 1
+    sides: str = "flag"
+
+    def __post_init__(self) -> None:
+        check_probability("threshold", self.threshold, open_low=True, open_high=True)
+        check_count("flagged_class", self.flagged_class)
+        if self.sides not in ("flag", "benign", "both"):
+            raise ValueError(f"sides must be 'flag', 'benign' or 'both', got {self.sides!r}")
+
+    def rules(self):
+        """(flag rule or None, benign rule or None) of the certificate engine."""
+        from hybridcert.certificate import Rule
+
+        flag = Rule.flag(self.threshold) if self.sides in ("flag", "both") else None
+        benign = Rule.benign(self.threshold) if self.sides in ("benign", "both") else None
+        return flag, benign
+
+    def level(self, alpha: float) -> float:
+        return alpha / 2 if self.sides == "both" else alpha
 
     @property
-    def radius(self) -> float:
-        """L2 radius at zero token changes (0 when abstaining)."""
-        return self.l2_radius[0] if self.l2_radius else 0.0
-
-    def frontier(self) -> list[dict]:
-        return [{"tokens": r, "l2_radius": eps} for r, eps in enumerate(self.l2_radius)]
-
-
-@dataclass
-class Prediction:
-    label: int
-    counts: np.ndarray
-    p_value: float
+    def name(self) -> str:
+        return {"flag": "flag", "benign": "benign", "both": "detector"}[self.sides]
 
 
 class SmoothedClassifier:
@@ -68,15 +110,13 @@ class SmoothedClassifier:
     ----------
     base : torch.nn.Module or callable
         See :class:`~hybridcert.smoothing.base.BaseClassifier`.
-    noises : dict
-        Block name -> noise.  Continuous blocks take :class:`~hybridcert.Gaussian` (all
-        share one L2 budget, certified with the smallest sigma); at most one token block
-        takes :class:`~hybridcert.Substitution` or :class:`~hybridcert.Mask`.  Blocks without
-        an entry are passed through unchanged.
+    noise : HybridNoise or dict
+        The blocks and their noise (:class:`~hybridcert.blocks.HybridNoise`), or the short
+        form ``{block name: noise}`` (Gaussian -> continuous block, Substitution/Mask -> token
+        block) with ``vocabularies``.
     num_classes : int
     vocabularies : dict, optional
-        Token block name -> :class:`Vocabulary`; a Substitution's ``vocab_size`` must equal
-        the vocabulary size.
+        Short form only: token block name -> :class:`~hybridcert.blocks.Vocabulary`.
     batch_size : int
         Noisy copies per forward pass.
     device : str
@@ -91,61 +131,107 @@ class SmoothedClassifier:
         mode is).  The counts are the same whatever the value.
     """
 
-    def __init__(self, base, noises: dict[str, Noise], num_classes: int,
-                 vocabularies: dict[str, Vocabulary] | None = None, batch_size: int = 256,
+    def __init__(self, base, noise: HybridNoise | Mapping[str, Noise], num_classes: int,
+                 vocabularies: Mapping | None = None, batch_size: int = 256,
                  device: str = "cpu", prefetch: bool = True, parallel_batches: int = 1):
-        if num_classes < 2:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) \
+                or num_classes < 2:
             raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-        if batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
+                or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if isinstance(noise, HybridNoise):
+            if vocabularies:
+                raise ValueError("vocabularies belong in the HybridNoise's Tokens blocks")
+            self.noise = noise
+        else:
+            self.noise = HybridNoise.from_noises(noise, vocabularies)
         self.base = base if isinstance(base, BaseClassifier) else BaseClassifier(base, device)
-        self.noises = dict(noises)
         self.num_classes = int(num_classes)
-        self.vocabularies = dict(vocabularies or {})
         self.batch_size = int(batch_size)
         self.prefetch = bool(prefetch)
-        if not isinstance(parallel_batches, numbers.Integral) or parallel_batches < 1:
+        if isinstance(parallel_batches, bool) or \
+                not isinstance(parallel_batches, numbers.Integral) or parallel_batches < 1:
             raise ValueError(f"parallel_batches must be an integer >= 1, got "
                              f"{parallel_batches!r}")
         self.parallel_batches = int(parallel_batches)
-        discrete = [k for k, v in self.noises.items() if v.kind == "discrete"]
-        if len(discrete) > 1:
-            raise ValueError(f"at most one noised token block is supported, got {discrete}")
-        for name in discrete:
-            if name not in self.vocabularies:
-                raise ValueError(f"token block {name!r} is noised but has no vocabulary")
-            size = getattr(self.noises[name], "vocab_size", None)
-            if size is not None and size != self.vocabularies[name].size:
-                raise ValueError(f"noise on {name!r} has vocab_size {size} but its vocabulary "
-                                 f"holds {self.vocabularies[name].size} noisable ids")
-            if isinstance(self.noises[name], Mask) and self.vocabularies[name].mask_id is None:
-                raise ValueError(f"Mask noise on {name!r} needs a Vocabulary with mask_id")
-        self.token_block = discrete[0] if discrete else None
-        sigmas = [v.sigma for v in self.noises.values() if isinstance(v, Gaussian)]
-        self.sigma = min(sigmas) if sigmas else None
 
     # -- the algorithm -------------------------------------------------------------------
     def certify(self, x: Record, n0: int, n: int, alpha: float, seed: int = 0,
-                p_upper: str = "complement", max_tokens: int | None = None) -> Certification:
-        """Certify one record: class (or ABSTAIN) and frontier, valid w.p. >= 1 - alpha.
+                p_upper: str = "complement", max_tokens: int | Mapping | None = 16
+                ) -> Certification:
+        """Certify one record: class (or ABSTAIN) and region, valid w.p. >= 1 - alpha.
 
-        ``p_upper``: "complement" uses pB = 1 - pA; "bonferroni" bounds pA and pB (the
-        runner-up of the selection sample) separately at alpha / 2 each.
+        ``p_upper``: "complement" uses pB = 1 - pA (two classes; conservative with more);
+        "bonferroni" bounds pA at alpha / 2 and every other class at alpha / (2 (C - 1)).
         """
         return self.certify_many([x], n0, n, alpha, [seed], p_upper, max_tokens)[0]
 
-    def _certificate(self, selection, counts, n, alpha, p_upper, max_tokens, elapsed):
-        level = alpha / 2 if p_upper == "bonferroni" else alpha
-        top_two = np.argsort(-selection, kind="stable")[:2]
-        c_a, c_b = int(top_two[0]), int(top_two[1])
-        p_a = lower_confidence_bound(int(counts[c_a]), n, level)
-        p_b = upper_confidence_bound(int(counts[c_b]), n, level) if level != alpha else None
-        frontier = certified_frontier(p_a, sigma=self.sigma, discrete=self._discrete_noise(),
-                                      p_upper=p_b, max_tokens=max_tokens)
-        r_max = int(frontier.max_tokens[0])
-        radii = [row["l2_radius"] for row in frontier.rows(0)]
-        label = c_a if r_max >= 0 else ABSTAIN
-        return Certification(label, np.asarray(counts), p_a, p_b, r_max, radii, elapsed)
+    def certify_many(self, records: list[Record], n0: int, n: int, alpha: float,
+                     seeds: list[int], p_upper: str = "complement",
+                     max_tokens: int | Mapping | None = 16) -> list[Certification]:
+        """:meth:`certify` for several records, sharing forward passes between records of
+        the same shapes.  Each result equals ``certify(records[i], ..., seed=seeds[i])``."""
+        _check_counts(n0=n0, n=n, alpha=alpha)
+        if p_upper not in ("complement", "bonferroni"):
+            raise ValueError(f"p_upper must be 'complement' or 'bonferroni', got {p_upper!r}")
+        self._check_seeds(records, seeds)
+        check_can_certify(n, alpha / 2 if p_upper == "bonferroni" else alpha)
+        prepared = [self.validate(x) for x in records]
+        seconds = np.zeros(len(records))
+        selection = self.sample_counts_many(prepared, n0, seeds, Stage.SELECTION, seconds)
+        counts = self.sample_counts_many(prepared, n, seeds, Stage.ESTIMATION, seconds)
+        top = [int(np.argsort(-s, kind="stable")[0]) for s in selection]
+        p_a, p_b = self._majority_bounds(counts, top, n, alpha, p_upper)
+        regions = self.noise.frontier(p_a, p_upper=p_b, max_tokens=max_tokens,
+                                      noised_positions=[self.noise.noised_positions(x)
+                                                        for x in prepared])
+        out = []
+        for i, region in enumerate(regions):
+            label = top[i] if region.certified else ABSTAIN
+            out.append(Certification(
+                label, float(p_a[i]), None if p_b is None else float(p_b[i]),
+                region if region.certified else CertifiedRegion.empty(self.noise),
+                counts[i], n0 + n, time_s=float(seconds[i])))
+        return out
+
+    def _majority_bounds(self, counts, top, n, alpha, p_upper):
+        """Lower bound on each record's top class; with "bonferroni", the largest upper bound
+        over all other classes (each at alpha / (2 (C - 1)))."""
+        if p_upper == "complement":
+            return np.array([lower_confidence_bound(int(c[t]), n, alpha)
+                             for c, t in zip(counts, top, strict=True)]), None
+        others = self.num_classes - 1
+        p_a = np.array([lower_confidence_bound(int(c[t]), n, alpha / 2)
+                        for c, t in zip(counts, top, strict=True)])
+        p_b = np.array([max(upper_confidence_bound(int(c[k]), n, alpha / (2 * others))
+                            for k in range(self.num_classes) if k != t)
+                        for c, t in zip(counts, top, strict=True)])
+        return p_a, p_b
+
+    def certify_detector(self, x: Record, n: int, alpha: float, detector: Detector,
+                         seed: int = 0, max_tokens: int | Mapping | None = 16
+                         ) -> Certification:
+        """Certify one record as a thresholded detector (see :class:`Detector`)."""
+        return self.certify_detector_many([x], n, alpha, detector, [seed], max_tokens)[0]
+
+    def certify_detector_many(self, records: list[Record], n: int, alpha: float,
+                              detector: Detector, seeds: list[int],
+                              max_tokens: int | Mapping | None = 16) -> list[Certification]:
+        """:meth:`certify_detector` for several records (shared forward passes)."""
+        _check_counts(n=n, alpha=alpha)
+        if detector.flagged_class >= self.num_classes:
+            raise ValueError(f"flagged_class must lie in [0, {self.num_classes - 1}], got "
+                             f"{detector.flagged_class}")
+        self._check_seeds(records, seeds)
+        prepared = [self.validate(x) for x in records]
+        seconds = np.zeros(len(records))
+        counts = self.sample_counts_many(prepared, n, seeds, Stage.ESTIMATION, seconds)
+        hits = counts[:, detector.flagged_class]
+        level = detector.level(alpha)
+        positions = [self.noise.noised_positions(x) for x in prepared]
+        return detector_results(self.noise, detector, hits, n, level, positions, max_tokens,
+                                counts, [n] * len(records), seconds, self.num_classes)
 
     def predict(self, x: Record, n: int, alpha: float, seed: int = 0) -> Prediction:
         """Top class, or ABSTAIN unless a two-sided binomial test rejects at ``alpha``."""
@@ -154,43 +240,33 @@ class SmoothedClassifier:
             raise ValueError(f"n={n} can never predict at alpha={alpha}: the smallest "
                              f"two-sided p-value is 2 * 0.5**n = {2 * 0.5**n:.3g}; use "
                              f"n >= {math.ceil(math.log2(2 / alpha))}")
-        counts = self.sample_counts(self.validate(x), n, seed, stage=2)
+        counts = self.sample_counts(self.validate(x), n, seed, stage=Stage.PREDICTION)
         top = np.argsort(-counts, kind="stable")[:2]
         n_a, n_b = int(counts[top[0]]), int(counts[top[1]])
         p_value = binomtest(n_a, n_a + n_b, 0.5).pvalue if n_a + n_b > 0 else 1.0
         label = int(top[0]) if p_value <= alpha else ABSTAIN
         return Prediction(label, counts, float(p_value))
 
-    def certify_many(self, records: list[Record], n0: int, n: int, alpha: float,
-                     seeds: list[int], p_upper: str = "complement",
-                     max_tokens: int | None = None) -> list[Certification]:
-        """:meth:`certify` for several records, sharing forward passes between records of
-        the same shapes.  Each result equals ``certify(records[i], ..., seed=seeds[i])``."""
-        _check_counts(n0=n0, n=n, alpha=alpha)
-        if p_upper not in ("complement", "bonferroni"):
-            raise ValueError(f"p_upper must be 'complement' or 'bonferroni', got {p_upper!r}")
+    def _check_seeds(self, records, seeds) -> None:
         if len(seeds) != len(records):
             raise ValueError(f"seeds must have one entry per record ({len(records)}), "
                              f"got {len(seeds)}")
-        level = alpha / 2 if p_upper == "bonferroni" else alpha
-        check_can_certify(n, level)
-        start = time.perf_counter()
-        validated = [self.validate(x) for x in records]
-        selection = self.sample_counts_many(validated, n0, seeds, stage=0)
-        counts = self.sample_counts_many(validated, n, seeds, stage=1)
-        elapsed = (time.perf_counter() - start) / max(1, len(records))
-        return [self._certificate(selection[i], counts[i], n, alpha, p_upper, max_tokens,
-                                  elapsed) for i in range(len(records))]
 
     # -- sampling ------------------------------------------------------------------------
     def sample_counts(self, x: Record, num: int, seed: int, stage: int) -> np.ndarray:
-        """Class counts of the base classifier on ``num`` noisy copies of ``x``."""
+        """Class counts of the base classifier on ``num`` noisy copies of a prepared ``x``."""
         return self.sample_counts_many([x], num, [seed], stage)[0]
 
+    def stream(self, x: Record, seed: int, stage: int = Stage.SEQUENTIAL) -> LabelStream:
+        """The base model's labels on the noisy copies of the stream ``(seed, stage)`` of a
+        prepared record, drawn on demand in order (see :class:`LabelStream`)."""
+        return LabelStream(self, x, seed, stage)
+
     def sample_counts_many(self, records: list[Record], num: int, seeds: list[int],
-                           stage: int) -> np.ndarray:
+                           stage: int, seconds: np.ndarray | None = None) -> np.ndarray:
         """Counts ``(len(records), num_classes)``; records whose blocks have the same
-        shapes share batches, and each record's noise comes from its own seed."""
+        shapes share batches, and each record's noise comes from its own seed.  ``seconds``
+        (optional, per record) accumulates each record's share of the forward passes."""
         out = np.zeros((len(records), self.num_classes), dtype=np.int64)
         groups: dict[tuple, list[int]] = {}
         for i, x in enumerate(records):
@@ -200,26 +276,32 @@ class SmoothedClassifier:
                        for i in members)
             batches = _rebatch(streams, self.batch_size)
             if self.parallel_batches > 1:
-                out += self._count_in_threads(batches, len(records))
+                out += self._count_in_threads(batches, len(records), seconds)
                 continue
             for batch, owner in _prefetched(batches) if self.prefetch else batches:
-                out += self._count(batch, owner, len(records))
+                out += self._count(batch, owner, len(records), seconds)
         return out
 
     def _count(self, batch: dict[str, torch.Tensor], owner: np.ndarray,
-               records: int) -> np.ndarray:
+               records: int, seconds: np.ndarray | None = None) -> np.ndarray:
         """Class counts ``(records, num_classes)`` of one batch whose row j is a noisy copy
         of record ``owner[j]``."""
+        start = time.perf_counter()
         labels = self.base.labels(batch).to(self.base.device)
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
-            raise ValueError(f"the base classifier returned a label outside "
-                             f"[0, {self.num_classes - 1}]")
+        self._check_labels(labels)
         local = torch.as_tensor(owner, device=labels.device)
         flat = torch.bincount(local * self.num_classes + labels,
                               minlength=records * self.num_classes)
+        if seconds is not None:
+            np.add.at(seconds, owner, (time.perf_counter() - start) / owner.size)
         return flat.view(records, self.num_classes).cpu().numpy()
 
-    def _count_in_threads(self, batches, records: int) -> np.ndarray:
+    def _check_labels(self, labels) -> None:
+        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+            raise ValueError(f"the base classifier returned a label outside "
+                             f"[0, {self.num_classes - 1}]")
+
+    def _count_in_threads(self, batches, records: int, seconds=None) -> np.ndarray:
         """Count over ``batches`` with ``parallel_batches`` threads: each takes the next
         batch (drawn under a lock, so in the serial order) and runs the model on it."""
         lock, stop = threading.Lock(), threading.Event()
@@ -227,22 +309,29 @@ class SmoothedClassifier:
         def work() -> np.ndarray:
             torch.set_num_threads(1)      # per thread: the caller's setting is untouched
             total = np.zeros((records, self.num_classes), dtype=np.int64)
+            mine = None if seconds is None else np.zeros_like(seconds)
             try:
                 while not stop.is_set():
                     with lock:
                         item = next(batches, None)
                     if item is None:
                         break
-                    total += self._count(*item, records)
+                    total += self._count(*item, records, mine)
             except BaseException:
                 stop.set()
                 raise
-            return total
+            return total, mine
 
         with ThreadPoolExecutor(max_workers=self.parallel_batches) as pool:
             futures = [pool.submit(work) for _ in range(self.parallel_batches)]
             try:
-                return sum(future.result() for future in futures)
+                out = np.zeros((records, self.num_classes), dtype=np.int64)
+                for future in futures:
+                    total, mine = future.result()
+                    out += total
+                    if seconds is not None:
+                        seconds += mine
+                return out
             finally:
                 stop.set()                # e.g. Ctrl-C here: the workers stop, not finish
 
@@ -252,107 +341,80 @@ class SmoothedClassifier:
             yield self.noisy_copies(x, copies, _chunk_seed(seed, stage, chunk))
 
     def noisy_copies(self, x: Record, copies: int, seed: int) -> dict[str, torch.Tensor]:
-        """``copies`` noisy versions of a validated record, as a model batch."""
+        """``copies`` noisy versions of a prepared record, as a model batch."""
         generator = torch.Generator(device=self.base.device).manual_seed(seed)
-        batch, noisable = {}, {}
-        for name, block in x.items():
-            if isinstance(block, TokenBlock):
-                batch[name] = block.ids.to(self.base.device).expand(copies, -1)
-                noisable[name] = block.noisable.to(self.base.device).expand(copies, -1)
-            else:
-                batch[name] = block.to(self.base.device).unsqueeze(0).expand(copies, *block.shape)
-        return noise_batch(batch, self.noises, self.vocabularies, generator, noisable)
+        return self.noise.sample(x, copies, generator, self.base.device)
 
     # -- validation ----------------------------------------------------------------------
-    def _discrete_noise(self):
-        return self.noises[self.token_block] if self.token_block else None
-
     def validate(self, x: Record) -> Record:
-        """Check a record and fill in each token block's noisable mask."""
-        if not isinstance(x, dict) or not x:
-            raise ValueError("a record must be a non-empty dict of block name -> data")
-        missing = [name for name in self.noises if name not in x]
-        if missing:
-            raise ValueError(f"record lacks the noised block(s) {missing}")
-        out: Record = {}
-        for name, block in x.items():
-            if isinstance(block, TokenBlock):
-                out[name] = self._validate_tokens(name, block)
-            else:
-                out[name] = _validate_continuous(name, block)
-        return out
-
-    def _validate_tokens(self, name: str, block: TokenBlock) -> TokenBlock:
-        ids = torch.as_tensor(block.ids)
-        if ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-            raise ValueError(f"token block {name!r} must hold integer ids, got {ids.dtype}")
-        if ids.ndim != 1:
-            raise ValueError(f"token block {name!r} must be 1-D (one sequence), got shape "
-                             f"{tuple(ids.shape)}")
-        if ids.numel() == 0:
-            raise ValueError(f"token block {name!r} is empty: a text needs at least one token")
-        ids = ids.long()
-        if int(ids.min()) < 0:
-            raise ValueError(f"token block {name!r} holds negative id {int(ids.min())}")
-        vocab = self.vocabularies.get(name)
-        noisable = block.noisable
-        if vocab is not None:
-            index = vocab.to_indices(ids)
-            if noisable is None:
-                noisable = index >= 0
-            noisable = torch.as_tensor(noisable, dtype=torch.bool)
-            if noisable.shape != ids.shape:
-                raise ValueError(f"noisable mask of {name!r} has shape {tuple(noisable.shape)}, "
-                                 f"ids have {tuple(ids.shape)}")
-            outside = noisable & (index < 0)
-            if outside.any():
-                bad = int(ids[outside][0])
-                raise ValueError(f"token block {name!r}: id {bad} is marked noisable but is "
-                                 f"not among the vocabulary's {vocab.size} noisable ids")
-        else:
-            noisable = torch.zeros_like(ids, dtype=torch.bool)
-        return TokenBlock(ids, noisable)
+        """Check a record and fix each token block's noised positions (its threat model)."""
+        return self.noise.prepare(x)
 
 
-def noise_batch(batch: dict[str, torch.Tensor], noises: dict[str, Noise],
-                vocabularies: dict[str, Vocabulary], generator: torch.Generator,
-                noisable: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """Apply each block's noise to a model batch — the one code path shared by Monte Carlo
-    certification and noise-augmented training.
+class LabelStream:
+    """Labels of noisy copies of one record, in draw order, as many at a time as asked.
 
-    Token blocks (``(B, L)`` ids) are noised at ``noisable[name]`` positions (default: ids in
-    the block's vocabulary) and get a ``name + "_attention"`` entry.
+    Copy ``j`` is the same whatever the split into calls: noise is drawn in seeded chunks of
+    ``NOISE_CHUNK`` copies (the current chunk is kept until used up).
     """
-    out = {}
-    for name, tensor in batch.items():
-        noise = noises.get(name)
-        if name in vocabularies:
-            vocab = vocabularies[name]
-            ids = tensor
-            if noise is not None:
-                index = vocab.to_indices(ids)
-                where = noisable[name] if noisable and name in noisable else index >= 0
-                ids = vocab.to_ids(noise.sample(index, generator, where=where), ids, where)
-            out[name] = ids.contiguous()
-            out[name + "_attention"] = torch.ones_like(ids)
-        elif noise is not None:
-            out[name] = noise.sample(tensor, generator)
+
+    def __init__(self, classifier: SmoothedClassifier, record: Record, seed: int, stage: int):
+        self.classifier, self.record, self.seed, self.stage = classifier, record, seed, stage
+        self.drawn = 0
+        self._chunk: tuple[int, dict] | None = None
+
+    def copies(self, num: int) -> dict[str, torch.Tensor]:
+        """The next ``num`` noisy copies as a model batch (advances the stream)."""
+        parts = []
+        for chunk, begin, end in _chunk_span(self.drawn, num):
+            if self._chunk is None or self._chunk[0] != chunk:
+                batch = self.classifier.noisy_copies(self.record, NOISE_CHUNK,
+                                                     _chunk_seed(self.seed, self.stage, chunk))
+                self._chunk = (chunk, batch)
+            parts.append({k: v[begin:end] for k, v in self._chunk[1].items()})
+        self.drawn += num
+        if len(parts) == 1:
+            return parts[0]
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+    def labels(self, num: int) -> np.ndarray:
+        """The base model's labels on the next ``num`` copies."""
+        labels = self.classifier.base.labels(self.copies(num)).cpu().numpy()
+        self.classifier._check_labels(labels)
+        return labels.astype(np.int64)
+
+
+def detector_results(noise: HybridNoise, detector: Detector, hits, n, level, positions,
+                     max_tokens, counts, queries, seconds, num_classes, looks=None,
+                     mode="fixed") -> list[Certification]:
+    """Detector certificates from flagged-class counts ``hits`` out of ``n`` draws each,
+    bounds at ``level`` (shared by fixed-n and sequential runs)."""
+    flag, benign = detector.rules()
+    hits = np.atleast_1d(hits)
+    n = np.broadcast_to(np.asarray(n), hits.shape)
+    p_low = np.array([lower_confidence_bound(int(h), int(m), level)
+                      for h, m in zip(hits, n, strict=True)]) if flag else None
+    p_high = np.array([upper_confidence_bound(int(h), int(m), level)
+                       for h, m in zip(hits, n, strict=True)]) if benign else None
+    flagged = noise.frontier(p_low, rule=flag, max_tokens=max_tokens,
+                             noised_positions=positions) if flag else None
+    cleared = noise.frontier(p_high, rule=benign, max_tokens=max_tokens,
+                             noised_positions=positions) if benign else None
+    other = 1 - detector.flagged_class if num_classes == 2 else NOT_FLAGGED
+    out = []
+    for i in range(hits.size):
+        if flagged is not None and flagged[i].certified:
+            label, decision, region = detector.flagged_class, "flag", flagged[i]
+        elif cleared is not None and cleared[i].certified:
+            label, decision, region = other, "benign", cleared[i]
         else:
-            out[name] = tensor.contiguous()
+            label, decision, region = ABSTAIN, "abstain", CertifiedRegion.empty(noise)
+        out.append(Certification(
+            label, None if p_low is None else float(p_low[i]),
+            None if p_high is None else float(p_high[i]), region, counts[i], int(queries[i]),
+            1 if looks is None else int(looks[i]), time_s=float(seconds[i]), mode=mode,
+            rule=detector.name, decision=decision))
     return out
-
-
-def _validate_continuous(name: str, block) -> torch.Tensor:
-    if not isinstance(block, (torch.Tensor, np.ndarray)):
-        raise ValueError(f"block {name!r} must be a tensor or array, got {type(block).__name__}")
-    tensor = torch.as_tensor(block)
-    if not tensor.is_floating_point():
-        raise ValueError(f"continuous block {name!r} must be floating point, got {tensor.dtype}")
-    if tensor.ndim == 0 or tensor.numel() == 0:
-        raise ValueError(f"continuous block {name!r} is empty")
-    if not torch.isfinite(tensor).all():
-        raise ValueError(f"continuous block {name!r} holds NaN or infinite values")
-    return tensor
 
 
 def _check_counts(**values) -> None:
@@ -362,7 +424,7 @@ def _check_counts(**values) -> None:
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{key} must be an integer >= 1, got {v!r}")
     a = values["alpha"]
-    if not (isinstance(a, (int, float)) and 0 < a < 1):
+    if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 < a < 1:
         raise ValueError(f"alpha must lie in (0, 1), got {a!r}")
 
 
@@ -404,6 +466,15 @@ def _shape_key(x: Record) -> tuple:
                  for name, b in sorted(x.items()))
 
 
+def _chunk_span(start: int, num: int):
+    """(chunk, begin, end) pieces covering copies ``start .. start + num - 1``."""
+    position, stop = start, start + num
+    while position < stop:
+        chunk = position // NOISE_CHUNK
+        begin = position - chunk * NOISE_CHUNK
+        end = min(NOISE_CHUNK, stop - chunk * NOISE_CHUNK)
+        yield chunk, begin, end
+        position = chunk * NOISE_CHUNK + end
 def _prefetched(iterator):
     """Iterate in a background thread, one item ahead (torch ops release the GIL, so the
     next item's noise is drawn while the caller's forward pass runs)."""

@@ -26,34 +26,21 @@ the observed rate were the current upper confidence bound.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 
 import numpy as np
 
 from hybridcert._validation import check_positive
-from hybridcert.certificate import certified_frontier
+from hybridcert.blocks import CertifiedRegion, HybridNoise
 from hybridcert.certificate.baselines import discrete_threshold
-from hybridcert.noise import Gaussian, LikelihoodRatio
+from hybridcert.noise import LikelihoodRatio
 from hybridcert.smoothing.core import (
-    ABSTAIN,
     SmoothedClassifier,
+    Stage,
     lower_confidence_bound,
     upper_confidence_bound,
 )
-
-_STAGE_OFFSET = 100   # noise stages of sequential looks (fixed-n certify uses 0 and 1)
-
-
-@dataclass
-class SequentialResult:
-    label: int                     # class or ABSTAIN
-    queries: int                   # base-model queries used (selection + estimation)
-    p_lower: float                 # the alpha/K lower bound at the stopping look
-    certified: list[bool] = field(default_factory=list)   # decision mode, per target
-    max_tokens: int = -1
-    l2_radius: list[float] = field(default_factory=list)  # radius mode frontier
-    looks: int = 0
-    time_s: float = 0.0
+from hybridcert.smoothing.results import ABSTAIN, Certification
 
 
 def schedule(n_min: int, n_max: int, growth: float = 2.0) -> list[int]:
@@ -77,16 +64,24 @@ def threshold(ratio: LikelihoodRatio) -> float:
     return discrete_threshold(ratio)
 
 
+def target_budget(noise: HybridNoise, target) -> dict[str, float]:
+    """A target region as a per-block budget: ``{block: size}`` or the pair ``(eps, r)``."""
+    if isinstance(target, Mapping):
+        return noise.budget(target)
+    eps, r = target
+    return noise.pair_budget(eps, r)
+
+
 def certify_sequential(clf: SmoothedClassifier, x, n0: int, alpha: float, seed: int = 0,
-                       targets: list[tuple[float, int]] | None = None, tolerance: float = 0.01,
+                       targets: list | None = None, tolerance: float = 0.01,
                        n_min: int = 100, n_max: int = 100_000, growth: float = 2.0,
                        max_tokens: int = 16, max_radius: float | None = None
-                       ) -> SequentialResult:
+                       ) -> Certification:
     """Sequential certification of one record (two classes, pB = 1 - pA).
 
     Parameters
     ----------
-    targets : list of (eps, r), optional
+    targets : list of (eps, r) or {block: size}, optional
         Decision mode: certify these regions.  None: radius mode.
     tolerance : float
         Radius mode: stop once sampling on to ``n_max`` could raise no eps*(r) by more than
@@ -101,73 +96,63 @@ def certify_sequential(clf: SmoothedClassifier, x, n0: int, alpha: float, seed: 
     start = time.perf_counter()
     looks = schedule(n_min, n_max, growth)
     level = alpha / len(looks)
+    noise = clf.noise
     record = clf.validate(x)
-    selection = clf.sample_counts(record, n0, seed, stage=0)
+    selection = clf.sample_counts(record, n0, seed, stage=Stage.SELECTION)
     top = int(np.argmax(selection))
-    thresholds = None
+    budgets = thresholds = None
     if targets is not None:
-        thresholds = np.array([target_threshold(clf, eps, r) for eps, r in targets])
-    count = drawn = 0
+        budgets = [target_budget(noise, t) for t in targets]
+        thresholds = np.array([noise.threshold(b) for b in budgets])
+    counts = np.zeros(clf.num_classes, dtype=np.int64)
+    drawn = 0
     p_low = 0.0
     for k, size in enumerate(looks):
-        counts = clf.sample_counts(record, size - drawn, seed, stage=_STAGE_OFFSET + k)
-        count += int(counts[top])
+        counts += clf.sample_counts(record, size - drawn, seed, stage=Stage.SEQUENTIAL + k)
         drawn = size
-        p_low = lower_confidence_bound(count, drawn, level)
-        p_high = upper_confidence_bound(count, drawn, level)
+        p_low = lower_confidence_bound(int(counts[top]), drawn, level)
+        p_high = upper_confidence_bound(int(counts[top]), drawn, level)
         # What the cap could plausibly show: its bound if the rate were p_high.
         reach = lower_confidence_bound(min(n_max, int(np.ceil(p_high * n_max))), n_max, level)
         if thresholds is not None:
             done = np.all((p_low > thresholds) | (reach <= thresholds))
         else:
-            done = _radius_settled(clf, p_low, reach, tolerance, max_radius, max_tokens)
+            done = _radius_settled(noise, p_low, reach, tolerance, max_radius, max_tokens)
         if done:
             break
-    result = SequentialResult(ABSTAIN, n0 + drawn, p_low, looks=k + 1)
-    frontier = certified_frontier(p_low, sigma=clf.sigma, discrete=clf._discrete_noise(),
-                                  max_tokens=max_tokens)
-    result.max_tokens = int(frontier.max_tokens[0])
-    result.label = top if result.max_tokens >= 0 else ABSTAIN
-    result.l2_radius = [row["l2_radius"] for row in frontier.rows(0)]
-    if thresholds is not None:
-        result.certified = [bool(p_low > t) for t in thresholds]
-    result.time_s = time.perf_counter() - start
-    return result
+    region = noise.frontier(p_low, max_tokens=max_tokens,
+                            noised_positions=[noise.noised_positions(record)])[0]
+    label = top if region.certified else ABSTAIN
+    answers = []
+    if budgets is not None:
+        answers = [{"budget": b, "certified": bool(label != ABSTAIN and p_low > t)}
+                   for b, t in zip(budgets, thresholds, strict=True)]
+    return Certification(label, p_low, None,
+                         region if region.certified else CertifiedRegion.empty(noise), counts,
+                         n0 + drawn, looks=k + 1, targets=answers,
+                         time_s=time.perf_counter() - start,
+                         mode="decision" if targets is not None else "radius")
 
 
 def target_threshold(clf: SmoothedClassifier, eps: float, r: int) -> float:
-    """p* of the region (L2 ``eps`` on the Gaussian blocks, ``r`` substituted tokens) for
+    """p* of the region (L2 ``eps`` on the Gaussian block, ``r`` substituted tokens) for
     ``clf``'s noise: the smallest pA that certifies it."""
-    return threshold(_target_ratio(clf, eps, r))
+    return clf.noise.threshold(clf.noise.pair_budget(eps, r))
 
 
-def _target_ratio(clf: SmoothedClassifier, eps: float, r: int) -> LikelihoodRatio:
-    ratio = LikelihoodRatio.identity()
-    if eps > 0:
-        if clf.sigma is None:
-            raise ValueError("a target with eps > 0 needs a Gaussian-noised block")
-        ratio = ratio * Gaussian(clf.sigma).likelihood_ratio(eps)
-    if r > 0:
-        noise = clf._discrete_noise()
-        if noise is None:
-            raise ValueError("a target with r > 0 needs a noised token block")
-        ratio = ratio * noise.likelihood_ratio(r)
-    return ratio
-
-
-def _radius_settled(clf, p_low, reach, tolerance, max_radius, max_tokens) -> bool:
+def _radius_settled(noise, p_low, reach, tolerance, max_radius, max_tokens) -> bool:
     """Could a bound of ``reach`` (what the cap could plausibly give) improve the frontier
     at ``p_low`` by more than ``tolerance`` at some r, or certify more tokens?"""
     if reach <= p_low:
         return True
-    frontier = certified_frontier([p_low, reach], sigma=clf.sigma,
-                                  discrete=clf._discrete_noise(), max_tokens=max_tokens)
-    low_r, high_r = frontier.max_tokens
-    if high_r < 0:
+    low, high = noise.frontier([p_low, reach], max_tokens=max_tokens)
+    if not high.certified:
         return True                       # cannot certify even at the optimistic bound
-    if low_r != high_r:
+    if np.isnan(low.gamma).sum() != np.isnan(high.gamma).sum():
         return False
-    radii = frontier.l2_radius[:, : high_r + 1]
+    sigma = min(b.noise.sigma for b in noise.noised_continuous) if noise.noised_continuous \
+        else 0.0
+    radii = np.nan_to_num(np.stack([low.gamma, high.gamma]) * sigma, nan=0.0)
     if max_radius is not None:
         radii = np.minimum(radii, max_radius)
     return bool(np.all(radii[1] - radii[0] <= tolerance))

@@ -1,4 +1,5 @@
-"""Multimodal records: named continuous blocks (real tensors) and token blocks."""
+"""Token blocks: the ids of one text, which of them the noise may touch, and the vocabulary
+the noise draws from."""
 
 from __future__ import annotations
 
@@ -32,6 +33,10 @@ class Vocabulary:
             raise ValueError("noisable_ids must hold at least 2 distinct ids")
         if int(ids.min()) < 0:
             raise ValueError(f"noisable_ids must be >= 0, got {int(ids.min())}")
+        if self.mask_id is not None:
+            if isinstance(self.mask_id, bool) or not isinstance(self.mask_id, int) \
+                    or self.mask_id < 0:
+                raise ValueError(f"mask_id must be an integer id >= 0, got {self.mask_id!r}")
         index_of = torch.full((int(ids.max()) + 1,), -1, dtype=torch.long)
         index_of[ids] = torch.arange(ids.numel())
         object.__setattr__(self, "noisable_ids", ids)
@@ -42,9 +47,13 @@ class Vocabulary:
         """``V``: the number of ids the noise can draw."""
         return int(self.noisable_ids.numel())
 
+    def contains(self, ids: torch.Tensor) -> torch.Tensor:
+        """Which of ``ids`` are noisable."""
+        return self.to_indices(ids) >= 0
+
     def to_indices(self, ids: torch.Tensor) -> torch.Tensor:
         """Noise indices ``0..V-1`` of ``ids``, -1 where an id is not noisable."""
-        inside = ids < self._index_of.numel()
+        inside = (ids >= 0) & (ids < self._index_of.numel())
         safe = torch.where(inside, ids, torch.zeros_like(ids))
         return torch.where(inside, self._index_of.to(ids.device)[safe], torch.full_like(ids, -1))
 
@@ -69,13 +78,18 @@ class TokenBlock:
     Parameters
     ----------
     ids : 1-D LongTensor
-        Model token ids, length L >= 1 (special tokens included).
+        Model token ids, length L >= 1 (special tokens and padding included).
     noisable : 1-D BoolTensor, optional
-        Positions the noise touches; default: positions whose id is in the vocabulary.
+        Positions the noise touches (and the adversary may change); default: the positions
+        the block's threat model selects among ids in the vocabulary and not padding.
+    attention : 1-D tensor of 0/1, optional
+        The model's attention mask: 0 over padding.  Default: all ones.
     """
 
     ids: torch.Tensor
     noisable: torch.Tensor | None = None
+    attention: torch.Tensor | None = None
 
-
-Record = dict[str, "torch.Tensor | TokenBlock"]
+    @property
+    def length(self) -> int:
+        return int(torch.as_tensor(self.ids).numel())

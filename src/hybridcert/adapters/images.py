@@ -1,0 +1,132 @@
+"""How an image file becomes the continuous block the noise is added to.
+
+Noise is added in [0, 1] pixel space *after* the model's geometric preprocessing (resize,
+crop) and *before* its normalization, which the model (or its adapter) applies itself: the
+certified L2 radius is then a radius in the pixels the model actually sees.
+"""
+
+from __future__ import annotations
+
+import stat
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+#: Largest image accepted by default (pixels); larger files are refused, never decoded.
+MAX_PIXELS = 40_000_000
+
+
+class ImageError(ValueError):
+    """An image that cannot be used without a silent change, or cannot be read safely."""
+
+
+@dataclass(frozen=True)
+class ImageProcessor:
+    """Image -> ``(C, H, W)`` float32 tensor in [0, 1] for one continuous block.
+
+    Parameters
+    ----------
+    size : (int, int) or None
+        ``(height, width)`` the model expects; None accepts any size as it is.
+    resize : str
+        What to do with an image of another size: ``"refuse"`` (default: one-line error),
+        ``"resize"`` (bilinear, aspect ratio not kept) or ``"shortest_edge_crop"`` (scale the
+        shorter side to fit, bicubic, then centre-crop, as CLIP's processor does).  Every
+        change is reported to the run log.
+    mode : str
+        Pillow colour mode the model expects (``"RGB"`` or ``"L"``); other modes are
+        converted and the conversion reported.
+    max_pixels : int
+        Larger images are refused before decoding (decompression bombs).
+    """
+
+    size: tuple[int, int] | None = None
+    resize: str = "refuse"
+    mode: str = "RGB"
+    max_pixels: int = MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        if self.resize not in ("refuse", "resize", "shortest_edge_crop"):
+            raise ValueError(f"resize must be 'refuse', 'resize' or 'shortest_edge_crop', got "
+                             f"{self.resize!r}")
+        if self.mode not in ("RGB", "L"):
+            raise ValueError(f"mode must be 'RGB' or 'L', got {self.mode!r}")
+        if self.size is not None:
+            size = tuple(self.size)
+            if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1
+                                     for s in size):
+                raise ValueError(f"size must be (height, width) positive integers, got "
+                                 f"{self.size!r}")
+            object.__setattr__(self, "size", size)
+
+    def load(self, path: str | Path) -> tuple[torch.Tensor, list[str]]:
+        """Read an image file; returns the tensor and the changes made (for the run log)."""
+        return self.process(open_image(path, self.max_pixels))
+
+    def process(self, image) -> tuple[torch.Tensor, list[str]]:
+        """A PIL image -> tensor in [0, 1] and the list of changes made."""
+        from PIL import Image
+
+        changes = []
+        if image.mode != self.mode:
+            changes.append(f"colour mode {image.mode} -> {self.mode}")
+            image = image.convert(self.mode)
+        if self.size is not None and (image.height, image.width) != self.size:
+            h, w = self.size
+            if self.resize == "refuse":
+                raise ImageError(f"image is {image.width}x{image.height} but the model takes "
+                                 f"{w}x{h} (allow resizing to change it)")
+            changes.append(f"{self.resize} {image.width}x{image.height} -> {w}x{h}")
+            if self.resize == "resize":
+                image = image.resize((w, h), Image.BILINEAR)
+            else:
+                scale = max(h / image.height, w / image.width)
+                scaled = (max(w, round(image.width * scale)), max(h, round(image.height * scale)))
+                image = image.resize(scaled, Image.BICUBIC)
+                left, top = (scaled[0] - w) // 2, (scaled[1] - h) // 2
+                image = image.crop((left, top, left + w, top + h))
+        pixels = np.asarray(image, dtype=np.float32) / 255.0
+        if pixels.ndim == 2:
+            pixels = pixels[:, :, None]
+        return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))), changes
+
+    def describe(self) -> dict:
+        return {"size": self.size, "resize": self.resize, "mode": self.mode}
+
+
+def open_image(path: str | Path, max_pixels: int = MAX_PIXELS):
+    """Open an image file safely: a regular file, a decodable image, at most ``max_pixels``.
+
+    Raises :class:`ImageError` (one line) otherwise; never hangs on a FIFO or device.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ImageError(f"image {path} not found") from None
+    except OSError as err:
+        raise ImageError(f"image {path} cannot be read ({err.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageError(f"image {path} is not a regular file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.width * image.height > max_pixels:
+                    raise ImageError(f"image {path} has {image.width}x{image.height} pixels, "
+                                     f"more than the {max_pixels:,} allowed")
+                image.load()
+                return image.copy()
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"image {path} is too large to decode safely") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"image {path} is not an image Pillow can read") from None
+    except (OSError, ValueError, SyntaxError) as err:
+        raise ImageError(f"image {path} cannot be decoded ({err})") from None

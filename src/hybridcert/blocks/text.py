@@ -1,0 +1,159 @@
+"""How a text becomes the ids of one token block: the model side's tokenizer, its noisable
+ids (whose count is the certificate's ``V``), padding and maximum length.
+
+The model side owns this (an adapter, an entry point, a checkpoint): hybridcert never falls
+back to another model's tokenizer.  Three ways to build one:
+
+* :meth:`TextEncoder.from_hf` — a Hugging Face ``transformers`` tokenizer;
+* :meth:`TextEncoder.from_tokenizers` — a ``tokenizers.Tokenizer`` (e.g. a tokenizer.json);
+* the constructor — any callable ``text -> list[int]`` plus the noisable ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from hybridcert._validation import check_count
+from hybridcert.blocks.tokens import TokenBlock, Vocabulary
+
+
+class TextError(ValueError):
+    """A text that the encoder cannot turn into ids without a silent change."""
+
+
+@dataclass(frozen=True)
+class TextEncoder:
+    """Text -> :class:`TokenBlock` for one token block of a model.
+
+    Parameters
+    ----------
+    encode_ids : callable
+        ``text -> sequence of int``: the model's ids *with* its special tokens.
+    vocabulary : Vocabulary
+        The ids the noise may draw (specials and padding excluded); ``V = vocabulary.size``.
+    pad_id : int
+        Id used to pad a text to ``max_length``.
+    max_length : int
+        The model's maximum sequence length.
+    pad_to_max_length : bool
+        Pad every text to ``max_length`` (so records batch together), attention 0 over padding.
+    truncate : bool
+        Texts longer than ``max_length``: refuse (False, default) or cut at ``max_length``
+        (True; the run reports how many texts were cut).
+    name : str
+        Shown in errors and run reports (e.g. the tokenizer's name).
+    """
+
+    encode_ids: Callable[[str], Sequence[int]]
+    vocabulary: Vocabulary
+    pad_id: int
+    max_length: int
+    pad_to_max_length: bool = True
+    truncate: bool = False
+    name: str = "tokenizer"
+
+    def __post_init__(self) -> None:
+        check_count("max_length", self.max_length, minimum=1)
+        check_count("pad_id", self.pad_id, minimum=0)
+        if bool(self.vocabulary.contains(torch.tensor([self.pad_id]))[0]):
+            raise ValueError(f"pad_id {self.pad_id} is among the noisable ids: padding must "
+                             f"never be noised")
+
+    @property
+    def vocab_size(self) -> int:
+        return self.vocabulary.size
+
+    def encode(self, text: str) -> TokenBlock:
+        """Ids (padded if asked), attention 0 over padding.  Raises :class:`TextError` for a
+        text that is not a string, is empty, or is too long (unless ``truncate``)."""
+        return self.encode_reporting(text)[0]
+
+    def encode_reporting(self, text: str) -> tuple[TokenBlock, bool]:
+        """:meth:`encode`, and whether the text was cut to ``max_length``."""
+        if not isinstance(text, str):
+            raise TextError(f"text must be a string, got {type(text).__name__}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise TextError("text holds a lone surrogate (not valid Unicode)") from None
+        ids = [int(i) for i in self.encode_ids(text)]
+        cut = len(ids) > self.max_length
+        if cut and not self.truncate:
+            raise TextError(f"text has {len(ids)} tokens, more than the model's maximum "
+                            f"length {self.max_length} (allow truncation to cut it)")
+        ids = ids[: self.max_length]
+        if not ids:
+            raise TextError("text encodes to no tokens")
+        attention = [1] * len(ids)
+        if self.pad_to_max_length:
+            pad = self.max_length - len(ids)
+            ids += [self.pad_id] * pad
+            attention += [0] * pad
+        block = TokenBlock(torch.tensor(ids, dtype=torch.long), None,
+                           torch.tensor(attention, dtype=torch.long))
+        return block, cut
+
+    def token_id(self, token: str) -> int:
+        """The single id that ``token`` encodes to (specials stripped); for placeholders."""
+        ids = [i for i in self.encode_ids(token)
+               if bool(self.vocabulary.contains(torch.tensor([int(i)]))[0])]
+        if len(ids) != 1:
+            raise ValueError(f"{token!r} is not a single noisable token of {self.name} "
+                             f"(it encodes to {len(ids)} noisable ids)")
+        return int(ids[0])
+
+    def describe(self) -> dict:
+        return {"tokenizer": self.name, "vocab_size": self.vocab_size, "pad_id": self.pad_id,
+                "max_length": self.max_length, "truncate": self.truncate}
+
+    # -- builders ------------------------------------------------------------------------
+    @classmethod
+    def from_hf(cls, tokenizer, max_length: int | None = None, *, truncate: bool = False,
+                noisable_ids: Sequence[int] | None = None) -> TextEncoder:
+        """From a ``transformers`` tokenizer: its special ids (and padding) are never noised.
+
+        ``max_length`` defaults to ``tokenizer.model_max_length`` when that is a real limit.
+        """
+        limit = max_length or getattr(tokenizer, "model_max_length", None)
+        if limit is None or limit > 1_000_000:
+            raise ValueError("max_length is required: the tokenizer states no maximum length")
+        pad = tokenizer.pad_token_id
+        if pad is None:
+            raise ValueError("the tokenizer has no pad token: give it one "
+                             "(tokenizer.pad_token = ...) or build TextEncoder directly")
+        special = set(int(i) for i in tokenizer.all_special_ids)
+        if noisable_ids is None:
+            noisable_ids = [i for i in range(len(tokenizer)) if i not in special]
+        mask = getattr(tokenizer, "mask_token_id", None)
+        vocab = Vocabulary(torch.tensor(list(noisable_ids)), mask_id=mask)
+
+        def encode_ids(text: str) -> list[int]:
+            return tokenizer(text, add_special_tokens=True)["input_ids"]
+
+        return cls(encode_ids, vocab, int(pad), int(limit), truncate=truncate,
+                   name=getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)
+
+    @classmethod
+    def from_tokenizers(cls, tokenizer, max_length: int, *, pad_id: int,
+                        special_ids: Sequence[int] = (), mask_id: int | None = None,
+                        noisable_ids: Sequence[int] | None = None, truncate: bool = False,
+                        name: str = "tokenizers") -> TextEncoder:
+        """From a ``tokenizers.Tokenizer``; its own padding/truncation settings are ignored
+        (the encoder pads and checks the length itself)."""
+        import copy
+
+        tok = copy.deepcopy(tokenizer)
+        tok.no_padding()
+        tok.no_truncation()
+        special = set(int(i) for i in special_ids) | {int(pad_id)}
+        special |= {int(i) for i, t in tok.get_added_tokens_decoder().items() if t.special}
+        if mask_id is not None:
+            special.add(int(mask_id))
+        if noisable_ids is None:
+            noisable_ids = [i for i in range(tok.get_vocab_size()) if i not in special]
+        vocab = Vocabulary(torch.tensor(list(noisable_ids)), mask_id=mask_id)
+        return cls(lambda text: tok.encode(text).ids, vocab, int(pad_id), max_length,
+                   truncate=truncate, name=name)
