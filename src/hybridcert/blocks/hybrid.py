@@ -268,7 +268,7 @@ class HybridNoise:
                     index = [slice(None)] * g.ndim
                     index[axis] = slice(limit + 1, None)
                     g[tuple(index)] = np.nan
-            regions.append(CertifiedRegion(self, g))
+            regions.append(CertifiedRegion.of(self, g))
         return regions
 
     def _caps(self, max_tokens) -> list[int]:
@@ -364,115 +364,153 @@ class HybridNoise:
 class CertifiedRegion:
     """The certified region of one input.
 
-    ``gamma[r_1, ..., r_k]`` (one axis per noised token block) is the largest certified joint
-    Gaussian shift ``gamma*`` at those token budgets, NaN where not certified; 0-d with no
-    noised token block.  Read it as: every change with ``r_j`` or fewer positions of token
-    block j and L2 changes ``eps_i`` of the continuous blocks with
-    ``sum_i (eps_i / sigma_i)^2 <= gamma*^2`` is certified.
+    ``gamma[r_1, ..., r_k]`` (one axis per noised token block, in ``token_blocks`` order) is
+    the largest certified joint Gaussian shift ``gamma*`` at those token budgets, NaN where not
+    certified; 0-d with no noised token block.  Read it as: every change with ``r_j`` or fewer
+    positions of token block j and L2 changes ``eps_i`` of the Gaussian-noised blocks with
+    ``sum_i (eps_i / sigma_i)^2 <= gamma*^2`` is certified; blocks not named here are never
+    changed.
+
+    Attributes
+    ----------
+    token_blocks : tuple of str
+        The noised token blocks (the axes of ``gamma``).
+    sigmas : dict
+        Gaussian-noised block -> sigma.
+    gamma : ndarray
     """
 
-    noise: HybridNoise
+    token_blocks: tuple[str, ...]
+    sigmas: dict[str, float]
     gamma: np.ndarray
 
     @classmethod
+    def of(cls, noise: HybridNoise, gamma: np.ndarray) -> CertifiedRegion:
+        return cls(tuple(b.name for b in noise.noised_tokens),
+                   {b.name: b.noise.sigma for b in noise.noised_continuous}, gamma)
+
+    @classmethod
     def empty(cls, noise: HybridNoise) -> CertifiedRegion:
-        return cls(noise, np.full((1,) * len(noise.noised_tokens), np.nan))
+        return cls.of(noise, np.full((1,) * len(noise.noised_tokens), np.nan))
 
     @property
     def certified(self) -> bool:
         """Anything certified (the unperturbed input at least)."""
-        return bool(np.isfinite(self.gamma.flat[0]) or np.isinf(self.gamma.flat[0]))
+        return bool(not np.isnan(self.gamma.flat[0]))
 
     @property
     def max_tokens(self) -> int:
-        """Single noised token block: the largest certified ``r`` (-1: nothing certified);
-        0 with no noised token block when certified."""
-        ok = ~np.isnan(self.gamma)
-        if not ok.flat[0]:
+        """One noised token block: the largest certified ``r`` (-1: nothing certified); 0
+        with no noised token block when certified."""
+        if not self.certified:
             return -1
         if self.gamma.ndim == 0:
             return 0
         if self.gamma.ndim > 1:
-            raise ValueError("max_tokens is defined for one token block; use max_tokens_by_block")
-        return int(np.flatnonzero(ok).max())
+            raise ValueError("max_tokens is defined for one token block; use "
+                             "max_tokens_by_block")
+        return int(np.flatnonzero(~np.isnan(self.gamma)).max())
 
     @property
     def max_tokens_by_block(self) -> dict[str, int]:
         """Per noised token block, the largest budget certified with all others at 0."""
         out = {}
-        for axis, block in enumerate(self.noise.noised_tokens):
+        for axis, name in enumerate(self.token_blocks):
             index = [0] * self.gamma.ndim
             index[axis] = slice(None)
             line = ~np.isnan(self.gamma[tuple(index)])
-            out[block.name] = int(np.flatnonzero(line).max()) if line.any() else -1
+            out[name] = int(np.flatnonzero(line).max()) if line.any() else -1
         return out
 
+    def gamma_at(self, tokens: Mapping[str, int] | int = 0) -> float:
+        """``gamma*`` at a token budget (NaN where not certified)."""
+        if isinstance(tokens, Mapping):
+            unknown = sorted(set(tokens) - set(self.token_blocks))
+            if any(tokens[k] for k in unknown):
+                return float("nan")
+            index = tuple(int(tokens.get(name, 0)) for name in self.token_blocks)
+        else:
+            if len(self.token_blocks) > 1:
+                raise ValueError("give the token budget per block")
+            index = (int(tokens),) if self.token_blocks else ()
+            if not self.token_blocks and tokens:
+                return float("nan")
+        if any(i < 0 or i >= n for i, n in zip(index, self.gamma.shape, strict=True)):
+            return float("nan")
+        return float(self.gamma[index] if index else self.gamma[()])
+
     def certifies(self, budget: Mapping[str, float]) -> bool:
-        """Whether every change within ``budget`` is certified."""
-        budget = self.noise.budget(budget)
-        index = tuple(int(budget[b.name]) for b in self.noise.noised_tokens)
-        if any(i >= n for i, n in zip(index, self.gamma.shape, strict=True)):
+        """Whether every change within ``budget`` (``{block: L2 or token count}``) is
+        certified.  A non-zero budget on a block that is not noised is never certified."""
+        tokens = {k: int(v) for k, v in budget.items() if k not in self.sigmas}
+        g = self.gamma_at(tokens)
+        if np.isnan(g):
             return False
-        g = self.gamma[index] if index else self.gamma[()]
-        return bool(not np.isnan(g) and self.noise.gamma(budget) <= g)
+        shift = math.hypot(*[float(budget.get(k, 0.0)) / s for k, s in self.sigmas.items()]) \
+            if self.sigmas else 0.0
+        return bool(shift <= g)
 
     def l2_radius(self, tokens: int | Mapping[str, int] = 0) -> float | dict[str, float]:
         """L2 radius certified at the given token budget: a number with one Gaussian-noised
-        block, else ``{block: radius if the whole shift went to it}``; 0 where not certified."""
-        if isinstance(tokens, Mapping):
-            index = tuple(int(tokens.get(b.name, 0)) for b in self.noise.noised_tokens)
-        else:
-            if len(self.noise.noised_tokens) > 1:
-                raise ValueError("give the token budget per block")
-            index = (int(tokens),) if self.noise.noised_tokens else ()
-        inside = all(i < n for i, n in zip(index, self.gamma.shape, strict=True))
-        g = self.gamma[index] if inside and index else (self.gamma[()] if inside else np.nan)
+        block, else ``{block: radius if the whole shift went to it}``; 0 where not certified
+        (and 0 with no Gaussian-noised block)."""
+        g = self.gamma_at(tokens)
         g = 0.0 if np.isnan(g) else float(g)
-        radii = {b.name: b.noise.sigma * g for b in self.noise.noised_continuous}
+        radii = {name: sigma * g for name, sigma in self.sigmas.items()}
         if len(radii) == 1:
             return next(iter(radii.values()))
         return radii if radii else 0.0
 
     def frontier(self) -> list[float]:
-        """One noised token block: ``[eps*(0), eps*(1), ..., eps*(r_max)]`` (single
-        Gaussian-noised block; radii in its units)."""
+        """One noised token block: ``[eps*(0), eps*(1), ..., eps*(r_max)]`` (radii in the
+        Gaussian block's units)."""
         return [self.l2_radius(r) for r in range(self.max_tokens + 1)]
 
     def rows(self) -> list[dict]:
         """Every certified token budget: ``{"tokens": r (or {block: r}), "gamma": gamma*,
-        "l2_radius": eps (or {block: eps})}`` — the JSON form used by exports and the store."""
-        names = [b.name for b in self.noise.noised_tokens]
+        "l2_radius": eps (or {block: eps})}`` — the JSON form used by exports and the store.
+        An unbounded radius (a bound of exactly 1) is written as the string ``"inf"``."""
         rows = []
-        shape = self.gamma.shape
-        for index in grid_points(*[range(n) for n in shape]):
+        for index in grid_points(*[range(n) for n in self.gamma.shape]):
             g = self.gamma[index] if index else self.gamma[()]
             if np.isnan(g):
                 continue
-            tokens = index[0] if len(names) == 1 else dict(zip(names, index, strict=True))
-            radii = {b.name: b.noise.sigma * float(g) for b in self.noise.noised_continuous}
-            rows.append({"tokens": tokens if names else 0, "gamma": float(g),
+            if len(self.token_blocks) == 1:
+                tokens = int(index[0])
+            else:
+                tokens = dict(zip(self.token_blocks, (int(i) for i in index), strict=True)) \
+                    if self.token_blocks else 0
+            radii = {name: _json_number(sigma * float(g)) for name, sigma in self.sigmas.items()}
+            rows.append({"tokens": tokens, "gamma": _json_number(float(g)),
                          "l2_radius": next(iter(radii.values())) if len(radii) == 1
                          else (radii or 0.0)})
         return rows
 
     @classmethod
-    def from_rows(cls, noise: HybridNoise, rows: Iterable[dict]) -> CertifiedRegion:
+    def from_rows(cls, token_blocks: Sequence[str], sigmas: Mapping[str, float],
+                  rows: Iterable[dict]) -> CertifiedRegion:
         """Inverse of :meth:`rows` (for stored results)."""
-        names = [b.name for b in noise.noised_tokens]
+        token_blocks = tuple(token_blocks)
         rows = list(rows)
         if not rows:
-            return cls.empty(noise)
+            return cls(token_blocks, dict(sigmas), np.full((1,) * len(token_blocks), np.nan))
+
         def index_of(row):
             t = row["tokens"]
-            if not names:
+            if not token_blocks:
                 return ()
-            return (int(t),) if len(names) == 1 else tuple(int(t[n]) for n in names)
+            return (int(t),) if len(token_blocks) == 1 else tuple(int(t[n]) for n in token_blocks)
+
         indices = [index_of(r) for r in rows]
-        shape = tuple(max(i[a] for i in indices) + 1 for a in range(len(names)))
+        shape = tuple(max(i[a] for i in indices) + 1 for a in range(len(token_blocks)))
         gamma = np.full(shape, np.nan)
         for index, row in zip(indices, rows, strict=True):
-            gamma[index] = row["gamma"]
-        return cls(noise, gamma)
+            gamma[index] = float(row["gamma"])
+        return cls(token_blocks, dict(sigmas), gamma)
+
+
+def _json_number(value: float):
+    return "inf" if value == float("inf") else value
 
 
 def _check_name(name) -> None:

@@ -33,10 +33,9 @@ class Vocabulary:
             raise ValueError("noisable_ids must hold at least 2 distinct ids")
         if int(ids.min()) < 0:
             raise ValueError(f"noisable_ids must be >= 0, got {int(ids.min())}")
-        if self.mask_id is not None:
-            if isinstance(self.mask_id, bool) or not isinstance(self.mask_id, int) \
-                    or self.mask_id < 0:
-                raise ValueError(f"mask_id must be an integer id >= 0, got {self.mask_id!r}")
+        if self.mask_id is not None and (isinstance(self.mask_id, bool) or
+                                         not isinstance(self.mask_id, int) or self.mask_id < 0):
+            raise ValueError(f"mask_id must be an integer id >= 0, got {self.mask_id!r}")
         index_of = torch.full((int(ids.max()) + 1,), -1, dtype=torch.long)
         index_of[ids] = torch.arange(ids.numel())
         object.__setattr__(self, "noisable_ids", ids)

@@ -1,7 +1,12 @@
-"""Entry point of the ``hybridcert`` command.  Errors print one line on stderr."""
+"""Entry point of the ``hybridcert`` command.
+
+Every failure ends in one line on stderr starting ``hybridcert: error:`` and a non-zero exit
+code, never a traceback (set ``HYBRIDCERT_DEBUG=1`` to see one).  Ctrl-C exits with 130.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -10,7 +15,8 @@ from hybridcert.cli import certificate_commands, run_commands, train_command
 
 app = typer.Typer(
     name="hybridcert",
-    help="Joint (image L2 + token substitution) robustness certificates by hybrid smoothing.",
+    help="Joint (image L2 + token substitution) robustness certificates by hybrid smoothing. "
+         "Commands that take --model or --config run the code they name: a config is code.",
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -23,22 +29,34 @@ app.command()(run_commands.report)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; usage and value errors become one line on stderr and exit code 2."""
+    """Run the CLI; returns the exit code (2: bad usage or input, 1: other failure,
+    130: interrupted)."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except typer.Exit as stop:
         return stop.exit_code
-    except typer.Abort:
-        print("hybridcert: aborted", file=sys.stderr)
+    except (typer.Abort, KeyboardInterrupt):
+        print("hybridcert: interrupted", file=sys.stderr)
         return 130
     except typer.TyperException as err:  # usage errors: unknown option, bad value, ...
         message = err.format_message() if hasattr(err, "format_message") else str(err)
-        print(f"hybridcert: error: {' '.join(message.split())}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError, OSError) as err:
-        print(f"hybridcert: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+        return _fail(message, 2)
+    except (ValueError, FileNotFoundError) as err:
+        return _fail(str(err), 2)
+    except OSError as err:
+        return _fail(f"{err.strerror or err}" + (f": {err.filename}" if err.filename else ""), 1)
+    except Exception as err:  # a bug: still one line, and how to see more
+        if os.environ.get("HYBRIDCERT_DEBUG"):
+            raise
+        return _fail(f"internal error ({type(err).__name__}: {err}); set HYBRIDCERT_DEBUG=1 "
+                     f"for a traceback and please report it", 1)
+    # Outside standalone mode click returns typer.Exit's code instead of raising it.
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"hybridcert: error: {' '.join(str(message).split())}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

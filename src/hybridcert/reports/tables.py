@@ -53,3 +53,54 @@ def markdown_grid(acc: np.ndarray, eps_grid=EPS_GRID, token_grid=TOKEN_GRID) -> 
     rows = [f"| {eps:g} | " + " | ".join(f"{100 * v:.1f}" for v in acc[a]) + " |"
             for a, eps in enumerate(eps_grid)]
     return "\n".join([head, rule, *rows])
+
+
+# -- tables from stored result rows (runs, reports) ---------------------------------------
+
+def rows_regions(rows, token_blocks, sigmas):
+    """The certified region of each stored row."""
+    from hybridcert.blocks import CertifiedRegion
+
+    return [CertifiedRegion.from_rows(token_blocks, sigmas, row["frontier"]) for row in rows]
+
+
+def grid_mask(regions, budgets) -> np.ndarray:
+    """``(n, len(budgets))`` booleans: region i certifies budget j."""
+    return np.array([[region.certifies(b) for b in budgets] for region in regions],
+                    dtype=bool).reshape(len(regions), len(budgets))
+
+
+def class_metrics(rows, certified: np.ndarray, num_classes: int) -> dict:
+    """Certified accuracy overall, per class and balanced, from a ``(n, cells)`` mask of
+    certified regions; unlabelled rows are left out.  Also the constant classifier's
+    reference (always the most frequent class: certified everywhere by construction)."""
+    labelled = [i for i, row in enumerate(rows) if row["label"] is not None]
+    labels = np.array([rows[i]["label"] for i in labelled], dtype=int)
+    correct = np.array([rows[i]["predict"] == rows[i]["label"] for i in labelled], dtype=bool)
+    hit = certified[labelled] & correct[:, None] if labelled else \
+        np.zeros((0, certified.shape[1]), dtype=bool)
+    per_class, counts = {}, {}
+    for c in range(num_classes):
+        members = labels == c
+        counts[c] = int(members.sum())
+        per_class[c] = hit[members].mean(axis=0) if members.any() else \
+            np.full(certified.shape[1], np.nan)
+    present = [c for c in range(num_classes) if counts[c]]
+    balanced = np.mean([per_class[c] for c in present], axis=0) if present else \
+        np.full(certified.shape[1], np.nan)
+    majority = max(counts, key=counts.get) if labelled else None
+    return {"inputs": len(labelled), "class_counts": counts,
+            "accuracy": hit.mean(axis=0) if labelled else np.full(certified.shape[1], np.nan),
+            "per_class": per_class, "balanced": balanced,
+            "constant_class": majority,
+            "constant_accuracy": counts[majority] / len(labelled) if labelled else float("nan"),
+            "constant_balanced": 1.0 / len(present) if present else float("nan")}
+
+
+def markdown_table(values: np.ndarray, row_labels, column_labels, corner: str) -> str:
+    """A percentage table (NaN shown as -)."""
+    head = f"| {corner} | " + " | ".join(str(c) for c in column_labels) + " |"
+    rule = "|---" * (len(column_labels) + 1) + "|"
+    body = [f"| {r} | " + " | ".join("-" if np.isnan(v) else f"{100 * v:.1f}" for v in row)
+            + " |" for r, row in zip(row_labels, values, strict=True)]
+    return "\n".join([head, rule, *body])

@@ -1,4 +1,10 @@
-"""Certification over a dataset: configuration, inputs, model, backends (local and Ray).
+"""Certification over a dataset: model, noise, inputs, and the backends that run them.
+
+Data flows one way: a validated :class:`~hybridcert.runs.config.RunConfig` -> the model side
+(:class:`~hybridcert.adapters.ModelAdapter`: the model, its tokenizers, its image sizes) ->
+the :class:`~hybridcert.blocks.HybridNoise` of the record's blocks -> the dataset's items
+(:mod:`hybridcert.datasets`) -> a backend that certifies each item and hands every finished
+result to a callback (which stores it).
 
 Every input's noise seed is derived from the run seed and the input's id, so a result does
 not depend on the backend, the worker, the batch or the order in which inputs finish.
@@ -6,289 +12,275 @@ not depend on the backend, the worker, the batch or the order in which inputs fi
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import json
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
-from pathlib import Path
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
-import numpy as np
-import torch
-
-from hybridcert._validation import check_positive
+from hybridcert.adapters import ModelAdapter
+from hybridcert.blocks import Anywhere, Append, Continuous, HybridNoise, Suffix, Tokens
 from hybridcert.noise import Gaussian, Mask, Substitution
-from hybridcert.runs.store import RunStore
-from hybridcert.smoothing import Certification, SmoothedClassifier, TokenBlock
-from hybridcert.smoothing.sequential import certify_sequential
+from hybridcert.runs.config import ConfigError, RunConfig
+from hybridcert.smoothing import Certification, Detector, SmoothedClassifier
+from hybridcert.smoothing.core import input_seed
+
+#: The placeholder written into appended slots unless the run names one.
+DEFAULT_PLACEHOLDER = "!"
 
 
 @dataclass
-class RunConfig:
-    """Everything that determines a run's results (stored beside them)."""
+class Plan:
+    """What a run certifies with: the model side, the noise, the smoothed classifier."""
 
-    dataset: str = "safety:test"        # safety:test[:N], a .jsonl file, a folder, a .parquet
-    checkpoint: str | None = None       # folder written by `hybridcert train`
-    model: str | None = None            # or a Python entry point "module:factory"
-    sigma: float | None = 0.25
-    keep_prob: float | None = 0.2
-    noise: str = "substitution"
-    n0: int = 100
-    n: int = 10_000
-    alpha: float = 0.001
-    p_upper: str = "complement"
-    max_tokens: int = 16
-    seed: int = 0
-    image_size: int = 32
-    num_classes: int = 2
-    mode: str = "fixed"                 # fixed, decision (sequential) or radius (sequential)
-    targets: list = None                # decision mode: [[eps, r], ...]
-    n_min: int = 100                    # sequential modes: first look; n is the cap
-    tolerance: float = 0.01             # radius mode: L2 tolerance of the frontier
-    max_radius: float | None = None     # radius mode: largest L2 radius of interest
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("fixed", "decision", "radius"):
-            raise ValueError(f"mode must be fixed, decision or radius, got {self.mode!r}")
-        if self.mode == "decision" and not self.targets:
-            raise ValueError("mode 'decision' needs targets, e.g. [[0.25, 1], [0.5, 2]]")
-        check_positive("tolerance", self.tolerance)
-        if self.max_radius is not None:
-            check_positive("max_radius", self.max_radius)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    config: RunConfig
+    adapter: ModelAdapter
+    noise: HybridNoise
+    classifier: SmoothedClassifier
 
 
-@dataclass
-class Item:
-    idx: int
-    input_id: str
-    label: int | None
-    record: dict
+# -- model ---------------------------------------------------------------------------------
 
-
-def input_seed(run_seed: int, input_id: str) -> int:
-    digest = hashlib.blake2b(f"{run_seed}:{input_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & 0x7FFF_FFFF
-
-
-# -- inputs ------------------------------------------------------------------------------
-
-def load_items(config: RunConfig) -> list[Item]:
-    """The run's inputs, in a fixed order."""
-    spec = config.dataset
-    if spec.startswith("safety:"):
-        return _safety_items(spec)
-    path = Path(spec)
-    if not path.exists():
-        raise FileNotFoundError(f"dataset {spec!r} not found")
-    if path.is_dir():
-        files = sorted(path.glob("*.jsonl"))
-        if not files:
-            raise FileNotFoundError(f"dataset folder {path} holds no .jsonl file")
-        rows = [row for f in files for row in _read_jsonl(f)]
-        base = path
-    elif path.suffix == ".jsonl":
-        rows, base = _read_jsonl(path), path.parent
-    elif path.suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise ValueError("reading .parquet needs pyarrow: pip install "
-                             "'hybridcert[parquet]'") from None
-        rows, base = pq.read_table(path).to_pylist(), path.parent
-    else:
-        raise ValueError(f"dataset {spec!r}: expected safety:test, a .jsonl or .parquet file, "
-                         f"or a folder of .jsonl files")
-    return [_row_item(i, row, base, config.image_size) for i, row in enumerate(rows)]
-
-
-def _safety_items(spec: str) -> list[Item]:
-    from hybridcert.data import safety
-
-    parts = spec.split(":")
-    split = parts[1] if len(parts) > 1 and parts[1] else "test"
-    limit = int(parts[2]) if len(parts) > 2 else None
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"dataset {spec!r}: split must be train, val or test")
-    data = safety.splits(4000, 500, 500, 0, Path("artifacts/data"))[split]
-    count = len(data) if limit is None else min(limit, len(data))
-    return [Item(i, f"{split}-{i}", int(data.labels[i]), data.record(i)) for i in range(count)]
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-    return rows
-
-
-def _row_item(i: int, row: dict, base: Path, size: int) -> Item:
-    from PIL import Image, UnidentifiedImageError
-
-    from hybridcert.data import safety
-
-    record = {}
-    if "image" in row:
-        image_path = base / row["image"]
-        try:
-            with Image.open(image_path) as im:
-                pixels = np.asarray(im.convert("RGB").resize((size, size)), dtype=np.float32)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"image {image_path} not found") from None
-        except (UnidentifiedImageError, OSError) as err:
-            raise ValueError(f"image {image_path} cannot be read ({err})") from None
-        record["image"] = torch.from_numpy(pixels.transpose(2, 0, 1) / 255.0)
-    if "text" in row:
-        record["text"] = TokenBlock(torch.tensor(safety.tokenizer().encode(row["text"]).ids))
-    if not record:
-        raise ValueError(f"dataset row {i} has neither 'image' nor 'text'")
-    label = row.get("label")
-    return Item(i, str(row.get("id", i)), None if label is None else int(label), record)
-
-
-# -- model -------------------------------------------------------------------------------
-
-def load_model(config: RunConfig) -> Callable:
-    if (config.checkpoint is None) == (config.model is None):
-        raise ValueError("give exactly one of --checkpoint or --model")
+def load_adapter(config: RunConfig) -> ModelAdapter:
+    """The model side of a run.  ``--model module:factory`` imports and runs that code (the
+    current directory is importable); a checkpoint folder is loaded without unpickling."""
     if config.checkpoint is not None:
         from hybridcert.models import fusion
 
-        return fusion.load(config.checkpoint)
+        return ModelAdapter.wrap(fusion.load_adapter(config.checkpoint))
     module_name, _, attr = config.model.partition(":")
-    if not attr:
-        raise ValueError(f"--model must look like 'module:factory', got {config.model!r}")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as err:
-        raise ValueError(f"entry point {config.model!r} does not load: {err}") from None
-    return factory()
-
-
-def build_classifier(config: RunConfig, device: str = "cpu", batch_size: int = 512,
-                     parallel_batches: int = 1) -> SmoothedClassifier:
-    from hybridcert.data import safety
-
-    noises, vocabularies = {}, {}
-    if config.sigma is not None:
-        noises["image"] = Gaussian(config.sigma)
-    if config.keep_prob is not None:
-        vocab = safety.vocabulary()
-        noises["text"] = Mask(config.keep_prob) if config.noise == "mask" else \
-            Substitution(config.keep_prob, vocab.size)
-        vocabularies["text"] = vocab
-    return SmoothedClassifier(load_model(config), noises, config.num_classes, vocabularies,
-                              batch_size=batch_size, device=device,
-                              parallel_batches=parallel_batches)
-
-
-def check_fit(classifier: SmoothedClassifier, item: Item) -> None:
-    """One noisy forward pass, so that a noise/model/input mismatch fails fast and clearly."""
-    missing = [name for name in classifier.noises if name not in item.record]
-    if missing:
-        raise ValueError(f"the noise names block(s) {missing} but input {item.input_id!r} has "
-                         f"only {sorted(item.record)}")
+        raise ConfigError(f"entry point {config.model!r} does not load: {err}") from None
     try:
-        classifier.sample_counts(classifier.validate(item.record), 2, 0, stage=9)
+        adapter = ModelAdapter.wrap(factory())
+    except Exception as err:  # the user's factory failed
+        raise ConfigError(f"entry point {config.model!r} failed: {type(err).__name__}: "
+                          f"{err}") from None
+    if adapter.num_classes is not None and adapter.num_classes != config.num_classes:
+        raise ConfigError(f"the model predicts {adapter.num_classes} classes but the run says "
+                          f"num_classes = {config.num_classes}")
+    return adapter
+
+
+def build_noise(config: RunConfig, adapter: ModelAdapter) -> HybridNoise:
+    """The record's blocks: noise from the configuration, vocabularies and lengths from the
+    model side (never from another model)."""
+    blocks = []
+    for name, spec in config.block_noises().items():
+        encoder = adapter.text.get(name)
+        if spec.kind == "gaussian":
+            if encoder is not None:
+                raise ConfigError(f"block {name!r} is a token block of the model; Gaussian "
+                                  f"noise is for continuous blocks")
+            blocks.append(Continuous(name, Gaussian(spec.level)))
+            continue
+        if spec.kind == "none":
+            blocks.append(Continuous(name) if encoder is None
+                          else Tokens(name, None, encoder.vocabulary))
+            continue
+        if encoder is None:
+            raise ConfigError(
+                f"token block {name!r} is noised but the model supplies no text handling for "
+                f"it: return a ModelAdapter with text={{{name!r}: TextEncoder(...)}} from the "
+                f"entry point (hybridcert never falls back to another model's tokenizer)")
+        vocab = encoder.vocabulary
+        try:
+            noise = Mask(spec.level) if spec.kind == "mask" else \
+                Substitution(spec.level, vocab.size)
+        except ValueError as err:
+            raise ConfigError(f"block {name!r}: {err}") from None
+        if spec.kind == "mask" and vocab.mask_id is None:
+            raise ConfigError(f"block {name!r}: mask noise needs a mask token, and the model's "
+                              f"tokenizer ({encoder.name}) has none")
+        blocks.append(Tokens(name, noise, vocab, _threat(config, encoder),
+                             max_length=encoder.max_length))
+    try:
+        return HybridNoise(blocks)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _threat(config: RunConfig, encoder):
+    if config.threat == "suffix":
+        return Suffix(config.suffix_length)
+    if config.threat == "append":
+        token = config.append_placeholder or DEFAULT_PLACEHOLDER
+        try:
+            placeholder = encoder.token_id(token)
+        except ValueError as err:
+            raise ConfigError(f"--append-placeholder: {err}") from None
+        return Append(config.append_slots, placeholder)
+    return Anywhere()
+
+
+def plan(config: RunConfig, device: str = "cpu", batch_size: int = 512,
+         parallel_batches: int = 1, adapter: ModelAdapter | None = None) -> Plan:
+    """Model, noise and smoothed classifier of a run (everything checked, nothing run)."""
+    adapter = adapter or load_adapter(config)
+    noise = build_noise(config, adapter)
+    classifier = SmoothedClassifier(adapter.model, noise, config.num_classes,
+                                    batch_size=batch_size, device=device,
+                                    parallel_batches=parallel_batches)
+    return Plan(config, adapter, noise, classifier)
+
+
+def data_spec(config: RunConfig):
+    from hybridcert.datasets import DataSpec
+
+    return DataSpec(source=config.dataset, columns=dict(config.columns),
+                    label_column=config.label_column, id_column=config.id_column,
+                    label_map=config.label_map, num_classes=config.num_classes,
+                    allow_outside_paths=config.allow_outside_paths, strict=config.strict,
+                    image_size=None if config.image_size is None else tuple(config.image_size))
+
+
+def load_items(run: Plan) -> list:
+    """The run's inputs, validated, in a fixed order."""
+    from hybridcert.datasets import load_items as load
+
+    noised = {b.name for b in run.noise.blocks if b.noise is not None}
+    return load(data_spec(run.config), run.adapter, noised)
+
+
+def check_fit(run: Plan, item) -> None:
+    """One noisy forward pass, so that a noise/model/input mismatch fails fast and clearly."""
+    record = item.record()
+    missing = [b.name for b in run.noise.blocks if b.noise is not None and b.name not in record]
+    if missing:
+        raise ConfigError(f"the noise names block(s) {missing} but input {item.input_id!r} has "
+                          f"only {sorted(record)}")
+    try:
+        run.classifier.stream(run.classifier.validate(record), 0, stage=9).labels(2)
     except ValueError:
         raise
     except Exception as err:  # the user's model rejected the batch
-        raise ValueError(f"the model does not accept the noisy inputs: "
-                         f"{type(err).__name__}: {err}") from None
+        raise ConfigError(f"the model does not accept the noisy inputs: "
+                          f"{type(err).__name__}: {err}") from None
 
 
-# -- backends ----------------------------------------------------------------------------
+# -- certification -------------------------------------------------------------------------
 
-def certify_items(classifier: SmoothedClassifier, config: RunConfig, items: list[Item],
-                  group: int = 8) -> Iterator[tuple[Item, Certification, int]]:
-    """Certify items; yield (item, result, base-model queries) as each finishes.
+def detector_of(config: RunConfig) -> Detector | None:
+    if config.rule == "majority":
+        return None
+    sides = {"flag": "flag", "benign": "benign", "detector": "both"}[config.rule]
+    return Detector(config.threshold, config.flagged_class, sides)
 
-    Fixed-n runs certify small groups that share forward passes; sequential runs stop
-    each input as soon as its answer is settled."""
+
+def certify_items(run: Plan, items: Iterable, group: int = 8) -> Iterator[tuple]:
+    """Certify items; yield ``(item, result)`` as each finishes.
+
+    Fixed-n runs certify small groups that share forward passes; sequential runs stop each
+    input as soon as its answer is settled."""
+    config, clf = run.config, run.classifier
+    detector = detector_of(config)
+    items = list(items)
     if config.mode != "fixed":
+        from hybridcert.smoothing.sequential import certify_sequential
+
         for item in items:
-            seq = certify_sequential(
-                classifier, item.record, config.n0, config.alpha,
+            result = certify_sequential(
+                clf, item.record(), config.n0, config.alpha,
                 input_seed(config.seed, item.input_id),
-                targets=[tuple(t) for t in config.targets] if config.mode == "decision"
-                else None, tolerance=config.tolerance, n_min=config.n_min, n_max=config.n,
-                max_tokens=config.max_tokens, max_radius=config.max_radius)
-            result = Certification(seq.label, np.zeros(0, dtype=np.int64),
-                                   seq.p_lower, None, seq.max_tokens, seq.l2_radius, seq.time_s)
-            yield item, result, seq.queries
+                targets=config.target_budgets() if config.mode == "decision" else None,
+                tolerance=config.tolerance, n_min=config.n_min, n_max=config.n,
+                max_tokens=config.max_tokens, max_radius=config.max_radius,
+                detector=detector)
+            yield item, result
         return
     for start in range(0, len(items), group):
         chunk = items[start: start + group]
-        results = classifier.certify_many(
-            [it.record for it in chunk], config.n0, config.n, config.alpha,
-            [input_seed(config.seed, it.input_id) for it in chunk], config.p_upper,
-            config.max_tokens)
-        for item, result in zip(chunk, results, strict=True):
-            yield item, result, config.n0 + config.n
+        records = [it.record() for it in chunk]
+        seeds = [input_seed(config.seed, it.input_id) for it in chunk]
+        if detector is None:
+            results = clf.certify_many(records, config.n0, config.n, config.alpha, seeds,
+                                       config.p_upper, config.max_tokens)
+        else:
+            results = clf.certify_detector_many(records, config.n, config.alpha, detector,
+                                                seeds, config.max_tokens)
+        if config.targets:
+            budgets = config.target_budgets()
+            for result in results:
+                result.targets = [{"budget": b, "certified": result.region.certifies(b)}
+                                  for b in budgets]
+        yield from zip(chunk, results, strict=True)
 
 
-def run_local(config: RunConfig, items: list[Item], store: RunStore,
-              classifier: SmoothedClassifier, on_done: Callable[[int], None]) -> None:
-    for item, result, queries in certify_items(classifier, config, items):
-        store.write(item.idx, item.input_id, item.label, result, queries)
-        on_done(queries)
+OnResult = Callable[[object, Certification], None]
 
 
-def run_ray(config: RunConfig, items: list[Item], store: RunStore, device: str,
-            batch_size: int, on_done: Callable[[int], None], workers: int = 2,
-            address: str | None = None) -> None:
-    """Shard inputs over Ray actors, one model replica each (one GPU each on CUDA)."""
-    try:
-        import ray
-    except ImportError:
-        raise ValueError("--backend ray needs Ray: pip install 'hybridcert[ray]'") from None
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address=address, num_cpus=None if address else workers,
-                 include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-    try:
-        gpus = 1 if device.startswith("cuda") else 0
-        actor_class = ray.remote(num_cpus=1, num_gpus=gpus)(_Worker)
-        actors = [actor_class.remote(config, device, batch_size) for _ in range(workers)]
-        if items:
-            ray.get(actors[0].check.remote(items[0]))
-        pending = {}
-        queue = list(items)
-        for actor in actors:
-            if queue:
-                item = queue.pop(0)
-                pending[actor.certify.remote(item)] = (actor, item)
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            actor, item = pending.pop(done[0])
-            result, queries = ray.get(done[0])
-            store.write(item.idx, item.input_id, item.label, result, queries)
-            on_done(queries)
-            if queue:
-                nxt = queue.pop(0)
-                pending[actor.certify.remote(nxt)] = (actor, nxt)
-    finally:
+class LocalBackend:
+    """Certify in this process (torch uses the machine's cores; see ``parallel_batches``)."""
+
+    def __init__(self, run: Plan):
+        self.run = run
+
+    def certify(self, items: list, on_result: OnResult) -> None:
+        for item, result in certify_items(self.run, items):
+            on_result(item, result)
+
+
+class RayBackend:
+    """Shard inputs over Ray actors, one model replica each (one GPU each on CUDA).
+
+    Without ``address`` a local cluster is started, bound to 127.0.0.1 (nothing listens on
+    other interfaces).  With ``address`` the driver joins that cluster: whatever the cluster
+    exposes (its GCS and dashboard ports, Ray's token file) is the cluster owner's
+    configuration — see the README's security notes.
+    """
+
+    def __init__(self, config: RunConfig, device: str, batch_size: int, workers: int = 2,
+                 address: str | None = None, parallel_batches: int = 1):
+        self.config, self.device, self.batch_size = config, device, batch_size
+        self.workers, self.address = workers, address
+
+    def certify(self, items: list, on_result: OnResult) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("--backend ray needs Ray: pip install 'hybridcert[ray]'") from None
+        started_here = not ray.is_initialized()
         if started_here:
-            ray.shutdown()
+            options = {"include_dashboard": False, "log_to_driver": False,
+                       "ignore_reinit_error": True}
+            if self.address:
+                ray.init(address=self.address, **options)
+            else:
+                ray.init(num_cpus=self.workers, _node_ip_address="127.0.0.1", **options)
+        try:
+            gpus = 1 if self.device.startswith("cuda") else 0
+            actor_class = ray.remote(num_cpus=1, num_gpus=gpus)(_Worker)
+            actors = [actor_class.remote(self.config, self.device, self.batch_size)
+                      for _ in range(self.workers)]
+            pending, queue = {}, list(items)
+            for actor in actors:
+                if queue:
+                    item = queue.pop(0)
+                    pending[actor.certify.remote(item)] = (actor, item)
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                actor, item = pending.pop(done[0])
+                on_result(item, ray.get(done[0]))
+                if queue:
+                    nxt = queue.pop(0)
+                    pending[actor.certify.remote(nxt)] = (actor, nxt)
+        finally:
+            if started_here:
+                ray.shutdown()
 
 
 class _Worker:
-    """A Ray actor holding one model replica."""
+    """A Ray actor: one model replica, single-threaded torch."""
 
     def __init__(self, config: RunConfig, device: str, batch_size: int):
+        import torch
+
         torch.set_num_threads(1)
-        self.config = config
-        self.classifier = build_classifier(config, device, batch_size)
+        self.run = plan(config, device, batch_size)
 
-    def check(self, item: Item) -> None:
-        check_fit(self.classifier, item)
-
-    def certify(self, item: Item):
-        _, result, queries = next(certify_items(self.classifier, self.config, [item]))
-        return result, queries
+    def certify(self, item) -> Certification:
+        return next(certify_items(self.run, [item]))[1]

@@ -1,10 +1,16 @@
 """Resumable certification runs in an embedded SQLite store (standard library).
 
-One row per input, written in its own transaction as soon as the input finishes; the
-run's full configuration and the library version are stored beside the rows.  Re-opening
-the store with the same configuration resumes (finished inputs are skipped); a different
-configuration is refused unless a new run is asked for.  WAL journaling with
-``synchronous=FULL`` makes every committed row survive a SIGKILL or power loss.
+One row per input, written in its own committed transaction as soon as the input finishes;
+the run's full configuration and the library version are stored beside the rows.  Inputs are
+keyed by their id **and a hash of their content**, so a resumed run skips exactly the inputs
+whose stored result still belongs to them.  Re-opening the store with the same configuration
+resumes; a different configuration is refused unless a new run is asked for.
+
+Safety: WAL journaling with ``synchronous=FULL`` (every committed row survives a SIGKILL or a
+power loss); a file that is not a hybridcert store (random bytes, a truncated database,
+another application's tables, a directory) is refused before anything is written; the check
+for an existing run and the creation of a new one are one transaction, and concurrent
+writers wait on SQLite's lock (up to ``timeout`` seconds) instead of failing.
 """
 
 from __future__ import annotations
@@ -12,54 +18,43 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from hybridcert import __version__
-from hybridcert.smoothing.core import Certification
+
+#: Marks a SQLite file as a hybridcert store (``PRAGMA application_id``): "HYBC".
+APPLICATION_ID = 0x48594243
+SCHEMA_VERSION = 2
+_HEADER = b"SQLite format 3\x00"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id INTEGER PRIMARY KEY AUTOINCREMENT,
     config TEXT NOT NULL,
+    digest TEXT NOT NULL,
     library_version TEXT NOT NULL,
     created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS results (
     run_id INTEGER NOT NULL REFERENCES runs(run_id),
-    idx INTEGER NOT NULL,
     input_id TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    idx INTEGER NOT NULL,
     label INTEGER,
     predict INTEGER NOT NULL,
-    p_lower REAL NOT NULL,
-    p_upper REAL,
-    max_tokens INTEGER NOT NULL,
-    frontier TEXT NOT NULL,
-    counts TEXT NOT NULL,
-    samples INTEGER NOT NULL,
-    time_s REAL NOT NULL,
-    PRIMARY KEY (run_id, idx)
+    row TEXT NOT NULL,
+    written REAL NOT NULL,
+    PRIMARY KEY (run_id, input_id)
 );
 """
 
 
-class StoreMismatchError(ValueError):
+class StoreError(ValueError):
+    """The store cannot be used; the message says why in one line."""
+
+
+class StoreMismatchError(StoreError):
     """The store holds a run with a different configuration."""
-
-
-@dataclass
-class StoredResult:
-    idx: int
-    input_id: str
-    label: int | None
-    predict: int
-    p_lower: float
-    p_upper: float | None
-    max_tokens: int
-    l2_radius: list[float]
-    counts: list[int]
-    samples: int
-    time_s: float
 
 
 class RunStore:
@@ -68,71 +63,193 @@ class RunStore:
     Parameters
     ----------
     path : str or Path
-        The database file (created if missing).
-    config : dict
-        The run's configuration (JSON-serialisable).  Compared with the stored one.
+        The database file (created if missing, unless ``readonly``).
+    config : dict, optional
+        The run's configuration (JSON-serialisable), compared with the stored one.  None:
+        open the store's last run (for reports).
     new_run : bool
         Start a new run in this store even if its configuration differs from the last.
+    readonly : bool
+        Open for reading only (reports); works in read-only folders.
+    timeout : float
+        Seconds to wait for another process's lock before giving up.
     """
 
-    def __init__(self, path: str | Path, config: dict | None = None, new_run: bool = False):
+    def __init__(self, path: str | Path, config: dict | None = None, new_run: bool = False,
+                 readonly: bool = False, timeout: float = 60.0):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(_SCHEMA)
-        last = self.db.execute(
-            "SELECT run_id, config FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()
+        self.readonly = readonly
+        self.db = _connect(self.path, readonly, timeout)
+        try:
+            self._open(config, new_run)
+        except BaseException:
+            self.db.close()
+            raise
+
+    def _open(self, config: dict | None, new_run: bool) -> None:
         if config is None:
+            last = self._query("SELECT run_id, config FROM runs ORDER BY run_id DESC LIMIT 1",
+                               ()).fetchone() if self._has_schema() else None
             if last is None:
-                raise FileNotFoundError(f"no run stored in {self.path}")
+                raise StoreError(f"no run stored in {self.path}")
             self.run_id, self.config = last[0], json.loads(last[1])
             return
-        canonical = json.dumps(config, sort_keys=True)
-        if last is not None and not new_run:
-            if json.loads(last[1]) != json.loads(canonical):
+        canonical = json.dumps(config, sort_keys=True, allow_nan=False)
+        try:
+            self.db.execute("BEGIN IMMEDIATE")      # check and create the run atomically
+            if not self._has_schema():
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                self.db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            last = self.db.execute(
+                "SELECT run_id, config FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()
+            if last is not None and not new_run:
                 stored = json.loads(last[1])
-                keys = sorted(k for k in set(stored) | set(config)
-                              if stored.get(k) != config.get(k))
-                raise StoreMismatchError(
-                    f"store {self.path} belongs to another run (differs in {', '.join(keys)}); "
-                    f"use another --store or pass --new-run")
-            self.run_id, self.config = last[0], json.loads(last[1])
-            return
-        cursor = self.db.execute(
-            "INSERT INTO runs (config, library_version, created) VALUES (?, ?, ?)",
-            (canonical, __version__, time.time()))
-        self.run_id, self.config = cursor.lastrowid, json.loads(canonical)
+                if stored != json.loads(canonical):
+                    keys = sorted(k for k in set(stored) | set(config)
+                                  if stored.get(k) != config.get(k))
+                    raise StoreMismatchError(
+                        f"store {self.path} belongs to another run (differs in "
+                        f"{', '.join(keys)}); use another --store or pass --new-run")
+                self.run_id, self.config = last[0], stored
+            else:
+                from hashlib import sha256
 
-    def finished(self) -> set[int]:
-        rows = self.db.execute("SELECT idx FROM results WHERE run_id = ?", (self.run_id,))
-        return {r[0] for r in rows}
+                cursor = self.db.execute(
+                    "INSERT INTO runs (config, digest, library_version, created) "
+                    "VALUES (?, ?, ?, ?)",
+                    (canonical, sha256(canonical.encode()).hexdigest(), __version__,
+                     time.time()))
+                self.run_id, self.config = cursor.lastrowid, json.loads(canonical)
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
 
-    def write(self, idx: int, input_id: str, label: int | None, result: Certification,
-              samples: int) -> None:
-        """Store one finished input, in its own committed transaction."""
-        with self.db:
-            self.db.execute("BEGIN")
-            self.db.execute(
-                "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (self.run_id, idx, str(input_id), label, int(result.label),
-                 float(result.p_lower), result.p_upper, int(result.max_tokens),
-                 json.dumps(result.l2_radius), json.dumps([int(c) for c in result.counts]),
-                 int(samples), float(result.time_s)))
+    def _has_schema(self) -> bool:
+        """True for a hybridcert store, False for an empty database; raises otherwise."""
+        tables = {r[0] for r in self._query(
+            "SELECT name FROM sqlite_master WHERE type = 'table'", ())}
+        app = self._query("PRAGMA application_id", ()).fetchone()[0]
+        version = self._query("PRAGMA user_version", ()).fetchone()[0]
+        if not tables and app == 0:
+            if self.readonly:
+                raise StoreError(f"no run stored in {self.path}")
+            return False
+        if app != APPLICATION_ID:
+            if {"runs", "results"} <= tables:
+                raise StoreError(f"store {self.path} was written by an older hybridcert "
+                                 f"(before schema {SCHEMA_VERSION}); use a new --store")
+            raise StoreError(f"{self.path} is a SQLite database of another application "
+                             f"(tables {sorted(tables)}), not a hybridcert store")
+        if version != SCHEMA_VERSION or not {"runs", "results"} <= tables:
+            raise StoreError(f"store {self.path} has schema {version}, this hybridcert reads "
+                             f"schema {SCHEMA_VERSION}")
+        return True
 
-    def results(self) -> list[StoredResult]:
-        rows = self.db.execute(
-            "SELECT idx, input_id, label, predict, p_lower, p_upper, max_tokens, frontier, "
-            "counts, samples, time_s FROM results WHERE run_id = ? ORDER BY idx",
-            (self.run_id,))
-        return [StoredResult(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]),
-                             json.loads(r[8]), r[9], r[10]) for r in rows]
+    def _query(self, sql: str, args: tuple):
+        try:
+            return self.db.execute(sql, args)
+        except sqlite3.DatabaseError as err:
+            raise StoreError(_describe(self.path, err)) from None
+
+    # -- rows -------------------------------------------------------------------------------
+    def finished(self) -> dict[str, str]:
+        """Stored inputs of this run: ``{input id: content hash}``."""
+        rows = self._query("SELECT input_id, content_hash FROM results WHERE run_id = ?",
+                           (self.run_id,))
+        return dict(rows.fetchall())
+
+    def write(self, row: dict, content_hash: str, replace: bool = False) -> bool:
+        """Store one finished input (a :func:`~hybridcert.smoothing.result_row` dict), in its
+        own committed transaction.  Returns False when another process stored it first
+        (``replace`` overwrites: for inputs whose content changed)."""
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        payload = json.dumps(row, allow_nan=False)
+        for attempt in range(5):
+            try:
+                with self.db:
+                    cursor = self.db.execute(
+                        f"{verb} INTO results (run_id, input_id, content_hash, idx, label, "
+                        f"predict, row, written) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (self.run_id, str(row["id"]), content_hash, int(row["idx"]),
+                         row["label"], int(row["predict"]), payload, time.time()))
+                return cursor.rowcount > 0
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or attempt == 4:
+                    raise StoreError(_describe(self.path, err)) from None
+                time.sleep(0.5 * (attempt + 1))
+            except sqlite3.DatabaseError as err:
+                raise StoreError(_describe(self.path, err)) from None
+        return False  # pragma: no cover
+
+    def rows(self) -> list[dict]:
+        """The stored result rows of this run, ordered by input position."""
+        stored = self._query("SELECT row FROM results WHERE run_id = ? ORDER BY idx, input_id",
+                             (self.run_id,))
+        return [json.loads(r[0]) for r in stored.fetchall()]
 
     @property
     def library_version(self) -> str:
-        return self.db.execute("SELECT library_version FROM runs WHERE run_id = ?",
-                               (self.run_id,)).fetchone()[0]
+        return self._query("SELECT library_version FROM runs WHERE run_id = ?",
+                           (self.run_id,)).fetchone()[0]
 
     def close(self) -> None:
         self.db.close()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _connect(path: Path, readonly: bool, timeout: float) -> sqlite3.Connection:
+    if path.is_dir():
+        raise StoreError(f"store {path} is a directory, not a file")
+    if path.exists():
+        try:
+            with open(path, "rb") as handle:
+                header = handle.read(len(_HEADER))
+        except OSError as err:
+            raise StoreError(f"store {path} cannot be read ({err.strerror})") from None
+        if header and header != _HEADER:
+            raise StoreError(f"{path} is not a hybridcert store (not a SQLite database)")
+    elif readonly:
+        raise StoreError(f"store {path} not found")
+    else:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StoreError(f"cannot create the folder of store {path} "
+                             f"({err.strerror})") from None
+    try:
+        if readonly:
+            try:
+                db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout,
+                                     isolation_level=None)
+                db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            except sqlite3.OperationalError:
+                # A WAL database in a read-only folder: no -shm can be created.
+                db = sqlite3.connect(f"file:{path}?immutable=1", uri=True, timeout=timeout,
+                                     isolation_level=None)
+        else:
+            db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL").fetchone()
+            db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA quick_check").fetchone()
+        return db
+    except sqlite3.DatabaseError as err:
+        raise StoreError(_describe(path, err)) from None
+
+
+def _describe(path: Path, err: sqlite3.DatabaseError) -> str:
+    text = str(err)
+    if "readonly" in text or "read-only" in text or "unable to open" in text:
+        return f"store {path} cannot be written ({text}): is its folder read-only?"
+    if "malformed" in text or "not a database" in text or "corrupt" in text:
+        return f"store {path} is damaged or not a SQLite database ({text})"
+    return f"store {path}: {text}"

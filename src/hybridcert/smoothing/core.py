@@ -519,6 +519,13 @@ def _flush(pending: list, owners: list, take: int):
     yield {k: v[:take] for k, v in merged.items()}, owner[:take]
 
 
+def input_seed(run_seed: int, input_id: str) -> int:
+    """The noise seed of one input of a run: derived from the run seed and the input's id
+    (never its position), so results do not depend on order, batching or backend."""
+    digest = hashlib.blake2b(f"{run_seed}:{input_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF
+
+
 def _chunk_seed(seed: int, stage: int, chunk: int) -> int:
     digest = hashlib.blake2b(f"{seed}/{stage}/{chunk}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF

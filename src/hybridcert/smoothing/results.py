@@ -89,8 +89,7 @@ class Certification:
 
     def to_row(self) -> dict:
         """JSON-ready fields of the result (the store, exports and reports use only this)."""
-        noise = self.region.noise
-        one_block = len(noise.noised_tokens) <= 1
+        one_block = len(self.region.token_blocks) <= 1
         return {
             "predict": int(self.label),
             "decision": self.decision,
