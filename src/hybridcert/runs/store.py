@@ -95,6 +95,12 @@ class RunStore:
             self.run_id, self.config = last[0], json.loads(last[1])
             return
         canonical = json.dumps(config, sort_keys=True, allow_nan=False)
+        self._has_schema()                  # refuse a foreign file before writing anything
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL").fetchone()
+            self.db.execute("PRAGMA synchronous=FULL")
+        except sqlite3.DatabaseError as err:
+            raise StoreError(_describe(self.path, err)) from None
         try:
             self.db.execute("BEGIN IMMEDIATE")      # check and create the run atomically
             if not self._has_schema():
@@ -124,6 +130,10 @@ class RunStore:
                      time.time()))
                 self.run_id, self.config = cursor.lastrowid, json.loads(canonical)
             self.db.execute("COMMIT")
+        except sqlite3.DatabaseError as err:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise StoreError(_describe(self.path, err)) from None
         except BaseException:
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
@@ -238,8 +248,6 @@ def _connect(path: Path, readonly: bool, timeout: float) -> sqlite3.Connection:
                                      isolation_level=None)
         else:
             db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL").fetchone()
-            db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA quick_check").fetchone()
         return db
     except sqlite3.DatabaseError as err:

@@ -1,0 +1,156 @@
+"""Issue 11: stores that are not ours, damaged or unwritable are refused in one line and never
+altered; concurrent writers wait instead of failing; one run per configuration."""
+
+import hashlib
+import multiprocessing
+import os
+import sqlite3
+
+import pytest
+
+from hybridcert.cli.main import main
+from hybridcert.runs.config import RunConfig
+from hybridcert.runs.store import RunStore, StoreError, StoreMismatchError
+
+CONFIG = RunConfig(model="tests.runs.toy_model:factory", sigma=0.25, keep_prob=0.3, n=100,
+                   alpha=0.01).to_dict()
+OTHER = dict(CONFIG, n=200)
+
+
+def row(i, label=1):
+    return {"id": f"in{i}", "idx": i, "label": label, "predict": 1, "time": 0.1,
+            "queries": 116, "frontier": [{"tokens": 0, "gamma": 0.5, "l2_radius": 0.125}]}
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def good_store(tmp_path):
+    path = tmp_path / "good.sqlite"
+    with RunStore(path, CONFIG) as store:
+        for i in range(3):
+            store.write(row(i), f"hash{i}")
+    return path
+
+
+def damaged(tmp_path, good_store, kind):
+    path = tmp_path / f"{kind}.sqlite"
+    if kind == "random":
+        path.write_bytes(os.urandom(8192))
+    elif kind == "truncated":
+        db = sqlite3.connect(good_store)
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.close()
+        path.write_bytes(good_store.read_bytes()[:1500])
+    elif kind == "foreign":
+        db = sqlite3.connect(path)
+        db.execute("CREATE TABLE results (x)")
+        db.execute("CREATE TABLE other (y)")
+        db.commit()
+        db.close()
+    elif kind == "directory":
+        path.mkdir()
+    return path
+
+
+@pytest.mark.parametrize("kind", ["random", "truncated", "foreign", "directory"])
+def test_damaged_or_foreign_stores_are_refused_unaltered(tmp_path, good_store, kind, capsys):
+    path = damaged(tmp_path, good_store, kind)
+    before = None if path.is_dir() else digest(path)
+    with pytest.raises(StoreError):
+        RunStore(path, CONFIG)
+    with pytest.raises(StoreError):
+        RunStore(path, readonly=True)
+    assert main(["report", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hybridcert: error:") and len(err.splitlines()) == 1
+    if before is not None:
+        assert digest(path) == before
+
+
+def test_read_only_folder(tmp_path, good_store, capsys):
+    """A new store cannot be made in a read-only folder (one-line error); an existing one is
+    still reported on, unaltered.  As root, permission bits do not bind: the folder is made
+    immutable (chattr +i) instead."""
+    import shutil
+    import subprocess
+
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    db = sqlite3.connect(good_store)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    target = folder / "run.sqlite"
+    target.write_bytes(good_store.read_bytes())
+    before = digest(target)
+    root = os.geteuid() == 0
+    if root:
+        if shutil.which("chattr") is None or subprocess.run(
+                ["chattr", "+i", str(folder)], capture_output=True).returncode:
+            pytest.skip("root without chattr +i: cannot make a read-only folder")
+    else:
+        folder.chmod(0o555)
+    try:
+        with pytest.raises(StoreError, match="cannot be written|read-only"):
+            RunStore(folder / "new.sqlite", CONFIG)
+        with RunStore(target, readonly=True) as store:
+            assert len(store.rows()) == 3
+        assert main(["report", str(target), "--out", str(tmp_path / "report")]) == 0
+        capsys.readouterr()
+    finally:
+        if root:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        else:
+            folder.chmod(0o755)
+    assert not (folder / "new.sqlite").exists()
+    assert digest(target) == before
+
+
+def test_read_only_store_opens_for_reports_without_writing(tmp_path, good_store):
+    before = digest(good_store)
+    with RunStore(good_store, readonly=True) as store:
+        assert [r["id"] for r in store.rows()] == ["in0", "in1", "in2"]
+        assert store.finished() == {"in0": "hash0", "in1": "hash1", "in2": "hash2"}
+    assert digest(good_store) == before
+
+
+def test_a_different_configuration_is_refused(good_store):
+    with pytest.raises(StoreMismatchError, match="differs in n"):
+        RunStore(good_store, OTHER)
+    with RunStore(good_store, OTHER, new_run=True) as store:
+        assert store.run_id == 2 and store.finished() == {}
+
+
+def test_rows_are_keyed_by_id_and_the_first_writer_wins(tmp_path):
+    with RunStore(tmp_path / "s.sqlite", CONFIG) as store:
+        assert store.write(row(0), "a")
+        assert not store.write(row(0, label=0), "b")             # already stored: kept
+        assert store.finished() == {"in0": "a"}
+        assert store.write(row(0, label=0), "b", replace=True)   # explicit re-certification
+        assert store.finished() == {"in0": "b"} and store.rows()[0]["label"] == 0
+
+
+def _writer(path, start, count, barrier):
+    barrier.wait()
+    with RunStore(path, CONFIG, timeout=60) as store:
+        for i in range(start, start + count):
+            store.write(row(i), f"h{i}")
+
+
+def test_concurrent_writers_share_one_run(tmp_path):
+    """Six processes open the same new store at once: one run is created, every row lands,
+    and no 'database is locked' escapes."""
+    path = tmp_path / "shared.sqlite"
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(6)
+    workers = [ctx.Process(target=_writer, args=(path, 20 * k, 20, barrier)) for k in range(6)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+    assert all(w.exitcode == 0 for w in workers)
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1
+    assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 120
