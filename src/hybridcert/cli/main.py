@@ -11,7 +11,13 @@ import sys
 
 import typer
 
-from hybridcert.cli import certificate_commands, run_commands, train_command
+from hybridcert.cli import (
+    certificate_commands,
+    dataset_command,
+    run_commands,
+    serve_command,
+    train_command,
+)
 
 app = typer.Typer(
     name="hybridcert",
@@ -26,6 +32,8 @@ app.command()(certificate_commands.radius)
 app.command()(train_command.train)
 app.command()(run_commands.certify)
 app.command()(run_commands.report)
+app.command()(serve_command.serve)
+app.add_typer(dataset_command.dataset, name="dataset")
 
 
 def main(argv: list[str] | None = None) -> int:
