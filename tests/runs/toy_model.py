@@ -1,23 +1,63 @@
-"""A tiny base classifier for run tests (importable as an entry point)."""
+"""Tiny base classifiers for run tests (importable as entry points), each bringing its own
+text handling: a word-level tokenizer with its own ids, as a user's model would."""
 
 import os
 import time
 
+import torch
+
+from hybridcert.adapters import ModelAdapter
+from hybridcert.blocks import TextEncoder, Vocabulary
+
+PAD, CLS, SEP, UNK, MASK = 0, 1, 2, 3, 4
+WORDS = ("i", "will", "hurt", "you", "with", "this", "we", "bake", "a", "cake", "together",
+         "lovely", "day", "at", "the", "park", "want", "to", "attack", "them", "tonight", "!")
+
+
+def word_encoder(words=WORDS, max_length=12):
+    """A word-level tokenizer: [CLS] w1 w2 ... [SEP], unknown words -> [UNK]; ids from 5."""
+    index = {w: 5 + i for i, w in enumerate(dict.fromkeys(words))}
+
+    def encode(text):
+        return [CLS] + [index.get(w, UNK) for w in text.lower().split()] + [SEP]
+
+    vocab = Vocabulary(torch.arange(5, 5 + len(index)), mask_id=MASK)
+    return TextEncoder(encode, vocab, PAD, max_length, name="toy-words"), index
+
 
 def factory():
     delay = float(os.environ.get("TOY_MODEL_DELAY", "0"))
+    encoder, index = word_encoder()
+    harmful = torch.tensor([index["hurt"], index["attack"]])
 
     def model(batch):
         if delay:
             time.sleep(delay)
-        score = batch["image"].flatten(1).mean(1) + 0.02 * (batch["text"] > 2000).sum(1)
+        hits = torch.isin(batch["text"], harmful) & (batch["text_attention"] > 0)
+        score = batch["image"].flatten(1).mean(1) + 0.1 * hits.sum(1)
         return (score > 0.6).long()
 
-    return model
+    return ModelAdapter(model, text={"text": encoder}, num_classes=2, name="toy")
+
+
+def bare_factory():
+    """A model without text handling: a noised text block must be refused."""
+    return lambda batch: torch.zeros(len(batch["image"]), dtype=torch.long)
 
 
 def broken_factory():
+    encoder, _ = word_encoder()
+
     def model(batch):
         raise RuntimeError("shape mismatch in layer 3")
 
-    return model
+    return ModelAdapter(model, text={"text": encoder})
+
+
+def nan_factory():
+    encoder, _ = word_encoder()
+
+    def model(batch):
+        return torch.full((len(batch["image"]), 2), float("nan"))
+
+    return ModelAdapter(model, text={"text": encoder})
