@@ -130,3 +130,66 @@ def open_image(path: str | Path, max_pixels: int = MAX_PIXELS):
         raise ImageError(f"image {path} is not an image Pillow can read") from None
     except (OSError, ValueError, SyntaxError) as err:
         raise ImageError(f"image {path} cannot be decoded ({err})") from None
+
+
+#: Largest image file read into memory (bytes); larger files are refused unread.
+MAX_FILE_BYTES = 256 * 1024 * 1024
+
+
+def read_image_file(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of an image file: a regular file of at most ``max_bytes``.
+
+    The file is opened non-blocking and checked on the open descriptor, so a FIFO, a device
+    or a file swapped for one after a check never blocks.  Raises :class:`ImageError`.
+    """
+    import os
+
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise ImageError(f"image {path} not found") from None
+    except OSError as err:
+        raise ImageError(f"image {path} cannot be read ({err.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageError(f"image {path} is not a regular file")
+        if info.st_size > max_bytes:
+            raise ImageError(f"image {path} has {info.st_size:,} bytes, more than the "
+                             f"{max_bytes:,} allowed")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as err:
+        raise ImageError(f"image {path} cannot be read ({err.strerror})") from None
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise ImageError(f"image {path} has more than the {max_bytes:,} bytes allowed")
+    return data
+
+
+def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS):
+    """Decode image file bytes like :func:`open_image` (at most ``max_pixels``, decompression
+    bombs refused); ``name`` is used in errors.  Raises :class:`ImageError` (one line)."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                if image.width * image.height > max_pixels:
+                    raise ImageError(f"image {name} has {image.width}x{image.height} pixels, "
+                                     f"more than the {max_pixels:,} allowed")
+                image.load()
+                return image.copy()
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"image {name} is too large to decode safely") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"image {name} is not an image Pillow can read") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as err:
+        raise ImageError(f"image {name} cannot be decoded ({err})") from None
