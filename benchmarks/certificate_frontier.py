@@ -27,7 +27,7 @@ def scalar_frontier(p: float, sigma: float, noise: Substitution, max_tokens: int
         ratio = noise.likelihood_ratio(r)
         if not is_certified(np.array([p]), ratio)[0]:
             break
-        radii.append(sigma * float(bisect_gamma(np.array([p]), None, ratio)[0]))
+        radii.append(sigma * float(bisect_gamma(np.array([p]), ratio)[0]))
     return radii
 
 

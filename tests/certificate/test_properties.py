@@ -110,7 +110,7 @@ def test_fast_frontier_matches_bisection(keep):
         if rows.size == 0:
             break
         ratio = noise.likelihood_ratio(r) if r else LikelihoodRatio.identity()
-        exact = bisect_gamma(p[rows], None, ratio)
+        exact = bisect_gamma(p[rows], ratio)
         got = frontier.l2_radius[rows, r]
         assert np.all(got <= exact * (1 + 1e-9) + 1e-12)
         assert np.allclose(got, exact, rtol=1e-6)

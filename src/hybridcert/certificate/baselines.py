@@ -70,15 +70,9 @@ def sequential_radius(p, sigma: float, discrete: LikelihoodRatio):
 
 
 def discrete_threshold(ratio: LikelihoodRatio) -> float:
-    """Smallest p whose lower bound under ``ratio`` exceeds 1/2 (bisection to 1e-13; the
-    upper, certified end is returned); ``inf`` when no p certifies."""
-    if _lower_bound(np.array([1.0]), ratio)[0] <= 0.5:
-        return np.inf
-    lo, hi = 0.5, 1.0
-    while hi - lo > 1e-13:
-        mid = 0.5 * (lo + hi)
-        if _lower_bound(np.array([mid]), ratio)[0] > 0.5:
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    """Smallest pA whose two-class bound under ``ratio`` exceeds 1/2 (the certified end, to
+    the double); ``inf`` when no pA certifies.  Same as
+    ``threshold_probability(ratio, Rule.majority())``."""
+    from hybridcert.certificate.thresholds import threshold_probability
+
+    return threshold_probability(ratio)

@@ -1,15 +1,23 @@
-"""Fast two-class radius: Newton on the joint system, then a proof of certification.
+"""Fast certified shift: Newton on the joint system, then a proof of certification.
 
-The two-class radius at ``r`` tokens is the shift ``gamma*`` where the Neyman–Pearson set
-of mu-mass ``p`` has nu-mass exactly 1/2.  In the unknowns ``(s, gamma)`` (``log kappa =
-log_ratio[pivot] + gamma s``) this is the 2x2 system ``F(s, gamma) = p``,
-``G(s, gamma) = 1/2``, solved by Newton's method from the sequential-composition radius.
+The largest certified Gaussian shift at a fixed discrete change is the ``gamma*`` where the
+Neyman–Pearson set of mu-mass ``p`` has its ``nu`` mass exactly at the rule's level.  In
+the unknowns ``(s, gamma)`` (``log kappa = log_ratio[pivot] + gamma s``) this is the 2x2
+system
+
+* two-class majority: ``F(s, gamma) = pA``, ``G(s, gamma) = 1/2``;
+* flag (threshold ``tau``): ``F(s, gamma) = pc_lower``, ``G(s, gamma) = tau``;
+* benign: ``F(s, gamma) = 1 - pc_upper``, ``nu(S^c)(s, gamma) = tau``,
+
+solved by Newton's method from the sequential-composition radius (a lower bound on it).
 
 Newton gives an estimate, not a guarantee, so the reported shift ``gamma_c`` slightly below
-it is *proved* certified by a witness: a point ``s_w`` with ``F(s_w, gamma_c) <= p`` and
-``G(s_w, gamma_c) > 1/2`` (both with floating-point margins).  Then ``s_w`` lies left of the
-exact threshold, and since ``G`` increases in ``s``, ``lower(p, gamma_c) >= G(s_w) > 1/2``.
-Inputs whose proof fails are handed back to the bisection.
+it is *proved* certified by a witness: a point ``s_w`` whose set has mu-mass at most the
+target (so ``s_w`` lies left of the exact threshold), with floating-point margins, and
+whose ``nu(S)`` still clears the level (flag, majority: ``G`` increases in ``s``, so the
+exact bound is at least ``G(s_w)``) or whose ``nu(S^c)`` is already below it (benign:
+``nu(S^c)`` decreases in ``s``).  Inputs whose proof fails are handed back to the
+bisection.
 """
 
 from __future__ import annotations
@@ -18,56 +26,64 @@ import numpy as np
 from scipy.special import ndtr, ndtri
 
 from hybridcert.certificate.bounds import (
+    _ABS_MARGIN,
+    _REL_MARGIN,
     _SQRT_2PI,
     _Curve,
     _discrete,
-    _lower_bound,
     _mass_residual,
-    _safety_margin,
+    _relative_error,
     normal_terms,
 )
+from hybridcert.certificate.rules import MAJORITY, Rule
 from hybridcert.noise.ratio import LikelihoodRatio
 
 _NEWTON_STEPS = 80
 _MASS_STEPS = 6
-# Relative distances below the Newton estimate at which a witness is tried, in order.
-_BACKOFFS = (1e-11, 1e-9, 1e-7, 1e-5)
+# Multiples of the estimated back-off (relative distance below the Newton estimate) at
+# which a witness is tried, in order.
+_BACKOFFS = (1.25, 3.0, 30.0, 1e3, 1e5)
+_EPS = np.finfo(float).eps
 
 
-def newton_gamma(p: np.ndarray, ratio: LikelihoodRatio) -> tuple[np.ndarray, np.ndarray]:
-    """Certified two-class shifts and a mask of the inputs for which they are proven."""
+def newton_gamma(p: np.ndarray, ratio: LikelihoodRatio,
+                 rule: Rule = MAJORITY) -> tuple[np.ndarray, np.ndarray]:
+    """Certified shifts and a mask of the inputs for which they are proven.
+
+    ``p`` is the bound the rule reads (two-class majority: ``pA``; flag: lower bound on
+    ``pc``; benign: upper bound on ``pc``); every input must be certified at shift 0 and
+    have a finite certified shift.
+    """
     n = p.size
     gamma_out = np.zeros(n)
     proven = np.zeros(n, dtype=bool)
     if ratio.n_regions == 0 or n == 0:
         return gamma_out, proven
-    exact = _discrete(p, ratio)
-    # Start from the sequential radius, the better of both orders: a lower bound on gamma*.
-    discrete_first = ndtri(np.clip(_lower_bound(p, ratio), 0.5, 1 - 1e-16))
-    gaussian_first = ndtri(p) - ndtri(_discrete_threshold(ratio))
-    gamma = np.maximum.reduce([discrete_first, gaussian_first, 1e-3 * ndtri(p)])
+    mass, mass_tail = (1.0 - p, p.copy()) if rule.reads_upper else (p.copy(), 1.0 - p)
+    level, on_tail = rule.level, rule.reads_upper
+    exact = _discrete(mass, mass_tail, ratio)
+    gamma = _start(mass, mass_tail, exact, ratio, rule)
     pivot = ratio.log_ratio[exact.pivot]
     s0 = np.clip(ndtri(np.clip(exact.fraction, 1e-300, 1 - 1e-16)), -38, 38) - gamma / 2
     # A few damped Newton steps on the mass equation at the starting shift, so the joint
     # Newton starts near its curve (unconverged inputs are caught below and bisected).
     s = s0
     curve = _Curve(ratio, gamma, pivot)
-    residual = _mass_residual(p)
+    residual = _mass_residual(mass, mass_tail)
     for _ in range(_MASS_STEPS):
-        f, f_tail, slope, g = curve.evaluate(s)
+        f, f_tail, slope = curve.mass(s)
         with np.errstate(divide="ignore", invalid="ignore"):
-            step = -residual(f, f_tail, g, slice(None)) / slope
+            step = -residual(f, f_tail, slice(None)) / slope
         s = s + np.clip(np.where(np.isfinite(step), step, 0.0), -4.0, 4.0)
 
-    distance = ratio.log_ratio[None, :]
     ok = np.ones(n, dtype=bool)
     active = np.arange(n)
     for _ in range(_NEWTON_STEPS):
         if active.size == 0:
             break
         a = active
-        r1, r2, j = _system(p[a], s[a], gamma[a], pivot[a], distance, ratio,
-                            _mass_residual(p[a]))
+        r1, r2, j = _system(mass[a], mass_tail[a], s[a], gamma[a], pivot[a], ratio, level,
+                            on_tail)
         det = j[0] * j[3] - j[1] * j[2]
         with np.errstate(divide="ignore", invalid="ignore"):
             ds = (-r1 * j[3] + r2 * j[1]) / det
@@ -83,41 +99,73 @@ def newton_gamma(p: np.ndarray, ratio: LikelihoodRatio) -> tuple[np.ndarray, np.
         converged = (np.abs(dg) <= 1e-14 * gamma[a]) & (np.abs(ds) <= 1e-12 * (1 + np.abs(s[a])))
         active = a[~converged & ~bad]
 
-    r1, r2, j = _system(p, s, gamma, pivot, distance, ratio, _mass_residual(p))
+    r1, r2, j = _system(mass, mass_tail, s, gamma, pivot, ratio, level, on_tail)
     # Only a converged root is worth proving: a witness far inside the certified region
     # would be sound but would under-report the radius; those go to the bisection.
-    converged = (np.abs(r2) <= 1e-9) & (np.abs(r1) <= 1e-9 * np.minimum(p, 1 - p))
-    remaining = np.flatnonzero(ok & converged & (gamma > 0))
-    for backoff in _BACKOFFS:
-        if remaining.size == 0:
+    level_scale = 2.0 * min(level, 1.0 - level)
+    converged = (np.abs(r2) <= 1e-9 * level_scale) \
+        & (np.abs(r1) <= 1e-9 * np.minimum(mass, mass_tail))
+    remaining = np.flatnonzero(ok & converged & (gamma > 0) & np.isfinite(gamma))
+    if remaining.size == 0:
+        return gamma_out, proven
+    # Back-off needed: the margin on the bound (and the step left that secures the mass
+    # condition) over the bound's change per unit of gamma along the mass curve.
+    sub = remaining
+    f_s, f_g, b_s, b_g = (x[sub] for x in j)
+    scale = np.minimum(mass[sub], mass_tail[sub])
+    k = _relative_error(ratio)
+    _, _, err_value, err_mass = _Curve(ratio, gamma[sub], pivot[sub]).nu_masses(s[sub])
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        ds_mass = 2.0 * (k * scale + 1e-15 * scale + err_mass + 1e-300) / f_s
+        along = np.abs(b_g - b_s * f_g / f_s)
+        need = ((_REL_MARGIN + k) * level + 2.0 * err_value + _ABS_MARGIN) \
+            + np.abs(b_s) * ds_mass
+        base = need / (gamma[sub] * along)
+    base = np.where(np.isfinite(base) & (base > 0), base, 1e-9)
+    for factor in _BACKOFFS:
+        if sub.size == 0:
             break
-        sub = remaining
-        g_c = gamma[sub] * (1 - backoff)
-        step = g_c - gamma[sub]
+        backoff = np.maximum(factor * base, 1e-15)
+        g_c = gamma[sub] * (1.0 - backoff)
         with np.errstate(divide="ignore", invalid="ignore"):
-            s_mass = s[sub] - j[1][sub] / j[0][sub] * step
-            s_half = s[sub] - j[3][sub] / j[2][sub] * step
-        s_w = 0.5 * (s_mass + s_half)
-        good = _witness(p[sub], s_w, g_c, pivot[sub], ratio)
+            s_w = s[sub] + j[1][sub] / j[0][sub] * (gamma[sub] - g_c) - ds_mass
+        good = (backoff < 1e-3) & _witness(mass[sub], mass_tail[sub], s_w, g_c, pivot[sub],
+                                           ratio, rule)
         gamma_out[sub[good]] = g_c[good]
         proven[sub[good]] = True
-        remaining = sub[~good]
+        keep = ~good
+        sub, base, ds_mass = sub[keep], base[keep], ds_mass[keep]
     return gamma_out, proven
 
 
-def _discrete_threshold(ratio: LikelihoodRatio) -> float:
-    """Smallest p whose discrete-only lower bound reaches 1/2 (greedy set, inverted)."""
-    nu_head = np.cumsum(ratio.nu)
-    j = min(int(np.searchsorted(nu_head, 0.5)), ratio.n_regions - 1)
-    nu_before = nu_head[j - 1] if j > 0 else 0.0
-    frac = min(1.0, (0.5 - nu_before) / ratio.nu[j])
-    mu_before = ratio.mu_zero + (ratio.mu[:j].sum() if j > 0 else 0.0)
-    return float(min(mu_before + frac * ratio.mu[j], 1 - 1e-16))
+def _start(mass, mass_tail, exact, ratio: LikelihoodRatio, rule: Rule) -> np.ndarray:
+    """Sequential-composition shift (the better order; a lower bound on gamma*), floored at
+    a thousandth of the Gaussian-only shift (an upper bound on it)."""
+    from hybridcert.certificate.thresholds import discrete_inverse
+
+    level = rule.level
+    z_mass = np.where(mass_tail < mass, -ndtri(mass_tail), ndtri(mass))
+    star = discrete_inverse(ratio, rule)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if rule.reads_upper:
+            # upper(q; gamma) = Phi(Phi^-1(q) + gamma) for the Gaussian part alone.
+            first = ndtri(level) - ndtri(np.clip(exact.tail, 1e-300, level))
+            second = ndtri(star) + z_mass if np.isfinite(star) else np.zeros_like(z_mass)
+            gaussian_only = ndtri(level) + z_mass
+        else:
+            first = ndtri(np.clip(exact.head, level, 1 - 1e-16)) - ndtri(level)
+            second = z_mass - ndtri(star) if np.isfinite(star) else np.zeros_like(z_mass)
+            gaussian_only = z_mass - ndtri(level)
+    gamma = np.maximum.reduce([np.nan_to_num(first, nan=0.0, posinf=0.0, neginf=0.0),
+                               np.nan_to_num(second, nan=0.0, posinf=0.0, neginf=0.0),
+                               1e-3 * np.nan_to_num(gaussian_only, nan=1.0, posinf=1.0)])
+    return np.where(gamma > 0, gamma, 1e-3)
 
 
-def _system(p, s, gamma, pivot, distance, ratio, residual):
-    """Residuals (mass, bound - 1/2) and Jacobian (F_s, F_g, G_s, G_g) at (s, gamma)."""
-    d = (pivot[:, None] - distance) / gamma[:, None]
+def _system(mass, mass_tail, s, gamma, pivot, ratio, level, on_tail):
+    """Residuals (mass, bound - level) and Jacobian (F_s, F_g, B_s, B_g) at (s, gamma),
+    where the bound B is ``nu(S)`` or, ``on_tail``, ``nu(S^c)``."""
+    d = (pivot[:, None] - ratio.log_ratio[None, :]) / gamma[:, None]
     tau = s[:, None] + d + gamma[:, None] / 2
     dtau_dg = -d / gamma[:, None] + 0.5
     below, above, dens = normal_terms(tau)
@@ -127,19 +175,33 @@ def _system(p, s, gamma, pivot, distance, ratio, residual):
     mu, nu = ratio.mu, ratio.nu
     f = ratio.mu_zero + below @ mu
     f_tail = above @ mu
-    g = ndtr(shifted) @ nu
-    r1 = residual(f, f_tail, g, slice(None))
-    r2 = g - 0.5
-    j = (dens @ mu, (dens * dtau_dg) @ mu, dens_nu @ nu, (dens_nu * (dtau_dg - 1.0)) @ nu)
+    r1 = _mass_residual(mass, mass_tail)(f, f_tail, slice(None))
+    g_s, g_g = dens_nu @ nu, (dens_nu * (dtau_dg - 1.0)) @ nu
+    if on_tail:
+        r2 = ratio.nu_infinite + ndtr(-shifted) @ nu - level
+        g_s, g_g = -g_s, -g_g
+    else:
+        r2 = ndtr(shifted) @ nu - level
+    j = (dens @ mu, (dens * dtau_dg) @ mu, g_s, g_g)
     return r1, r2, j
 
 
-def _witness(p, s_w, gamma, pivot, ratio) -> np.ndarray:
-    """True where (s_w, gamma) proves lower(p, gamma) > 1/2 despite rounding."""
+def _witness(mass, mass_tail, s_w, gamma, pivot, ratio: LikelihoodRatio,
+             rule: Rule) -> np.ndarray:
+    """True where ``(s_w, gamma)`` proves the rule despite rounding."""
     curve = _Curve(ratio, gamma, pivot)
-    f, f_tail, _, g = curve.evaluate(s_w)
-    k_err = 16.0 * (ratio.n_regions + 2) * np.finfo(float).eps
-    mass_ok = np.where(p > 0.5, f_tail >= (1.0 - p) * (1 + k_err) + 1e-300,
-                       f <= p * (1 - k_err))
-    margin = _safety_margin(g, p, curve.log_kappa(s_w), ratio.n_regions)
-    return mass_ok & (g - margin > 0.5) & np.isfinite(s_w)
+    f, f_tail, _ = curve.mass(s_w)
+    g, g_tail, err_value, err_mass = curve.nu_masses(s_w)
+    k = _relative_error(ratio)
+    # The exact mu-mass of the witness set is at most the target's.
+    mass_ok = np.where(mass_tail < mass,
+                       f_tail * (1 - k) - err_mass >= mass_tail * (1 + 1e-15) + 1e-300,
+                       f * (1 + k) + err_mass <= mass * (1 - 1e-15))
+    if rule.reads_upper:
+        high = g_tail + (_REL_MARGIN + k) * g_tail + err_value + _ABS_MARGIN \
+            + ratio.nu_dropped
+        bound_ok = rule.holds(None, high)
+    else:
+        low = g - (_REL_MARGIN + k) * g - err_value - _ABS_MARGIN
+        bound_ok = rule.holds(low)
+    return mass_ok & bound_ok & np.isfinite(s_w)

@@ -8,12 +8,12 @@ data layer's job.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import torch
-from scipy.special import gammaln, logsumexp
 
 from hybridcert._validation import check_count
 from hybridcert.noise.base import Noise
@@ -66,9 +66,10 @@ class Substitution(Noise):
         return torch.where(change, (x + offset) % self.vocab_size, x)
 
     def likelihood_ratio(self, size: int) -> LikelihoodRatio:
-        """Regions for ``size`` substituted positions (THEORY.md section 2)."""
+        """Regions for ``size`` substituted positions (docs/THEORY.md section 2); ``size``
+        at most :data:`MAX_SUBSTITUTION_TOKENS`."""
         return _substitution_ratio(self.keep_prob, self.vocab_size,
-                                   check_count("tokens", size))
+                                   _check_substitution_tokens(size))
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,53 @@ class Mask(Noise):
         return _mask_ratio(self.keep_prob, check_count("tokens", size))
 
 
-@lru_cache(maxsize=4096)
+#: Largest number of substituted positions a :class:`Substitution` ratio is built for.  The
+#: ratio has ``2r + 1`` regions and costs ``O(r^2)`` operations (about 3 s at the cap).
+MAX_SUBSTITUTION_TOKENS = 10_000
+
+_EPS = float(np.finfo(float).eps)
+# Log masses below this feed kept regions with a relative weight below exp(-250).
+_RELEVANT_LOG = -1000.0
+_ROWS: dict[tuple[float, int], tuple[int, np.ndarray]] = {}
+_ROWS_LOCK = threading.Lock()
+
+
+def _check_substitution_tokens(size) -> int:
+    r = check_count("tokens", size)
+    if r > MAX_SUBSTITUTION_TOKENS:
+        raise ValueError(f"tokens must be an integer <= {MAX_SUBSTITUTION_TOKENS} for "
+                         f"substitution noise (its ratio costs r^2), got {r}")
+    return r
+
+
+def _log_mu_row(a: float, v: int, r: int) -> np.ndarray:
+    """``log mu_k`` for ``k = -r .. r`` (index ``k + r``), one changed position at a time.
+
+    A changed position moves ``k = v - u`` by -1 (it shows the old value, probability
+    ``a``), +1 (the new value, ``beta``) or 0 (another value, ``(V - 2) beta``), so
+    ``mu^(r+1)_k = a mu^(r)_(k+1) + (V-2) beta mu^(r)_k + beta mu^(r)_(k-1)``, carried in log
+    space.  ``O(r)`` memory; the latest row per ``(a, V)`` is kept, so a frontier that asks
+    for ``r = 0, 1, 2, ...`` costs ``O(r)`` per step.
+    """
+    beta = (1.0 - a) / (v - 1)
+    la, lb = math.log(a), math.log(beta)
+    lo = math.log((v - 2) * beta) if v > 2 else -np.inf
+    with _ROWS_LOCK:
+        done, row = _ROWS.get((a, v), (0, np.zeros(1)))
+    if done > r:
+        done, row = 0, np.zeros(1)
+    for _ in range(r - done):
+        padded = np.full(row.size + 4, -np.inf)
+        padded[2:-2] = row
+        row = np.logaddexp(np.logaddexp(padded[2:] + la, padded[1:-1] + lo),
+                           padded[:-2] + lb)
+    with _ROWS_LOCK:
+        if _ROWS.get((a, v), (-1,))[0] < r:
+            _ROWS[(a, v)] = (r, row)
+    return row
+
+
+@lru_cache(maxsize=512)
 def _substitution_ratio(a: float, v: int, r: int) -> LikelihoodRatio:
     if r == 0:
         return LikelihoodRatio.identity()
@@ -112,23 +159,21 @@ def _substitution_ratio(a: float, v: int, r: int) -> LikelihoodRatio:
         return LikelihoodRatio(np.zeros(0), np.zeros(0), np.zeros(0), 1.0, 1.0)
     beta = (1.0 - a) / (v - 1)
     log_a, log_beta = math.log(a), math.log(beta)
-    log_other = math.log((v - 2) * beta) if v > 2 else -np.inf
-    # u = changed positions showing the old value, v = showing the new one, w = neither.
-    u = np.arange(r + 1)[:, None]
-    k = np.arange(-r, r + 1)[None, :]
-    vv = u + k
-    w = r - u - vv
-    valid = (vv >= 0) & (w >= 0)
-    uu, vv, ww = (np.broadcast_to(t, valid.shape) for t in (u, vv, w))
-    with np.errstate(invalid="ignore"):
-        other = np.where(ww == 0, 0.0, ww * log_other)
-        log_terms = (gammaln(r + 1) - gammaln(uu + 1) - gammaln(np.maximum(vv, 0) + 1)
-                     - gammaln(np.maximum(ww, 0) + 1) + uu * log_a + vv * log_beta + other)
-    log_terms = np.where(valid, log_terms, -np.inf)
-    log_mu = logsumexp(log_terms, axis=0)
+    log_mu = _log_mu_row(a, v, r)
     ks = np.arange(-r, r + 1)
     log_ratio = ks * (log_a - log_beta)
-    return LikelihoodRatio.from_log_masses(log_ratio, log_mu, log_mu + log_ratio)
+    log_nu = log_mu + log_ratio
+    # Error bound.  Each step rounds a log mass L once per operation (<= 4 eps (|L| + 2)
+    # absolute, i.e. relative in the mass); a mass is a weighted mean of larger ones, so
+    # over r steps its relative error is at most r (4 eps (|L| + 2) + c), with c the error
+    # of the log constants (beta carries 2 eps).  log_ratio carries r ulps of log(a / beta).
+    kept = (log_nu >= math.log(1e-31)) & (log_mu > _RELEVANT_LOG)
+    biggest = float(np.max(np.abs(log_mu[kept]), initial=0.0))
+    log_other = abs(math.log((v - 2) * beta)) if v > 2 else 0.0
+    constants = 4.0 * _EPS * (3.0 + max(abs(log_a), abs(log_beta), log_other))
+    rtol = r * (4.0 * _EPS * (biggest + 2.0) + constants) \
+        + 4.0 * _EPS * r * (abs(log_a) + abs(log_beta))
+    return LikelihoodRatio.from_log_masses(log_ratio, log_mu, log_nu, mass_rtol=rtol)
 
 
 @lru_cache(maxsize=4096)

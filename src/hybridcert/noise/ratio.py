@@ -16,7 +16,7 @@ code needs nothing else from a noise type.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.special import logsumexp
@@ -27,6 +27,7 @@ from scipy.special import logsumexp
 NEGLIGIBLE_NU = 1e-30
 # Log-ratios closer than this (relative) are the same value up to float rounding.
 _MERGE_RTOL = 1e-13
+_EPS = float(np.finfo(float).eps)
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,6 +46,14 @@ class LikelihoodRatio:
         ``nu`` mass of the ratio-infinity atom (points the clean noise never reaches).
     gamma : float
         Gaussian shift in standard deviations, ``sqrt(sum_j (eps_j / sigma_j)^2)``.
+    mass_rtol : float
+        Bound on the relative floating-point error of every stored mass (and of the
+        ratio ``nu_k / mu_k`` against ``exp(log_ratio[k])``); the certificate widens its
+        safety margin by it.  0 for masses that are exact (the identity).
+    nu_dropped : float
+        ``nu`` mass moved into the ratio-0 atom because each region carrying it had
+        ``nu < NEGLIGIBLE_NU``.  Lower bounds only get smaller by the move; upper bounds
+        add it back.
     """
 
     log_ratio: np.ndarray
@@ -53,6 +62,8 @@ class LikelihoodRatio:
     mu_zero: float = 0.0
     nu_infinite: float = 0.0
     gamma: float = 0.0
+    mass_rtol: float = 0.0
+    nu_dropped: float = 0.0
 
     @classmethod
     def identity(cls, gamma: float = 0.0) -> LikelihoodRatio:
@@ -67,11 +78,20 @@ class LikelihoodRatio:
         log_mu: np.ndarray,
         log_nu: np.ndarray,
         gamma: float = 0.0,
+        mass_rtol: float = 0.0,
+        nu_dropped: float = 0.0,
     ) -> LikelihoodRatio:
         """Build from per-outcome log masses (``-inf`` for zero), merging equal ratios.
 
         Outcomes with ``log_ratio = -inf`` form the ratio-0 atom, ``+inf`` the
         ratio-infinity atom; outcomes with no mass under either measure are dropped.
+        ``mass_rtol`` bounds the relative error the caller's log masses already carry; the
+        rounding of ``exp`` and of the merging is added to it here.
+
+        A region whose ``mu`` mass underflows to 0 (below 1e-308) joins the ratio-infinity
+        atom: every double ``p < 1`` is more than 1e-16 below 1, so the Neyman–Pearson set
+        of mu-mass ``p`` never reaches such a region, and at ``p = 1`` counting its ``nu``
+        mass as unreachable only lowers the bound.
         """
         log_ratio = np.asarray(log_ratio, dtype=float).ravel()
         log_mu = np.asarray(log_mu, dtype=float).ravel()
@@ -79,22 +99,36 @@ class LikelihoodRatio:
         zero = (log_ratio == -np.inf) | (log_nu == -np.inf)
         infinite = ~zero & ((log_ratio == np.inf) | (log_mu == -np.inf))
         mu_zero = float(np.exp(logsumexp(log_mu[zero]))) if zero.any() else 0.0
-        nu_inf = float(np.exp(logsumexp(log_nu[infinite]))) if infinite.any() else 0.0
         finite = ~zero & ~infinite
         lr, lmu, lnu = log_ratio[finite], log_mu[finite], log_nu[finite]
         order = np.argsort(lr, kind="stable")
         lr, lmu, lnu = lr[order], lmu[order], lnu[order]
+        spread = 0.0
         if lr.size:
             gap = np.diff(lr) > _MERGE_RTOL * np.maximum(1.0, np.abs(lr[1:]))
             starts = np.flatnonzero(np.concatenate([[True], gap]))
+            ends = np.append(starts[1:], lr.size) - 1
+            # A merged group's nu/mu differs from exp(its first log-ratio) by its spread.
+            spread = float(np.max(lr[ends] - lr[starts]))
             lmu, lnu = _group_logsumexp(lmu, starts), _group_logsumexp(lnu, starts)
             lr = lr[starts]
         mu, nu = np.exp(lmu), np.exp(lnu)
-        negligible = nu < NEGLIGIBLE_NU
+        underflow = mu == 0.0
+        infinite_nu = log_nu[infinite]
+        if underflow.any():
+            infinite_nu = np.concatenate([infinite_nu, lnu[underflow]])
+        nu_inf = float(np.exp(logsumexp(infinite_nu))) if infinite_nu.size else 0.0
+        negligible = (nu < NEGLIGIBLE_NU) & ~underflow
         mu_zero += float(mu[negligible].sum())
-        keep = ~negligible
+        nu_dropped = float(nu_dropped + nu[negligible].sum())
+        keep = ~negligible & ~underflow
+        # exp of a log carrying one ulp of error, and (merged groups) a sum of positive terms.
+        with np.errstate(divide="ignore"):
+            logs = np.abs(np.concatenate([lmu[keep], lnu[keep], np.log([mu_zero, nu_inf])]))
+        biggest_log = float(np.max(logs[np.isfinite(logs)], initial=0.0))
+        rtol = float(mass_rtol) + 4.0 * _EPS * (2.0 + biggest_log) + 2.0 * spread
         return cls(lr[keep], mu[keep], nu[keep], min(mu_zero, 1.0), min(nu_inf, 1.0),
-                   float(gamma))
+                   float(gamma), rtol, nu_dropped)
 
     @property
     def n_regions(self) -> int:
@@ -116,22 +150,26 @@ class LikelihoodRatio:
         if not isinstance(other, LikelihoodRatio):
             return NotImplemented
         gamma = float(np.hypot(self.gamma, other.gamma))
-        if other.n_regions == 1 and other.log_ratio[0] == 0.0 and other.mu_zero == 0.0 \
-                and other.nu_infinite == 0.0:
-            return LikelihoodRatio(self.log_ratio, self.mu, self.nu, self.mu_zero,
-                                   self.nu_infinite, gamma)
-        if self.n_regions == 1 and self.log_ratio[0] == 0.0 and self.mu_zero == 0.0 \
-                and self.nu_infinite == 0.0:
-            return LikelihoodRatio(other.log_ratio, other.mu, other.nu, other.mu_zero,
-                                   other.nu_infinite, gamma)
+        if other._is_unit():
+            return replace(self, gamma=gamma)
+        if self._is_unit():
+            return replace(other, gamma=gamma)
         a, b = self._outcomes(), other._outcomes()
         with np.errstate(invalid="ignore"):
             lr = a[0][:, None] + b[0][None, :]
         # 0 * infinity: an outcome with no mass under either measure.
         lr = np.where(np.isnan(lr), -np.inf, lr)
+        # The true nu is at most the stored one plus each factor's dropped mass.
         return LikelihoodRatio.from_log_masses(
-            lr, a[1][:, None] + b[1][None, :], a[2][:, None] + b[2][None, :], gamma
+            lr, a[1][:, None] + b[1][None, :], a[2][:, None] + b[2][None, :], gamma,
+            mass_rtol=self.mass_rtol + other.mass_rtol + 4.0 * _EPS,
+            nu_dropped=self.nu_dropped + other.nu_dropped,
         )
+
+    def _is_unit(self) -> bool:
+        """One region of ratio 1 and no atoms (the Gaussian shift aside)."""
+        return (self.n_regions == 1 and self.log_ratio[0] == 0.0 and self.mu_zero == 0.0
+                and self.nu_infinite == 0.0 and self.mu[0] == 1.0 and self.nu[0] == 1.0)
 
     def _outcomes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All regions including the two atoms, as (log_ratio, log_mu, log_nu)."""
