@@ -1,232 +1,486 @@
-"""Base-model queries of sequential certification against fixed n, on the safety benchmark.
+"""Base-model queries of the sequential stopping rules, replayed on the same seeded paths.
 
-For the decision at (eps, r) in {(0.25, 1), (0.5, 2)}, for the decision at all 25 cells of
-the benchmark's (eps, r) grid at once, and for the radius mode: mean and median queries per
-input against fixed n at the same alpha, and the certified accuracy of both (points
-difference).  For scale, two references: plain fixed-n certification with a tenth of the
-samples, and an oracle that knows each input's pA (its fixed-n rate) and spends the fewest
-samples that keep the grid's certified accuracy within 1 point — a ceiling for any stopping
-rule.  Uses the demo checkpoint (run `make demo` first).
+Every rule reads the same label sequence per (seed, input): draw t is the input's top class
+with probability pA, else the other class.  The rules (``hybridcert.smoothing.stopping`` and
+two peers reimplemented here from their papers) decide the two-class question "is pA above
+the target's p*?" at alpha, with a cap of ``--n-max`` draws:
 
-``--simulate`` replays the same stopping rules with the base model replaced by binomial draws
-at each input's fixed-n rate (the fixed-n run must be cached already): seconds instead of
-half an hour, for trying a rule before measuring it.
+* **new** — ``DecisionTest``: mixture confidence sequence per class (point mass at 1 + Beta
+  above p*), anytime-valid at every draw, class chosen from the same draws, cap give-up;
+* **current** — ``BonferroniLooks``: 100 selection draws, then Clopper–Pearson at alpha/11
+  at doubling looks 100 .. 100,000 (what ``certify_sequential`` did);
+* **betting** — Voráček, *Treatment of statistical estimation problems in randomized
+  smoothing*, NeurIPS 2024: per-draw accept / reject thresholds of the Krichevsky–Trofimov
+  mixture likelihood ratio against p*, each side at alpha/2 (as published), and a variant
+  with alpha on each side; the class is given to it for free (its code tests the label);
+* **adaptive** — Horváth et al., ICLR 2022: ns = 100, 1,000, 10,000, then to the cap,
+  two-sided Clopper–Pearson at alpha/2 over 4 stages; the class given for free;
+* **fixed n** — 100 selection + n_max estimation draws, Clopper–Pearson at alpha.
 
-    python benchmarks/sequential_queries.py [--inputs 20] [--n-fixed 100000]
-                                            [--modes decision,grid,radius,reference]
-                                            [--tolerance 0.05,0.1] [--simulate]
+Per-input rates (no model run needed): ``docs/benchmark/full/certify_s0.5_a0.1.tsv`` — the
+full benchmark's 200 test inputs at sigma 0.5 / keep 0.1, certified with n = 2,000 at alpha
+0.001.  Its ``p_lower`` is inverted to the exact count of the selected class (Clopper–Pearson
+is monotone in the count; every row inverts exactly), and pA = max(count, 2000 - count)/2000:
+the model's own rate on that input, with a standard error <= 0.011.  The top class is the
+predicted one (wrong for misclassified inputs; for the 10 abstentions, whose pA <= 0.56,
+counted as wrong).  Thresholds p* come from the certificate engine (``p_star``).
+
+Modes (``--modes``): ``decision`` (each target alone), ``synthetic`` (a grid of pA x p*),
+``grid`` (all 25 cells of the report's (eps, r) grid at once, against fixed n and an oracle),
+``radius`` (frontier to a tolerance), ``exact`` (worst-case error of each rule's boundary at
+pA = p*, summed exactly over the stopping boundary).
+
+    python benchmarks/sequential_queries.py [--seeds 3] [--modes decision,synthetic,...]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import csv
+import math
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
+from scipy.special import betaln
+from scipy.stats import beta as beta_dist
 
-from hybridcert.data import safety
-from hybridcert.models import fusion
-from hybridcert.noise import Gaussian, Substitution
-from hybridcert.runs.runner import input_seed
-from hybridcert.smoothing import SmoothedClassifier
-from hybridcert.smoothing.core import lower_confidence_bound
-from hybridcert.smoothing.sequential import certify_sequential, target_threshold
+from hybridcert.noise import Gaussian, LikelihoodRatio, Substitution
+from hybridcert.smoothing.stopping import (
+    BonferroniLooks,
+    DecisionTest,
+    FixedN,
+    RadiusTest,
+    clopper_pearson,
+)
 
+TSV = Path(__file__).resolve().parents[1] / "docs/benchmark/full/certify_s0.5_a0.1.tsv"
 TARGETS = [(0.25, 1), (0.5, 2)]
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--inputs", type=int, default=20)
-    parser.add_argument("--n-fixed", type=int, default=100_000)
-    parser.add_argument("--alpha", type=float, default=0.001)
-    parser.add_argument("--tolerance", default="0.05",
-                        help="radius mode: comma-separated L2 tolerances to try")
-    parser.add_argument("--max-radius", type=float, default=1.0,
-                        help="radius mode: largest L2 radius of interest (the grid's top)")
-    parser.add_argument("--max-tokens", type=int, default=8,
-                        help="radius mode: most substituted tokens of interest (the grid's top)")
-    parser.add_argument("--checkpoint", default="artifacts/models/image+text_s0.5_a0.1_e20")
-    parser.add_argument("--sigma", type=float, default=0.5)
-    parser.add_argument("--keep-prob", type=float, default=0.1)
-    parser.add_argument("--modes", default="decision,grid,radius,reference",
-                        help="comma-separated: decision, grid, radius, reference")
-    parser.add_argument("--simulate", action="store_true",
-                        help="binomial draws at the cached fixed-n rates instead of the model")
-    args = parser.parse_args()
-    data = safety.splits(4000, 500, 500, 0, Path("artifacts/data"))["test"]
-    model = fusion.load(args.checkpoint)
-    vocab = safety.vocabulary()
-    clf = SmoothedClassifier(model, {"image": Gaussian(args.sigma),
-                                     "text": Substitution(args.keep_prob, vocab.size)}, 2,
-                             {"text": vocab}, batch_size=1024)
-    n0 = 100
-    items = range(args.inputs)
-    records = [data.record(i) for i in items]
-    labels = data.labels[: args.inputs]
-    seeds = [input_seed(0, f"test-{i}") for i in items]
-    start = time.perf_counter()
-    fixed = fixed_certificates(clf, records, n0, seeds, args)
-    fixed_s = time.perf_counter() - start
-    if args.simulate:
-        clf = RateReplay(clf, {seed: c.counts for seed, c in zip(seeds, fixed, strict=True)})
-        print("SIMULATED: binomial draws at the fixed-n rates replace the model")
-    thresholds = [target_threshold(clf, eps, r) for eps, r in TARGETS]
-    print(f"{args.inputs} test inputs, sigma {args.sigma}, keep {args.keep_prob}, "
-          f"alpha {args.alpha}; fixed n = {args.n_fixed} took {fixed_s:.0f} s")
-
-    def fixed_ok(k):
-        return np.array([c.label == y and c.p_lower > thresholds[k]
-                         for c, y in zip(fixed, labels, strict=True)])
-
-    modes = args.modes.split(",")
-    for k, target in enumerate(TARGETS if "decision" in modes else []):
-        results = [certify_sequential(clf, records[i], n0, args.alpha, seeds[i],
-                                      targets=[target], n_max=args.n_fixed) for i in items]
-        queries = np.array([r.queries for r in results])
-        seq_ok = np.array([r.label == y and r.certified[0]
-                           for r, y in zip(results, labels, strict=True)])
-        print(f"decision at (eps, r) = {target}: mean {queries.mean():,.0f}, median "
-              f"{np.median(queries):,.0f} queries vs {n0 + args.n_fixed:,} "
-              f"({(n0 + args.n_fixed) / queries.mean():.1f}x fewer on average); certified "
-              f"accuracy {100 * seq_ok.mean():.1f}% vs {100 * fixed_ok(k).mean():.1f}% fixed")
-    if "grid" in modes:
-        grid_mode(clf, records, labels, seeds, fixed, n0, args)
-    if "reference" in modes:
-        reference(clf, records, labels, seeds, fixed, n0, args)
-    for tolerance in map(float, args.tolerance.split(",")) if "radius" in modes else []:
-        radius_mode(clf, records, labels, seeds, fixed, tolerance, n0, args)
-
-
 GRID_EPS, GRID_R = (0.0, 0.25, 0.5, 0.75, 1.0), (0, 1, 2, 4, 8)
-GRID = [(eps, r) for eps in GRID_EPS for r in GRID_R]
+#: The benchmark's token vocabulary (all-MiniLM-L6-v2 WordPiece words kept by the dataset).
+VOCAB_SIZE = 29_523
 
 
-def grid_thresholds(clf) -> np.ndarray:
-    """p* of every grid cell, shaped like the grid."""
-    return np.array([target_threshold(clf, eps, r)
-                     for eps, r in GRID]).reshape(len(GRID_EPS), len(GRID_R))
+# -- inputs and thresholds -----------------------------------------------------------------
+def benchmark_rates(path: Path = TSV, n: int = 2000, alpha: float = 0.001):
+    """(pA of the top class, top class == true label) per input of the fixed-n run."""
+    ks = np.arange(1, n + 1)
+    bounds = beta_dist.ppf(alpha, ks, n - ks + 1)
+    rates, correct = [], []
+    with open(path) as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            k = int(ks[np.argmin(np.abs(bounds - float(row["p_lower"])))])
+            if abs(clopper_pearson(k, n, alpha)[0] - float(row["p_lower"])) > 1e-12:
+                raise SystemExit(f"row {row['idx']}: p_lower does not invert to a count")
+            rates.append(max(k, n - k) / n)
+            correct.append(row["predict"] == row["label"] and row["predict"] != "-1")
+    return np.array(rates), np.array(correct)
 
 
-def grid_accuracy(results, labels, thresholds) -> np.ndarray:
-    """Certified accuracy (%) per grid cell: right class and lower bound on pA above the
-    cell's p* (fixed-n certificates and sequential results alike)."""
-    table = sum((r.p_lower > thresholds) * (r.label == y)
-                for r, y in zip(results, labels, strict=True))
-    return 100 * table / len(labels)
+def p_star(eps: float, r: int, sigma: float, keep: float, vocab: int = VOCAB_SIZE) -> float:
+    """p* of the region (L2 eps, r substituted tokens): the smallest pA that certifies it."""
+    ratio = LikelihoodRatio.identity()
+    if eps > 0:
+        ratio = ratio * Gaussian(sigma).likelihood_ratio(eps)
+    if r > 0:
+        ratio = ratio * Substitution(keep, vocab).likelihood_ratio(r)
+    try:
+        from hybridcert.certificate import threshold_probability
+    except ImportError:                                  # older engine
+        from hybridcert.certificate.baselines import discrete_threshold as threshold_probability
+    return float(threshold_probability(ratio))
 
 
-def compare(name, queries, grid, fixed_grid, n_fixed) -> None:
-    worst = np.unravel_index(np.argmax(np.abs(grid - fixed_grid)), grid.shape)
-    print(f"{name}: mean {queries.mean():,.0f}, median {np.median(queries):,.0f} queries "
-          f"({n_fixed / queries.mean():.1f}x fewer on average)")
-    print(f"  certified accuracy over eps {GRID_EPS} x r {GRID_R}: largest difference "
-          f"{np.abs(grid - fixed_grid).max():.1f} points (at eps {GRID_EPS[worst[0]]}, "
-          f"r {GRID_R[worst[1]]}); mean {grid.mean():.1f}% vs {fixed_grid.mean():.1f}% fixed")
+def path(seed: int, item: int, p_a: float, top: int, length: int) -> np.ndarray:
+    """The label sequence of one (seed, input): ``top`` with probability p_a."""
+    hit = np.random.default_rng([seed, item]).random(length) < p_a
+    return np.where(hit, top, 1 - top).astype(np.int64)
 
 
-def grid_mode(clf, records, labels, seeds, fixed, n0, args) -> None:
-    thresholds = grid_thresholds(clf)
-    results = [certify_sequential(clf, record, n0, args.alpha, seed, targets=GRID,
-                                  n_max=args.n_fixed)
-               for record, seed in zip(records, seeds, strict=True)]
-    compare("decision at all 25 grid cells", np.array([r.queries for r in results]),
-            grid_accuracy(results, labels, thresholds),
-            grid_accuracy(fixed, labels, thresholds), n0 + args.n_fixed)
+def drive(rule, labels: np.ndarray):
+    """Hand the rule what it asks for, in order, until it is done."""
+    pos = 0
+    while not rule.done:
+        k = rule.next_draws()
+        rule.observe(labels[pos:pos + k])
+        pos += k
+    return rule
 
 
-def reference(clf, records, labels, seeds, fixed, n0, args) -> None:
-    """Fixed n / 10 (with the model, its samples are the first tenth of the fixed-n run's)
-    and the oracle."""
-    thresholds = grid_thresholds(clf)
-    small = fixed_certificates(clf, records, n0, seeds, args, args.n_fixed // 10)
-    compare(f"reference: fixed n = {args.n_fixed // 10:,}",
-            np.full(len(records), n0 + args.n_fixed // 10),
-            grid_accuracy(small, labels, thresholds), grid_accuracy(fixed, labels, thresholds),
-            n0 + args.n_fixed)
-    mean = oracle_queries(fixed, labels, thresholds, args.alpha, args.n_fixed, budget_points=1)
-    print(f"reference: an oracle that knows each pA (fixed n's rate), bounds at alpha without "
-          f"a look penalty and loses at most 1 point of grid-mean accuracy: mean "
-          f"{n0 + mean:,.0f} queries ({(n0 + args.n_fixed) / (n0 + mean):.1f}x fewer)")
+# -- the peers, reimplemented from the papers ------------------------------------------------
+def _kt_boundary(p: float, level: float, n_max: int) -> np.ndarray:
+    """Voráček 2024: per draw n, the smallest count k >= p n at which the KT mixture (Beta(1/2,
+    1/2)) likelihood ratio against p exceeds 1/level, made non-decreasing by a running
+    minimum from the cap back (a count that will cross later anyway decides now)."""
+    n = np.arange(n_max + 1)
+    target = math.log(1 / level)
+
+    def ok(k):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_lr = (betaln(k + 0.5, n - k + 0.5) - betaln(0.5, 0.5)
+                      - np.where(k > 0, k * math.log(p), 0.0)
+                      - np.where(n > k, (n - k) * math.log1p(-p), 0.0))
+        return log_lr > target
+
+    lo, hi = np.ceil(p * n).astype(np.int64), n.copy()
+    found = ok(hi)
+    for _ in range(64):
+        if np.all(lo >= hi):
+            break
+        mid = (lo + hi) // 2
+        good = ok(mid)
+        hi, lo = np.where(good, mid, hi), np.where(good, lo, mid + 1)
+    out = np.where(found, hi, n_max + 1)
+    out[0] = n_max + 1
+    return np.minimum.accumulate(out[::-1])[::-1]
 
 
-def oracle_queries(fixed, labels, thresholds, alpha, n_max, budget_points) -> float:
-    """Fewest mean samples per input with which the bound at each input's known rate keeps
-    all but ``budget_points`` (of the grid mean) of the fixed-n certified cells: each input's
-    cost for every number of cells it gives up, then a knapsack over inputs."""
+class Betting:
+    """Per-draw betting thresholds (Voráček 2024) for a given class: certified when the
+    count reaches the upper threshold, rejected when the failures reach the mirrored one,
+    abstain at the cap.  ``side_alpha``: alpha/2 as published."""
+
+    _cache: dict = {}
+
+    def __init__(self, threshold: float, side_alpha: float, n_max: int, target: int):
+        key = (threshold, side_alpha, n_max)
+        if key not in self._cache:
+            upper = _kt_boundary(threshold, side_alpha, n_max)
+            fail = _kt_boundary(1 - threshold, side_alpha, n_max)
+            lower = np.maximum.accumulate(np.arange(n_max + 1) - fail)
+            self._cache[key] = (upper, lower)
+        self.upper, self.lower = self._cache[key]
+        self.n_max, self.target = n_max, target
+        self.done, self.queries, self.count, self.certified = False, 0, 0, np.zeros(1, bool)
+        self.label = target
+
+    def next_draws(self) -> int:
+        return min(4096, self.n_max - self.queries)
+
+    def observe(self, labels) -> None:
+        cum = self.count + np.cumsum(np.asarray(labels) == self.target)
+        n = self.queries + 1 + np.arange(len(labels))
+        up = np.nonzero(cum >= self.upper[n])[0]
+        down = np.nonzero(cum <= self.lower[n])[0]
+        first = min(up[0] if up.size else len(n), down[0] if down.size else len(n))
+        if first < len(n):
+            self.done = True
+            self.certified[0] = bool(up.size and up[0] == first)
+            self.queries, self.count = int(n[first]), int(cum[first])
+            return
+        self.queries, self.count = int(n[-1]), int(cum[-1])
+        self.done = self.queries >= self.n_max
+
+
+class Adaptive:
+    """Horváth et al. 2022 as run by Voráček's code: cumulative stages ns = 100, 1,100,
+    11,100, then the cap; two-sided Clopper–Pearson at alpha * 2 / 4 (alpha/4 per side);
+    certify when the lower end clears p*, stop when the upper end is below it."""
+
+    def __init__(self, threshold: float, alpha: float, n_max: int, target: int):
+        self.stages = [s for s in (100, 1100, 11100) if s < n_max] + [n_max]
+        self.level = alpha / 4
+        self.threshold, self.target = threshold, target
+        self.done, self.queries, self.count, self.certified = False, 0, 0, np.zeros(1, bool)
+        self.label = target
+
+    def next_draws(self) -> int:
+        return next(s for s in self.stages if s > self.queries) - self.queries
+
+    def observe(self, labels) -> None:
+        self.count += int((np.asarray(labels) == self.target).sum())
+        self.queries += len(labels)
+        low, high = clopper_pearson(self.count, self.queries, self.level)
+        if low > self.threshold or high < self.threshold or self.queries >= self.stages[-1]:
+            self.done = True
+            self.certified[0] = low > self.threshold
+
+
+# -- decision mode ---------------------------------------------------------------------------
+def rule_factories(threshold: float, args) -> dict:
+    a, n = args.alpha, args.n_max
+    return {
+        "new": lambda top: DecisionTest([threshold], a, n),
+        "current": lambda top: BonferroniLooks(a, n, [threshold]),
+        "betting (a/2 per side)": lambda top: Betting(threshold, a / 2, n, top),
+        "betting (a per side)": lambda top: Betting(threshold, a, n, top),
+        "adaptive": lambda top: Adaptive(threshold, a, n, top),
+        "fixed n": lambda top: FixedN([threshold], a, n),
+    }
+
+
+def run_decision(threshold, rates, correct, tops, args, names=None):
+    """queries, certified, certified-and-right per rule, shape (seeds * inputs,)."""
+    factories = rule_factories(threshold, args)
+    out = {name: ([], [], []) for name in (names or factories)}
+    for seed in range(args.seeds):
+        for i, (p_a, top) in enumerate(zip(rates, tops, strict=True)):
+            labels = path(seed, i, p_a, top, args.n_max + 100)
+            for name in out:
+                rule = drive(factories[name](top), labels)
+                cert = bool(rule.certified[0])
+                out[name][0].append(rule.queries)
+                out[name][1].append(cert)
+                out[name][2].append(cert and rule.label == top and correct[i])
+    return {k: tuple(np.array(v) for v in vals) for k, vals in out.items()}
+
+
+def table(results, seeds, ref="betting (a/2 per side)", ref2="betting (a per side)"):
+    lines = ["| rule | mean queries | median | mean / betting a/2 (a) | median / betting "
+             "a/2 (a) | certified | certified & right |", "|---|---|---|---|---|---|---|"]
+    for name, (q, cert, right) in results.items():
+        r1 = (q.mean() / results[ref][0].mean(), q.mean() / results[ref2][0].mean())
+        r2 = (np.median(q) / np.median(results[ref][0]),
+              np.median(q) / np.median(results[ref2][0]))
+        lines.append(f"| {name} | {q.mean():,.0f} | {np.median(q):,.0f} | {r1[0]:.2f} "
+                     f"({r1[1]:.2f}) | {r2[0]:.2f} ({r2[1]:.2f}) | {cert.sum() / seeds:.1f} | "
+                     f"{right.sum() / seeds:.1f} |")
+    return "\n".join(lines)
+
+
+def decision_mode(rates, correct, tops, args) -> None:
+    pooled = None
+    for eps, r in TARGETS:
+        t = p_star(eps, r, args.sigma, args.keep)
+        start = time.perf_counter()
+        results = run_decision(t, rates, correct, tops, args)
+        print(f"\n### decision at (eps, r) = ({eps}, {r}): p* = {t:.4f}; {len(rates)} inputs x "
+              f"{args.seeds} seeds ({time.perf_counter() - start:.0f} s)\n")
+        print(table(results, args.seeds))
+        pooled = results if pooled is None else {
+            k: tuple(np.concatenate([a, b]) for a, b in zip(pooled[k], v, strict=True))
+            for k, v in results.items()}
+    print("\n### both targets pooled\n")
+    print(table(pooled, args.seeds))
+
+
+def synthetic_mode(args) -> None:
+    """Mean queries per rule on a grid of pA x p* (top class = right class)."""
+    p_as = [0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0]
+    stars = [0.6, 0.765, 0.921, 0.99]
+    names = ["new", "current", "betting (a/2 per side)", "betting (a per side)", "adaptive"]
+    print(f"\n### synthetic pA x p*: mean queries (certified share), {args.synthetic_runs} "
+          f"paths per cell\n")
+    print("| p* | pA | " + " | ".join(names) + " |")
+    print("|---|---|" + "---|" * len(names))
+    for t in stars:
+        for p_a in p_as:
+            rates = np.full(args.synthetic_runs, p_a)
+            res = run_decision(t, rates, np.ones(len(rates), bool), np.zeros(len(rates), int),
+                               argparse.Namespace(**{**vars(args), "seeds": 1}), names)
+            cells = [f"{res[n][0].mean():,.0f} ({res[n][1].mean():.2f})" for n in names]
+            print(f"| {t} | {p_a} | " + " | ".join(cells) + " |")
+
+
+# -- the grid question -----------------------------------------------------------------------
+def grid_thresholds(args) -> np.ndarray:
+    return np.array([[p_star(eps, r, args.sigma, args.keep) for r in GRID_R]
+                     for eps in GRID_EPS])
+
+
+def grid_accuracy(p_lower, labels, tops, correct, thresholds) -> np.ndarray:
+    """Certified accuracy (%) per cell: right class and bound above the cell's p*."""
+    ok = (labels == tops) & correct
+    cells = (p_lower[:, None, None] > thresholds[None]) & ok[:, None, None]
+    return 100 * cells.mean(axis=0)
+
+
+def grid_mode(rates, correct, tops, args) -> None:
+    thresholds = grid_thresholds(args)
+    flat = thresholds.ravel()
+    print(f"\n### the grid question: all {flat.size} cells at once ({len(rates)} inputs, "
+          f"seed 0)\n")
+    labels_all = [path(0, i, p_a, top, args.n_max + 100)
+                  for i, (p_a, top) in enumerate(zip(rates, tops, strict=True))]
+    fixed = [drive(FixedN(flat, args.alpha, args.n_max), lab) for lab in labels_all]
+    fixed_acc = grid_accuracy(np.array([f.p_lower for f in fixed]),
+                              np.array([f.label for f in fixed]), tops, correct, thresholds)
+    rows = [("fixed n", args.n_max, fixed_acc, np.full(len(rates), args.n_max + 100))]
+    small = [drive(FixedN(flat, args.alpha, args.n_max // 10), lab) for lab in labels_all]
+    rows.append(("fixed n / 10", args.n_max // 10, grid_accuracy(
+        np.array([f.p_lower for f in small]), np.array([f.label for f in small]), tops,
+        correct, thresholds), np.full(len(rates), args.n_max // 10 + 100)))
+    cur = [drive(BonferroniLooks(args.alpha, args.n_max, flat), lab) for lab in labels_all]
+    rows.append(("current", args.n_max, _cell_accuracy(cur, tops, correct, thresholds),
+                 np.array([c.queries for c in cur])))
+    for cap in args.grid_caps:
+        new = [drive(DecisionTest(flat, args.alpha, cap), lab) for lab in labels_all]
+        rows.append((f"new (cap {cap:,})", cap, _cell_accuracy(new, tops, correct, thresholds),
+                     np.array([r.queries for r in new])))
+    print("| rule | mean queries | median | x fewer than fixed n | grid-mean accuracy | "
+          "points vs fixed n | largest cell difference |")
+    print("|---|---|---|---|---|---|---|")
+    base = rows[0][3].mean()
+    for name, _, acc, q in rows:
+        print(f"| {name} | {q.mean():,.0f} | {np.median(q):,.0f} | {base / q.mean():.1f} | "
+              f"{acc.mean():.2f}% | {acc.mean() - fixed_acc.mean():+.2f} | "
+              f"{np.abs(acc - fixed_acc).max():.1f} |")
+    mean = oracle_queries(rates, tops, correct, fixed, thresholds, args.alpha, args.n_max, 1)
+    print(f"\noracle (knows pA; one fixed-n bound at alpha at its chosen n; loses <= 1 point of "
+          f"the grid mean): mean {mean:,.0f} queries ({base / mean:.1f}x fewer than fixed n)")
+
+
+def _cell_accuracy(rules, tops, correct, thresholds) -> np.ndarray:
+    """Certified accuracy (%) per cell from rules' per-threshold decisions."""
+    ok = np.array([r.label == t for r, t in zip(rules, tops, strict=True)]) & correct
+    cells = np.array([r.certified for r in rules]).reshape(len(rules), *thresholds.shape)
+    return 100 * (cells & ok[:, None, None]).mean(axis=0)
+
+
+def oracle_queries(rates, tops, correct, fixed, thresholds, alpha, n_max, points) -> float:
+    """Fewest mean draws per input with which one Clopper–Pearson bound at alpha at the
+    input's known rate keeps all but ``points`` (of the grid mean) of the fixed-n certified
+    cells: each input's cost per number of cells it gives up, then a knapsack over inputs."""
     sizes = np.unique(np.geomspace(100, n_max, 200).astype(int))
-    budget = int(budget_points / 100 * len(labels) * thresholds.size)
-    best = np.zeros(budget + 1)                  # best[b]: fewest samples losing <= b cells
-    for c, y in zip(fixed, labels, strict=True):
-        keep = (c.p_lower > thresholds) & (c.label == y)
+    budget = int(points / 100 * len(rates) * thresholds.size)
+    best = np.zeros(budget + 1)
+    for p_a, f, top, right in zip(rates, fixed, tops, correct, strict=True):
+        keep = (f.p_lower > thresholds) & (f.label == top) & right
         if not keep.any():
             best += sizes[0]
             continue
-        rate = c.counts[c.label] / sum(c.counts)
-        lost = np.array([(keep & ~(lower_confidence_bound(round(rate * n), n, alpha)
+        lost = np.array([(keep & ~(clopper_pearson(round(p_a * n), n, alpha)[0]
                                    > thresholds)).sum() for n in sizes])
         cost = np.array([sizes[lost <= b].min() for b in range(budget + 1)])
         best = np.array([min(best[b - k] + cost[k] for k in range(b + 1))
                          for b in range(budget + 1)])
-    return best[-1] / len(labels)
+    return float(best[-1] / len(rates))
 
 
-def radius_mode(clf, records, labels, seeds, fixed, tolerance, n0, args) -> None:
-    results = [certify_sequential(clf, record, n0, args.alpha, seed, tolerance=tolerance,
-                                  max_radius=args.max_radius, max_tokens=args.max_tokens,
-                                  n_max=args.n_fixed)
-               for record, seed in zip(records, seeds, strict=True)]
-    gaps = [min(f.l2_radius[0], args.max_radius) - min(r.l2_radius[0], args.max_radius)
-            for f, r in zip(fixed, results, strict=True) if f.l2_radius and r.l2_radius]
-    compare(f"radius mode (tolerance {tolerance}, max radius {args.max_radius}, max tokens "
-            f"{args.max_tokens})", np.array([r.queries for r in results]),
-            grid_accuracy(results, labels, grid_thresholds(clf)),
-            grid_accuracy(fixed, labels, grid_thresholds(clf)), n0 + args.n_fixed)
-    print(f"  r = 0 radius shortfall vs fixed n (clipped at {args.max_radius}): largest "
-          f"{max(gaps, default=0):.3f}, mean {np.mean(gaps) if gaps else 0:.3f}")
+# -- radius mode -------------------------------------------------------------------------------
+def radius_mode(rates, correct, tops, args) -> None:
+    from hybridcert.certificate import certified_frontier
+
+    noise = Substitution(args.keep, VOCAB_SIZE)
+
+    def frontier(p):
+        f = certified_frontier(p, sigma=args.sigma, discrete=noise,
+                               max_tokens=args.max_tokens)
+        radii = np.minimum(f.l2_radius[0], args.max_radius)
+        return np.where(np.isnan(radii), -np.inf, radii)
+
+    labels_all = [path(0, i, p_a, top, args.n_max + 100)
+                  for i, (p_a, top) in enumerate(zip(rates, tops, strict=True))]
+    fixed = [drive(FixedN([0.5], args.alpha, args.n_max), lab) for lab in labels_all]
+    ref = np.array([frontier(f.p_lower if f.label == t else 0.0)
+                    for f, t in zip(fixed, tops, strict=True)])
+    thresholds = grid_thresholds(args)
+    fixed_acc = grid_accuracy(np.array([f.p_lower for f in fixed]),
+                              np.array([f.label for f in fixed]), tops, correct, thresholds)
+    print(f"\n### radius mode: frontier eps*(r), r = 0..{args.max_tokens}, clipped at "
+          f"{args.max_radius} ({len(rates)} inputs, seed 0)\n")
+    print("| rule | tolerance | mean queries | median | x fewer than fixed n | inputs within "
+          "tolerance of fixed n at every r | largest shortfall | grid-mean accuracy vs "
+          "fixed n |")
+    print("|---|---|---|---|---|---|---|---|")
+    for tol in args.tolerance:
+        for name, make in (("new", lambda tol=tol: RadiusTest(frontier, args.alpha,
+                                                               args.n_max, tol)),
+                           ("current", lambda tol=tol: BonferroniLooks(
+                               args.alpha, args.n_max, frontier=frontier, tolerance=tol))):
+            start = time.perf_counter()
+            rules = [drive(make(), lab) for lab in labels_all]
+            q = np.array([r.queries for r in rules])
+            got = np.array([frontier(r.p_lower if r.label == t else 0.0)
+                            for r, t in zip(rules, tops, strict=True)])
+            with np.errstate(invalid="ignore"):
+                short = np.where(ref == got, 0.0, ref - got)
+            short = np.where(np.isnan(short), np.inf, short)
+            within = (short <= tol + 1e-12).all(axis=1).mean()
+            acc = grid_accuracy(np.array([r.p_lower for r in rules]),
+                                np.array([r.label for r in rules]), tops, correct, thresholds)
+            finite = short[np.isfinite(short)]
+            print(f"| {name} | {tol} | {q.mean():,.0f} | {np.median(q):,.0f} | "
+                  f"{(args.n_max + 100) / q.mean():.1f} | {100 * within:.1f}% | "
+                  f"{finite.max(initial=0):.3f} | {acc.mean() - fixed_acc.mean():+.2f} points "
+                  f"({time.perf_counter() - start:.0f} s) |")
 
 
-class RateReplay(SmoothedClassifier):
-    """``clf`` with its base model replaced by binomial draws at each input's fixed-n rate
-    (keyed by the input's seed), seeded by (seed, stage): the stopping rules' code runs
-    unchanged on counts with the same distribution as the model's."""
+# -- exact worst case --------------------------------------------------------------------------
+def crossing_probability(boundary: np.ndarray, p: float, band: float = 12.0) -> float:
+    """P_p(count >= boundary[n] at some draw n <= n_max), summed exactly over the boundary by
+    dynamic programming over (draw, count); counts more than ``band`` standard deviations
+    from the mean are dropped and their mass (at most the Gaussian tail) added as if it
+    crossed, so the result is an upper bound within ~1e-30 of the exact value."""
+    n_max = len(boundary) - 1
+    probs = np.array([1.0])                 # P(count = lo + i) among paths not yet crossed
+    lo = 0
+    crossed = dropped = 0.0
+    for n in range(1, n_max + 1):
+        nxt = np.zeros(len(probs) + 1)
+        nxt[:-1] += probs * (1 - p)
+        nxt[1:] += probs * p
+        probs = nxt
+        idx = boundary[n] - lo
+        if idx < len(probs):
+            crossed += probs[max(idx, 0):].sum()
+            probs[max(idx, 0):] = 0.0
+        sd = math.sqrt(n * p * (1 - p)) + 1
+        keep_lo = max(lo, int(n * p - band * sd))
+        if keep_lo > lo:
+            dropped += probs[: keep_lo - lo].sum()
+            probs = probs[keep_lo - lo:]
+            lo = keep_lo
+        keep_hi = int(n * p + band * sd) - lo
+        if keep_hi + 1 < len(probs):
+            dropped += probs[keep_hi + 1:].sum()
+            probs = probs[: keep_hi + 1]
+    return crossed + dropped
 
-    def __init__(self, clf: SmoothedClassifier, counts: dict[int, list[int]]):
-        self.__dict__.update(clf.__dict__)
-        self.counts = counts
 
-    def sample_counts_many(self, records, num, seeds, stage) -> np.ndarray:
-        out = np.zeros((len(records), self.num_classes), dtype=np.int64)
-        for i, seed in enumerate(seeds):
-            counts = np.asarray(self.counts[seed])
-            top = int(np.argmax(counts))
-            hits = np.random.default_rng([seed, stage]).binomial(num, counts[top] / counts.sum())
-            out[i, top], out[i, 1 - top] = hits, num - hits
-        return out
+def exact_mode(args) -> None:
+    print(f"\n### exact worst case at pA = p*: P(wrong certification), summed over the "
+          f"stopping boundary (alpha = {args.alpha:g}, cap {args.n_max})\n")
+    print("| target | p* | new: class A at p* | new: other class (1 - p*) | new: total | "
+          "betting a/2 | betting a |")
+    print("|---|---|---|---|---|---|---|")
+    for eps, r in TARGETS:
+        t = p_star(eps, r, args.sigma, args.keep)
+        rule = DecisionTest([t], args.alpha, args.n_max)
+        b = rule.per_draw_boundary(0, 0)
+        own, other = crossing_probability(b, t), crossing_probability(b, 1 - t)
+        bet = [crossing_probability(Betting(t, lv, args.n_max, 0).upper, t)
+               for lv in (args.alpha / 2, args.alpha)]
+        print(f"| ({eps}, {r}) | {t:.4f} | {own:.3e} | {other:.3e} | {own + other:.3e} | "
+              f"{bet[0]:.3e} | {bet[1]:.3e} |")
 
 
-def fixed_certificates(clf, records, n0, seeds, args, n=None) -> list[SimpleNamespace]:
-    """Fixed-n certificates, cached under artifacts/ (n = 100,000 takes about 45 s per input
-    on 2 cores), so that trying other stopping settings does not redo them."""
-    n = n or args.n_fixed
-    key = (f"{Path(args.checkpoint).name}_in{args.inputs}_n{n}_a{args.alpha}_"
-           f"s{args.sigma}_k{args.keep_prob}")
-    if isinstance(clf, RateReplay):
-        key = f"simulated_{key}"
-    cache = Path("artifacts/sequential_fixed") / f"{key}.json"
-    if args.simulate and not isinstance(clf, RateReplay) and not cache.exists():
-        raise SystemExit(f"--simulate needs the fixed-n run cached ({cache}): run once "
-                         f"without --simulate")
-    if not cache.exists():
-        results = clf.certify_many(records, n0, n, args.alpha, seeds, max_tokens=16)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps([{"label": c.label, "counts": c.counts.tolist(),
-                                      "p_lower": c.p_lower, "l2_radius": c.l2_radius}
-                                     for c in results]))
-    return [SimpleNamespace(**row) for row in json.loads(cache.read_text())]
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--alpha", type=float, default=0.001)
+    parser.add_argument("--n-max", type=int, default=100_000)
+    parser.add_argument("--sigma", type=float, default=0.5)
+    parser.add_argument("--keep", type=float, default=0.1)
+    parser.add_argument("--modes", default="decision,synthetic,grid,radius,exact")
+    parser.add_argument("--synthetic-runs", type=int, default=50)
+    parser.add_argument("--grid-caps", default="100000",
+                        help="comma-separated caps for the new rule on the grid question")
+    parser.add_argument("--tolerance", default="0.05,0.1",
+                        help="radius mode: comma-separated L2 tolerances")
+    parser.add_argument("--max-radius", type=float, default=1.0)
+    parser.add_argument("--max-tokens", type=int, default=8)
+    args = parser.parse_args()
+    args.grid_caps = [int(c) for c in args.grid_caps.split(",")]
+    args.tolerance = [float(t) for t in args.tolerance.split(",")]
+    rates, correct = benchmark_rates()
+    tops = np.where(correct, 1, 0)            # any fixed labelling of the top class
+    print(f"{len(rates)} inputs from {TSV.relative_to(TSV.parents[3])}: pA median "
+          f"{np.median(rates):.4f}, {int((rates == 1).sum())} at 1; alpha {args.alpha}, cap "
+          f"{args.n_max:,}, sigma {args.sigma}, keep {args.keep}")
+    modes = args.modes.split(",")
+    start = time.perf_counter()
+    if "decision" in modes:
+        decision_mode(rates, correct, tops, args)
+    if "synthetic" in modes:
+        synthetic_mode(args)
+    if "grid" in modes:
+        grid_mode(rates, correct, tops, args)
+    if "radius" in modes:
+        radius_mode(rates, correct, tops, args)
+    if "exact" in modes:
+        exact_mode(args)
+    print(f"\n(total {time.perf_counter() - start:.0f} s)")
 
 
 if __name__ == "__main__":

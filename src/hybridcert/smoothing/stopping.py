@@ -1,0 +1,984 @@
+"""Anytime-valid stopping rules for Monte Carlo certification (pure numpy/scipy, no model).
+
+A rule is a per-input state machine driven by whoever draws noisy copies::
+
+    rule = DecisionTest(thresholds=[0.76, 0.92], alpha=0.001, n_max=100_000)
+    while not rule.done:
+        rule.observe(draw_labels(rule.next_draws()))   # any number >= 1 of labels, in order
+    rule.label, rule.certified, rule.p_lower, rule.queries
+
+Every rule's outcome is a function of the label sequence alone: how the labels are cut into
+``observe`` calls changes neither the decisions nor ``queries`` (the draws the decision used;
+labels handed over after it are counted in ``received`` and otherwise ignored).
+
+The statistics (docs/SEQUENTIAL.md has the proofs and references)
+-----------------------------------------------------------------
+For each tracked Bernoulli stream ("arm": the indicator that a draw is class c, or that it is
+not class c), a mixture likelihood ratio against every p,
+
+    E_p(n, k) = Q(n, k) / (p^k (1 - p)^(n - k)),
+    Q = w * delta_1 + (1 - w) * Beta(a, b) restricted to (floor, 1),
+
+is a nonnegative martingale under Bernoulli(p) for every fixed p, so by Ville's inequality
+``P_p(E_p(n, k) >= 1/level for some n) <= level``: the set {p : E_p < 1/level} is a confidence
+sequence (Robbins 1970; Howard, Ramdas, McAuliffe & Sekhon 2021; Waudby-Smith & Ramdas 2023),
+valid at every draw.  ``floor`` is the lowest threshold and the point mass at p = 1 makes an
+always-right model cheap to certify.  A threshold t is certified once ``E_t >= 1/level`` with
+``k/n > t`` (then ``E_p >= 1/level`` for every p <= t, as Q does not depend on p).
+
+*No selection sample.*  In the majority mode every class is an arm.  A wrong claim for class c
+needs its confidence sequence to pass ``max(p_c, floor)``; when ``p_c < floor`` a change of
+measure from ``p = floor`` bounds that by ``level * exp(-tau * KL(floor || p_c))``, with tau
+the earliest draw at which any claim is possible.  The per-arm level is alpha divided by the
+worst case over p of the summed factors, so the total error stays <= alpha (for two classes
+and a floor well above 1/2 the division is by about 1; at floor 1/2 it is by 2).
+
+*Schedule.*  The crossing condition is computed exactly at a fixed schedule of draw counts
+(every draw up to ``dense``, then every ``growth`` factor) and a draw between two schedule
+points decides as soon as the crossing at the next one is certain whatever the remaining
+draws (counts never fall): the decision is the schedule rule's, taken earlier.  The error is
+that of the per-draw boundary (``per_draw_boundary``), which ``tests/smoothing/test_stopping.py``
+sums exactly over the stopping boundary.
+
+*Giving up* (never a validity question: stopping without a claim cannot be wrong).  A
+threshold is given up once even the cap could not clear it: at a schedule point, when the
+count still needed at ``n_max`` would need a rate above an upper confidence bound on the arm
+(Krichevsky–Trofimov mixture at level ``futility``), or at ``n_max``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from scipy.optimize import brentq
+from scipy.special import betaincc, betaln
+from scipy.stats import beta as beta_dist
+
+from hybridcert._validation import check_count, check_positive
+
+#: Label of an input whose class is not certified (equals ``hybridcert.smoothing.ABSTAIN``).
+ABSTAIN = -1
+#: Outcome codes per threshold.
+ABOVE, BELOW, OPEN = 1, -1, 0
+#: Every draw count up to this is a schedule point ...
+DENSE = 256
+#: ... then the schedule grows by this factor.
+GROWTH = 1.005
+#: Log-evidence margin: float rounding can never turn a non-crossing into a crossing.
+_LOG_MARGIN = 1e-9
+_MODES = ("majority", "flag", "benign", "detector")
+
+
+# -- mixtures -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Mixture:
+    """The alternative ``Q = w delta_1 + (1 - w) Beta(a, b) restricted to (floor, 1)``.
+
+    Parameters
+    ----------
+    floor : float
+        Lower end of the Beta part's support, in [0, 1).
+    w : float
+        Weight of the point mass at p = 1, in [0, 1).
+    a, b : float
+        Beta shape parameters (> 0).
+    """
+
+    floor: float
+    w: float = 0.5
+    a: float = 1.0
+    b: float = 1.0
+
+    def log_q(self, n, k) -> np.ndarray:
+        """log Q of one sequence with ``k`` successes in ``n`` draws (arrays broadcast)."""
+        n = np.asarray(n, dtype=float)
+        k = np.asarray(k, dtype=float)
+        with np.errstate(divide="ignore"):
+            tail = np.log(betaincc(k + self.a, n - k + self.b, self.floor))
+            norm = betaln(self.a, self.b) + math.log(betaincc(self.a, self.b, self.floor))
+        part = math.log1p(-self.w) + betaln(k + self.a, n - k + self.b) + tail - norm
+        if self.w == 0:
+            return part
+        point = np.where(k == n, math.log(self.w), -np.inf)
+        return np.logaddexp(part, point)
+
+    def log_e(self, n, k, p) -> np.ndarray:
+        """log E_p = log Q - log P_p of a sequence with ``k`` successes in ``n`` draws."""
+        n, k, p = (np.asarray(v, dtype=float) for v in (n, k, p))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_p = np.where(k > 0, k * np.log(p), 0.0)
+            log_p = log_p + np.where(n > k, (n - k) * np.log1p(-p), 0.0)
+        return self.log_q(n, k) - log_p
+
+    def log_e1(self, n: int, k: int, p: float) -> float:
+        """Scalar ``log_e`` (the same formula without array overhead)."""
+        tail = betaincc(k + self.a, n - k + self.b, self.floor)
+        part = -math.inf if tail <= 0 else (
+            math.log1p(-self.w) + betaln(k + self.a, n - k + self.b) + math.log(tail)
+            - betaln(self.a, self.b) - math.log(betaincc(self.a, self.b, self.floor)))
+        if self.w > 0 and k == n:
+            part = float(np.logaddexp(part, math.log(self.w)))
+        log_p = (k * math.log(p) if k else 0.0) + ((n - k) * math.log1p(-p) if n > k else 0.0)
+        return part - log_p
+
+    def monotone_from(self, n, t) -> np.ndarray:
+        """Smallest k from which ``E_t(n, k)`` is nondecreasing in k (for t >= floor): the
+        Beta posterior restricted to (floor, 1) has mean >= (k + a)/(n + a + b) >= t, and
+        E(k + 1)/E(k) is the posterior mean of the convex q(1 - t)/((1 - q)t) (Jensen)."""
+        return np.maximum(np.ceil(np.asarray(t) * (np.asarray(n) + self.a + self.b) - self.a),
+                          0).astype(np.int64)
+
+
+def _log_kt(n, k) -> np.ndarray:
+    """log of the Krichevsky–Trofimov (Beta(1/2, 1/2)) mixture probability of a sequence."""
+    return betaln(np.asarray(k) + 0.5, np.asarray(n) - np.asarray(k) + 0.5) - betaln(0.5, 0.5)
+
+
+def _log_p(n, k, p) -> np.ndarray:
+    n, k, p = (np.asarray(v, dtype=float) for v in (n, k, p))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(k > 0, k * np.log(p), 0.0)
+        return out + np.where(n > k, (n - k) * np.log1p(-p), 0.0)
+
+
+def kl_bernoulli(p: float, q: float) -> float:
+    """KL(Bernoulli(p) || Bernoulli(q)) in nats."""
+    out = 0.0
+    if p > 0:
+        out += p * math.log(p / q)
+    if p < 1:
+        out += (1 - p) * math.log((1 - p) / (1 - q))
+    return out
+
+
+def schedule_points(n_max: int, dense: int = DENSE, growth: float = GROWTH) -> np.ndarray:
+    """Draw counts at which the boundaries are computed: 1..dense, then ceil(n * growth)
+    until ``n_max`` (included)."""
+    points = list(range(1, min(dense, n_max) + 1))
+    n = points[-1]
+    while n < n_max:
+        n = min(n_max, max(n + 1, math.ceil(n * growth)))
+        points.append(n)
+    return np.array(points, dtype=np.int64)
+
+
+# -- per-arm plans (cached: a service builds the same rule for every request) ----------------
+@dataclass(frozen=True)
+class _Plan:
+    """Boundaries of one arm at the schedule points.
+
+    ``cert[j, s]``: a count >= this at any draw n <= sched[s] (and after sched[s-1]) makes
+    the crossing at a schedule point <= ... certain (right-to-left running minimum of the
+    exact boundary); ``n_max + 1`` when impossible.  ``give[j, s]``: at schedule point s a
+    count <= this gives threshold j up; -1 when it cannot.
+    """
+
+    thresholds: np.ndarray
+    level: float
+    mixture: Mixture
+    sched: np.ndarray
+    cert: np.ndarray
+    give: np.ndarray
+    raw_cap: np.ndarray        # exact boundary at n_max per threshold (n_max + 1: none)
+
+    def lower_bound(self, n: int, k: int) -> float:
+        """Confidence-sequence lower bound on the arm's probability after k of n: every
+        p <= the returned value has E_p >= 1/level (E_p falls with p up to k/n)."""
+        return _cs_lower(self.mixture, self.level, n, k)
+
+    def per_draw(self, j: int) -> np.ndarray:
+        """Per-draw certification boundary of threshold ``j``: entry n (n = 0..n_max) is the
+        count that decides at draw n (n_max + 1: never); entry 0 is unused."""
+        n_max = int(self.sched[-1])
+        index = np.searchsorted(self.sched, np.arange(n_max + 1), side="left")
+        index[0] = 0
+        out = self.cert[j, np.minimum(index, len(self.sched) - 1)].copy()
+        out[0] = n_max + 1
+        return out
+
+
+def _cs_lower(mixture: Mixture, level: float, n: int, k: int) -> float:
+    if k <= 0 or n <= 0:
+        return 0.0
+    target = math.log(1 / level) + _LOG_MARGIN
+
+    def excess(p):
+        return mixture.log_e1(n, k, p) - target
+
+    top = k / n
+    if excess(top) >= 0:                  # cannot happen: Q <= the maximum likelihood
+        return top
+    low = top * 0.5
+    while excess(low) < 0:
+        low *= 0.5
+        if low < 1e-300:
+            return 0.0
+    root = brentq(excess, low, top, xtol=1e-15, rtol=4 * np.finfo(float).eps)
+    while root > 0 and excess(root) < 0:   # report a value on the excluded side
+        root = max(0.0, root - 1e-15 - 4 * np.finfo(float).eps * root)
+    return root
+
+
+def _bisect_count(ok, low, high):
+    """Smallest k in [low, high] with ok(k) (ok monotone: False then True); high + 1 if
+    none.  Vectorized over arrays of bounds."""
+    low, high = np.asarray(low, dtype=np.int64).copy(), np.asarray(high, dtype=np.int64).copy()
+    empty = low > high
+    safe_high = np.where(empty, low, high)
+    found = ok(safe_high) & ~empty
+    lo, hi = low, safe_high
+    for _ in range(64):
+        if np.all(lo >= hi):
+            break
+        mid = (lo + hi) // 2
+        good = ok(mid)
+        hi = np.where(good, mid, hi)
+        lo = np.where(good, lo, mid + 1)
+    return np.where(found, hi, high + 1)
+
+
+@lru_cache(maxsize=64)
+def _plan(thresholds: tuple, level: float, n_max: int, w: float, a: float, b: float,
+          futility: float, dense: int, growth: float) -> _Plan:
+    t = np.array(thresholds, dtype=float)
+    reachable = t < 1
+    floor = float(t[reachable].min()) if reachable.any() else 0.0
+    mixture = Mixture(floor, w, a, b)
+    sched = schedule_points(n_max, dense, growth)
+    n = np.broadcast_to(sched, (len(t), len(sched))).astype(np.int64)
+    tt = np.broadcast_to(np.where(reachable, t, 0.5)[:, None], n.shape)
+    target = math.log(1 / level) + _LOG_MARGIN
+
+    def crosses(k):
+        return mixture.log_e(n, k, tt) >= target
+
+    low = np.maximum(np.floor(tt * n).astype(np.int64) + 1, mixture.monotone_from(n, tt))
+    raw = _bisect_count(crosses, low, n)
+    raw = np.where(raw > n, n_max + 1, raw)
+    raw[~reachable] = n_max + 1
+    cert = np.minimum.accumulate(raw[:, ::-1], axis=1)[:, ::-1]
+    raw_cap = raw[:, -1].copy()
+
+    # Give up where the count still needed at n_max asks for a rate above the upper
+    # confidence bound at level `futility` (KT mixture), or at n_max itself.
+    f_target = math.log(1 / futility)
+    remaining = np.maximum(n_max - n, 1)
+
+    def gives_up(k):
+        need = (raw_cap[:, None] - k) / remaining
+        with np.errstate(divide="ignore", invalid="ignore"):
+            safe = np.clip(need, 1e-300, 1 - 1e-16)
+            evidence = _log_kt(n, k) - _log_p(n, k, safe)
+        return (need > 1) | ((need > k / n) & (evidence >= f_target))
+
+    # gives_up is decreasing in k: the largest k that gives up = (smallest k that does not) - 1
+    keeps = _bisect_count(lambda k: ~gives_up(k), np.zeros_like(n), n)
+    give = keeps - 1
+    give[:, -1] = n_max          # the cap: everything still open is given up
+    for arr in (cert, give, raw_cap, sched, t):
+        arr.setflags(write=False)
+    return _Plan(t, level, mixture, sched, cert, give, raw_cap)
+
+
+def _earliest_tau(mixture: Mixture, floor: float, alpha: float, n_max: int) -> int:
+    """Earliest draw at which E_floor can reach 1/alpha (all draws successes)."""
+    target = math.log(1 / alpha)
+    if mixture.log_e(n_max, n_max, floor) < target:
+        return n_max + 1
+    lo, hi = 1, n_max
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if mixture.log_e(mid, mid, floor) >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+@lru_cache(maxsize=256)
+def _arm_level(specs: tuple, alpha: float, n_max: int, w: float, a: float,
+               b: float) -> tuple[float, list[float]]:
+    """Per-arm level and floors for arms with thresholds ``specs`` (module docstring)."""
+    floors, taus = [], []
+    for t in specs:
+        reach = [v for v in t if v < 1]
+        floors.append(min(reach) if reach else 0.0)
+        taus.append(_earliest_tau(Mixture(floors[-1], w, a, b), floors[-1], alpha, n_max)
+                    if reach else n_max + 1)
+    active = [c for c in range(len(specs)) if taus[c] <= n_max]
+    if len(active) <= 1:
+        return alpha, floors
+    factor = overlap_factor([floors[c] for c in active], [taus[c] for c in active],
+                            complementary=len(specs) == 2)
+    return alpha / factor, floors
+
+
+def overlap_factor(floors: Sequence[float], taus: Sequence[int], complementary: bool) -> float:
+    """Worst case over the arms' true probabilities of ``sum_c g_c(p_c)``, where
+    ``g_c(p) = 1`` for ``p >= floor_c`` and ``exp(-tau_c KL(floor_c || p))`` below: the total
+    error is at most ``level * factor`` (see the module docstring).
+
+    ``complementary``: two arms whose probabilities sum to one (two classes; flag and benign
+    sides of one class) — a rigorous upper bound from a grid in p, where each g is monotone.
+    Otherwise (more than two classes, every floor >= 1/2): ``1 + (K - 1) g(1/2)``.
+    """
+
+    def g(c, p):
+        p = np.asarray(p, dtype=float)
+        f = floors[c]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            kl = f * np.log(f / p) + (1 - f) * np.log((1 - f) / (1 - p))
+            return np.where(p >= f, 1.0, np.exp(-taus[c] * np.nan_to_num(kl, nan=np.inf)))
+
+    if complementary:
+        grid = np.linspace(0.0, 1.0, 200_001)
+        # On [grid_i, grid_i+1], g_0 is at most its value at the right end and g_1(1 - p) at
+        # most its value at the left end (both nondecreasing in their own probability).
+        return float(np.max(g(0, grid[1:]) + g(1, 1 - grid[:-1])))
+    if min(floors) < 0.5:
+        raise ValueError("more than two arms need every floor >= 1/2")
+    return 1.0 + (len(floors) - 1) * float(max(g(c, 0.5) for c in range(len(floors))))
+
+
+# -- the rules ------------------------------------------------------------------------------
+class StoppingRule:
+    """Common state of a rule: counts per class, draws used and received, looks.
+
+    Attributes
+    ----------
+    done : bool
+    label : int
+        Certified class, or ``ABSTAIN``.
+    certified : ndarray of bool
+        Per threshold (decision rules).
+    p_lower, p_upper : float
+        Valid confidence bounds to report (0 and 1 when nothing better is covered).
+    queries : int
+        Draws the decision used.
+    received : int
+        Labels handed to ``observe`` (>= ``queries``).
+    looks : int
+        ``observe`` calls that contributed draws.
+    counts : ndarray of int
+        Per-class counts of the first ``queries`` draws.
+    """
+
+    def __init__(self, num_classes: int, n_max: int):
+        self.num_classes = check_count("num_classes", num_classes, 2)
+        self.n_max = check_count("n_max", n_max, 1)
+        self._cap = self.n_max          # most draws the rule can use
+        self.done = False
+        self.label = ABSTAIN
+        self.queries = 0
+        self.received = 0
+        self.looks = 0
+        self.counts = np.zeros(self.num_classes, dtype=np.int64)
+        self.p_lower = 0.0
+        self.p_upper = 1.0
+
+    @property
+    def leader(self) -> int:
+        """Most frequent class so far (a point prediction, not a certified one)."""
+        return int(np.argmax(self.counts))
+
+    def _labels(self, labels) -> np.ndarray:
+        arr = np.asarray(labels)
+        if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+            raise ValueError(f"labels must be a 1-D array of integer class labels, got "
+                             f"shape {arr.shape} dtype {arr.dtype}")
+        if arr.size and (arr.min() < 0 or arr.max() >= self.num_classes):
+            raise ValueError(f"labels must lie in [0, {self.num_classes - 1}], got "
+                             f"{int(arr.min())}..{int(arr.max())}")
+        self.received += int(arr.size)
+        if self.done or not arr.size:
+            return arr[:0]
+        self.looks += 1
+        return arr[: self._cap - self.queries]
+
+    def next_draws(self) -> int:
+        """How many draws before anything can be decided (>= 1; 0 once done)."""
+        raise NotImplementedError
+
+    def observe(self, labels) -> None:
+        """Take labels in draw order (any number, more or fewer than ``next_draws``)."""
+        raise NotImplementedError
+
+
+def _check_alpha(alpha: float) -> float:
+    alpha = check_positive("alpha", alpha)
+    if alpha >= 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
+    return alpha
+
+
+def _check_level(name: str, value: float) -> float:
+    value = check_positive(name, value)
+    if value >= 1:
+        raise ValueError(f"{name} must lie in (0, 1), got {value!r}")
+    return value
+
+
+def _thresholds(name: str, values) -> np.ndarray:
+    arr = np.atleast_1d(np.asarray(values, dtype=float))
+    if arr.ndim != 1 or arr.size == 0 or np.isnan(arr).any():
+        raise ValueError(f"{name} must be a non-empty 1-D list of numbers (inf allowed), "
+                         f"got {values!r}")
+    return arr
+
+
+class DecisionTest(StoppingRule):
+    """Decide, for a set of thresholds, whether the input's probability clears each one.
+
+    Parameters
+    ----------
+    thresholds : sequence of float
+        Majority and flag modes: certify ``p > t`` (t >= 1 or inf: never).  Benign mode:
+        certify ``p_c < t`` (t <= 0: never).  Detector mode: both sides of the same t unless
+        ``benign_thresholds`` gives the benign side's own.
+    alpha : float
+        Probability, over the draws, of any wrong claim (all thresholds, classes and
+        sides together).
+    n_max : int
+        Cap on the draws.
+    num_classes : int
+    mode : {"majority", "flag", "benign", "detector"}
+        ``majority``: the class is chosen from the same draws (every class is tested; the
+        choice is paid for in the level, see module docstring); thresholds must be >= 1/2.
+        ``flag`` / ``benign`` / ``detector``: class ``target_class`` is fixed; flag
+        certifies ``p_c > t``, benign ``p_c < t``, detector either.
+    target_class : int, optional
+        The detector's class (required unless ``mode == "majority"``).
+    benign_thresholds : sequence of float, optional
+        Detector mode: the benign side's thresholds (same length as ``thresholds``).
+    futility : float
+        Level of the upper bound that gives a threshold up (cost and power only).
+    point_mass : float
+        Weight of the alternative p = 1 (p = 0 on the benign side) in the mixture.
+    prior : (float, float)
+        Beta shape of the mixture's continuous part, restricted above the lowest threshold.
+    dense, growth : int, float
+        The schedule at which the boundaries are computed exactly.
+
+    Attributes
+    ----------
+    certified : ndarray of bool
+        Per threshold.
+    outcome : ndarray of int
+        Per threshold: ``ABOVE`` (1), ``BELOW`` (-1) or ``OPEN`` (0: given up / undecided).
+    decided_at : ndarray of int
+        Draw at which each threshold was settled (certified or given up); -1 while open.
+    leader : int
+        Most frequent class so far (a point prediction, not a certified one).
+    level : float
+        The per-arm level after paying for the class choice / two sides.
+    """
+
+    def __init__(self, thresholds: Sequence[float], alpha: float, n_max: int,
+                 num_classes: int = 2, mode: str = "majority", target_class: int | None = None,
+                 benign_thresholds: Sequence[float] | None = None, futility: float = 0.01,
+                 point_mass: float = 0.5, prior: tuple[float, float] = (1.0, 1.0),
+                 dense: int = DENSE, growth: float = GROWTH):
+        super().__init__(num_classes, n_max)
+        self.alpha = _check_alpha(alpha)
+        self.futility = _check_level("futility", futility)
+        if mode not in _MODES:
+            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+        self.mode = mode
+        if not 0 <= point_mass < 1:
+            raise ValueError(f"point_mass must lie in [0, 1), got {point_mass!r}")
+        a, b = (check_positive("prior", v) for v in prior)
+        dense = check_count("dense", dense, 1)
+        if not growth > 1:
+            raise ValueError(f"growth must be > 1, got {growth!r}")
+        self.thresholds = _thresholds("thresholds", thresholds)
+        if mode == "majority":
+            if target_class is not None:
+                raise ValueError("target_class must be None in majority mode (the class is "
+                                 "chosen from the draws)")
+            if (self.thresholds < 0.5).any():
+                raise ValueError(f"thresholds must be >= 0.5 in majority mode, got "
+                                 f"{float(self.thresholds.min())!r}")
+            # arm c: draws of class c, claims p_c > t
+            arms = [(c, False, self.thresholds) for c in range(self.num_classes)]
+        else:
+            if target_class is None or not 0 <= int(target_class) < self.num_classes:
+                raise ValueError(f"target_class must be a class in [0, {self.num_classes - 1}] "
+                                 f"in {mode} mode, got {target_class!r}")
+            target_class = int(target_class)
+            above = self.thresholds
+            below = above if benign_thresholds is None else _thresholds(
+                "benign_thresholds", benign_thresholds)
+            if benign_thresholds is not None and (mode != "detector" or
+                                                  below.shape != above.shape):
+                raise ValueError("benign_thresholds must be given only in detector mode, one "
+                                 "per threshold")
+            if ((above <= 0).any() and mode in ("flag", "detector")) or \
+                    ((below >= 1).any() and mode in ("benign", "detector")):
+                raise ValueError("thresholds must lie in (0, 1) on a flag side and a benign "
+                                 "side (>= 1 or <= 0 only on the side that can never hold)")
+            arms = []
+            if mode in ("flag", "detector"):
+                arms.append((target_class, False, above))
+            if mode in ("benign", "detector"):
+                # the benign side is the flag side of "not class c": p_not > 1 - t
+                arms.append((target_class, True, 1 - below))
+        self.target_class = target_class
+        self._arm_spec = arms
+        specs = tuple(tuple(float(v) for v in t) for _, _, t in arms)
+        self.level, floors = _arm_level(specs, self.alpha, self.n_max, float(point_mass), a, b)
+        self._floors = floors
+        self._plans = [_plan(tuple(float(v) for v in t), self.level, self.n_max,
+                             float(point_mass), a, b, self.futility, dense, float(growth))
+                       for _, _, t in arms]
+        n_t, n_a = len(self.thresholds), len(arms)
+        self._arm_count = np.zeros(n_a, dtype=np.int64)
+        self._cert_at = np.full((n_a, n_t), -1, dtype=np.int64)     # draw of the crossing
+        self._closed = np.zeros((n_a, n_t), dtype=bool)            # certified or given up
+        self.outcome = np.zeros(n_t, dtype=np.int8)
+        self.decided_at = np.full(n_t, -1, dtype=np.int64)
+        self.certified = np.zeros(n_t, dtype=bool)
+        self._winner = np.full(n_t, -1, dtype=np.int64)             # arm that certified
+
+    # -- state machine -----------------------------------------------------------------
+    def next_draws(self) -> int:
+        """Draws before the rule can possibly be done: for each open threshold, the earlier
+        of the first draw at which some arm could cross (all draws its class) and the first
+        at which every arm could have given up (all draws against it); the latest of these."""
+        if self.done:
+            return 0
+        n = self.queries
+        open_t = self.decided_at < 0
+        cross = np.full(len(self.thresholds), self.n_max, dtype=np.int64)
+        give = np.zeros(len(self.thresholds), dtype=np.int64)
+        # Arms that split every draw between them (the classes; a detector's two sides) can
+        # only all give up where their give-up counts add up to the draws.
+        partition = self.mode in ("majority", "detector") and len(self._plans) > 1
+        all_live = open_t & ~self._closed.any(axis=0)
+        if partition and all_live.any():
+            start = int(np.searchsorted(self._plans[0].sched, n + 1, side="left"))
+            room = sum(plan.give[all_live][:, start:] for plan in self._plans)
+            fits = room >= self._plans[0].sched[start:]
+            for arm, plan in enumerate(self._plans):
+                fits &= plan.give[all_live][:, start:] >= self._arm_count[arm]
+            give[all_live] = self._plans[0].sched[start:][np.argmax(fits, axis=1)]
+        for arm, plan in enumerate(self._plans):
+            live = open_t & ~self._closed[arm]
+            if not live.any():
+                continue
+            k = int(self._arm_count[arm])
+            start = int(np.searchsorted(plan.sched, n + 1, side="left"))
+            seg_hi = plan.sched[start:]
+            seg_lo = np.concatenate([[n], plan.sched[start:-1]]) + 1
+            cand = np.maximum(seg_lo, plan.cert[live][:, start:] - k + n)
+            feasible = cand <= seg_hi
+            first = np.where(feasible.any(axis=1),
+                             np.take_along_axis(cand, np.argmax(feasible, axis=1)[:, None],
+                                                axis=1)[:, 0], self.n_max)
+            cross[live] = np.minimum(cross[live], first)
+            if partition:
+                live &= ~all_live
+            can_give = plan.give[live][:, start:] >= k
+            when = seg_hi[np.argmax(can_give, axis=1)]       # the cap always gives up
+            give[live] = np.maximum(give[live], when)
+        settle = np.minimum(cross, give)[open_t]
+        return int(max(1, settle.max() - n))
+
+    def observe(self, labels) -> None:
+        arr = self._labels(labels)
+        if not arr.size:
+            return
+        n0 = self.queries
+        draws = n0 + 1 + np.arange(arr.size)
+        onehot = np.zeros((self.num_classes, arr.size), dtype=np.int64)
+        onehot[arr, np.arange(arr.size)] = 1
+        class_cum = self.counts[:, None] + np.cumsum(onehot, axis=1)
+        inf = np.iinfo(np.int64).max
+        n_t = len(self.thresholds)
+        t_cross = np.full((len(self._plans), n_t), inf)
+        t_give = np.full((len(self._plans), n_t), inf)
+        arm_cum = []
+        for arm, ((cls, negate, _), plan) in enumerate(zip(self._arm_spec, self._plans,
+                                                          strict=True)):
+            cum = class_cum[cls] if not negate else draws - class_cum[cls]
+            arm_cum.append(cum)
+            open_ = np.nonzero(~self._closed[arm] & (self.decided_at < 0))[0]
+            if not open_.size:
+                continue
+            s_idx = np.searchsorted(plan.sched, draws, side="left")
+            hit = cum[None, :] >= plan.cert[open_][:, s_idx]
+            first = np.where(hit.any(axis=1), draws[np.argmax(hit, axis=1)], inf)
+            t_cross[arm, open_] = first
+            lo, hi = np.searchsorted(plan.sched, [n0 + 1, n0 + arr.size + 1], side="left")
+            if hi > lo:
+                pts = plan.sched[lo:hi]
+                at = cum[pts - n0 - 1]
+                gave = at[None, :] <= plan.give[open_][:, lo:hi]
+                t_give[arm, open_] = np.where(gave.any(axis=1), pts[np.argmax(gave, axis=1)],
+                                              inf)
+        self._resolve(t_cross, t_give)
+        end = n0 + arr.size if not self.done else int(self.decided_at.max())
+        used = end - n0
+        self.queries = end
+        self.counts = class_cum[:, used - 1].copy()
+        for arm in range(len(self._plans)):
+            self._arm_count[arm] = arm_cum[arm][used - 1]
+        if self.done:
+            self._finish()
+
+    def _resolve(self, t_cross, t_give) -> None:
+        inf = np.iinfo(np.int64).max
+        for j in np.nonzero(self.decided_at < 0)[0]:
+            crosses = [(t_cross[a, j], a) for a in range(len(self._plans))
+                       if not self._closed[a, j] and t_cross[a, j] <= t_give[a, j]
+                       and t_cross[a, j] < inf]
+            if crosses:
+                when, arm = min(crosses)
+                self._settle(j, when, arm)
+                continue
+            ends = []
+            for a in range(len(self._plans)):
+                if self._closed[a, j]:
+                    continue
+                if t_give[a, j] < inf:
+                    ends.append(t_give[a, j])
+                else:
+                    ends.append(None)
+            for a in range(len(self._plans)):
+                if not self._closed[a, j] and t_give[a, j] < inf:
+                    self._closed[a, j] = True
+            if all(e is not None for e in ends):
+                self.decided_at[j] = max(ends) if ends else self.queries
+        self.done = bool((self.decided_at >= 0).all())
+
+    def _settle(self, j, when, arm) -> None:
+        cls, negate, _ = self._arm_spec[arm]
+        self.decided_at[j] = when
+        self.certified[j] = True
+        self.outcome[j] = BELOW if negate else ABOVE
+        self._winner[j] = arm
+        self._closed[:, j] = True
+
+    def _finish(self) -> None:
+        won = self._winner[self.certified]
+        if self.mode == "majority":
+            if won.size:
+                # the arm that certified first (the only one on the 1 - alpha event)
+                first = won[np.argmin(self.decided_at[self.certified])]
+                self.label = int(self._arm_spec[first][0])
+                self.p_lower = self._arm_lower(int(first))
+        else:
+            for arm, (_, negate, _) in enumerate(self._arm_spec):
+                if not (won == arm).any():
+                    continue
+                bound = self._arm_lower(arm)
+                if negate:
+                    self.p_upper = 1 - bound
+                else:
+                    self.p_lower = bound
+            flagged = (self.outcome == ABOVE).any()
+            benign = (self.outcome == BELOW).any()
+            if flagged != benign:
+                self.label = self.target_class if flagged else (
+                    1 - self.target_class if self.num_classes == 2 else ABSTAIN)
+
+    def _arm_lower(self, arm: int) -> float:
+        """max(confidence-sequence bound now, highest threshold certified by this arm); the
+        bound alone only where the guarantee covers it (above the arm's floor)."""
+        plan = self._plans[arm]
+        bound = plan.lower_bound(self.queries, int(self._arm_count[arm]))
+        if len(self._plans) > 1 and bound <= self._floors[arm]:
+            bound = 0.0
+        mine = plan.thresholds[(self._winner == arm) & self.certified]
+        return float(max(bound, mine.max(initial=0.0)))
+
+    def per_draw_boundary(self, threshold: int = 0, arm: int = 0) -> np.ndarray:
+        """The count of arm ``arm`` (class ``arm`` in majority mode; flag side, then benign
+        side, in detector mode) that certifies ``threshold`` at each draw n = 0..n_max."""
+        return self._plans[arm].per_draw(threshold)
+
+
+class RadiusTest(StoppingRule):
+    """Majority vote, stopping once the certified frontier is within ``tolerance`` of what
+    the cap could plausibly show.
+
+    Parameters
+    ----------
+    frontier : callable
+        Maps a lower bound on the top class's probability to an array of certified
+        quantities (e.g. eps*(r) for r = 0..R, clipped at the largest radius of interest);
+        use -inf for an entry that is not certified.  Called at most twice per look.
+    alpha, n_max, num_classes
+        As for :class:`DecisionTest`.
+    tolerance : float or array
+        Largest acceptable shortfall per entry, in the frontier's units.
+    futility, point_mass, prior
+        As for :class:`DecisionTest` (the mixture is restricted to (1/2, 1)).
+    first_look, look_growth : int, float
+        Looks (where the frontier is evaluated) at ``first_look`` draws, then every
+        ``look_growth`` factor, and at ``n_max``.
+
+    Notes
+    -----
+    What the cap could show: the confidence-sequence bound at ``n_max`` if the rate were the
+    arm's upper confidence bound at level ``futility``.  The reported ``p_lower`` is the
+    confidence-sequence bound at the stop, valid at any stopping time.
+    """
+
+    def __init__(self, frontier: Callable[[float], np.ndarray], alpha: float, n_max: int,
+                 tolerance: float | np.ndarray, num_classes: int = 2, futility: float = 0.01,
+                 point_mass: float = 0.5, prior: tuple[float, float] = (1.0, 1.0),
+                 first_look: int = 16, look_growth: float = 1.1):
+        super().__init__(num_classes, n_max)
+        self.alpha = _check_alpha(alpha)
+        self.futility = _check_level("futility", futility)
+        self.frontier = frontier
+        self.tolerance = np.asarray(tolerance, dtype=float)
+        if (~(self.tolerance > 0)).any():
+            raise ValueError(f"tolerance must be > 0, got {tolerance!r}")
+        a, b = (check_positive("prior", v) for v in prior)
+        if not 0 <= point_mass < 1:
+            raise ValueError(f"point_mass must lie in [0, 1), got {point_mass!r}")
+        if not look_growth > 1:
+            raise ValueError(f"look_growth must be > 1, got {look_growth!r}")
+        first_look = check_count("first_look", first_look, 1)
+        self.mixture = Mixture(0.5, float(point_mass), a, b)
+        self.level, _ = _arm_level(((0.5,),) * self.num_classes, self.alpha, self.n_max,
+                                   float(point_mass), a, b)
+        looks = schedule_points(n_max, dense=min(first_look, n_max), growth=look_growth)
+        self.looks_at = looks[looks >= min(first_look, n_max)]
+
+    def lower_bound(self, n: int, k: int) -> float:
+        """Confidence-sequence lower bound on a class seen k times in n draws."""
+        return _cs_lower(self.mixture, self.level, n, k)
+
+    def next_draws(self) -> int:
+        if self.done:
+            return 0
+        nxt = self.looks_at[np.searchsorted(self.looks_at, self.queries + 1)]
+        return int(nxt - self.queries)
+
+    def observe(self, labels) -> None:
+        arr = self._labels(labels)
+        if not arr.size:
+            return
+        n0 = self.queries
+        onehot = np.zeros((self.num_classes, arr.size), dtype=np.int64)
+        onehot[arr, np.arange(arr.size)] = 1
+        class_cum = self.counts[:, None] + np.cumsum(onehot, axis=1)
+        lo, hi = np.searchsorted(self.looks_at, [n0 + 1, n0 + arr.size + 1])
+        used = arr.size
+        for n in self.looks_at[lo:hi]:
+            counts = class_cum[:, n - n0 - 1]
+            if self._settled(int(n), counts):
+                used = int(n - n0)
+                self.done = True
+                break
+        self.queries = n0 + used
+        self.counts = class_cum[:, used - 1].copy()
+        if self.queries >= self.n_max:
+            self.done = True
+        if self.done:
+            self._finish()
+
+    def _settled(self, n: int, counts: np.ndarray) -> bool:
+        if n >= self.n_max:
+            return True
+        top = int(np.argmax(counts))
+        k = int(counts[top])
+        low = self.lower_bound(n, k)
+        high = _kt_upper(n, k, self.futility)
+        reach_k = min(self.n_max, math.ceil(high * self.n_max))
+        reach = self.lower_bound(self.n_max, reach_k)
+        if reach <= 0.5:
+            return True                       # not even the cap could certify the class
+        now = np.asarray(self.frontier(low if low > 0.5 else 0.5), dtype=float)
+        best = np.asarray(self.frontier(reach), dtype=float)
+        with np.errstate(invalid="ignore"):
+            gap = np.where(best == now, 0.0, best - now)
+        return bool(np.all(gap <= self.tolerance))
+
+    def _finish(self) -> None:
+        top = self.leader
+        low = self.lower_bound(self.queries, int(self.counts[top]))
+        if low > 0.5:
+            self.label = top
+            self.p_lower = low
+
+
+def _kt_upper(n: int, k: int, level: float) -> float:
+    """Upper confidence-sequence bound of the KT mixture at ``level`` after k of n."""
+    if k >= n:
+        return 1.0
+    target = math.log(1 / level)
+
+    log_q = float(_log_kt(n, k))
+
+    def excess(p):
+        return log_q - k * math.log(p) - (n - k) * math.log1p(-p) - target
+
+    if excess(1 - 1e-16) < 0:
+        return 1.0
+    root = brentq(excess, k / n, 1 - 1e-16, xtol=1e-15, rtol=4 * np.finfo(float).eps)
+    while root < 1 and excess(root) < 0:       # report a value on the excluded side
+        root = min(1.0, root + 1e-15 + 4 * np.finfo(float).eps * root)
+    return root
+
+
+# -- baselines: the previous rule and fixed n ------------------------------------------------
+def clopper_pearson(k: int, n: int, alpha: float) -> tuple[float, float]:
+    """One-sided Clopper–Pearson lower and upper bounds, each at level ``1 - alpha``."""
+    lower = float(beta_dist.ppf(alpha, k, n - k + 1)) if k > 0 else 0.0
+    upper = float(beta_dist.ppf(1 - alpha, k + 1, n - k)) if k < n else 1.0
+    return lower, upper
+
+
+def doubling_looks(n_min: int, n_max: int, growth: float = 2.0) -> list[int]:
+    """Cumulative sizes of the previous rule's looks: n_min * growth^k, ending at n_max."""
+    if n_min < 1 or n_max < n_min:
+        raise ValueError(f"need 1 <= n_min <= n_max, got n_min={n_min}, n_max={n_max}")
+    if growth <= 1:
+        raise ValueError(f"growth must be > 1, got {growth}")
+    sizes, n = [], float(n_min)
+    while n < n_max:
+        sizes.append(int(round(n)))
+        n *= growth
+    sizes.append(n_max)
+    return sorted(set(sizes))
+
+
+class BonferroniLooks(StoppingRule):
+    """The previous rule: ``n0`` selection draws pick the class, then estimation looks at
+    ``doubling_looks(n_min, n_max)``, each a Clopper–Pearson bound at ``alpha / K``.
+
+    Decision (``thresholds``): stop when every threshold is cleared or even the cap could not
+    clear it (the cap's bound if the rate were the current upper bound).  Radius
+    (``frontier`` and ``tolerance``): stop when the frontier at the cap's plausible bound
+    is within ``tolerance``.  ``n_max`` counts estimation draws (``queries`` adds ``n0``).
+    """
+
+    def __init__(self, alpha: float, n_max: int, thresholds: Sequence[float] | None = None,
+                 n0: int = 100, n_min: int = 100, growth: float = 2.0, num_classes: int = 2,
+                 frontier: Callable[[float], np.ndarray] | None = None,
+                 tolerance: float | np.ndarray | None = None):
+        super().__init__(num_classes, n_max)
+        self.alpha = _check_alpha(alpha)
+        self.n0 = check_count("n0", n0, 1)
+        self._cap = self.n0 + self.n_max
+        if (thresholds is None) == (frontier is None):
+            raise ValueError("give either thresholds (decision) or frontier and tolerance "
+                             "(radius)")
+        if frontier is not None and tolerance is None:
+            raise ValueError("tolerance is required with frontier")
+        self.thresholds = None if thresholds is None else _thresholds("thresholds", thresholds)
+        self.frontier, self.tolerance = frontier, tolerance
+        self.schedule = doubling_looks(n_min, n_max, growth)
+        self.level = self.alpha / len(self.schedule)
+        self.certified = np.zeros(0 if self.thresholds is None else len(self.thresholds),
+                                  dtype=bool)
+        self._top = -1
+        self._hits = 0
+        self._drawn = 0
+        self._buffer = np.zeros(self.num_classes, dtype=np.int64)
+
+    def next_draws(self) -> int:
+        if self.done:
+            return 0
+        if self._top < 0:
+            return self.n0 - self.queries
+        nxt = next(s for s in self.schedule if s > self._drawn)
+        return nxt - self._drawn
+
+    def observe(self, labels) -> None:
+        arr = self._labels(labels)
+        pos = 0
+        while pos < arr.size and not self.done:
+            if self._top < 0:
+                take = min(self.n0 - self.queries, arr.size - pos)
+                np.add.at(self._buffer, arr[pos:pos + take], 1)
+                self.counts += np.bincount(arr[pos:pos + take], minlength=self.num_classes)
+                self.queries += take
+                pos += take
+                if self.queries == self.n0:
+                    self._top = int(np.argmax(self._buffer))
+                continue
+            nxt = next(s for s in self.schedule if s > self._drawn)
+            take = min(nxt - self._drawn, arr.size - pos)
+            chunk = arr[pos:pos + take]
+            self._hits += int((chunk == self._top).sum())
+            self.counts += np.bincount(chunk, minlength=self.num_classes)
+            self._drawn += take
+            self.queries += take
+            pos += take
+            if self._drawn == nxt:
+                self._look()
+
+    def _look(self) -> None:
+        low, high = clopper_pearson(self._hits, self._drawn, self.level)
+        reach, _ = clopper_pearson(min(self.n_max, math.ceil(high * self.n_max)), self.n_max,
+                                   self.level)
+        if self.thresholds is not None:
+            done = bool(np.all((low > self.thresholds) | (reach <= self.thresholds)))
+        else:
+            done = self._radius_settled(low, reach)
+        if done or self._drawn >= self.n_max:
+            self.done = True
+            self.p_lower = low
+            self.label = self._top if low > 0.5 else ABSTAIN
+            if self.thresholds is not None:
+                self.certified = low > self.thresholds
+
+    def _radius_settled(self, low, reach) -> bool:
+        if reach <= 0.5:
+            return True
+        now = np.asarray(self.frontier(max(low, 0.5)), dtype=float)
+        best = np.asarray(self.frontier(reach), dtype=float)
+        with np.errstate(invalid="ignore"):
+            gap = np.where(best == now, 0.0, best - now)
+        return bool(np.all(gap <= self.tolerance))
+
+
+class FixedN(StoppingRule):
+    """Fixed-n certification as a rule: ``n0`` selection draws (majority mode; 0 with a
+    ``target_class``), then ``n`` estimation draws and one Clopper–Pearson bound at alpha."""
+
+    def __init__(self, thresholds: Sequence[float], alpha: float, n: int, n0: int = 100,
+                 num_classes: int = 2, target_class: int | None = None):
+        n = check_count("n", n, 1)
+        self.n0 = 0 if target_class is not None else check_count("n0", n0, 1)
+        super().__init__(num_classes, n + self.n0)
+        self.alpha = _check_alpha(alpha)
+        self.n = n
+        self.thresholds = _thresholds("thresholds", thresholds)
+        self.target_class = target_class
+        self.certified = np.zeros(len(self.thresholds), dtype=bool)
+        self._labels_seen: list[np.ndarray] = []
+
+    def next_draws(self) -> int:
+        return 0 if self.done else self.n_max - self.queries
+
+    def observe(self, labels) -> None:
+        arr = self._labels(labels)
+        if not arr.size:
+            return
+        self._labels_seen.append(arr)
+        self.queries += arr.size
+        self.counts += np.bincount(arr, minlength=self.num_classes)
+        if self.queries < self.n_max:
+            return
+        self.done = True
+        stream = np.concatenate(self._labels_seen)
+        if self.target_class is None:
+            top = int(np.argmax(np.bincount(stream[: self.n0], minlength=self.num_classes)))
+        else:
+            top = int(self.target_class)
+        k = int((stream[self.n0:] == top).sum())
+        self.p_lower, self.p_upper = clopper_pearson(k, self.n, self.alpha)
+        self.certified = self.p_lower > self.thresholds
+        if self.target_class is None:
+            self.label = top if self.p_lower > 0.5 else ABSTAIN
+        else:
+            self.label = top if self.certified.any() else ABSTAIN

@@ -1,0 +1,369 @@
+"""The stopping rules of hybridcert.smoothing.stopping, checked against independent
+computations: the mixture against numerical integration, the error of the per-draw boundary
+summed exactly over the stopping boundary (dynamic programming over draws and counts), the
+error rate over many seeded Bernoulli streams (with a negative control that peeks without
+spending alpha and must be caught), and stopping draws in closed form.
+
+Monte Carlo margin: each run errs independently with probability <= alpha, so the number of
+wrong runs among RUNS is stochastically below Binomial(RUNS, alpha); the tests allow its
+1 - 1e-6 quantile (see test_validity.py).
+"""
+
+import math
+
+import mpmath
+import numpy as np
+import pytest
+from scipy.stats import beta, binom, norm
+
+from hybridcert.smoothing import ABSTAIN as LIBRARY_ABSTAIN
+from hybridcert.smoothing.stopping import (
+    ABOVE,
+    ABSTAIN,
+    BELOW,
+    BonferroniLooks,
+    DecisionTest,
+    FixedN,
+    Mixture,
+    RadiusTest,
+    clopper_pearson,
+    doubling_looks,
+    overlap_factor,
+    schedule_points,
+)
+
+RUNS, ALPHA = 1000, 0.1
+ALLOWED = int(binom.ppf(1 - 1e-6, RUNS, ALPHA))
+N_MAX = 2000
+
+
+def stream(seed, p, n=N_MAX, hit=1, miss=0):
+    """Labels in draw order: ``hit`` with probability p, else ``miss``."""
+    return np.where(np.random.default_rng(seed).random(n) < p, hit, miss).astype(np.int64)
+
+
+def drive(rule, labels, rng=None):
+    """Feed the rule what it asks for (or random batch sizes with ``rng``) until done."""
+    pos = 0
+    while not rule.done:
+        k = rule.next_draws() if rng is None else int(rng.integers(1, 300))
+        rule.observe(labels[pos:pos + k])
+        pos += k
+    return rule
+
+
+def crossing_probability(boundary, p):
+    """Exact P_p(count >= boundary[n] at some n): full dynamic programming over counts."""
+    probs = np.array([1.0])
+    crossed = 0.0
+    for n in range(1, len(boundary)):
+        nxt = np.zeros(n + 1)
+        nxt[:-1] += probs * (1 - p)
+        nxt[1:] += probs * p
+        probs = nxt
+        b = boundary[n]
+        if b <= n:
+            crossed += probs[b:].sum()
+            probs[b:] = 0.0
+    return crossed
+
+
+# -- the mixture ------------------------------------------------------------------------------
+@pytest.mark.parametrize("n, k, floor, w, a, b", [
+    (10, 9, 0.7, 0.5, 1.0, 1.0), (40, 40, 0.9, 0.3, 1.0, 1.0), (200, 150, 0.6, 0.5, 0.5, 2.0),
+    (25, 3, 0.5, 0.5, 1.0, 1.0), (60, 51, 0.0, 0.0, 2.0, 1.0)])
+def test_mixture_matches_numerical_integration(n, k, floor, w, a, b):
+    """log Q(n, k) in closed form (Beta functions) equals the integral of q^k (1-q)^(n-k)
+    against the prior, computed by mpmath quadrature at 30 digits."""
+    mpmath.mp.dps = 30
+    dens = lambda q: q ** (a - 1) * (1 - q) ** (b - 1)  # noqa: E731
+    pieces = mpmath.linspace(floor, 1, 41)           # the integrand is peaked: subdivide
+    mass = mpmath.quad(dens, pieces)
+    part = mpmath.quad(lambda q: q ** k * (1 - q) ** (n - k) * dens(q), pieces) / mass
+    expected = (1 - w) * part + (w if k == n else 0)
+    got = Mixture(floor, w, a, b).log_q(n, k)
+    assert float(got) == pytest.approx(float(mpmath.log(expected)), rel=1e-10, abs=1e-10)
+
+
+def test_schedule_and_bounds():
+    s = schedule_points(2000)
+    assert list(s[:256]) == list(range(1, 257)) and s[-1] == 2000
+    assert np.all(np.diff(s) >= 1) and np.all(s[257:] <= np.ceil(s[256:-1] * 1.005) + 1)
+    low, high = clopper_pearson(30, 40, 0.01)     # the binomial tails at the ends are alpha
+
+    def tail(p, ks):
+        return float(sum(mpmath.binomial(40, i) * mpmath.mpf(p) ** i * (1 - mpmath.mpf(p))
+                         ** (40 - i) for i in ks))
+
+    assert tail(low, range(30, 41)) == pytest.approx(0.01, rel=1e-8)
+    assert tail(high, range(0, 31)) == pytest.approx(0.01, rel=1e-8)
+    assert doubling_looks(100, 1000) == [100, 200, 400, 800, 1000]
+    assert LIBRARY_ABSTAIN == ABSTAIN
+
+
+# -- exact worst case -------------------------------------------------------------------------
+@pytest.mark.parametrize("t, alpha", [(0.6, 0.05), (0.765, 0.001), (0.921, 0.001),
+                                      (0.99, 0.01), (0.5 + 1e-9, 0.05)])
+def test_exact_worst_case_at_the_threshold(t, alpha):
+    """Majority mode, true pA = p*: the probability of a wrong certification (class A
+    claimed above p*, or the other class claimed above p* while its rate is 1 - p*), summed
+    exactly over the per-draw stopping boundary, is <= alpha.  Giving up is ignored (it can
+    only remove crossings), so this bounds every batching and every futility setting."""
+    rule = DecisionTest([t], alpha, N_MAX)
+    boundary = rule.per_draw_boundary(0, 0)
+    assert np.array_equal(boundary, rule.per_draw_boundary(0, 1))     # symmetric classes
+    wrong = crossing_probability(boundary, t) + crossing_probability(boundary, 1 - t)
+    assert wrong <= alpha
+    # ... and over every true rate in between (both classes below p*)
+    for p in np.linspace(1 - t, t, 9):
+        assert crossing_probability(boundary, p) + crossing_probability(boundary, 1 - p) \
+            <= alpha
+    if t > 0.6:
+        assert wrong > 0.5 * alpha        # the budget is used, not wasted
+
+
+def test_exact_worst_case_of_a_grid_and_a_detector():
+    """Several thresholds at once: a wrong claim at true p needs the boundary of the lowest
+    threshold >= p to be crossed (boundaries are ordered), so the exact error at p = each
+    threshold is one crossing probability per class.  Detector: both sides at once."""
+    grid = [0.5 + 1e-9, 0.6, 0.69, 0.84, 0.93, 0.98]
+    rule = DecisionTest(grid, 0.05, N_MAX)
+    bounds = [rule.per_draw_boundary(j, 0) for j in range(len(grid))]
+    for lower, upper in zip(bounds, bounds[1:], strict=False):
+        assert np.all(lower <= upper)
+    for j, t in enumerate(grid):
+        assert crossing_probability(bounds[j], t) + crossing_probability(bounds[0], 1 - t) \
+            <= 0.05
+    det = DecisionTest([0.05, 0.2], 0.05, N_MAX, mode="detector", target_class=1,
+                       benign_thresholds=[0.02, 0.1])
+    flag, benign = det.per_draw_boundary(0, 0), det.per_draw_boundary(1, 1)   # p > .05 | p < .1
+    for p in (0.02, 0.05, 0.075, 0.1, 0.2):
+        wrong = (crossing_probability(flag, p) if p <= 0.05 else 0.0) + \
+            (crossing_probability(benign, 1 - p) if p >= 0.1 else 0.0)
+        assert wrong <= 0.05
+
+
+# -- Monte Carlo validity with a negative control ---------------------------------------------
+def _peeking_claims(labels, t, alpha, hit=1):
+    """Negative control: Clopper–Pearson at alpha at every schedule point, no alpha spent on
+    the looks (the mistake the confidence sequence avoids)."""
+    n = schedule_points(len(labels))
+    k = np.cumsum(labels == hit)[n - 1]
+    low = np.where(k > 0, beta.ppf(alpha, np.maximum(k, 1), n - k + 1), 0.0)
+    return bool((low > t).any())
+
+
+@pytest.mark.parametrize("mode, t", [("majority", 0.8), ("flag", 0.3), ("benign", 0.3)])
+def test_error_rate_at_the_threshold_and_negative_control(mode, t):
+    """True rate exactly at the threshold (the worst case): claims are wrong by definition.
+    The rule's wrong claims stay below the binomial margin; the peeking control's do not."""
+    p = t
+    kwargs = {} if mode == "majority" else {"mode": mode, "target_class": 1}
+    wrong = control = 0
+    for seed in range(RUNS):
+        labels = stream(seed, p)
+        rule = DecisionTest([t], ALPHA, N_MAX, **kwargs)
+        rule.observe(labels)
+        wrong += bool(rule.certified[0])
+        if mode == "benign":          # the control's mirror: upper bound below t
+            control += _peeking_claims(1 - labels, 1 - t, ALPHA)
+        else:
+            control += _peeking_claims(labels, t, ALPHA)
+    assert wrong <= ALLOWED
+    assert control > ALLOWED           # the margin catches a rule that peeks for free
+
+
+def test_grid_error_rate_and_class_choice():
+    """Grid of thresholds, class chosen from the draws, true pA at one threshold: a wrong
+    run claims that threshold or above, or claims the other class."""
+    grid = [0.5 + 1e-9, 0.6, 0.7, 0.8, 0.9]
+    wrong = 0
+    for seed in range(RUNS):
+        rule = DecisionTest(grid, ALPHA, N_MAX)
+        rule.observe(stream(seed, 0.7, hit=0, miss=1))      # class 0 at 0.7
+        wrong += rule.label == 1 or bool(rule.certified[2:].any())
+    assert wrong <= ALLOWED
+
+
+def test_detector_error_rate():
+    """Both sides at once, true p_c = 0.1 between a flag threshold 0.1 and a benign
+    threshold 0.1: any claim is wrong."""
+    wrong = 0
+    for seed in range(RUNS):
+        rule = DecisionTest([0.1], ALPHA, N_MAX, num_classes=3, mode="detector",
+                            target_class=2)
+        rule.observe(np.where(stream(seed, 0.1) == 1, 2, seed % 2))
+        wrong += bool(rule.certified[0])
+    assert wrong <= ALLOWED
+
+
+def test_clear_answers_are_found():
+    """Power: far from the threshold the rule decides, right, and quickly."""
+    for seed in range(50):
+        up = drive(DecisionTest([0.7], 0.001, 100_000), stream(seed, 0.95, 100_000))
+        assert up.label == 1 and up.certified[0] and up.queries < 300
+        down = drive(DecisionTest([0.7], 0.001, 100_000), stream(seed, 0.5, 100_000))
+        assert down.label == ABSTAIN and not down.certified[0] and down.queries < 300
+        flag = drive(DecisionTest([0.1], 0.001, 100_000, mode="detector", target_class=1),
+                     stream(seed, 0.02, 100_000))
+        assert flag.outcome[0] == BELOW and flag.label == 0 and flag.p_upper < 0.1
+
+
+# -- closed forms -------------------------------------------------------------------------------
+def _first_all_success_crossing(t, level, w=0.5):
+    """Smallest n with E_t(n, n) >= 1/level, E by mpmath quadrature of the mixture."""
+    mpmath.mp.dps = 30
+    for n in range(1, 100_000):
+        part = mpmath.quad(lambda q, n=n: q ** n, [t, 1]) / (1 - t)
+        e = (w + (1 - w) * part) / mpmath.mpf(t) ** n
+        if e >= 1 / mpmath.mpf(level):
+            return n
+    return None
+
+
+@pytest.mark.parametrize("t", [0.765, 0.99])
+def test_always_right_model_stops_in_closed_form(t):
+    """All draws the same class: flag mode (one arm, level alpha) certifies at the first
+    schedule point (every draw up to 256, then every 0.5%) where the mixture reaches
+    1/alpha.  Majority pays at most a factor
+    2 in level for choosing the class: p* = 0.99, alpha = 0.001 takes about 760 draws (the
+    previous rule: 100 selection + the 1,600 look)."""
+    alpha = 0.001
+    n_flag = _first_all_success_crossing(t, alpha)
+    points = schedule_points(100_000)
+    flag = drive(DecisionTest([t], alpha, 100_000, mode="flag", target_class=1),
+                 np.ones(100_000, dtype=np.int64))
+    assert flag.certified[0] and flag.queries == points[points >= n_flag][0]
+    maj = drive(DecisionTest([t], alpha, 100_000), np.ones(100_000, dtype=np.int64))
+    assert maj.label == 1 and maj.certified[0]
+    assert maj.received == maj.queries and (maj.looks == 1 or t > 0.9)
+    assert n_flag <= maj.queries <= _first_all_success_crossing(t, alpha / 2)
+    if t == 0.99:
+        assert maj.queries < 800
+        old = drive(BonferroniLooks(alpha, 100_000, [t]), np.ones(100_100, dtype=np.int64))
+        assert old.certified[0] and old.queries == 100 + 1600
+
+
+def test_unreachable_targets_are_given_up_at_once():
+    """p* beyond what the cap can show (alpha^(1/n_max) < p*), or inf: given up at the first
+    draw, whatever the stream."""
+    alpha, n_max = 0.01, 1000
+    t = alpha ** (1 / n_max) + 1e-4
+    for thresholds in ([t], [np.inf], [t, np.inf]):
+        rule = DecisionTest(thresholds, alpha, n_max)
+        rule.observe(np.ones(n_max, dtype=np.int64))
+        assert rule.done and rule.queries == 1 and not rule.certified.any()
+        assert rule.label == ABSTAIN
+
+
+def test_batching_does_not_change_anything():
+    """Decisions, draws used and bounds depend on the label sequence only."""
+    rng = np.random.default_rng(7)
+    for seed, p in enumerate([0.62, 0.7, 0.8, 0.95, 0.999]):
+        labels = stream(seed, p, 100_000)
+        whole = DecisionTest([0.6, 0.69, 0.84, 0.95], 0.001, 100_000)
+        whole.observe(labels)
+        asked = drive(DecisionTest([0.6, 0.69, 0.84, 0.95], 0.001, 100_000), labels)
+        random = drive(DecisionTest([0.6, 0.69, 0.84, 0.95], 0.001, 100_000), labels, rng)
+        for other in (asked, random):
+            assert other.queries == whole.queries and other.label == whole.label
+            assert np.array_equal(other.certified, whole.certified)
+            assert np.array_equal(other.decided_at, whole.decided_at)
+            assert other.p_lower == whole.p_lower
+        assert asked.received == asked.queries         # next_draws never overshoots
+
+
+def test_reported_bound_is_covered():
+    """p_lower is a confidence-sequence bound: below the true rate in all but ~alpha runs,
+    and at least every certified threshold."""
+    misses = 0
+    for seed in range(RUNS):
+        rule = DecisionTest([0.6, 0.7], ALPHA, N_MAX)
+        rule.observe(stream(seed, 0.75))
+        misses += rule.p_lower >= 0.75
+        assert rule.p_lower >= max([0.0] + [t for t, c in zip([0.6, 0.7], rule.certified,
+                                                              strict=True) if c])
+    assert misses <= ALLOWED
+
+
+def test_overlap_factor():
+    """Two classes: floor 1/2 costs exactly a factor 2; a floor far above 1/2 with a late
+    first claim costs almost nothing; more classes: 1 + (K - 1) g(1/2)."""
+    assert overlap_factor([0.5, 0.5], [10, 10], True) == pytest.approx(2.0)
+    assert overlap_factor([0.9, 0.9], [60, 60], True) < 1 + 1e-12
+    g = math.exp(-30 * (0.8 * math.log(1.6) + 0.2 * math.log(0.4)))
+    assert overlap_factor([0.8] * 3, [30] * 3, False) == pytest.approx(1 + 2 * g)
+
+
+def test_fixed_n_and_the_previous_rule_closed_forms():
+    """FixedN is one Clopper–Pearson bound after n0 selection draws; the previous rule stops
+    at its first look whose alpha/K bound clears the target."""
+    labels = stream(3, 0.9, 10_100)
+    fixed = drive(FixedN([0.85], 0.001, 10_000), labels)
+    k = int((labels[100:] == 1).sum())
+    assert fixed.queries == 10_100 and fixed.p_lower == clopper_pearson(k, 10_000, 0.001)[0]
+    assert fixed.certified[0] == (fixed.p_lower > 0.85)
+    looks = doubling_looks(100, 51_200)
+    level = 0.01 / len(looks)
+    radius = [0.5 * norm.ppf(level ** (1 / n)) for n in looks]
+    eps = 1.3
+    old = drive(BonferroniLooks(0.01, 51_200, [norm.cdf(eps / 0.5)]),
+                np.ones(51_300, dtype=np.int64))
+    first = next(n for n, r in zip(looks, radius, strict=True) if r > eps)
+    assert old.certified[0] and old.queries == 100 + first
+
+
+def test_radius_mode_validity_and_stop():
+    """Cohen radius sigma * Phi^-1(p) at r = 0: the reported radius stays below the true one
+    (margin 0.5, sigma 0.5: true pA = Phi(1)) in all but ~alpha runs, and the rule stops
+    before the cap once the cap could add at most the tolerance."""
+    sigma, p_true = 0.5, norm.cdf(1.0)
+
+    def frontier(p):
+        return np.array([sigma * norm.ppf(p) if p > 0.5 else -np.inf])
+
+    over = 0
+    queries = []
+    for seed in range(RUNS // 4):
+        rule = drive(RadiusTest(frontier, ALPHA, 20_000, 0.05), stream(seed, p_true, 20_000))
+        queries.append(rule.queries)
+        if rule.label != ABSTAIN:
+            over += rule.label != 1 or frontier(rule.p_lower)[0] >= sigma * 1.0
+    assert over <= int(binom.ppf(1 - 1e-6, RUNS // 4, ALPHA))
+    assert np.median(queries) < 20_000
+    # always-right model: stops at the first look whose frontier is within the tolerance of
+    # what the cap could show (the cap's bound at an upper bound of 1: all successes)
+    rule = drive(RadiusTest(frontier, 0.001, 20_000, 0.3), np.ones(20_000, dtype=np.int64))
+    best = frontier(rule.lower_bound(20_000, 20_000))[0]
+    looks = [n for n in rule.looks_at if n <= rule.queries]
+    assert best - frontier(rule.lower_bound(rule.queries, rule.queries))[0] <= 0.3
+    assert best - frontier(rule.lower_bound(looks[-2], looks[-2]))[0] > 0.3
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="alpha"):
+        DecisionTest([0.7], 1.5, 100)
+    with pytest.raises(ValueError, match="thresholds"):
+        DecisionTest([0.3], 0.01, 100)
+    with pytest.raises(ValueError, match="thresholds"):
+        DecisionTest([], 0.01, 100)
+    with pytest.raises(ValueError, match="target_class"):
+        DecisionTest([0.3], 0.01, 100, mode="flag")
+    with pytest.raises(ValueError, match="mode"):
+        DecisionTest([0.7], 0.01, 100, mode="vote")
+    with pytest.raises(ValueError, match="n_max"):
+        DecisionTest([0.7], 0.01, 0)
+    with pytest.raises(ValueError, match="labels"):
+        DecisionTest([0.7], 0.01, 100).observe(np.array([0, 2]))
+    with pytest.raises(ValueError, match="labels"):
+        DecisionTest([0.7], 0.01, 100).observe(np.array([0.5]))
+    with pytest.raises(ValueError, match="tolerance"):
+        RadiusTest(lambda p: np.zeros(1), 0.01, 100, 0.0)
+    det = DecisionTest([0.2], 0.01, 100, mode="detector", target_class=0)
+    assert det.outcome[0] not in (ABOVE, BELOW)
+
+
+def test_scalar_and_vector_evidence_agree():
+    m = Mixture(0.7, 0.4, 1.5, 0.8)
+    for n, k, p in [(10, 10, 0.7), (100, 90, 0.8), (5000, 4000, 0.75), (30, 2, 0.01)]:
+        assert m.log_e1(n, k, p) == pytest.approx(float(m.log_e(n, k, p)), rel=1e-12)
