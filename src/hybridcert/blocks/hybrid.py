@@ -220,13 +220,13 @@ class HybridNoise:
     def threshold(self, budget: Mapping[str, float], rule=None) -> float:
         """``p*`` of a region: the bound a confidence bound must clear to certify it (see
         :func:`hybridcert.certificate.threshold_probability`)."""
-        from hybridcert.blocks._shim import MAJORITY, threshold_probability
+        from hybridcert.certificate import MAJORITY, threshold_probability
 
         return threshold_probability(self.ratio(budget), rule or MAJORITY)
 
     def is_certified(self, p, budget: Mapping[str, float], *, p_upper=None, rule=None):
         """Whether bound(s) ``p`` certify the region ``budget``."""
-        from hybridcert.blocks._shim import MAJORITY, is_certified
+        from hybridcert.certificate import MAJORITY, is_certified
 
         return is_certified(p, self.ratio(budget), p_upper=p_upper, rule=rule or MAJORITY)
 
@@ -250,12 +250,14 @@ class HybridNoise:
             Per input, how many positions each token block noises: budgets beyond it are not
             reported (an adversary cannot change more positions than the threat allows).
         """
-        from hybridcert.blocks._shim import MAJORITY, frontier_grid
+        from hybridcert.certificate import MAJORITY, frontier_grid
 
         p = np.atleast_1d(np.asarray(p, dtype=float))
         caps = self._caps(max_tokens)
         certified, gamma = frontier_grid(p, [b.noise for b in self.noised_tokens], caps,
                                          p_upper=p_upper, rule=rule or MAJORITY)
+        certified = certified.reshape((p.size,) + tuple(c + 1 for c in caps))
+        gamma = gamma.reshape(certified.shape)
         gamma = np.where(certified, gamma, np.nan)
         if not self.noised_continuous:
             gamma = np.where(certified, 0.0, np.nan)
