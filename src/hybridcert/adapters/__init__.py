@@ -1,6 +1,23 @@
-"""Model adapters: a model together with its own preprocessing (tokenizers, image sizes)."""
+"""Model adapters: a model together with its own preprocessing (tokenizers, image sizes).
+
+Families (need the ``hf`` extra): :func:`clip_adapter` (a CLIP image+text classifier),
+:func:`vlm_guard` (a generative vision-language guard read in one forward pass); any model
+behind a denoiser: :func:`denoised`.  Example entry points: :mod:`hybridcert.adapters.examples`.
+"""
 
 from hybridcert.adapters.base import ModelAdapter
-from hybridcert.adapters.images import ImageError, ImageProcessor, open_image
+from hybridcert.adapters.clip import CLIPClassifier, clip_adapter
+from hybridcert.adapters.denoise import Denoised, denoised
+from hybridcert.adapters.hf import HFImageProcessor, Normalize
+from hybridcert.adapters.images import (
+    ImageError,
+    ImageProcessor,
+    decode_image,
+    open_image,
+    read_image_file,
+)
+from hybridcert.adapters.vlm_guard import GuardClassifier, label_tokens, vlm_guard
 
-__all__ = ["ImageError", "ImageProcessor", "ModelAdapter", "open_image"]
+__all__ = ["CLIPClassifier", "Denoised", "GuardClassifier", "HFImageProcessor", "ImageError",
+           "ImageProcessor", "ModelAdapter", "Normalize", "clip_adapter", "decode_image",
+           "denoised", "label_tokens", "open_image", "read_image_file", "vlm_guard"]

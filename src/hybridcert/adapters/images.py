@@ -96,6 +96,15 @@ class ImageProcessor:
     def describe(self) -> dict:
         return {"size": self.size, "resize": self.resize, "mode": self.mode}
 
+    @classmethod
+    def from_hf(cls, image_processor, max_pixels: int = MAX_PIXELS) -> ImageProcessor:
+        """The geometric part of a ``transformers`` image processor (resize, crop, rescale
+        to [0, 1]), run by that processor itself; its normalization is left to the model,
+        after the noise (see :class:`hybridcert.adapters.hf.HFImageProcessor`)."""
+        from hybridcert.adapters.hf import HFImageProcessor
+
+        return HFImageProcessor.build(image_processor, max_pixels=max_pixels)
+
 
 def open_image(path: str | Path, max_pixels: int = MAX_PIXELS):
     """Open an image file safely: a regular file, a decodable image, at most ``max_pixels``.

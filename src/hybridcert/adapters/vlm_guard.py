@@ -1,0 +1,262 @@
+"""A generative vision-language guard (LLaVA-Guard style) as a classifier, in one forward pass.
+
+The guard reads a chat prompt — a policy, then the user's content — and would answer "Safe" or
+"Unsafe".  Instead of generating, the classifier reads the next-token distribution after the
+prompt and returns, per class, the log of the probability mass of that class's label tokens
+(every single-token variant of the label: "Safe", "safe", " SAFE", ...): logits ``(B, C)``.
+
+Only the user's text is a token block: the record holds the user's ids alone (so noise and
+threats — substitution anywhere, a suffix, appended placeholder slots — act on it and nothing
+else), and :class:`GuardClassifier` builds ``prompt prefix + user ids + prompt suffix`` for
+each row of a batch, whatever the padding of the user block (its attention mask says which
+positions hold text).  Rows are right-padded and the decision is read at each row's last real
+position, so positions match an unpadded forward pass exactly.
+
+The prompt's pieces are tokenized separately (prefix, user text, suffix, each without special
+tokens; the chat template supplies them): the ids at the two seams may differ from tokenizing
+the whole prompt as one string.  The smoothed classifier is defined on these ids, which is
+what the certificate covers.
+
+Images: the processor's resize/crop/rescale runs before the noise (in [0, 1] pixel space) and
+its normalization after it, inside :class:`GuardClassifier`.  Processors that tile an image
+into several crops (LLaVA-NeXT / OneVision "anyres") are refused: the same pixel would appear
+in several crops at different scales, so noise on the crops is not noise on the image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from hybridcert.adapters.base import ModelAdapter
+from hybridcert.adapters.hf import HFImageProcessor, Normalize, special_ids
+from hybridcert.blocks import TextEncoder, Vocabulary
+
+DEFAULT_POLICY = (
+    "You are a content safety classifier. Judge the user's content below, the image and the "
+    "text together. Answer Unsafe if it asks for, encourages or helps violence, self-harm, "
+    "weapons, crime, illegal drugs, sexual exploitation, hate or harassment, or cruelty to "
+    "animals; otherwise answer Safe. Answer with one word: Safe or Unsafe.")
+#: How the policy and the user's text form the user turn; ``{policy}`` and ``{text}`` are
+#: replaced literally (braces elsewhere are kept).
+USER_TEMPLATE = "{policy}\n\nUser content:\n{text}\n"
+_SENTINEL = "\u2063hybridcert-user-text\u2063"
+
+
+class GuardClassifier(nn.Module):
+    """``batch -> (B, C)`` log label-token masses of a generative guard.
+
+    Parameters
+    ----------
+    model : transformers causal / vision-language model
+        Called as ``model(input_ids=, attention_mask=, pixel_values=, logits_to_keep=)``.
+    prefix_ids, suffix_ids : sequence of int
+        The prompt around the user's text (the prefix holds the expanded image tokens).
+    class_token_ids : sequence of sequence of int
+        Per class, the label-token ids whose probability mass is that class's score.
+    pad_id : int
+        Id used to pad rows (never attended).
+    normalize : Normalize, optional
+        The image processor's normalization (None for a text-only guard).
+    """
+
+    def __init__(self, model: nn.Module, prefix_ids: Sequence[int], suffix_ids: Sequence[int],
+                 class_token_ids: Sequence[Sequence[int]], pad_id: int,
+                 normalize: Normalize | None = None, *, image_block: str | None = "image",
+                 text_block: str = "text"):
+        super().__init__()
+        self.model = model
+        self.register_buffer("prefix", torch.tensor(list(prefix_ids), dtype=torch.long))
+        self.register_buffer("suffix", torch.tensor(list(suffix_ids), dtype=torch.long))
+        self.class_token_ids = [list(map(int, ids)) for ids in class_token_ids]
+        for c, ids in enumerate(self.class_token_ids):
+            self.register_buffer(f"class_ids_{c}", torch.tensor(ids, dtype=torch.long))
+        self.pad_id = int(pad_id)
+        self.normalize = normalize
+        self.image_block, self.text_block = image_block, text_block
+
+    def sequences(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(input_ids, attention_mask, last)``: per row ``prefix + user ids + suffix``,
+        right-padded; ``last`` is each row's last real position."""
+        ids = batch[self.text_block]
+        attention = batch.get(self.text_block + "_attention")
+        attention = torch.ones_like(ids, dtype=torch.bool) if attention is None \
+            else attention.bool()
+        rows, width = ids.shape
+        count = attention.sum(1)
+        # attended positions first, in their order (left, right or any padding)
+        order = torch.sort((~attention).to(torch.uint8), dim=1, stable=True).indices
+        user = ids.gather(1, order)
+        p, s = self.prefix.numel(), self.suffix.numel()
+        total = p + count + s
+        out = torch.full((rows, p + width + s), self.pad_id, dtype=torch.long, device=ids.device)
+        out[:, :p] = self.prefix
+        columns = torch.arange(width, device=ids.device)
+        out[:, p: p + width] = torch.where(columns < count[:, None], user,
+                                           torch.full_like(user, self.pad_id))
+        if s:
+            at = p + count[:, None] + torch.arange(s, device=ids.device)
+            out.scatter_(1, at, self.suffix.expand(rows, s))
+        length = int(total.max())
+        out = out[:, :length]
+        mask = torch.arange(length, device=ids.device)[None, :] < total[:, None]
+        return out, mask.long(), total - 1
+
+    def next_token_logits(self, batch: dict) -> torch.Tensor:
+        """``(B, V)`` logits of the token after each row's prompt."""
+        input_ids, mask, last = self.sequences(batch)
+        rows = input_ids.shape[0]
+        keep = torch.zeros_like(input_ids, dtype=torch.bool)
+        keep[torch.arange(rows, device=keep.device), last] = True
+        kwargs = {"input_ids": input_ids, "attention_mask": mask}
+        if self.image_block is not None:
+            pixels = batch[self.image_block]
+            if self.normalize is not None:
+                pixels = self.normalize(pixels)
+            kwargs["pixel_values"] = pixels.to(_dtype(self.model, pixels.dtype))
+        logits = self.model(**kwargs, logits_to_keep=keep).logits
+        if logits.ndim == 3:    # a model that ignores a mask-valued logits_to_keep
+            logits = logits[torch.arange(rows, device=logits.device), last]
+        return logits.reshape(rows, -1)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        logp = torch.log_softmax(self.next_token_logits(batch).float(), dim=-1)
+        return torch.stack([torch.logsumexp(logp[:, getattr(self, f"class_ids_{c}")], dim=-1)
+                            for c in range(len(self.class_token_ids))], dim=-1)
+
+
+def vlm_guard(model: nn.Module, processor, *, policy: str = DEFAULT_POLICY,
+              labels: Sequence[str] = ("Safe", "Unsafe"),
+              label_token_ids: Sequence[Sequence[int]] | None = None,
+              max_text_tokens: int = 256, user_template: str = USER_TEMPLATE,
+              image_block: str | None = "image", text_block: str = "text",
+              truncate: bool = False, name: str = "") -> ModelAdapter:
+    """A :class:`ModelAdapter` for a generative guard (LLaVA-Guard style).
+
+    Parameters
+    ----------
+    model : transformers vision-language model (e.g. ``LlavaForConditionalGeneration``)
+    processor : transformers processor
+        With ``tokenizer``, ``image_processor`` (unless ``image_block`` is None) and a chat
+        template.
+    policy : str
+        The policy prompt placed before the user's content.
+    labels : sequence of str
+        Class names in class order (default: 0 = Safe, 1 = Unsafe); each class's score is the
+        mass of every single-token variant of its name (case, a leading space or newline).
+    label_token_ids : sequence of sequence of int, optional
+        The label-token ids per class, given explicitly instead.
+    max_text_tokens : int
+        Longest user text in tokens (longer: refused, or cut with ``truncate``).
+    user_template : str
+        The user turn, with ``{policy}`` and ``{text}`` placeholders.
+    image_block : str or None
+        Block of the image; None for a text-only guard.
+
+    Returns
+    -------
+    ModelAdapter
+        ``text[text_block]`` encodes the user's text alone (no special tokens; the model's
+        special ids excluded from the noisable set); ``images[image_block]`` is the
+        processor's geometry; ``model`` a :class:`GuardClassifier`.
+    """
+    tokenizer = getattr(processor, "tokenizer", None)
+    if tokenizer is None:
+        raise ValueError("vlm_guard needs a processor with a tokenizer")
+    if "{text}" not in user_template:
+        raise ValueError("user_template must contain {text}")
+    content = [{"type": "image"}] if image_block is not None else []
+    turn = user_template.replace("{policy}", policy).replace("{text}", _SENTINEL)
+    content.append({"type": "text", "text": turn})
+    try:
+        prompt = processor.apply_chat_template([{"role": "user", "content": content}],
+                                               add_generation_prompt=True, tokenize=False)
+    except Exception as err:  # no chat template, or one that rejects the turn
+        raise ValueError(f"the processor's chat template cannot render the guard prompt "
+                         f"({type(err).__name__}: {err})") from None
+    if prompt.count(_SENTINEL) != 1:
+        raise ValueError("the chat template must place the user's text exactly once")
+    before, after = prompt.split(_SENTINEL)
+    images = normalize = None
+    if image_block is not None:
+        image_processor = getattr(processor, "image_processor", None)
+        if image_processor is None:
+            raise ValueError("vlm_guard with an image block needs processor.image_processor "
+                             "(or image_block=None for a text-only guard)")
+        images = HFImageProcessor.build(image_processor)
+        normalize = images.normalize()
+        from PIL import Image
+
+        probe = Image.new("RGB", images.size[::-1])
+        prefix = processor(text=[before], images=[probe], add_special_tokens=False,
+                           return_tensors="pt")["input_ids"][0].tolist()
+    else:
+        prefix = tokenizer(before, add_special_tokens=False)["input_ids"]
+    suffix = tokenizer(after, add_special_tokens=False)["input_ids"]
+    special = special_ids(tokenizer)
+    noisable = [i for i in range(len(tokenizer)) if i not in special]
+    pad = tokenizer.pad_token_id
+    if pad is None:
+        pad = tokenizer.eos_token_id
+    if pad is None:
+        pad = min(special) if special else None
+    if pad is None:
+        raise ValueError("the tokenizer has no pad, eos or other special id to pad rows with")
+
+    def encode_ids(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    mask = getattr(tokenizer, "mask_token_id", None)
+    vocabulary = Vocabulary(torch.tensor(noisable), mask_id=None if mask is None else int(mask))
+    encoder = TextEncoder(encode_ids, vocabulary, int(pad),
+                          max_text_tokens, truncate=truncate,
+                          name=getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)
+    classes = label_token_ids if label_token_ids is not None else \
+        [label_tokens(tokenizer, label) for label in labels]
+    if len(classes) != len(labels):
+        raise ValueError(f"label_token_ids has {len(classes)} classes but labels has "
+                         f"{len(labels)}")
+    _check_classes(classes, labels, len(tokenizer))
+    classifier = GuardClassifier(model, prefix, suffix, classes, pad, normalize,
+                                 image_block=image_block, text_block=text_block)
+    return ModelAdapter(classifier, text={text_block: encoder},
+                        images={} if images is None else {image_block: images},
+                        num_classes=len(labels), class_names=[str(x).lower() for x in labels],
+                        name=name or f"guard:{type(model).__name__}")
+
+
+def label_tokens(tokenizer, label: str) -> list[int]:
+    """Ids of every variant of ``label`` that the tokenizer writes as one token: the label
+    in four cases, alone or after a space, newline or tab."""
+    ids = set()
+    for lead in ("", " ", "\n", "\t"):
+        for word in (label, label.lower(), label.upper(), label.capitalize()):
+            encoded = tokenizer(lead + word, add_special_tokens=False)["input_ids"]
+            if len(encoded) == 1:
+                ids.add(int(encoded[0]))
+    return sorted(ids)
+
+
+def _check_classes(classes, labels, vocab_size: int) -> None:
+    seen: dict[int, int] = {}
+    for c, ids in enumerate(classes):
+        if not ids:
+            raise ValueError(f"label {labels[c]!r} is not a single token in any variant; give "
+                             f"label_token_ids")
+        for i in ids:
+            if not 0 <= int(i) < vocab_size:
+                raise ValueError(f"label token id {i} is outside the vocabulary (0.."
+                                 f"{vocab_size - 1})")
+            if int(i) in seen and seen[int(i)] != c:
+                raise ValueError(f"token id {i} counts for both {labels[seen[int(i)]]!r} and "
+                                 f"{labels[c]!r}")
+            seen[int(i)] = c
+
+
+def _dtype(model: nn.Module, default: torch.dtype) -> torch.dtype:
+    try:
+        return next(model.parameters()).dtype
+    except (StopIteration, AttributeError, TypeError):
+        return default
