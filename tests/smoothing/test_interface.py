@@ -190,3 +190,23 @@ def test_certify_many_shares_batches_and_matches_certify():
         for single, result in zip(many, threaded.certify_many(records, 50, 700, 0.01, seeds),
                                   strict=True):
             assert np.array_equal(single.counts, result.counts)
+
+
+def test_non_finite_model_outputs_are_refused_not_counted():
+    """Issue 11.2: NaN logits were counted as class 0 (argmax of NaN) and certified."""
+    from hybridcert.smoothing import ModelOutputError
+
+    def nan_model(batch):
+        out = torch.zeros(len(batch["image"]), 2)
+        out[-1, 0] = float("nan")
+        return out
+
+    def inf_model(batch):
+        return torch.full((len(batch["image"]), 2), float("inf"))
+
+    for bad in (nan_model, inf_model):
+        clf = SmoothedClassifier(bad, {"image": Gaussian(0.5)}, 2)
+        with pytest.raises(ModelOutputError, match=r"NaN or infinite logits \(batch 1, row"):
+            clf.certify({"image": torch.zeros(3)}, 10, 100, 0.01)
+        with pytest.raises(ModelOutputError, match="never counted"):
+            clf.predict({"image": torch.zeros(3)}, 100, 0.01)
