@@ -33,7 +33,7 @@ app.command()(train_command.train)
 app.command()(run_commands.certify)
 app.command()(run_commands.report)
 app.command()(serve_command.serve)
-app.add_typer(dataset_command.dataset, name="dataset")
+app.add_typer(dataset_command.app, name="dataset")
 
 
 def main(argv: list[str] | None = None) -> int:
