@@ -155,6 +155,8 @@ def _safety_margin(value, scale, log_kappa, ratio: LikelihoodRatio, value_error=
     non-certified side.
     """
     k_eps = _relative_error(ratio)
+    # Regions stored with mu = 0 hold a true mass below 1e-307 each.
+    mass_error = mass_error + 1e-307 * ratio.n_regions
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         log_error = np.log(k_eps * scale + mass_error) + log_kappa
         slope_error = np.exp(np.minimum(log_error, 709.0))
@@ -204,9 +206,13 @@ def _discrete(p: np.ndarray, p_tail: np.ndarray, ratio: LikelihoodRatio) -> _Exa
     count = k - np.searchsorted(c.tail_mu[:k][::-1], p_tail, side="left")
     j_tail = np.clip(count - 1, 0, k - 1)
     j = np.where(use_tail, j_tail, j_head)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        frac_head = np.clip((p - c.head_mu[j]) / mu[j], 0.0, 1.0)
-        rest_tail = np.clip((p_tail - c.tail_mu[j + 1]) / mu[j], 0.0, 1.0)
+    # A region whose mu underflowed (mu = 0) is taken whole or not at all.
+    has_mu = mu[j] > 0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        frac_head = np.where(has_mu, np.clip((p - c.head_mu[j]) / mu[j], 0.0, 1.0),
+                             (p > c.head_mu[j]).astype(float))
+        rest_tail = np.where(has_mu, np.clip((p_tail - c.tail_mu[j + 1]) / mu[j], 0.0, 1.0),
+                             (p_tail > c.tail_mu[j + 1]).astype(float))
     frac = np.where(use_tail, 1.0 - rest_tail, frac_head)
     rest = np.where(use_tail, rest_tail, 1.0 - frac_head)
     head = c.head_nu[j] + frac * nu[j]

@@ -86,12 +86,9 @@ class LikelihoodRatio:
         Outcomes with ``log_ratio = -inf`` form the ratio-0 atom, ``+inf`` the
         ratio-infinity atom; outcomes with no mass under either measure are dropped.
         ``mass_rtol`` bounds the relative error the caller's log masses already carry; the
-        rounding of ``exp`` and of the merging is added to it here.
-
-        A region whose ``mu`` mass underflows to 0 (below 1e-308) joins the ratio-infinity
-        atom: every double ``p < 1`` is more than 1e-16 below 1, so the Neyman–Pearson set
-        of mu-mass ``p`` never reaches such a region, and at ``p = 1`` counting its ``nu``
-        mass as unreachable only lowers the bound.
+        rounding of ``exp`` and of the merging is added to it here.  Regions whose ``nu``
+        mass is below :data:`NEGLIGIBLE_NU` join the ratio-0 atom (``nu_dropped`` records
+        their ``nu``); a region whose ``mu`` underflows to 0 stays, with ``mu = 0``.
         """
         log_ratio = np.asarray(log_ratio, dtype=float).ravel()
         log_mu = np.asarray(log_mu, dtype=float).ravel()
@@ -113,18 +110,17 @@ class LikelihoodRatio:
             lmu, lnu = _group_logsumexp(lmu, starts), _group_logsumexp(lnu, starts)
             lr = lr[starts]
         mu, nu = np.exp(lmu), np.exp(lnu)
-        underflow = mu == 0.0
-        infinite_nu = log_nu[infinite]
-        if underflow.any():
-            infinite_nu = np.concatenate([infinite_nu, lnu[underflow]])
-        nu_inf = float(np.exp(logsumexp(infinite_nu))) if infinite_nu.size else 0.0
-        negligible = (nu < NEGLIGIBLE_NU) & ~underflow
+        nu_inf = float(np.exp(logsumexp(log_nu[infinite]))) if infinite.any() else 0.0
+        negligible = nu < NEGLIGIBLE_NU
         mu_zero += float(mu[negligible].sum())
         nu_dropped = float(nu_dropped + nu[negligible].sum())
-        keep = ~negligible & ~underflow
+        keep = ~negligible
         # exp of a log carrying one ulp of error, and (merged groups) a sum of positive terms.
+        # A kept region whose mu underflows (mu = 0, true mass below 1e-308) stays a region:
+        # the bound treats its mu as 0, an error the margin covers (below 1e-307 per region).
         with np.errstate(divide="ignore"):
-            logs = np.abs(np.concatenate([lmu[keep], lnu[keep], np.log([mu_zero, nu_inf])]))
+            logs = np.abs(np.concatenate([lmu[keep & (mu > 0)], lnu[keep],
+                                          np.log([mu_zero, nu_inf])]))
         biggest_log = float(np.max(logs[np.isfinite(logs)], initial=0.0))
         rtol = float(mass_rtol) + 4.0 * _EPS * (2.0 + biggest_log) + 2.0 * spread
         return cls(lr[keep], mu[keep], nu[keep], min(mu_zero, 1.0), min(nu_inf, 1.0),
