@@ -1,4 +1,5 @@
-"""Resumable runs: SIGKILL and resume, Ray = local, report numbers, clear errors."""
+"""Dataset runs through the CLI: resumable (SIGKILL, Ctrl-C), keyed by content, Ray = local,
+reports recomputed from stored rows, the user's own tokenizer end to end, clear errors."""
 
 import json
 import os
@@ -24,42 +25,97 @@ def certify(dataset, store, *extra):
     return main(["certify", "--dataset", str(dataset), "--store", str(store), *ARGS, *extra])
 
 
-def rows(store):
-    s = RunStore(store)
-    out = {(r.idx, r.input_id, r.label, r.predict, r.p_lower, r.max_tokens,
-            tuple(r.l2_radius), tuple(r.counts)) for r in s.results()}
-    s.close()
-    return out
+def stored(store):
+    with RunStore(store, readonly=True) as s:
+        return s.rows()
+
+
+def comparable(store):
+    """Stored rows without the wall-clock time."""
+    return sorted(json.dumps({k: v for k, v in row.items() if k != "time"}, sort_keys=True)
+                   for row in stored(store))
+
+
+def count_rows(path):
+    try:
+        return sqlite3.connect(path).execute("SELECT COUNT(*) FROM results").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def start_slow_run(dataset, store):
+    env = dict(os.environ, TOY_MODEL_DELAY="0.05", PYTHONPATH=str(ROOT))
+    return subprocess.Popen(
+        [sys.executable, "-m", "hybridcert.cli.main", "certify", "--dataset", str(dataset),
+         "--store", str(store), *ARGS], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_rows(store, at_least, seconds=120):
+    deadline = time.time() + seconds
+    while time.time() < deadline and (not store.exists() or count_rows(store) < at_least):
+        time.sleep(0.2)
 
 
 def test_sigkill_midway_then_resume_equals_an_uninterrupted_run(jsonl_dataset, tmp_path):
     reference = tmp_path / "reference.sqlite"
     assert certify(jsonl_dataset, reference) == 0
     killed = tmp_path / "killed.sqlite"
-    env = dict(os.environ, TOY_MODEL_DELAY="0.05", PYTHONPATH=str(ROOT))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hybridcert.cli.main", "certify", "--dataset",
-         str(jsonl_dataset), "--store", str(killed), *ARGS], cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    done = 0
-    while time.time() < deadline and done < 3:
-        time.sleep(0.2)
-        if killed.exists():
-            try:
-                done = sqlite3.connect(killed).execute(
-                    "SELECT COUNT(*) FROM results").fetchone()[0]
-            except sqlite3.OperationalError:
-                done = 0
+    process = start_slow_run(jsonl_dataset, killed)
+    wait_for_rows(killed, 3)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    partial = rows(killed)
+    partial = stored(killed)
     assert 3 <= len(partial) < 12, "the run must be killed midway"
     assert certify(jsonl_dataset, killed) == 0         # resume
-    resumed = rows(killed)
-    assert len(resumed) == 12
-    assert len({r[0] for r in resumed}) == 12           # every input exactly once
-    assert resumed == rows(reference)
+    resumed = stored(killed)
+    assert len(resumed) == 12 and len({r["id"] for r in resumed}) == 12
+    assert comparable(killed) == comparable(reference)
+
+
+def test_ctrl_c_stops_cleanly_keeps_work_and_says_how_to_resume(jsonl_dataset, tmp_path):
+    """Issue 11: SIGINT used to exit 0 silently."""
+    store = tmp_path / "interrupted.sqlite"
+    process = start_slow_run(jsonl_dataset, store)
+    wait_for_rows(store, 2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    last = err.strip().splitlines()[-1]
+    assert "interrupted" in last and "run the same command again to resume" in last
+    assert "Traceback" not in err
+    kept = count_rows(store)
+    assert 2 <= kept < 12
+    assert certify(jsonl_dataset, store) == 0
+    assert len(stored(store)) == 12
+
+
+def test_resume_is_keyed_by_id_and_content_not_position(jsonl_dataset, tmp_path, capsys):
+    """Issue 11: inserting a row at the top used to shift every stored result to the wrong
+    input.  Now results stay with their ids; a changed row is refused unless re-certified."""
+    store = tmp_path / "run.sqlite"
+    assert certify(jsonl_dataset, store) == 0
+    before = {r["id"]: r for r in stored(store)}
+    lines = jsonl_dataset.read_text().splitlines()
+    extra = json.loads(lines[0])
+    extra.update(id="new-top", text="we bake a cake together")
+    jsonl_dataset.write_text("\n".join([json.dumps(extra)] + lines))
+    assert certify(jsonl_dataset, store) == 0
+    after = {r["id"]: r for r in stored(store)}
+    assert set(after) == set(before) | {"new-top"}
+    for key, row in before.items():                    # untouched, still under its own id
+        assert after[key] == row
+    changed = json.loads(lines[3])
+    changed["text"] = "lovely day at the park"
+    jsonl_dataset.write_text("\n".join([json.dumps(extra)] + lines[:3] + [json.dumps(changed)]
+                                       + lines[4:]))
+    capsys.readouterr()
+    assert certify(jsonl_dataset, store) == 2
+    err = capsys.readouterr().err.strip()
+    assert "1 input(s) changed" in err and "'row3'" in err and len(err.splitlines()) == 1
+    assert {r["id"]: r for r in stored(store)} == after           # nothing altered
+    assert certify(jsonl_dataset, store, "--recertify-changed") == 0
+    assert len(stored(store)) == 13
 
 
 def test_store_refuses_a_different_configuration(jsonl_dataset, tmp_path, capsys):
@@ -76,40 +132,56 @@ def test_ray_backend_gives_identical_results(jsonl_dataset, tmp_path, ray_cluste
     local, distributed = tmp_path / "local.sqlite", tmp_path / "ray.sqlite"
     assert certify(jsonl_dataset, local) == 0
     assert certify(jsonl_dataset, distributed, "--backend", "ray", "--workers", "2") == 0
-    assert rows(local) == rows(distributed)
+    assert comparable(local) == comparable(distributed)
 
 
 def test_parallel_batches_give_identical_results(jsonl_dataset, tmp_path):
     serial, threaded = tmp_path / "serial.sqlite", tmp_path / "threaded.sqlite"
     assert certify(jsonl_dataset, serial, "--batch-size", "64") == 0
     assert certify(jsonl_dataset, threaded, "--batch-size", "64", "--parallel-batches", "2") == 0
-    assert rows(serial) == rows(threaded)
+    assert comparable(serial) == comparable(threaded)
 
 
-def test_report_numbers_recomputed_from_stored_rows(jsonl_dataset, tmp_path, capsys):
+def test_report_numbers_recomputed_from_stored_rows(jsonl_dataset, tmp_path):
     store = tmp_path / "run.sqlite"
     assert certify(jsonl_dataset, store) == 0
     assert main(["report", str(store), "--out", str(tmp_path / "report")]) == 0
-    # Independent recomputation straight from SQLite.
-    db = sqlite3.connect(store)
-    stored = db.execute("SELECT label, predict, max_tokens, frontier FROM results").fetchall()
+    # Independent recomputation straight from SQLite: certified iff gamma* >= eps / sigma.
+    rows = [json.loads(r) for (r,) in sqlite3.connect(store).execute("SELECT row FROM results")]
     grid_eps, grid_r = (0.0, 0.25, 0.5, 0.75, 1.0), (0, 1, 2, 4, 8)
     expected = np.zeros((5, 5))
-    for label, predict, max_tokens, frontier in stored:
-        radii = json.loads(frontier)
+    for row in rows:
+        gammas = {item["tokens"]: float(item["gamma"]) for item in row["frontier"]}
         for a, eps in enumerate(grid_eps):
             for b, r in enumerate(grid_r):
-                expected[a, b] += predict == label and r <= max_tokens and radii[r] >= eps
-    expected /= len(stored)
+                expected[a, b] += (row["predict"] == row["label"] and r in gammas
+                                   and gammas[r] >= eps / 0.25)
+    expected /= len(rows)
     lines = (tmp_path / "report" / "certified_accuracy.csv").read_text().splitlines()[1:]
     got = np.array([[float(v) for v in line.split(",")[1:]] for line in lines])
     assert np.allclose(got, expected, atol=1e-4)
-    abstain = np.mean([p == -1 for _, p, _, _ in stored])
-    assert f"abstain rate {100 * abstain:.1f}%" in (tmp_path / "report" / "REPORT.md").read_text()
+    report = (tmp_path / "report" / "REPORT.md").read_text()
+    abstain = np.mean([r["predict"] == -1 for r in rows])
+    assert f"abstain rate {100 * abstain:.1f}%" in report
+    assert "Balanced" in report and "constant classifier" in report
     for name in ("certify.tsv", "certify.json", "curves.png", "heatmap.png"):
         assert (tmp_path / "report" / name).exists()
     tsv = (tmp_path / "report" / "certify.tsv").read_text().splitlines()
-    assert tsv[0].startswith("idx\tlabel\tpredict\tradius\tcorrect\ttime") and len(tsv) == 13
+    assert tsv[0].startswith("idx\tlabel\tpredict\tradius\tcorrect\ttime\tid") and len(tsv) == 13
+
+
+def test_unlabelled_rows_are_certified_and_exported(jsonl_dataset, tmp_path):
+    rows = [json.loads(line) for line in jsonl_dataset.read_text().splitlines()]
+    for row in rows[:4]:
+        del row["label"]
+    jsonl_dataset.write_text("\n".join(json.dumps(r) for r in rows))
+    store = tmp_path / "run.sqlite"
+    assert certify(jsonl_dataset, store) == 0
+    assert main(["report", str(store), "--out", str(tmp_path / "r")]) == 0
+    exported = json.loads((tmp_path / "r" / "certify.json").read_text())
+    assert len(exported) == 12 and sum(r["label"] is None for r in exported) == 4
+    assert all(r["correct"] is None for r in exported if r["label"] is None)
+    assert "12 inputs (8 labelled)" in (tmp_path / "r" / "REPORT.md").read_text()
 
 
 def test_toml_config_with_flag_override(jsonl_dataset, tmp_path):
@@ -120,42 +192,85 @@ def test_toml_config_with_flag_override(jsonl_dataset, tmp_path):
     store = tmp_path / "run.sqlite"
     assert main(["certify", "--config", str(config), "--n", "200", "--store", str(store),
                  "--quiet"]) == 0
-    s = RunStore(store)
-    assert s.config["n"] == 200 and s.config["n0"] == 16
-    s.close()
+    with RunStore(store, readonly=True) as s:
+        assert s.config["n"] == 200 and s.config["n0"] == 16
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--dataset", "missing.jsonl"], "dataset 'missing.jsonl' not found"),
+    (["--dataset", "missing.jsonl"], "missing.jsonl"),
     (["--model", "no_such_module:factory"], "entry point 'no_such_module:factory' does not load"),
     (["--model", "tests.runs.toy_model"], "must look like 'module:factory'"),
     (["--model", "tests.runs.toy_model:broken_factory"], "the model does not accept"),
+    (["--model", "tests.runs.toy_model:nan_factory"], "NaN or infinite logits"),
     (["--config", "absent.toml"], "config file absent.toml not found"),
     (["--backend", "spark"], "--backend must be local or ray"),
 ])
 def test_clear_one_line_errors(jsonl_dataset, tmp_path, capsys, argv, message):
     base = ["certify", "--dataset", str(jsonl_dataset), "--store", str(tmp_path / "s.sqlite"),
             *ARGS]
-    # later flags win: put the faulty one last
-    assert main(base + argv) == 2
+    assert main(base + argv) == 2          # later flags win: the faulty one is last
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "s.sqlite").exists()
 
 
 def test_unreadable_image_and_missing_image(jsonl_dataset, tmp_path, capsys):
     (jsonl_dataset.parent / "img3.png").write_text("not a png")
     assert certify(jsonl_dataset, tmp_path / "a.sqlite") == 2
-    assert "cannot be read" in capsys.readouterr().err
+    assert "img3.png" in capsys.readouterr().err
     (jsonl_dataset.parent / "img3.png").unlink()
     assert certify(jsonl_dataset, tmp_path / "b.sqlite") == 2
-    assert "img3.png not found" in capsys.readouterr().err
+    assert "img3.png" in capsys.readouterr().err
 
 
 def test_noise_that_does_not_fit_the_inputs(tmp_path, capsys):
     path = tmp_path / "text_only.jsonl"
-    path.write_text(json.dumps({"text": "hello there", "label": 0}))
+    path.write_text(json.dumps({"id": "a", "text": "hello there", "label": 0}))
     assert certify(path, tmp_path / "c.sqlite") == 2
-    assert "the noise names block(s) ['image']" in capsys.readouterr().err
+    assert "image" in capsys.readouterr().err
+
+
+def test_the_users_own_tokenizer_end_to_end(tmp_path, monkeypatch):
+    """Issue 12: a model with its own 110-word tokenizer receives only its own ids (padding
+    masked out by the attention mask), and the certificate uses its V = 105."""
+    from PIL import Image
+
+    from hybridcert import Substitution, certified_frontier
+    from tests.runs import spy_model
+
+    log = tmp_path / "spy.jsonl"
+    monkeypatch.setenv("SPY_LOG", str(log))
+    rows = []
+    for i in range(6):
+        Image.new("RGB", (8, 8), (200, 200, 200)).save(tmp_path / f"im{i}.png")
+        rows.append({"id": f"r{i}", "image": f"im{i}.png",
+                     "text": " ".join(f"w{(7 * i + j) % 105}" for j in range(5)),
+                     "label": i % 2})
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    store = tmp_path / "spy.sqlite"
+    assert main(["certify", "--dataset", str(data), "--store", str(store), "--model",
+                 "tests.runs.spy_model:factory", "--sigma", "0.25", "--keep-prob", "0.1",
+                 "--n0", "16", "--n", "400", "--alpha", "0.01", "--quiet"]) == 0
+    seen = [json.loads(line) for line in log.read_text().splitlines()]
+    assert seen and all(s["min"] >= 0 and s["max"] < spy_model.SIZE for s in seen)
+    assert not any(s["padding_attended"] for s in seen)
+    text = Substitution(0.1, 105)
+    for row in stored(store):
+        if row["predict"] == -1:
+            continue
+        # Five words: no more than 5 tokens can be changed, so the region stops there.
+        expected = certified_frontier(row["p_lower"], sigma=0.25, discrete=text, max_tokens=5)
+        assert row["max_tokens"] == int(expected.max_tokens[0])
+        assert [r["l2_radius"] for r in row["frontier"]] == pytest.approx(
+            [r["l2_radius"] for r in expected.rows(0)], rel=1e-9)
+
+
+def test_a_model_without_text_handling_is_refused(jsonl_dataset, tmp_path, capsys):
+    assert certify(jsonl_dataset, tmp_path / "s.sqlite", "--model",
+                   "tests.runs.toy_model:bare_factory") == 2
+    err = capsys.readouterr().err
+    assert "supplies no text handling" in err and "never falls back" in err
 
 
 def test_sequential_modes_run_resumably_and_on_ray(jsonl_dataset, tmp_path, ray_cluster):
@@ -163,13 +278,21 @@ def test_sequential_modes_run_resumably_and_on_ray(jsonl_dataset, tmp_path, ray_
     local, distributed = tmp_path / "seq.sqlite", tmp_path / "seq_ray.sqlite"
     assert certify(jsonl_dataset, local, *extra) == 0
     assert certify(jsonl_dataset, distributed, *extra, "--backend", "ray") == 0
-    assert rows(local) == rows(distributed)
-    samples = sqlite3.connect(local).execute("SELECT samples FROM results").fetchall()
-    assert all(16 + 100 <= s[0] <= 16 + 3200 for s in samples)
+    assert comparable(local) == comparable(distributed)
+    assert all(r["queries"] <= 16 + 3200 and r["mode"] == "decision" for r in stored(local))
     assert certify(jsonl_dataset, local, *extra) == 0      # resume: nothing left to do
-    assert len(rows(local)) == 12
-    assert main(["certify", "--dataset", str(jsonl_dataset), "--store",
-                 str(tmp_path / "x.sqlite"), *ARGS, "--mode", "decision"]) == 2
+    assert len(stored(local)) == 12
+
+
+def test_fixed_and_sequential_rows_have_one_format(jsonl_dataset, tmp_path):
+    """Issue 12: one row type for every mode (the store, exports and report read only it)."""
+    fixed, seq = tmp_path / "f.sqlite", tmp_path / "s.sqlite"
+    assert certify(jsonl_dataset, fixed, "--target", "0.1,0") == 0
+    assert certify(jsonl_dataset, seq, "--mode", "decision", "--target", "0.1,0") == 0
+    a, b = stored(fixed), stored(seq)
+    assert [sorted(r) for r in a] == [sorted(r) for r in b]
+    assert [r["id"] for r in a] == [r["id"] for r in b]
+    assert all(len(r["targets"]) == 1 for r in a + b)
 
 
 def test_radius_mode_with_a_radius_of_interest(jsonl_dataset, tmp_path):
@@ -178,11 +301,10 @@ def test_radius_mode_with_a_radius_of_interest(jsonl_dataset, tmp_path):
     assert certify(jsonl_dataset, tmp_path / "a.sqlite", *extra) == 0
     assert certify(jsonl_dataset, tmp_path / "b.sqlite", *extra, "--max-radius", "0.01") == 0
 
-    def samples(name):
-        query = "SELECT samples FROM results ORDER BY idx"
-        return [s for (s,) in sqlite3.connect(tmp_path / name).execute(query)]
+    def queries(name):
+        return [r["queries"] for r in sorted(stored(tmp_path / name), key=lambda r: r["idx"])]
 
-    assert all(b <= a for a, b in zip(samples("a.sqlite"), samples("b.sqlite"), strict=True))
-    assert sum(samples("b.sqlite")) < sum(samples("a.sqlite"))
+    assert all(b <= a for a, b in zip(queries("a.sqlite"), queries("b.sqlite"), strict=True))
+    assert sum(queries("b.sqlite")) < sum(queries("a.sqlite"))
     assert certify(jsonl_dataset, tmp_path / "c.sqlite", *extra, "--max-radius", "0") == 2
     assert not (tmp_path / "c.sqlite").exists()      # refused before the store is made

@@ -231,8 +231,8 @@ class HybridNoise:
         return is_certified(p, self.ratio(budget), p_upper=p_upper, rule=rule or MAJORITY)
 
     def frontier(self, p, *, p_upper=None, rule=None, max_tokens: int | Mapping | None = 16,
-                 noised_positions: Sequence[Mapping[str, int]] | None = None
-                 ) -> list[CertifiedRegion]:
+                 noised_positions: Sequence[Mapping[str, int]] | None = None,
+                 batch_invariant: bool = False) -> list[CertifiedRegion]:
         """Certified regions of a batch of bounds.
 
         Parameters
@@ -249,7 +249,21 @@ class HybridNoise:
         noised_positions : list of {token block: int}, optional
             Per input, how many positions each token block noises: budgets beyond it are not
             reported (an adversary cannot change more positions than the threat allows).
+        batch_invariant : bool
+            Solve each input on its own, so that its region is bit-identical whatever else is
+            in the batch (vectorised linear algebra may round the last digit differently for
+            different batch sizes; both are sound).  Runs use it, so that every backend gives
+            the same rows.
         """
+        if batch_invariant:
+            p = np.atleast_1d(np.asarray(p, dtype=float))
+            upper = None if p_upper is None else \
+                np.broadcast_to(np.atleast_1d(np.asarray(p_upper, dtype=float)), p.shape)
+            return [self.frontier(p[i:i + 1], p_upper=None if upper is None else upper[i:i + 1],
+                                  rule=rule, max_tokens=max_tokens,
+                                  noised_positions=None if noised_positions is None
+                                  else noised_positions[i:i + 1])[0]
+                    for i in range(p.size)]
         from hybridcert.certificate import MAJORITY, frontier_grid
 
         p = np.atleast_1d(np.asarray(p, dtype=float))

@@ -28,6 +28,7 @@ def certify(
     text_column: Annotated[str | None, Opt("--text-column", help="Column of the text "
                                            "block.")] = None,
     label_column: Annotated[str | None, Opt("--label-column")] = None,
+    limit: Annotated[int | None, Opt("--limit", help="Only the first N rows.")] = None,
     id_column: Annotated[str | None, Opt("--id-column")] = None,
     label_map: Annotated[str | None, Opt("--label-map", help="String labels to classes, e.g. "
                                          "safe=0,unsafe=1.")] = None,
@@ -113,14 +114,14 @@ def certify(
     # 1. Every option, checked before anything is read or written.
     column_map = parse_mapping("--columns", columns) if columns else None
     if image_column or text_column:
-        column_map = dict(column_map or {"image": "image", "text": "text"})
+        column_map = dict(column_map or {})
         if image_column:
             column_map["image"] = image_column
         if text_column:
             column_map["text"] = text_column
     run_config = RunConfig.from_sources(
         config, dataset=dataset, columns=column_map, label_column=label_column,
-        id_column=id_column,
+        id_column=id_column, limit=limit,
         label_map=parse_mapping("--label-map", label_map, int) if label_map else None,
         image_size=_parse_size(image_size) if image_size else None,
         allow_outside_paths=allow_outside_paths, strict=strict, checkpoint=checkpoint,

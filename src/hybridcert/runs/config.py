@@ -97,7 +97,8 @@ class RunConfig:
     """Everything that determines a run's results (stored beside them).
 
     Data: ``dataset`` (``safety:test[:N]``, a .jsonl file or folder, .parquet,
-    ``hateful_memes:PATH``, ``mm_safetybench:PATH``), ``columns`` (block -> column),
+    ``hateful_memes:PATH``, ``mm_safetybench:PATH``), ``columns`` (block -> column; default:
+    the model's blocks read from columns of the same name), ``limit`` (first rows only),
     ``label_column``, ``id_column``, ``label_map`` (string label -> class), ``image_size``,
     ``allow_outside_paths``, ``strict`` (refuse any silent transformation).
 
@@ -117,7 +118,8 @@ class RunConfig:
     """
 
     dataset: str = "safety:test"
-    columns: dict = field(default_factory=lambda: {"image": "image", "text": "text"})
+    columns: dict | None = None
+    limit: int | None = None
     label_column: str = "label"
     id_column: str = "id"
     label_map: dict | None = None
@@ -221,11 +223,14 @@ class RunConfig:
     # -- validation ----------------------------------------------------------------------
     def _validate(self) -> None:
         _check_str("dataset", self.dataset)
-        if not isinstance(self.columns, dict) or not self.columns or not all(
-                isinstance(k, str) and isinstance(v, str) and k and v
-                for k, v in self.columns.items()):
+        if self.columns is not None and (not isinstance(self.columns, dict) or not self.columns
+                                         or not all(isinstance(k, str) and isinstance(v, str)
+                                                    and k and v
+                                                    for k, v in self.columns.items())):
             raise ConfigError(f"columns must map block names to column names, e.g. "
                               f"image=img,text=caption, got {self.columns!r}")
+        if self.limit is not None:
+            _guard(check_count, "limit", self.limit, minimum=1)
         _check_str("label_column", self.label_column)
         _check_str("id_column", self.id_column)
         if self.label_map is not None:

@@ -131,8 +131,10 @@ def plan(config: RunConfig, device: str = "cpu", batch_size: int = 512,
 def data_spec(config: RunConfig):
     from hybridcert.datasets import DataSpec
 
-    return DataSpec(source=config.dataset, columns=dict(config.columns),
+    return DataSpec(source=config.dataset,
+                    columns=None if config.columns is None else dict(config.columns),
                     label_column=config.label_column, id_column=config.id_column,
+                    limit=config.limit,
                     label_map=config.label_map, num_classes=config.num_classes,
                     allow_outside_paths=config.allow_outside_paths, strict=config.strict,
                     image_size=None if config.image_size is None else tuple(config.image_size))

@@ -185,7 +185,8 @@ class SmoothedClassifier:
         p_a, p_b = self._majority_bounds(counts, top, n, alpha, p_upper)
         regions = self.noise.frontier(p_a, p_upper=p_b, max_tokens=max_tokens,
                                       noised_positions=[self.noise.noised_positions(x)
-                                                        for x in prepared])
+                                                        for x in prepared],
+                                      batch_invariant=True)
         out = []
         for i, region in enumerate(regions):
             label = top[i] if region.certified else ABSTAIN
@@ -397,9 +398,10 @@ def detector_results(noise: HybridNoise, detector: Detector, hits, n, level, pos
     p_high = np.array([upper_confidence_bound(int(h), int(m), level)
                        for h, m in zip(hits, n, strict=True)]) if benign else None
     flagged = noise.frontier(p_low, rule=flag, max_tokens=max_tokens,
-                             noised_positions=positions) if flag else None
+                             noised_positions=positions, batch_invariant=True) if flag else None
     cleared = noise.frontier(p_high, rule=benign, max_tokens=max_tokens,
-                             noised_positions=positions) if benign else None
+                             noised_positions=positions, batch_invariant=True) \
+        if benign else None
     other = 1 - detector.flagged_class if num_classes == 2 else NOT_FLAGGED
     out = []
     for i in range(hits.size):

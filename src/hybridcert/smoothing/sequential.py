@@ -75,8 +75,8 @@ def target_budget(noise: HybridNoise, target) -> dict[str, float]:
 def certify_sequential(clf: SmoothedClassifier, x, n0: int, alpha: float, seed: int = 0,
                        targets: list | None = None, tolerance: float = 0.01,
                        n_min: int = 100, n_max: int = 100_000, growth: float = 2.0,
-                       max_tokens: int = 16, max_radius: float | None = None
-                       ) -> Certification:
+                       max_tokens: int = 16, max_radius: float | None = None,
+                       detector=None) -> Certification:
     """Sequential certification of one record (two classes, pB = 1 - pA).
 
     Parameters
@@ -90,6 +90,8 @@ def certify_sequential(clf: SmoothedClassifier, x, n0: int, alpha: float, seed: 
         Radius mode: the largest L2 radius of interest; a frontier that already reaches it
         at some r needs no more samples there.  The returned frontier is not clipped.
     """
+    if detector is not None:
+        raise ValueError("sequential detector runs are not available yet")
     tolerance = check_positive("tolerance", tolerance)
     if max_radius is not None:
         max_radius = check_positive("max_radius", max_radius)
