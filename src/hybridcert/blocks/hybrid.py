@@ -485,7 +485,8 @@ class CertifiedRegion:
     def rows(self) -> list[dict]:
         """Every certified token budget: ``{"tokens": r (or {block: r}), "gamma": gamma*,
         "l2_radius": eps (or {block: eps})}`` — the JSON form used by exports and the store.
-        An unbounded radius (a bound of exactly 1) is written as the string ``"inf"``."""
+        An unbounded radius (every shift certified, e.g. a bound of exactly 1) is written as
+        ``null``, as in ``hybridcert radius --json`` (budgets not certified have no row)."""
         rows = []
         for index in grid_points(*[range(n) for n in self.gamma.shape]):
             g = self.gamma[index] if index else self.gamma[()]
@@ -521,12 +522,12 @@ class CertifiedRegion:
         shape = tuple(max(i[a] for i in indices) + 1 for a in range(len(token_blocks)))
         gamma = np.full(shape, np.nan)
         for index, row in zip(indices, rows, strict=True):
-            gamma[index] = float(row["gamma"])
+            gamma[index] = np.inf if row["gamma"] is None else float(row["gamma"])
         return cls(token_blocks, dict(sigmas), gamma)
 
 
 def _json_number(value: float):
-    return "inf" if value == float("inf") else value
+    return None if value == float("inf") else value
 
 
 def _check_name(name) -> None:
