@@ -1,10 +1,153 @@
-"""``hybridcert serve`` (being written: see the service issue)."""
+"""``hybridcert serve``: certified moderation over HTTP (needs ``pip install
+'hybridcert[serve]'``).  Model and noise options are those of ``certify``; decisions are
+sequential (``--mode decision``), so ``--n`` is the per-request query cap."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
 
-def serve() -> None:
-    """Serve certified moderation over HTTP (not available in this build yet)."""
-    from hybridcert.runs.config import ConfigError
+import typer
 
-    raise ConfigError("hybridcert serve is not available in this build yet")
+Opt = typer.Option
+
+
+def serve(
+    config: Annotated[Path | None, Opt("--config", help="TOML file of run options (flags "
+                                       "override it). A config is code: it names the model "
+                                       "entry point that will run.")] = None,
+    demo: Annotated[bool, Opt("--demo", help="Serve the demo safety filter (trained under "
+                              "artifacts/ first if absent).")] = False,
+    checkpoint: Annotated[str | None, Opt("--checkpoint", help="Folder from "
+                                          "`hybridcert train`.")] = None,
+    model: Annotated[str | None, Opt("--model", help="Entry point module:factory returning a "
+                                     "ModelAdapter or a model. It RUNS THAT CODE.")] = None,
+    num_classes: Annotated[int | None, Opt("--num-classes")] = None,
+    image_size: Annotated[str | None, Opt("--image-size", help="HxW (or N) when the model "
+                                          "states no image size.")] = None,
+    strict: Annotated[bool | None, Opt("--strict", help="Refuse inputs that need any change "
+                                       "(resizing, truncation, colour mode).")] = None,
+    sigma: Annotated[float | None, Opt("--sigma", help="Gaussian noise on the image block.")]
+    = None,
+    keep_prob: Annotated[float | None, Opt("--keep-prob", help="Token keep probability of the "
+                                           "text block.")] = None,
+    noise: Annotated[str | None, Opt("--noise", help="Text noise: substitution or mask.")]
+    = None,
+    block: Annotated[list[str] | None, Opt("--block", help="Per-block noise NAME=SPEC "
+                                           "(repeatable).")] = None,
+    threat: Annotated[str | None, Opt("--threat", help="Text threat: substitute, suffix or "
+                                      "append.")] = None,
+    suffix_length: Annotated[int | None, Opt("--suffix-length")] = None,
+    append_slots: Annotated[int | None, Opt("--append-slots")] = None,
+    append_placeholder: Annotated[str | None, Opt("--append-placeholder")] = None,
+    rule: Annotated[str | None, Opt("--rule", help="majority (vote), or a detector: flag, "
+                                    "benign, detector (both sides).")] = None,
+    threshold: Annotated[float | None, Opt("--threshold", help="Detector threshold tau: flag "
+                                           "iff P(flagged class) >= tau.")] = None,
+    flagged_class: Annotated[int | None, Opt("--flagged-class", help="The 'unsafe' class "
+                                             "(default 1).")] = None,
+    alpha: Annotated[float | None, Opt("--alpha", help="Failure probability of each "
+                                       "decision.")] = None,
+    n: Annotated[int | None, Opt("--n", help="Per-request query cap: most base-model "
+                                 "evaluations one decision may spend.")] = None,
+    seed: Annotated[int | None, Opt("--seed", help="Run seed: a request's noise seed is "
+                                    "derived from it and the request's id.")] = None,
+    max_tokens: Annotated[int | None, Opt("--max-tokens", help="Largest token budget of the "
+                                          "reported region.")] = None,
+    target: Annotated[list[str] | None, Opt("--target", help="Target region EPS,R or "
+                                            "BLOCK=SIZE,... (repeatable; default 0,0: the "
+                                            "input itself).")] = None,
+    host: Annotated[str, Opt("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, Opt("--port")] = 8000,
+    api_key_file: Annotated[Path | None, Opt("--api-key-file", help="File of API keys, one "
+                                             "per line: requests then need 'Authorization: "
+                                             "Bearer <key>'.")] = None,
+    timeout: Annotated[float, Opt("--timeout", help="Seconds one request may take (then "
+                                  "504 and its sampling stops).")] = 10.0,
+    batch_size: Annotated[int, Opt("--batch-size", help="Most noisy copies per forward pass, "
+                                   "shared by concurrent requests.")] = 256,
+    max_pending: Annotated[int, Opt("--max-pending", help="Most requests queued or running "
+                                    "(more get 503).")] = 128,
+    speculation: Annotated[float, Opt("--speculation", help="Spare batch rows go to running "
+                                      "requests, up to this multiple of their draws so far "
+                                      "(fewer passes at low load; same decisions).")] = 0.5,
+    max_image_bytes: Annotated[int, Opt("--max-image-bytes")] = 8 * 1024 * 1024,
+    max_image_pixels: Annotated[int, Opt("--max-image-pixels")] = 16_000_000,
+    max_text_chars: Annotated[int, Opt("--max-text-chars")] = 4096,
+    audit_log: Annotated[Path | None, Opt("--audit-log", help="SQLite file: one row per "
+                                          "decision (input hash, decision, region, alpha, "
+                                          "model and config hash). Off by default.")] = None,
+    device: Annotated[str, Opt("--device", help="cpu, cuda or cuda:N.")] = "cpu",
+    log_level: Annotated[str, Opt("--log-level")] = "info",
+) -> None:
+    """Serve certified moderation over HTTP: POST /v1/moderate, GET /healthz, /metrics, /.
+
+    --model and --config name code that runs in this process: a config is code.
+    """
+    from hybridcert.cli.run_commands import _parse_blocks, _parse_size
+    from hybridcert.runs.config import ConfigError, RunConfig, parse_target
+    from hybridcert.runs.runner import plan
+
+    try:
+        from hybridcert.serve.app import run_server
+        from hybridcert.serve.service import Limits, ModerationService, ServeSettings, read_api_keys
+    except ImportError as err:
+        raise ConfigError(f"hybridcert serve needs the serve extra: pip install "
+                          f"'hybridcert[serve]' ({err})") from None
+    for name, value in (("--batch-size", batch_size), ("--max-pending", max_pending),
+                        ("--max-image-bytes", max_image_bytes),
+                        ("--max-image-pixels", max_image_pixels),
+                        ("--max-text-chars", max_text_chars)):
+        if value < 1:
+            raise ConfigError(f"{name} must be an integer >= 1, got {value}")
+    if not 0 < port < 65536:
+        raise ConfigError(f"--port must lie in 1..65535, got {port}")
+    if not timeout > 0 or timeout != timeout:
+        raise ConfigError(f"--timeout must be a number of seconds > 0, got {timeout}")
+    keys = read_api_keys(api_key_file) if api_key_file is not None else ()
+    targets = [parse_target(t) for t in target] if target else None
+    adapter = None
+    if demo:
+        from hybridcert.serve.demo import DEMO_TARGETS, demo_adapter, demo_checkpoint, demo_config
+
+        if checkpoint or model:
+            raise ConfigError("--demo serves the demo model: give no --checkpoint or --model")
+        directory = demo_checkpoint(log=lambda m: typer.echo(m, err=True))
+        checkpoint = str(directory)
+        adapter = demo_adapter(directory)
+        trained = demo_config()           # served under the noise it was trained with
+        sigma = trained.sigma if sigma is None and not block else sigma
+        keep_prob = trained.keep_prob if keep_prob is None and not block else keep_prob
+        targets = targets or [list(t) for t in DEMO_TARGETS]
+    run_config = RunConfig.from_sources(
+        config, checkpoint=checkpoint, model=model, num_classes=num_classes,
+        image_size=_parse_size(image_size) if image_size else None, strict=strict,
+        sigma=sigma, keep_prob=keep_prob, noise=noise,
+        blocks=_parse_blocks(block) if block else None, threat=threat,
+        suffix_length=suffix_length, append_slots=append_slots,
+        append_placeholder=append_placeholder, rule=rule, threshold=threshold,
+        flagged_class=flagged_class, mode="decision", alpha=alpha, n=n, seed=seed,
+        max_tokens=max_tokens, targets=targets or _config_targets(config) or [[0.0, 0]])
+    if not 0 <= speculation < float("inf"):
+        raise ConfigError(f"--speculation must be a finite number >= 0, got {speculation}")
+    settings = ServeSettings(batch_size=batch_size, max_pending=max_pending, timeout_s=timeout,
+                             speculation=speculation,
+                             limits=Limits(max_image_bytes, max_image_pixels, max_text_chars),
+                             api_keys=keys, audit_path=audit_log)
+    service = ModerationService(plan(run_config, device, batch_size, adapter=adapter),
+                                settings)
+    typer.echo(f"serving {service.model_id} on http://{host}:{port} (alpha "
+               f"{run_config.alpha:g}, {len(service.rules.budgets)} target(s), query cap "
+               f"{run_config.n:,}{', API keys required' if keys else ''}"
+               f"{', audit log ' + str(audit_log) if audit_log else ''})", err=True)
+    run_server(service, host, port, log_level)
+
+
+def _config_targets(config: Path | None):
+    """The TOML file's targets (flags win; the service's default applies only without
+    either)."""
+    if config is None:
+        return None
+    from hybridcert.runs.config import read_toml
+
+    return read_toml(config).get("targets")

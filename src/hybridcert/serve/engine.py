@@ -1,0 +1,363 @@
+"""Dynamic batching of sequential decisions: the noisy copies of concurrent requests share the
+model's forward batches.
+
+Each request is a *job*: a prepared record, its label stream (``SmoothedClassifier.stream``:
+the noisy copies of the stream ``(seed, Stage.SEQUENTIAL)``, drawn in order) and a stopping
+rule (a per-input state machine with ``next_draws()``, ``observe(labels)``, ``done``; see
+:mod:`hybridcert.smoothing.stopping`).  One worker thread repeats:
+
+1. drop jobs that were cancelled or ran past their deadline (their copies stop being drawn);
+2. fill one batch of at most ``batch_size`` rows, oldest job first: each job contributes the
+   next ``min(rule.next_draws(), room)`` copies of its own stream (at most a quarter of the
+   batch in the first pass while other jobs wait, then whatever room is left, oldest first);
+3. run the model once on the batch and hand every job its labels, in draw order.
+
+A job's copies come from its own stream in order and its labels reach its rule in order, so
+its decision is the one that driving the same rule from the same stream one job at a time
+gives (a rule's outcome depends on its label sequence only, not on how it is cut), whatever
+else shares the batches.  ``next_draws`` is a lower bound on the draws a rule needs before it
+can stop, so without ``speculation`` no copy is drawn that the decision does not use; with
+it, rows that no rule asked for go to running jobs as extra copies (fewer forward passes per
+decision at low load; a rule ignores labels past its decision, so decisions are unchanged).
+
+Jobs whose records have different shapes never share a batch (the oldest job's shape goes
+first).  The queue is bounded: :meth:`BatchingEngine.submit` raises :class:`QueueFull` when
+``max_pending`` jobs are waiting or running.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from hybridcert._validation import check_count
+from hybridcert.smoothing.core import SmoothedClassifier, Stage, _shape_key
+
+
+class EngineError(RuntimeError):
+    """Base class of the engine's refusals."""
+
+
+class QueueFull(EngineError):
+    """``max_pending`` jobs are already waiting or running."""
+
+
+class ShuttingDown(EngineError):
+    """The engine is draining or closed and takes no new jobs."""
+
+
+class JobTimeout(EngineError):
+    """The job ran past its deadline (or was cancelled) before its rule was done."""
+
+    def __init__(self, message: str, queries: int):
+        super().__init__(message)
+        self.queries = queries
+
+
+@dataclass
+class Outcome:
+    """A finished job.
+
+    Attributes
+    ----------
+    rule : object
+        The stopping rule, done (``label``, ``certified``, ``p_lower``, ``queries`` ...).
+    drawn : int
+        Noisy copies drawn and evaluated for this job (= labels handed to its rule).
+    batches : int
+        Forward batches the job took part in.
+    queued_s, elapsed_s : float
+        Seconds from submission to the first batch, and to the end (wall clock).
+    """
+
+    rule: object
+    drawn: int
+    batches: int
+    queued_s: float
+    elapsed_s: float
+
+
+@dataclass(eq=False)
+class Job:
+    """One request in the engine (see :meth:`BatchingEngine.submit`)."""
+
+    number: int
+    stream: object
+    rule: object
+    deadline: float
+    shape: tuple
+    submitted: float = field(default_factory=time.monotonic)
+    future: Future = field(default_factory=Future)
+    cancelled: bool = False
+    batches: int = 0
+    started: float | None = None
+
+    @property
+    def drawn(self) -> int:
+        """Copies drawn from this job's stream so far."""
+        return int(self.stream.drawn)
+
+    def cancel(self) -> None:
+        """Stop drawing this job's copies (takes effect before the engine's next batch)."""
+        self.cancelled = True
+
+
+@dataclass
+class BatchStats:
+    """Running totals of the engine (read them for metrics)."""
+
+    batches: int = 0
+    rows: int = 0
+    forward_s: float = 0.0
+    expired: int = 0
+    finished: int = 0
+    failed: int = 0
+
+
+class BatchingEngine:
+    """Run the sequential decisions of many records through shared model batches.
+
+    Parameters
+    ----------
+    classifier : SmoothedClassifier
+        Supplies the noise (``stream``) and the base model (``base.labels``).
+    batch_size : int
+        Most noisy copies per forward pass.
+    max_pending : int
+        Most jobs waiting or running at once; more are refused with :class:`QueueFull`.
+    speculation : float
+        When a batch has rows no rule asked for, give each job (oldest first) up to this
+        multiple of the copies it has drawn so far beyond its rule's ``next_draws`` (0: never).
+        Fewer, fuller forward passes per decision at low load, at the price of copies that
+        may go unused; the decisions are the same (a rule ignores labels past its stop).
+    on_batch : callable, optional
+        Called as ``on_batch(rows, seconds)`` after every forward pass (metrics).
+    """
+
+    def __init__(self, classifier: SmoothedClassifier, batch_size: int = 256,
+                 max_pending: int = 256, speculation: float = 0.0,
+                 on_batch: Callable[[int, float], None] | None = None):
+        if not isinstance(classifier, SmoothedClassifier):
+            raise ValueError(f"classifier must be a SmoothedClassifier, got "
+                             f"{type(classifier).__name__}")
+        self.classifier = classifier
+        self.batch_size = check_count("batch_size", batch_size, minimum=1)
+        self.max_pending = check_count("max_pending", max_pending, minimum=1)
+        if not (isinstance(speculation, (int, float)) and 0 <= speculation < math.inf):
+            raise ValueError(f"speculation must be a finite number >= 0, got {speculation!r}")
+        self.speculation = float(speculation)
+        self.on_batch = on_batch
+        self.stats = BatchStats()
+        self._jobs: OrderedDict[int, Job] = OrderedDict()
+        self._cond = threading.Condition()
+        self._numbers = itertools.count()
+        self._accepting = True
+        self._stop = False
+        self._thread: threading.Thread | None = None
+
+    # -- life cycle ------------------------------------------------------------------------
+    def start(self) -> BatchingEngine:
+        """Start the worker thread (idempotent)."""
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="hybridcert-batcher",
+                                                daemon=True)
+                self._thread.start()
+        return self
+
+    def close(self, drain: bool = True, timeout: float | None = None) -> bool:
+        """Refuse new jobs; with ``drain`` let the running ones finish, else fail them.
+        Returns True once the worker has stopped (within ``timeout`` seconds)."""
+        with self._cond:
+            self._accepting = False
+            if not drain:
+                for job in list(self._jobs.values()):
+                    job.cancel()
+            self._stop = True
+            self._cond.notify_all()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def refuse_new(self) -> None:
+        """Refuse new jobs from now on; the running ones go on."""
+        with self._cond:
+            self._accepting = False
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    @property
+    def pending(self) -> int:
+        """Jobs waiting or running."""
+        return len(self._jobs)
+
+    # -- submission ------------------------------------------------------------------------
+    def submit(self, record, seed: int, rule, timeout_s: float,
+               stage: int = Stage.SEQUENTIAL) -> Job:
+        """Queue the sequential decision of a prepared record.
+
+        Parameters
+        ----------
+        record : dict
+            A record prepared by ``classifier.validate``.
+        seed : int
+            The record's noise seed (``input_seed(run_seed, input_id)``).
+        rule : stopping rule
+            A fresh rule (``next_draws``, ``observe``, ``done``).
+        timeout_s : float
+            Seconds until the job is dropped (its future then raises :class:`JobTimeout`).
+
+        Returns
+        -------
+        Job
+            ``job.future`` resolves to an :class:`Outcome`; ``job.cancel()`` drops it.
+        """
+        if rule.done:
+            raise ValueError("the rule is already done: give a fresh one")
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
+        stream = self.classifier.stream(record, seed, stage)
+        with self._cond:
+            if not self._accepting:
+                raise ShuttingDown("the service is shutting down")
+            if len(self._jobs) >= self.max_pending:
+                raise QueueFull(f"{len(self._jobs)} requests are already queued or running")
+            job = Job(next(self._numbers), stream, rule, time.monotonic() + timeout_s,
+                      _shape_key(record))
+            self._jobs[job.number] = job
+            self._cond.notify_all()
+        return job
+
+    # -- the worker ------------------------------------------------------------------------
+    def _work(self) -> None:
+        torch.set_grad_enabled(False)
+        while True:
+            with self._cond:
+                while not self._jobs and not self._stop:
+                    self._cond.wait()
+                if not self._jobs:
+                    return
+                jobs = list(self._jobs.values())
+            live = self._drop_expired(jobs)
+            if live:
+                self._step(live)
+
+    def _drop_expired(self, jobs: list[Job]) -> list[Job]:
+        now = time.monotonic()
+        live = []
+        for job in jobs:
+            if job.cancelled or now >= job.deadline:
+                self._remove(job)
+                self.stats.expired += 1
+                reason = "was cancelled" if job.cancelled else "ran past its deadline"
+                _set(job.future, exception=JobTimeout(
+                    f"the request {reason} after {job.rule.queries} base-model evaluations",
+                    job.rule.queries))
+            else:
+                live.append(job)
+        return live
+
+    def _plan_batch(self, live: list[Job]) -> list[tuple[Job, int]]:
+        """(job, copies) pairs of the next batch: oldest first, one shape."""
+        shape = live[0].shape
+        group = [job for job in live if job.shape == shape]
+        room = self.batch_size
+        wants = {job.number: max(1, int(job.rule.next_draws())) for job in group}
+        takes: dict[int, int] = {}
+        quantum = room if len(group) == 1 else max(1, self.batch_size // 4)
+        for limit in (quantum, room):
+            for job in group:
+                if room == 0:
+                    break
+                extra = min(wants[job.number] - takes.get(job.number, 0), limit, room)
+                if extra > 0:
+                    takes[job.number] = takes.get(job.number, 0) + extra
+                    room -= extra
+        if self.speculation and room:
+            # Spare rows: copies beyond what a rule asked for (it ignores labels past its
+            # decision, so the decision is unchanged); at most `speculation` x its draws.
+            for job in group:
+                if room == 0:
+                    break
+                have = job.drawn + takes.get(job.number, 0)
+                cap = getattr(job.rule, "n_max", None)
+                extra = min(room, math.ceil(self.speculation * have),
+                            room if cap is None else max(0, int(cap) - have))
+                if extra > 0:
+                    takes[job.number] = takes.get(job.number, 0) + extra
+                    room -= extra
+        return [(job, takes[job.number]) for job in group if takes.get(job.number)]
+
+    def _step(self, live: list[Job]) -> None:
+        plan = self._plan_batch(live)
+        try:
+            now = time.monotonic()
+            parts = []
+            for job, take in plan:
+                if job.started is None:
+                    job.started = now
+                parts.append(job.stream.copies(take))
+            batch = parts[0] if len(parts) == 1 else \
+                {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+            start = time.perf_counter()
+            labels = self.classifier.base.labels(batch)
+            labels = labels.cpu().numpy().astype(np.int64)
+            seconds = time.perf_counter() - start
+            self.classifier._check_labels(labels)
+        except Exception as err:  # the model failed on this batch: fail its jobs only
+            for job, _ in plan:
+                self._remove(job)
+                self.stats.failed += 1
+                _set(job.future, exception=err)
+            return
+        rows = int(labels.size)
+        self.stats.batches += 1
+        self.stats.rows += rows
+        self.stats.forward_s += seconds
+        if self.on_batch is not None:
+            self.on_batch(rows, seconds)
+        offset = 0
+        end = time.monotonic()
+        for job, take in plan:
+            job.batches += 1
+            try:
+                job.rule.observe(labels[offset: offset + take])
+            except Exception as err:
+                self._remove(job)
+                self.stats.failed += 1
+                _set(job.future, exception=err)
+                offset += take
+                continue
+            offset += take
+            if job.rule.done:
+                self._remove(job)
+                self.stats.finished += 1
+                _set(job.future, result=Outcome(job.rule, job.drawn, job.batches,
+                                                (job.started or end) - job.submitted,
+                                                end - job.submitted))
+
+    def _remove(self, job: Job) -> None:
+        with self._cond:
+            self._jobs.pop(job.number, None)
+            self._cond.notify_all()
+
+
+def _set(future: Future, result=None, exception: BaseException | None = None) -> None:
+    if future.done():
+        return
+    if exception is not None:
+        future.set_exception(exception)
+    else:
+        future.set_result(result)

@@ -1,0 +1,185 @@
+"""The batching engine: shared forward passes, per-job streams in draw order, decisions equal
+to driving each rule alone, cancellation, the bounded queue and model failures."""
+
+import io
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hybridcert.runs.runner import plan
+from hybridcert.serve.engine import BatchingEngine, JobTimeout, QueueFull, ShuttingDown
+from hybridcert.serve.rules import DecisionRules
+from hybridcert.smoothing.core import Stage
+from tests.serve.conftest import png, png_even, toy_config
+from tests.serve.toy_model import factory
+
+TEXTS = ["i will hurt you", "we bake a cake together", "lovely day at the park", "attack them"]
+
+
+class Recorder:
+    """A trivial fixed-n rule: asks for ``n`` labels in steps of ``step`` and keeps them."""
+
+    def __init__(self, n, step):
+        self.n, self.step, self.seen, self.calls = n, step, [], 0
+
+    @property
+    def done(self):
+        return len(self.seen) >= self.n
+
+    @property
+    def queries(self):
+        return min(len(self.seen), self.n)
+
+    def next_draws(self):
+        return min(self.step, self.n - len(self.seen))
+
+    def observe(self, labels):
+        self.calls += 1
+        self.seen.extend(int(v) for v in labels)
+
+
+def _setup(delay=0.0, **config):
+    run = plan(toy_config(**config), batch_size=64, adapter=factory(delay))
+    return run, DecisionRules(run.config, run.noise)
+
+
+def _record(run, brightness, text):
+    image, _ = run.adapter.images["image"].process(Image.open(io.BytesIO(png(brightness))))
+    tokens = run.adapter.text["text"].encode(text)
+    return run.classifier.validate({"image": image, "text": tokens})
+
+
+def _records(run, count):
+    return [_record(run, 0.05 + 0.9 * i / max(count - 1, 1), TEXTS[i % len(TEXTS)])
+            for i in range(count)]
+
+
+def test_jobs_share_batches_and_get_their_own_stream_in_order():
+    run, _ = _setup()
+    records = _records(run, 6)
+    engine = BatchingEngine(run.classifier, batch_size=64, max_pending=16)
+    rules = [Recorder(300, 37) for _ in records]
+    jobs = [engine.submit(r, 1000 + i, rule, 30) for i, (r, rule) in
+            enumerate(zip(records, rules, strict=True))]
+    engine.start()
+    for job in jobs:
+        job.future.result(30)
+    engine.close()
+    for i, (record, rule) in enumerate(zip(records, rules, strict=True)):
+        alone = run.classifier.stream(record, 1000 + i, Stage.SEQUENTIAL).labels(300)
+        assert rule.seen == alone.tolist()        # same copies, same order as one job alone
+    # 6 jobs x 300 copies in batches of <= 64 rows: shared passes, nearly full
+    assert engine.stats.rows == 1800
+    assert engine.stats.batches <= 1800 // 64 + 6
+    assert sum(rule.calls for rule in rules) > engine.stats.batches   # several jobs per batch
+
+
+@pytest.mark.parametrize("speculation", [0.0, 1.0])
+def test_decisions_equal_driving_each_rule_alone(speculation):
+    run, rules = _setup()
+    records = _records(run, 8)
+    engine = BatchingEngine(run.classifier, batch_size=64, speculation=speculation).start()
+    jobs = [engine.submit(r, 50 + i, rules.new(), 60) for i, r in enumerate(records)]
+    outcomes = [job.future.result(60) for job in jobs]
+    engine.close()
+    labels = set()
+    for i, (record, outcome) in enumerate(zip(records, outcomes, strict=True)):
+        reference = rules.new()
+        stream = run.classifier.stream(record, 50 + i, Stage.SEQUENTIAL)
+        while not reference.done:
+            reference.observe(stream.labels(reference.next_draws()))
+        rule = outcome.rule
+        assert rule.label == reference.label
+        assert rule.queries == reference.queries
+        assert rule.p_lower == reference.p_lower
+        assert rule.certified.tolist() == reference.certified.tolist()
+        assert outcome.drawn >= rule.queries
+        if speculation == 0:
+            assert outcome.drawn == rule.queries     # next_draws never over-asks
+        labels.add(int(rule.label))
+    assert {0, 1} <= labels                          # both classes decided
+
+
+def test_cancelled_job_stops_drawing_and_reports_timeout():
+    run, rules = _setup(delay=0.02)
+    record = _record(run, 0.5, "lovely day")         # decided within ~200 draws
+    image, _ = run.adapter.images["image"].process(Image.open(io.BytesIO(png_even())))
+    mid = run.classifier.validate({"image": image,           # P(unsafe) = 1/2: runs long
+                                   "text": run.adapter.text["text"].encode("unknown words")})
+    engine = BatchingEngine(run.classifier, batch_size=32).start()
+    job = engine.submit(mid, 3, rules.new(), 60)
+    time.sleep(0.3)
+    job.cancel()
+    with pytest.raises(JobTimeout):
+        job.future.result(5)
+    drawn = job.drawn
+    time.sleep(0.3)
+    assert job.drawn == drawn                        # no more copies of it are drawn
+    assert engine.pending == 0
+    # a deadline works the same way, and the engine goes on serving others
+    late = engine.submit(mid, 4, rules.new(), 0.2)
+    with pytest.raises(JobTimeout):
+        late.future.result(5)
+    ok = engine.submit(record, 5, rules.new(), 60)
+    assert ok.future.result(30).rule.done
+    engine.close()
+    assert engine.stats.expired == 2
+
+
+def test_queue_is_bounded_and_closing_refuses_new_jobs():
+    run, rules = _setup(delay=0.02)
+    records = [_record(run, 0.5, "lovely day")] * 3
+    engine = BatchingEngine(run.classifier, batch_size=64, max_pending=2).start()
+    first = [engine.submit(records[i], i, rules.new(), 30) for i in range(2)]
+    with pytest.raises(QueueFull):
+        engine.submit(records[2], 2, rules.new(), 30)
+    assert engine.close(drain=True, timeout=60)      # the running jobs finish
+    assert all(job.future.result(0).rule.done for job in first)
+    with pytest.raises(ShuttingDown):
+        engine.submit(records[2], 2, rules.new(), 30)
+
+
+def test_model_failure_fails_that_batch_only():
+    run, rules = _setup()
+    records = _records(run, 2)
+    calls = {"n": 0}
+    base = run.classifier.base
+    original = base.labels
+    lock = threading.Lock()
+
+    def flaky(batch):
+        with lock:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise RuntimeError("CUDA out of memory")
+        return original(batch)
+
+    base.labels = flaky
+    engine = BatchingEngine(run.classifier, batch_size=64)
+    bad = engine.submit(records[0], 0, rules.new(), 30)
+    engine.start()
+    with pytest.raises(RuntimeError, match="out of memory"):
+        bad.future.result(10)
+    good = engine.submit(records[1], 1, rules.new(), 30)
+    assert good.future.result(30).rule.done
+    engine.close()
+    assert engine.stats.failed == 1
+
+
+def test_refuses_bad_arguments():
+    run, rules = _setup()
+    with pytest.raises(ValueError, match="batch_size"):
+        BatchingEngine(run.classifier, batch_size=0)
+    with pytest.raises(ValueError, match="speculation"):
+        BatchingEngine(run.classifier, speculation=float("nan"))
+    engine = BatchingEngine(run.classifier)
+    record = _records(run, 1)[0]
+    with pytest.raises(ValueError, match="timeout_s"):
+        engine.submit(record, 0, rules.new(), 0)
+    done = rules.new()
+    done.observe(np.ones(10_000, dtype=np.int64))
+    with pytest.raises(ValueError, match="fresh"):
+        engine.submit(record, 0, done, 1)
