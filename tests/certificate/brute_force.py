@@ -82,3 +82,45 @@ def neyman_pearson_set_masses(p: float, mu: np.ndarray, nu: np.ndarray):
         taken_mu += mu[i]
         taken_nu += nu[i]
     return taken_mu, taken_nu
+
+
+def joint_block_outcomes(blocks, gamma: float, cells: int = 300):
+    """(mu, nu) of every joint outcome of several independent token blocks times a grid
+    of Gaussian cells.  ``blocks`` is a list of ``(noise, keep, vocab, r)``."""
+    mu, nu = np.ones(1), np.ones(1)
+    for noise, keep, vocab, r in blocks:
+        dmu, dnu = discrete_outcomes(noise, keep, vocab, r)
+        mu, nu = np.outer(mu, dmu).ravel(), np.outer(nu, dnu).ravel()
+    gmu, gnu = gaussian_cells(gamma, cells)
+    return np.outer(mu, gmu).ravel(), np.outer(nu, gnu).ravel()
+
+
+def _greedy(mass: float, mu: np.ndarray, nu: np.ndarray, descending: bool) -> float:
+    """nu of the outcomes taken by increasing (or decreasing) nu/mu until their mu reaches
+    ``mass``, the last one fractionally.  Outcomes with mu = 0 (ratio infinity) are never
+    taken by increasing ratio and always taken first by decreasing ratio."""
+    free = mu == 0
+    base = float(nu[free].sum()) if descending else 0.0
+    mu, nu = mu[~free], nu[~free]
+    ratio = nu / mu
+    order = np.argsort(-ratio if descending else ratio, kind="stable")
+    cum_mu, cum_nu = np.cumsum(mu[order]), np.cumsum(nu[order])
+    j = int(np.searchsorted(cum_mu, mass, side="left"))
+    if j >= order.size:
+        return base + float(cum_nu[-1])
+    before_mu = cum_mu[j - 1] if j else 0.0
+    before_nu = cum_nu[j - 1] if j else 0.0
+    frac = min(max((mass - before_mu) / mu[order[j]], 0.0), 1.0)
+    return base + float(before_nu + frac * nu[order[j]])
+
+
+def greedy_lower_bound(p: float, mu: np.ndarray, nu: np.ndarray) -> float:
+    """Optimum of :func:`lp_lower_bound` solved exactly: with one constraint the LP is a
+    fractional knapsack, filled by increasing nu/mu (``test_greedy_equals_the_linear_
+    program`` pins the equality)."""
+    return _greedy(p, mu, nu, descending=False)
+
+
+def greedy_upper_bound(q: float, mu: np.ndarray, nu: np.ndarray) -> float:
+    """Optimum of :func:`lp_upper_bound`: outcomes by decreasing nu/mu (mu = 0 first)."""
+    return _greedy(q, mu, nu, descending=True)
