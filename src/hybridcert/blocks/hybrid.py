@@ -139,6 +139,7 @@ class HybridNoise:
         #: The blocks an adversary may change: the noised ones.
         self.noised_continuous = tuple(b for b in self.continuous if b.noise is not None)
         self.noised_tokens = tuple(b for b in self.tokens if b.noise is not None)
+        self._thresholds: dict = {}
 
     @classmethod
     def from_noises(cls, noises: Mapping[str, Noise],
@@ -222,7 +223,11 @@ class HybridNoise:
         :func:`hybridcert.certificate.threshold_probability`)."""
         from hybridcert.certificate import MAJORITY, threshold_probability
 
-        return threshold_probability(self.ratio(budget), rule or MAJORITY)
+        budget = self.budget(budget)
+        key = (tuple(sorted(budget.items())), rule or MAJORITY)
+        if key not in self._thresholds:           # a bisection: worth remembering
+            self._thresholds[key] = threshold_probability(self.ratio(budget), rule or MAJORITY)
+        return self._thresholds[key]
 
     def is_certified(self, p, budget: Mapping[str, float], *, p_upper=None, rule=None):
         """Whether bound(s) ``p`` certify the region ``budget``."""

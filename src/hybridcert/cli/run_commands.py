@@ -80,7 +80,6 @@ def certify(
     max_tokens: Annotated[int | None, Opt("--max-tokens")] = None,
     target: Annotated[list[str] | None, Opt("--target", help="Target region EPS,R or "
                                             "BLOCK=SIZE,... (repeatable).")] = None,
-    n_min: Annotated[int | None, Opt("--n-min", help="Sequential: first look.")] = None,
     tolerance: Annotated[float | None, Opt("--tolerance", help="Radius-mode L2 "
                                            "tolerance.")] = None,
     max_radius: Annotated[float | None, Opt("--max-radius", help="Radius mode: largest L2 "
@@ -131,7 +130,7 @@ def certify(
         append_placeholder=append_placeholder, rule=rule, threshold=threshold,
         flagged_class=flagged_class, mode=mode, n0=n0, n=n, alpha=alpha, p_upper=p_upper,
         seed=seed, max_tokens=max_tokens,
-        targets=[parse_target(t) for t in target] if target else None, n_min=n_min,
+        targets=[parse_target(t) for t in target] if target else None,
         tolerance=tolerance, max_radius=max_radius)
     if backend not in ("local", "ray"):
         raise ConfigError(f"--backend must be local or ray, got {backend!r}")

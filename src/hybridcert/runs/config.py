@@ -112,9 +112,9 @@ class RunConfig:
 
     Certificate: ``rule`` (majority vote; ``flag`` / ``benign`` / ``detector`` for a detector
     thresholded at ``threshold`` on ``flagged_class``), ``mode`` (fixed n, sequential
-    ``decision`` at ``targets``, sequential ``radius``), ``n0``, ``n`` (the cap in sequential
-    modes), ``alpha``, ``p_upper``, ``max_tokens``, ``seed``, ``n_min``, ``tolerance``,
-    ``max_radius``.
+    ``decision`` at ``targets``, sequential ``radius``), ``n0`` (fixed n's selection draws;
+    sequential modes need none), ``n`` (the cap in sequential modes), ``alpha``, ``p_upper``,
+    ``max_tokens``, ``seed``, ``tolerance``, ``max_radius``.
     """
 
     dataset: str = "safety:test"
@@ -148,7 +148,6 @@ class RunConfig:
     max_tokens: int = 16
     seed: int = 0
     targets: list | None = None
-    n_min: int = 100
     tolerance: float = 0.01
     max_radius: float | None = None
 
@@ -309,10 +308,12 @@ class RunConfig:
                               f"{self.max_tokens}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
-        _guard(check_count, "n_min", self.n_min, minimum=1)
         _guard(check_positive, "tolerance", self.tolerance)
         if self.max_radius is not None:
             _guard(check_positive, "max_radius", self.max_radius)
+        if self.mode == "radius" and self.rule != "majority":
+            raise ConfigError("the sequential radius mode is for majority votes; certify a "
+                              "detector with --mode decision and --target")
         if self.mode == "decision" and not self.targets:
             raise ConfigError("mode 'decision' needs targets, e.g. --target 0.25,1")
         if self.targets is not None:

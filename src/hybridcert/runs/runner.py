@@ -186,12 +186,10 @@ def certify_items(run: Plan, items: Iterable, group: int = 8) -> Iterator[tuple]
 
         for item in items:
             result = certify_sequential(
-                clf, item.record(), config.n0, config.alpha,
-                input_seed(config.seed, item.input_id),
+                clf, item.record(), config.alpha, input_seed(config.seed, item.input_id),
                 targets=config.target_budgets() if config.mode == "decision" else None,
-                tolerance=config.tolerance, n_min=config.n_min, n_max=config.n,
-                max_tokens=config.max_tokens, max_radius=config.max_radius,
-                detector=detector)
+                detector=detector, n_max=config.n, tolerance=config.tolerance,
+                max_tokens=config.max_tokens, max_radius=config.max_radius)
             yield item, result
         return
     for start in range(0, len(items), group):

@@ -1,32 +1,27 @@
-"""Anytime-valid sequential certification: stop sampling as soon as the answer is settled.
+"""Anytime-valid sequential certification: stop drawing as soon as the answer is settled.
 
-Samples are drawn in a fixed, geometrically growing schedule of looks ``n_1 < n_2 < ... <
-n_K = n_max``.  At look ``k`` the one-sided Clopper–Pearson bound is taken at level
-``alpha / K``: by the union bound the probability that *any* of the K bounds fails is at
-most ``alpha``, whatever the stopping rule — so stopping early, on any data-dependent rule,
-keeps the guarantee of fixed-n certification (Bonferroni alpha spending over a pre-set
-number of looks; cf. Lan & DeMets 1983, and the sequential tests of Wald 1945).  With
-doubling looks from 100 to 100,000 samples K = 11, and the price is a bound at alpha/11
-instead of alpha: a few hundredths of a standard error.
+The statistics are in :mod:`hybridcert.smoothing.stopping` (confidence sequences valid at
+every draw, no separate selection sample; docs/SEQUENTIAL.md has the construction and the
+proofs).  This module poses the question for one record and its noise:
 
-Two questions:
+* **decision** — is the input certified at target regions?  Each target (a per-block budget)
+  has a threshold ``p*`` from the certificate engine; the zero budget is always among them, so
+  the returned class itself is certified (the targets say how far it extends).
+* **radius** — the certified region, to a tolerance of what the sample cap could still add.
+* **detector** (``Detector``): the same decision for a thresholded detector, on the flag side,
+  the benign side or both.
 
-* **decision** — is the input certified at target regions (eps, r)?  Each target has a
-  threshold ``p*`` (the smallest pA whose joint lower bound exceeds 1/2).  Sampling stops
-  when every target is settled: its threshold is cleared, or even the cap could not clear
-  it.
-* **radius** — the frontier: stop when sampling on to the cap could raise no eps*(r) by more
-  than ``tolerance`` (nor certify a further token), or at ``n_max``.  Radii beyond
-  ``max_radius`` (the largest radius the user asks about) count as settled.
-
-What the cap could plausibly show, in both, is the bound that ``n_max`` samples would give if
-the observed rate were the current upper confidence bound.
+:class:`SequentialQuestion` builds the rule and turns a finished rule into the one result type
+(:class:`~hybridcert.smoothing.Certification`); :func:`certify_sequential` drives it with the
+record's own stream of noisy copies.  The HTTP service drives the same rule with copies from
+the same stream batched across requests, so both give the same answer for the same input and
+seed.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -34,28 +29,9 @@ from hybridcert._validation import check_positive
 from hybridcert.blocks import CertifiedRegion, HybridNoise
 from hybridcert.certificate.baselines import discrete_threshold
 from hybridcert.noise import LikelihoodRatio
-from hybridcert.smoothing.core import (
-    SmoothedClassifier,
-    Stage,
-    lower_confidence_bound,
-    upper_confidence_bound,
-)
-from hybridcert.smoothing.results import ABSTAIN, Certification
-
-
-def schedule(n_min: int, n_max: int, growth: float = 2.0) -> list[int]:
-    """Cumulative sample sizes of the looks: n_min * growth^k, capped at (and ending in)
-    n_max."""
-    if n_min < 1 or n_max < n_min:
-        raise ValueError(f"need 1 <= n_min <= n_max, got n_min={n_min}, n_max={n_max}")
-    if growth <= 1:
-        raise ValueError(f"growth must be > 1, got {growth}")
-    sizes, n = [], float(n_min)
-    while n < n_max:
-        sizes.append(int(round(n)))
-        n *= growth
-    sizes.append(n_max)
-    return sorted(set(sizes))
+from hybridcert.smoothing.core import Detector, SmoothedClassifier, Stage
+from hybridcert.smoothing.results import ABSTAIN, NOT_FLAGGED, Certification
+from hybridcert.smoothing.stopping import DecisionTest, RadiusTest, StoppingRule
 
 
 def threshold(ratio: LikelihoodRatio) -> float:
@@ -72,89 +48,167 @@ def target_budget(noise: HybridNoise, target) -> dict[str, float]:
     return noise.pair_budget(eps, r)
 
 
-def certify_sequential(clf: SmoothedClassifier, x, n0: int, alpha: float, seed: int = 0,
-                       targets: list | None = None, tolerance: float = 0.01,
-                       n_min: int = 100, n_max: int = 100_000, growth: float = 2.0,
-                       max_tokens: int = 16, max_radius: float | None = None,
-                       detector=None) -> Certification:
-    """Sequential certification of one record (two classes, pB = 1 - pA).
+class SequentialQuestion:
+    """What a sequential run asks of one record, for a given noise.
 
     Parameters
     ----------
-    targets : list of (eps, r) or {block: size}, optional
-        Decision mode: certify these regions.  None: radius mode.
+    noise : HybridNoise
+    num_classes : int
+    alpha : float
+        Probability of any wrong claim (class, targets and region together).
+    n_max : int
+        Cap on the base-model queries.
+    targets : sequence of (eps, r) or {block: size}, optional
+        Decision mode.  None: radius mode (majority vote only).
+    detector : Detector, optional
+        Smooth a thresholded detector instead of a majority vote (decision mode).
     tolerance : float
-        Radius mode: stop once sampling on to ``n_max`` could raise no eps*(r) by more than
-        this, in the continuous block's units (e.g. pixels in [0, 1]).
+        Radius mode: largest acceptable shortfall of the region against what the cap could
+        show, in the units of the Gaussian block (several: of the one with the smallest sigma).
+    max_tokens : int
+        Largest token budget of the region.
     max_radius : float, optional
-        Radius mode: the largest L2 radius of interest; a frontier that already reaches it
-        at some r needs no more samples there.  The returned frontier is not clipped.
+        Radius mode: radii beyond it are of no interest (the frontier is clipped there when
+        deciding to stop; the reported region is not).
+    first_look : int
+        Radius mode: draws before the first look.
     """
-    if detector is not None:
-        raise ValueError("sequential detector runs are not available yet")
-    tolerance = check_positive("tolerance", tolerance)
-    if max_radius is not None:
-        max_radius = check_positive("max_radius", max_radius)
-    start = time.perf_counter()
-    looks = schedule(n_min, n_max, growth)
-    level = alpha / len(looks)
-    noise = clf.noise
-    record = clf.validate(x)
-    selection = clf.sample_counts(record, n0, seed, stage=Stage.SELECTION)
-    top = int(np.argmax(selection))
-    budgets = thresholds = None
-    if targets is not None:
-        budgets = [target_budget(noise, t) for t in targets]
-        thresholds = np.array([noise.threshold(b) for b in budgets])
-    counts = np.zeros(clf.num_classes, dtype=np.int64)
-    drawn = 0
-    p_low = 0.0
-    for k, size in enumerate(looks):
-        counts += clf.sample_counts(record, size - drawn, seed, stage=Stage.SEQUENTIAL + k)
-        drawn = size
-        p_low = lower_confidence_bound(int(counts[top]), drawn, level)
-        p_high = upper_confidence_bound(int(counts[top]), drawn, level)
-        # What the cap could plausibly show: its bound if the rate were p_high.
-        reach = lower_confidence_bound(min(n_max, int(np.ceil(p_high * n_max))), n_max, level)
-        if thresholds is not None:
-            done = np.all((p_low > thresholds) | (reach <= thresholds))
+
+    def __init__(self, noise: HybridNoise, num_classes: int, alpha: float, n_max: int, *,
+                 targets: Sequence | None = None, detector: Detector | None = None,
+                 tolerance: float = 0.01, max_tokens: int = 16,
+                 max_radius: float | None = None, first_look: int = 16):
+        self.noise, self.num_classes = noise, int(num_classes)
+        self.alpha, self.n_max = alpha, int(n_max)
+        self.detector, self.max_tokens = detector, max_tokens
+        self.tolerance = check_positive("tolerance", tolerance)
+        self.max_radius = None if max_radius is None else check_positive("max_radius",
+                                                                         max_radius)
+        self.first_look = first_look
+        if targets is None:
+            if detector is not None:
+                raise ValueError("the sequential radius mode is for majority votes; a detector "
+                                 "needs targets (decision mode)")
+            self.budgets = None
+            return
+        self.budgets = [target_budget(noise, t) for t in targets]
+        # The zero budget first: the returned class (or flag) is itself certified.
+        self._all = [noise.budget({})] + self.budgets
+        if detector is None:
+            self.thresholds = np.array([noise.threshold(b) for b in self._all])
+            self.benign = None
         else:
-            done = _radius_settled(noise, p_low, reach, tolerance, max_radius, max_tokens)
-        if done:
-            break
-    region = noise.frontier(p_low, max_tokens=max_tokens,
-                            noised_positions=[noise.noised_positions(record)])[0]
-    label = top if region.certified else ABSTAIN
-    answers = []
-    if budgets is not None:
-        answers = [{"budget": b, "certified": bool(label != ABSTAIN and p_low > t)}
-                   for b, t in zip(budgets, thresholds, strict=True)]
-    return Certification(label, p_low, None,
-                         region if region.certified else CertifiedRegion.empty(noise), counts,
-                         n0 + drawn, looks=k + 1, targets=answers,
-                         time_s=time.perf_counter() - start,
-                         mode="decision" if targets is not None else "radius")
+            flag, benign = detector.rules()
+            self.thresholds = np.array([noise.threshold(b, flag) if flag else np.inf
+                                        for b in self._all])
+            self.benign = np.array([noise.threshold(b, benign) if benign else -np.inf
+                                    for b in self._all])
+
+    @property
+    def mode(self) -> str:
+        return "radius" if self.budgets is None else "decision"
+
+    def new_rule(self) -> StoppingRule:
+        """A fresh stopping rule for one input (feed it labels in draw order)."""
+        if self.budgets is None:
+            return RadiusTest(self._frontier_values, self.alpha, self.n_max, self.tolerance,
+                              num_classes=self.num_classes, first_look=self.first_look)
+        if self.detector is None:
+            return DecisionTest(self.thresholds, self.alpha, self.n_max,
+                                num_classes=self.num_classes)
+        sides = self.detector.sides
+        mode = {"flag": "flag", "benign": "benign", "both": "detector"}[sides]
+        thresholds = self.benign if sides == "benign" else self.thresholds
+        return DecisionTest(thresholds, self.alpha, self.n_max, num_classes=self.num_classes,
+                            mode=mode, target_class=self.detector.flagged_class,
+                            benign_thresholds=self.benign if sides == "both" else None)
+
+    def result(self, rule: StoppingRule, noised_positions: Mapping[str, int] | None = None,
+               time_s: float = 0.0) -> Certification:
+        """The finished rule as a :class:`Certification` (region from the rule's bound)."""
+        positions = None if noised_positions is None else [noised_positions]
+        empty = CertifiedRegion.empty(self.noise)
+        counts = rule.counts.copy()
+        if self.detector is not None:
+            return self._detector_result(rule, positions, counts, time_s)
+        region = empty
+        if rule.label != ABSTAIN:
+            region = self.noise.frontier([rule.p_lower], max_tokens=self.max_tokens,
+                                         noised_positions=positions)[0]
+        label = rule.label if region.certified else ABSTAIN
+        answers = []
+        if self.budgets is not None:
+            answers = [{"budget": b, "certified": bool(label != ABSTAIN and ok)}
+                       for b, ok in zip(self.budgets, rule.certified[1:], strict=True)]
+        return Certification(label, rule.p_lower, None, region if label != ABSTAIN else empty,
+                             counts, rule.queries, looks=rule.looks, targets=answers,
+                             time_s=time_s, mode=self.mode, rule="majority")
+
+    def _detector_result(self, rule, positions, counts, time_s) -> Certification:
+        flag, benign = self.detector.rules()
+        outcome = rule.outcome              # per threshold: 1 flag side, -1 benign side
+        decision, region = "abstain", CertifiedRegion.empty(self.noise)
+        if outcome[0] == 1:
+            decision = "flag"
+            region = self.noise.frontier([rule.p_lower], rule=flag, max_tokens=self.max_tokens,
+                                         noised_positions=positions)[0]
+        elif outcome[0] == -1:
+            decision = "benign"
+            region = self.noise.frontier([rule.p_upper], rule=benign,
+                                         max_tokens=self.max_tokens,
+                                         noised_positions=positions)[0]
+        if not region.certified:
+            decision, region = "abstain", CertifiedRegion.empty(self.noise)
+        c = self.detector.flagged_class
+        label = {"flag": c, "abstain": ABSTAIN,
+                 "benign": 1 - c if self.num_classes == 2 else NOT_FLAGGED}[decision]
+        side = 1 if decision == "flag" else -1
+        answers = [{"budget": b, "certified": bool(decision != "abstain" and o == side)}
+                   for b, o in zip(self.budgets, outcome[1:], strict=True)]
+        return Certification(label, rule.p_lower if decision != "benign" else None,
+                             rule.p_upper if decision != "flag" else None, region, counts,
+                             rule.queries, looks=rule.looks, targets=answers, time_s=time_s,
+                             mode="decision", rule=self.detector.name, decision=decision)
+
+    def _frontier_values(self, p: float) -> np.ndarray:
+        """Radius mode: the region at bound ``p`` as a flat array of radii (-inf: not
+        certified), clipped at ``max_radius``."""
+        region = self.noise.frontier([p], max_tokens=self.max_tokens)[0]
+        sigmas = [b.noise.sigma for b in self.noise.noised_continuous]
+        scale = min(sigmas) if sigmas else 0.0
+        values = np.where(np.isnan(region.gamma), -np.inf, region.gamma * scale).ravel()
+        if self.max_radius is not None:
+            values = np.minimum(values, self.max_radius)
+        return values
+
+
+def certify_sequential(clf: SmoothedClassifier, x, alpha: float, seed: int = 0, *,
+                       targets: Sequence | None = None, detector: Detector | None = None,
+                       n_max: int = 100_000, tolerance: float = 0.01, max_tokens: int = 16,
+                       max_radius: float | None = None, first_look: int = 16
+                       ) -> Certification:
+    """Sequential certification of one record (see :class:`SequentialQuestion`).
+
+    The labels come from the record's stream ``(seed, Stage.SEQUENTIAL)`` of noisy copies in
+    draw order; the answer depends on the seed and the record only.  Valid with probability
+    at least ``1 - alpha`` whatever the stopping time.
+    """
+    start = time.perf_counter()
+    question = SequentialQuestion(clf.noise, clf.num_classes, alpha, n_max, targets=targets,
+                                  detector=detector, tolerance=tolerance,
+                                  max_tokens=max_tokens, max_radius=max_radius,
+                                  first_look=first_look)
+    record = clf.validate(x)
+    stream = clf.stream(record, seed, Stage.SEQUENTIAL)
+    rule = question.new_rule()
+    while not rule.done:
+        rule.observe(stream.labels(rule.next_draws()))
+    return question.result(rule, clf.noise.noised_positions(record),
+                           time.perf_counter() - start)
 
 
 def target_threshold(clf: SmoothedClassifier, eps: float, r: int) -> float:
     """p* of the region (L2 ``eps`` on the Gaussian block, ``r`` substituted tokens) for
-    ``clf``'s noise: the smallest pA that certifies it."""
+    ``clf``'s noise: the smallest pA that certifies it (majority, two classes)."""
     return clf.noise.threshold(clf.noise.pair_budget(eps, r))
-
-
-def _radius_settled(noise, p_low, reach, tolerance, max_radius, max_tokens) -> bool:
-    """Could a bound of ``reach`` (what the cap could plausibly give) improve the frontier
-    at ``p_low`` by more than ``tolerance`` at some r, or certify more tokens?"""
-    if reach <= p_low:
-        return True
-    low, high = noise.frontier([p_low, reach], max_tokens=max_tokens)
-    if not high.certified:
-        return True                       # cannot certify even at the optimistic bound
-    if np.isnan(low.gamma).sum() != np.isnan(high.gamma).sum():
-        return False
-    sigma = min(b.noise.sigma for b in noise.noised_continuous) if noise.noised_continuous \
-        else 0.0
-    radii = np.nan_to_num(np.stack([low.gamma, high.gamma]) * sigma, nan=0.0)
-    if max_radius is not None:
-        radii = np.minimum(radii, max_radius)
-    return bool(np.all(radii[1] - radii[0] <= tolerance))
