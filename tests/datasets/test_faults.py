@@ -98,7 +98,23 @@ def test_text_that_is_not_a_string_or_ids(folder, adapter, value, shown):
 def test_image_that_is_not_a_path(folder, adapter, value, shown):
     with_row(folder, 2, image=value)
     refused(folder, adapter, rf"data.jsonl:3 \(id 'row2'\): column 'image' must be an image "
-                             rf"path \(a string\), got {shown}$")
+                             rf"path \(a string\) or an array of numbers, got {shown}$")
+
+
+def test_continuous_blocks_may_be_arrays_of_numbers(folder, adapter):
+    """An embedding or audio features written in the row: taken as they are; ragged or
+    non-finite arrays are refused."""
+    pixels = [[[0.25] * 8] * 8] * 3                      # (3, 8, 8): the model's size
+    with_row(folder, 2, image=pixels)
+    items = load_items(DataSpec(str(folder / "data.jsonl")), adapter)
+    assert items[2].record()["image"].shape == (3, 8, 8)
+    assert float(items[2].record()["image"].sum()) == 0.25 * 3 * 64
+    with_row(folder, 2, image=[[0.1, 0.2], [0.3, 0.4]])
+    refused(folder, adapter, r"shape \(2, 2\) given where the model takes images of shape")
+    with_row(folder, 2, image=[[0.1, 0.2], [0.3]])
+    refused(folder, adapter, "ragged")
+    with_row(folder, 2, image=[1e400])
+    refused(folder, adapter, "NaN or infinite")
 
 
 @pytest.mark.parametrize("line, shown", [("5", r"a number \(5\)"), ('"text"', "a string"),

@@ -282,14 +282,12 @@ class HybridNoise:
             gamma = np.where(certified, 0.0, np.nan)
         regions = []
         for i in range(p.size):
-            g = gamma[i].copy()
+            g = gamma[i]
             if noised_positions is not None and self.noised_tokens:
-                for axis, block in enumerate(self.noised_tokens):
-                    limit = int(noised_positions[i].get(block.name, 0))
-                    index = [slice(None)] * g.ndim
-                    index[axis] = slice(limit + 1, None)
-                    g[tuple(index)] = np.nan
-            regions.append(CertifiedRegion.of(self, g))
+                # No more positions can change than the threat noises.
+                g = g[tuple(slice(0, int(noised_positions[i].get(b.name, 0)) + 1)
+                            for b in self.noised_tokens)]
+            regions.append(CertifiedRegion.of(self, g.copy()))
         return regions
 
     def _caps(self, max_tokens) -> list[int]:

@@ -62,6 +62,16 @@ class ImageData:
         return tensor
 
 
+@dataclass(frozen=True)
+class VectorData:
+    """A continuous block given as numbers in the row (an embedding, audio features)."""
+
+    tensor: torch.Tensor
+
+    def load(self, where: str) -> torch.Tensor:
+        return self.tensor
+
+
 @dataclass
 class Item:
     """One validated input of a run.
@@ -91,7 +101,8 @@ class Item:
     content_hash: str
     notes: list[str] = field(default_factory=list)
     where: str = ""
-    blocks: dict[str, TokenData | ImageData] = field(default_factory=dict, repr=False)
+    blocks: dict[str, TokenData | ImageData | VectorData] = field(default_factory=dict,
+                                                                   repr=False)
 
     def record(self) -> Record:
         """The blocks ready for :meth:`HybridNoise.prepare` (images read from disk now).
@@ -460,8 +471,11 @@ def _image(value, block: str, column: str, row: RawRow, where: str, ctx: _Contex
         path, name = str(real), value
     elif isinstance(value, (bytes, bytearray)):
         data, name = bytes(value), f"{column} of {row.where}"
+    elif isinstance(value, list) and value and _all_numbers(value):
+        return _vector(value, field_name, processor)
     else:
-        raise DataError(f"{field_name} must be an image path (a string), got {_kind(value)}")
+        raise DataError(f"{field_name} must be an image path (a string) or an array of "
+                        f"numbers, got {_kind(value)}")
     try:
         raw = data if data is not None else read_image_file(path)
         image = decode_image(raw, name, processor.max_pixels)
@@ -474,6 +488,36 @@ def _image(value, block: str, column: str, row: RawRow, where: str, ctx: _Contex
     notes.extend(f"{block}: {change}" for change in changes)
     digest = hashlib.sha256(raw).hexdigest()
     return ImageData(processor, digest, name, path, data), {"image_sha256": digest}
+
+
+def _all_numbers(value) -> bool:
+    if isinstance(value, list):
+        return all(_all_numbers(x) for x in value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _vector(value: list, field_name: str, processor: ImageProcessor
+            ) -> tuple[VectorData, dict]:
+    """A continuous block written as (nested) lists of numbers: taken as it is (float32); if
+    the model states an image size, the array must already be ``(channels, height, width)``
+    of that size (nothing is resized)."""
+    import numpy as np
+
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except ValueError:
+        raise DataError(f"{field_name}: the array is ragged (rows of different lengths)") \
+            from None
+    if not np.isfinite(array).all():
+        raise DataError(f"{field_name}: the array holds NaN or infinite values")
+    if processor.size is not None:
+        channels = 3 if processor.mode == "RGB" else 1
+        if array.shape != (channels, *processor.size):
+            raise DataError(f"{field_name}: an array of shape {array.shape} given where the "
+                            f"model takes images of shape {(channels, *processor.size)}")
+    tensor = torch.from_numpy(array.astype(np.float32))
+    digest = hashlib.sha256(tensor.numpy().tobytes() + str(tuple(tensor.shape)).encode())
+    return VectorData(tensor), {"vector_sha256": digest.hexdigest()}
 
 
 def _check_unicode(value: str, field_name: str) -> None:
