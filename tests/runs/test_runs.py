@@ -308,3 +308,20 @@ def test_radius_mode_with_a_radius_of_interest(jsonl_dataset, tmp_path):
     assert sum(queries("b.sqlite")) < sum(queries("a.sqlite"))
     assert certify(jsonl_dataset, tmp_path / "c.sqlite", *extra, "--max-radius", "0") == 2
     assert not (tmp_path / "c.sqlite").exists()      # refused before the store is made
+
+
+def test_ray_local_cluster_keeps_its_token_private(jsonl_dataset, tmp_path):
+    """Issue 11: Ray wrote a world-readable token; the local cluster the Ray backend starts
+    (token authentication on) leaves it readable by its owner only."""
+    pytest.importorskip("ray")
+    env = dict(os.environ, HOME=str(tmp_path), PYTHONPATH=str(ROOT))
+    env.pop("RAY_AUTH_MODE", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "hybridcert.cli.main", "certify", "--dataset",
+         str(jsonl_dataset), "--store", str(tmp_path / "r.sqlite"), *ARGS, "--limit", "2",
+         "--backend", "ray", "--workers", "1"], cwd=ROOT, env=env, capture_output=True,
+        text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-1500:]
+    token = tmp_path / ".ray" / "auth_token"
+    if token.exists():
+        assert token.stat().st_mode & 0o077 == 0

@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from hybridcert.adapters import ModelAdapter
 from hybridcert.blocks import Anywhere, Append, Continuous, HybridNoise, Suffix, Tokens
@@ -227,10 +228,13 @@ class LocalBackend:
 class RayBackend:
     """Shard inputs over Ray actors, one model replica each (one GPU each on CUDA).
 
-    Without ``address`` a local cluster is started, bound to 127.0.0.1 (nothing listens on
-    other interfaces).  With ``address`` the driver joins that cluster: whatever the cluster
-    exposes (its GCS and dashboard ports, Ray's token file) is the cluster owner's
-    configuration — see the README's security notes.
+    Without ``address`` a local cluster is started for this run and stopped after it: no
+    dashboard, Ray's token authentication left as configured (on by default), and the token
+    file Ray writes under ``~/.ray`` made readable by this user only.  Ray 2.60's servers
+    listen on every interface even when asked for 127.0.0.1 (measured; see the README's
+    security notes): on a shared host, keep token authentication on or firewall the ports.
+    With ``address`` the driver joins that cluster: what it exposes is its owner's
+    configuration.
     """
 
     def __init__(self, config: RunConfig, device: str, batch_size: int, workers: int = 2,
@@ -250,7 +254,12 @@ class RayBackend:
             if self.address:
                 ray.init(address=self.address, **options)
             else:
-                ray.init(num_cpus=self.workers, _node_ip_address="127.0.0.1", **options)
+                previous = os.umask(0o077)        # the token file Ray writes: owner only
+                try:
+                    ray.init(num_cpus=self.workers, **options)
+                finally:
+                    os.umask(previous)
+                _private_token()
         try:
             gpus = 1 if self.device.startswith("cuda") else 0
             actor_class = ray.remote(num_cpus=1, num_gpus=gpus)(_Worker)
@@ -271,6 +280,13 @@ class RayBackend:
         finally:
             if started_here:
                 ray.shutdown()
+
+
+def _private_token() -> None:
+    """Make Ray's token file readable by this user only (Ray writes it world-readable)."""
+    token = Path.home() / ".ray" / "auth_token"
+    if token.exists():
+        token.chmod(0o600)
 
 
 class _Worker:
