@@ -1,13 +1,13 @@
-"""The same input and seed give the same decision through the service as through the
-sequential rule driven alone from ``clf.stream(record, input_seed(seed, id))`` — and as
-through ``hybridcert certify --mode decision``."""
+"""The same input and seed give the same decision through the service (requests batched
+together) as through ``hybridcert certify --mode decision``, and as through a DecisionTest
+built here from the thresholds and driven alone from ``clf.stream(record, input_seed(seed,
+id))``."""
 
 import base64
 import io
 import json
 
 import httpx
-import pytest
 from PIL import Image
 
 from hybridcert.cli.main import main
@@ -24,13 +24,15 @@ INPUTS = [("dark", png(0.05), "i will hurt you"), ("bright", png(0.95), "lovely 
 
 def _reference(service, image: bytes, text: str, request_id: str):
     """Decide one input without the service: a DecisionTest built from the thresholds
-    (noise.threshold per target) and driven from the input's own label stream."""
+    (noise.threshold of the zero budget, then of each target) and driven from the input's
+    own label stream."""
     run = service.plan
     config = run.config
     picture, _ = run.adapter.images["image"].process(Image.open(io.BytesIO(image)))
     record = run.classifier.validate({"image": picture,
                                       "text": run.adapter.text["text"].encode(text)})
-    thresholds = [run.noise.threshold(run.noise.pair_budget(eps, r)) for eps, r in TARGETS]
+    budgets = [run.noise.budget({})] + [run.noise.pair_budget(eps, r) for eps, r in TARGETS]
+    thresholds = [run.noise.threshold(b) for b in budgets]      # zero budget first
     rule = DecisionTest(thresholds, config.alpha, config.n, config.num_classes)
     stream = run.classifier.stream(record, input_seed(config.seed, request_id),
                                    Stage.SEQUENTIAL)
@@ -49,11 +51,10 @@ def test_service_decides_as_the_rule_driven_alone(toy_server):
         expected = {-1: "abstain", 0: "safe", 1: "unsafe"}[int(rule.label)]
         assert answer["decision"] == expected, name
         assert answer["queries"] == rule.queries, name
-        assert answer["p_lower"] == pytest.approx(rule.p_lower, abs=0) if rule.label >= 0 \
-            else True
+        if rule.label >= 0:
+            assert answer["p_lower"] == rule.p_lower, name
         assert [t["certified"] for t in answer["certified"]] == \
-            [bool(c) for c in rule.certified] if rule.label >= 0 else \
-            not any(t["certified"] for t in answer["certified"])
+            ([bool(c) for c in rule.certified[1:]] if rule.label >= 0 else [False] * 4)
         if rule.label >= 0:
             region = service.plan.noise.frontier(
                 [rule.p_lower], max_tokens=service.config.max_tokens,
@@ -63,10 +64,6 @@ def test_service_decides_as_the_rule_driven_alone(toy_server):
     assert decisions == {"safe", "unsafe", "abstain"}
 
 
-@pytest.mark.xfail(strict=True, reason="certify --mode decision still runs the Bonferroni "
-                   "looks (smoothing/sequential.py); it agrees once certify_sequential "
-                   "drives DecisionTest from clf.stream(record, input_seed(seed, id), "
-                   "Stage.SEQUENTIAL) with the thresholds of serve.rules.DecisionRules")
 def test_service_decides_as_certify_in_decision_mode(toy_server, tmp_path):
     url, service = toy_server
     rows = []
@@ -91,5 +88,6 @@ def test_service_decides_as_certify_in_decision_mode(toy_server, tmp_path):
         row = stored[name]
         assert answer["label"] == row["predict"], name
         assert answer["queries"] == row["queries"], name
+        assert answer["p_lower"] == row["p_lower"], name
         assert [t["certified"] for t in answer["certified"]] == \
             [t["certified"] for t in row["targets"]], name
