@@ -201,6 +201,7 @@ def rule_factories(threshold: float, args) -> dict:
     a, n = args.alpha, args.n_max
     return {
         "new": lambda top: DecisionTest([threshold], a, n),
+        "new (looks)": lambda top: DecisionTest([threshold], a, n, boundary="looks"),
         "current": lambda top: BonferroniLooks(a, n, [threshold]),
         "betting (a/2 per side)": lambda top: Betting(threshold, a / 2, n, top),
         "betting (a per side)": lambda top: Betting(threshold, a, n, top),
@@ -258,7 +259,8 @@ def synthetic_mode(args) -> None:
     """Mean queries per rule on a grid of pA x p* (top class = right class)."""
     p_as = [0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0]
     stars = [0.6, 0.765, 0.921, 0.99]
-    names = ["new", "current", "betting (a/2 per side)", "betting (a per side)", "adaptive"]
+    names = ["new", "new (looks)", "current", "betting (a/2 per side)", "betting (a per side)",
+             "adaptive"]
     print(f"\n### synthetic pA x p*: mean queries (certified share), {args.synthetic_runs} "
           f"paths per cell\n")
     print("| p* | pA | " + " | ".join(names) + " |")
@@ -288,36 +290,76 @@ def grid_accuracy(p_lower, labels, tops, correct, thresholds) -> np.ndarray:
 def grid_mode(rates, correct, tops, args) -> None:
     thresholds = grid_thresholds(args)
     flat = thresholds.ravel()
-    print(f"\n### the grid question: all {flat.size} cells at once ({len(rates)} inputs, "
-          f"seed 0)\n")
-    labels_all = [path(0, i, p_a, top, args.n_max + 100)
-                  for i, (p_a, top) in enumerate(zip(rates, tops, strict=True))]
-    fixed = [drive(FixedN(flat, args.alpha, args.n_max), lab) for lab in labels_all]
-    fixed_acc = grid_accuracy(np.array([f.p_lower for f in fixed]),
-                              np.array([f.label for f in fixed]), tops, correct, thresholds)
-    rows = [("fixed n", args.n_max, fixed_acc, np.full(len(rates), args.n_max + 100))]
-    small = [drive(FixedN(flat, args.alpha, args.n_max // 10), lab) for lab in labels_all]
-    rows.append(("fixed n / 10", args.n_max // 10, grid_accuracy(
-        np.array([f.p_lower for f in small]), np.array([f.label for f in small]), tops,
-        correct, thresholds), np.full(len(rates), args.n_max // 10 + 100)))
-    cur = [drive(BonferroniLooks(args.alpha, args.n_max, flat), lab) for lab in labels_all]
-    rows.append(("current", args.n_max, _cell_accuracy(cur, tops, correct, thresholds),
-                 np.array([c.queries for c in cur])))
-    for cap in args.grid_caps:
-        new = [drive(DecisionTest(flat, args.alpha, cap), lab) for lab in labels_all]
-        rows.append((f"new (cap {cap:,})", cap, _cell_accuracy(new, tops, correct, thresholds),
-                     np.array([r.queries for r in new])))
-    print("| rule | mean queries | median | x fewer than fixed n | grid-mean accuracy | "
+    print(f"\n### the grid question: all {flat.size} cells at once ({len(rates)} inputs x "
+          f"{args.seeds} seeds)\n")
+    print("p* per cell (rows eps " + ", ".join(map(str, GRID_EPS)) + "; columns r "
+          + ", ".join(map(str, GRID_R)) + "):")
+    for row in thresholds:
+        print("  " + "  ".join(f"{v:.6f}" for v in row))
+    configs = [("fixed n", lambda: FixedN(flat, args.alpha, args.n_max)),
+               ("fixed n / 10", lambda: FixedN(flat, args.alpha, args.n_max // 10)),
+               ("current", lambda: BonferroniLooks(args.alpha, args.n_max, flat))]
+    for spec in args.grid_rules:
+        family, _, price = spec.partition(":")
+        configs.append((f"new ({family}" + (f", price {int(price):,})" if price else ")"),
+                        lambda family=family, price=price: DecisionTest(
+                            flat, args.alpha, args.n_max, boundary=family,
+                            price=float(price) if price else None)))
+    rows = {name: ([], []) for name, _ in configs}
+    fixed_all = []
+    for seed in range(args.seeds):
+        labels_all = [path(seed, i, p_a, top, args.n_max + 100)
+                      for i, (p_a, top) in enumerate(zip(rates, tops, strict=True))]
+        for name, make in configs:
+            rules = [drive(make(), lab) for lab in labels_all]
+            if name == "fixed n":
+                fixed_all.append(rules)
+            rows[name][0].append(np.array([r.queries for r in rules]))
+            rows[name][1].append(_cell_accuracy(rules, tops, correct, thresholds))
+    print("\n| rule | mean queries | median | x fewer than fixed n | grid-mean accuracy | "
           "points vs fixed n | largest cell difference |")
     print("|---|---|---|---|---|---|---|")
-    base = rows[0][3].mean()
-    for name, _, acc, q in rows:
-        print(f"| {name} | {q.mean():,.0f} | {np.median(q):,.0f} | {base / q.mean():.1f} | "
-              f"{acc.mean():.2f}% | {acc.mean() - fixed_acc.mean():+.2f} | "
-              f"{np.abs(acc - fixed_acc).max():.1f} |")
+    base_q = np.concatenate(rows["fixed n"][0]).mean()
+    base_acc = np.mean(rows["fixed n"][1], axis=0)
+    for name, (qs, accs) in rows.items():
+        q, acc = np.concatenate(qs), np.mean(accs, axis=0)
+        print(f"| {name} | {q.mean():,.0f} | {np.median(q):,.0f} | {base_q / q.mean():.1f} | "
+              f"{acc.mean():.2f}% | {acc.mean() - base_acc.mean():+.2f} | "
+              f"{np.abs(acc - base_acc).max():.1f} |")
+    fixed = fixed_all[0]
     mean = oracle_queries(rates, tops, correct, fixed, thresholds, args.alpha, args.n_max, 1)
-    print(f"\noracle (knows pA; one fixed-n bound at alpha at its chosen n; loses <= 1 point of "
-          f"the grid mean): mean {mean:,.0f} queries ({base / mean:.1f}x fewer than fixed n)")
+    print(f"\noracle (knows pA; one Clopper–Pearson bound at alpha at its chosen n; loses <= 1 "
+          f"point of the grid mean, seed 0's fixed n as reference): mean {mean:,.0f} queries "
+          f"({base_q / mean:.1f}x fewer than fixed n)")
+    for family in ("mixture", "looks"):
+        plan = DecisionTest(flat, args.alpha, args.n_max, boundary=family)._plans[0]
+        mean = sequential_oracle(rates, tops, correct, fixed, plan, 1)
+        print(f"sequential oracle, {family} boundary (knows pA, crosses when pA * n reaches the "
+              f"boundary, drops cells optimally; loses <= 1 point): mean {mean:,.0f} queries "
+              f"({base_q / mean:.1f}x fewer than fixed n)")
+
+
+def sequential_oracle(rates, tops, correct, fixed, plan, points) -> float:
+    """Like ``oracle_queries``, but each cell costs the draw at which the rule's own boundary
+    is reached by the expected count pA * n: the best a rule with that boundary could do if
+    it knew pA (no sampling noise, no learning which cells are expensive)."""
+    budget = int(points / 100 * len(rates) * plan.cert.shape[0])
+    best = np.zeros(budget + 1)
+    sched = plan.sched
+    for p_a, f, top, right in zip(rates, fixed, tops, correct, strict=True):
+        keep = np.asarray(f.certified) & (f.label == top) & right
+        if not keep.any():
+            best += sched[0]
+            continue
+        reach = p_a * sched[None, :] >= plan.cert
+        when = np.where(reach.any(axis=1), sched[np.argmax(reach, axis=1)], np.inf)
+        costs = np.sort(when[keep])[::-1]        # dropping b cells: the (b+1)-th dearest
+        cost = np.array([costs[b] if b < len(costs) else sched[0]
+                         for b in range(budget + 1)])
+        cost = np.where(np.isfinite(cost), cost, 1e12)
+        best = np.array([min(best[b - k] + cost[k] for k in range(b + 1))
+                         for b in range(budget + 1)])
+    return float(best[-1] / len(rates))
 
 
 def _cell_accuracy(rules, tops, correct, thresholds) -> np.ndarray:
@@ -354,10 +396,14 @@ def radius_mode(rates, correct, tops, args) -> None:
     noise = Substitution(args.keep, VOCAB_SIZE)
 
     def frontier(p):
-        f = certified_frontier(p, sigma=args.sigma, discrete=noise,
-                               max_tokens=args.max_tokens)
-        radii = np.minimum(f.l2_radius[0], args.max_radius)
-        return np.where(np.isnan(radii), -np.inf, radii)
+        """eps*(r), r = 0..max_tokens, clipped at max_radius; -inf where not certified."""
+        out = np.full(args.max_tokens + 1, -np.inf)
+        if p > 0.5:
+            radii = certified_frontier(p, sigma=args.sigma, discrete=noise,
+                                       max_tokens=args.max_tokens).l2_radius[0]
+            radii = np.minimum(radii[: len(out)], args.max_radius)
+            out[: len(radii)] = np.where(np.isnan(radii), -np.inf, radii)
+        return out
 
     labels_all = [path(0, i, p_a, top, args.n_max + 100)
                   for i, (p_a, top) in enumerate(zip(rates, tops, strict=True))]
@@ -374,8 +420,10 @@ def radius_mode(rates, correct, tops, args) -> None:
           "fixed n |")
     print("|---|---|---|---|---|---|---|---|")
     for tol in args.tolerance:
-        for name, make in (("new", lambda tol=tol: RadiusTest(frontier, args.alpha,
-                                                               args.n_max, tol)),
+        for name, make in (("new (mixture)", lambda tol=tol: RadiusTest(
+                                frontier, args.alpha, args.n_max, tol)),
+                           ("new (looks)", lambda tol=tol: RadiusTest(
+                               frontier, args.alpha, args.n_max, tol, boundary="looks")),
                            ("current", lambda tol=tol: BonferroniLooks(
                                args.alpha, args.n_max, frontier=frontier, tolerance=tol))):
             start = time.perf_counter()
@@ -432,17 +480,18 @@ def exact_mode(args) -> None:
     print(f"\n### exact worst case at pA = p*: P(wrong certification), summed over the "
           f"stopping boundary (alpha = {args.alpha:g}, cap {args.n_max})\n")
     print("| target | p* | new: class A at p* | new: other class (1 - p*) | new: total | "
-          "betting a/2 | betting a |")
-    print("|---|---|---|---|---|---|---|")
+          "new (looks): total | betting a/2 | betting a |")
+    print("|---|---|---|---|---|---|---|---|")
     for eps, r in TARGETS:
         t = p_star(eps, r, args.sigma, args.keep)
-        rule = DecisionTest([t], args.alpha, args.n_max)
-        b = rule.per_draw_boundary(0, 0)
+        b = DecisionTest([t], args.alpha, args.n_max).per_draw_boundary(0, 0)
         own, other = crossing_probability(b, t), crossing_probability(b, 1 - t)
+        looks = DecisionTest([t], args.alpha, args.n_max, boundary="looks").per_draw_boundary()
+        own_l = crossing_probability(looks, t) + crossing_probability(looks, 1 - t)
         bet = [crossing_probability(Betting(t, lv, args.n_max, 0).upper, t)
                for lv in (args.alpha / 2, args.alpha)]
         print(f"| ({eps}, {r}) | {t:.4f} | {own:.3e} | {other:.3e} | {own + other:.3e} | "
-              f"{bet[0]:.3e} | {bet[1]:.3e} |")
+              f"{own_l:.3e} | {bet[0]:.3e} | {bet[1]:.3e} |")
 
 
 def main() -> None:
@@ -454,14 +503,16 @@ def main() -> None:
     parser.add_argument("--keep", type=float, default=0.1)
     parser.add_argument("--modes", default="decision,synthetic,grid,radius,exact")
     parser.add_argument("--synthetic-runs", type=int, default=50)
-    parser.add_argument("--grid-caps", default="100000",
-                        help="comma-separated caps for the new rule on the grid question")
+    parser.add_argument("--grid-rules",
+                        default="mixture,looks,mixture:10000,mixture:20000,looks:10000,"
+                                "looks:14000,looks:20000",
+                        help="new rule on the grid: boundary family[:price], comma-separated")
     parser.add_argument("--tolerance", default="0.05,0.1",
                         help="radius mode: comma-separated L2 tolerances")
     parser.add_argument("--max-radius", type=float, default=1.0)
     parser.add_argument("--max-tokens", type=int, default=8)
     args = parser.parse_args()
-    args.grid_caps = [int(c) for c in args.grid_caps.split(",")]
+    args.grid_rules = [c for c in args.grid_rules.split(",") if c]
     args.tolerance = [float(t) for t in args.tolerance.split(",")]
     rates, correct = benchmark_rates()
     tops = np.where(correct, 1, 0)            # any fixed labelling of the top class

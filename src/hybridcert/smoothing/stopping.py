@@ -68,6 +68,8 @@ ABOVE, BELOW, OPEN = 1, -1, 0
 DENSE = 256
 #: ... then the schedule grows by this factor.
 GROWTH = 1.005
+#: Price looks (``DecisionTest(price=...)``): from this draw on, every this factor.
+PRICE_START, PRICE_GROWTH = 64, 1.1
 #: Log-evidence margin: float rounding can never turn a non-crossing into a crossing.
 _LOG_MARGIN = 1e-9
 _MODES = ("majority", "flag", "benign", "detector")
@@ -184,10 +186,17 @@ class _Plan:
     cert: np.ndarray
     give: np.ndarray
     raw_cap: np.ndarray        # exact boundary at n_max per threshold (n_max + 1: none)
+    family: str = "mixture"
 
     def lower_bound(self, n: int, k: int) -> float:
-        """Confidence-sequence lower bound on the arm's probability after k of n: every
-        p <= the returned value has E_p >= 1/level (E_p falls with p up to k/n)."""
+        """Lower confidence bound on the arm's probability after k of n, valid with the
+        rest of the rule's claims.  Mixture: the confidence sequence (every p <= the value
+        has E_p >= 1/level).  Looks: Clopper–Pearson at level/K where n is a look, else 0."""
+        if self.family == "looks":
+            at = np.searchsorted(self.sched, n)
+            if at < len(self.sched) and self.sched[at] == n:
+                return clopper_pearson(k, n, self.level / len(self.sched))[0]
+            return 0.0
         return _cs_lower(self.mixture, self.level, n, k)
 
     def per_draw(self, j: int) -> np.ndarray:
@@ -241,22 +250,41 @@ def _bisect_count(ok, low, high):
     return np.where(found, hi, high + 1)
 
 
+def look_points(n_max: int, growth: float, first: int = 16) -> np.ndarray:
+    """Looks of the ``looks`` family: ``first``, then every ``growth`` factor, and n_max."""
+    points = schedule_points(n_max, dense=1, growth=growth)
+    return points[points >= min(first, n_max)]
+
+
 @lru_cache(maxsize=64)
 def _plan(thresholds: tuple, level: float, n_max: int, w: float, a: float, b: float,
-          futility: float, dense: int, growth: float) -> _Plan:
+          futility: float, dense: int, growth: float, family: str = "mixture",
+          look_growth: float = 1.25) -> _Plan:
     t = np.array(thresholds, dtype=float)
     reachable = t < 1
     floor = float(t[reachable].min()) if reachable.any() else 0.0
     mixture = Mixture(floor, w, a, b)
-    sched = schedule_points(n_max, dense, growth)
+    if family == "looks":
+        sched = look_points(n_max, look_growth)
+    else:
+        sched = schedule_points(n_max, dense, growth)
     n = np.broadcast_to(sched, (len(t), len(sched))).astype(np.int64)
     tt = np.broadcast_to(np.where(reachable, t, 0.5)[:, None], n.shape)
     target = math.log(1 / level) + _LOG_MARGIN
 
-    def crosses(k):
-        return mixture.log_e(n, k, tt) >= target
+    if family == "looks":
+        # Clopper–Pearson lower bound at level / K above t (increasing in k)
+        def crosses(k):
+            with np.errstate(invalid="ignore"):
+                bound = beta_dist.ppf(level / len(sched), np.maximum(k, 1), n - k + 1)
+            return (k > 0) & (bound > tt)
 
-    low = np.maximum(np.floor(tt * n).astype(np.int64) + 1, mixture.monotone_from(n, tt))
+        low = np.floor(tt * n).astype(np.int64) + 1
+    else:
+        def crosses(k):
+            return mixture.log_e(n, k, tt) >= target
+
+        low = np.maximum(np.floor(tt * n).astype(np.int64) + 1, mixture.monotone_from(n, tt))
     raw = _bisect_count(crosses, low, n)
     raw = np.where(raw > n, n_max + 1, raw)
     raw[~reachable] = n_max + 1
@@ -281,7 +309,7 @@ def _plan(thresholds: tuple, level: float, n_max: int, w: float, a: float, b: fl
     give[:, -1] = n_max          # the cap: everything still open is given up
     for arr in (cert, give, raw_cap, sched, t):
         arr.setflags(write=False)
-    return _Plan(t, level, mixture, sched, cert, give, raw_cap)
+    return _Plan(t, level, mixture, sched, cert, give, raw_cap, family)
 
 
 def _earliest_tau(mixture: Mixture, floor: float, alpha: float, n_max: int) -> int:
@@ -300,15 +328,23 @@ def _earliest_tau(mixture: Mixture, floor: float, alpha: float, n_max: int) -> i
 
 
 @lru_cache(maxsize=256)
-def _arm_level(specs: tuple, alpha: float, n_max: int, w: float, a: float,
-               b: float) -> tuple[float, list[float]]:
+def _arm_level(specs: tuple, alpha: float, n_max: int, w: float, a: float, b: float,
+               family: str = "mixture", look_growth: float = 1.25
+               ) -> tuple[float, list[float]]:
     """Per-arm level and floors for arms with thresholds ``specs`` (module docstring)."""
     floors, taus = [], []
     for t in specs:
         reach = [v for v in t if v < 1]
         floors.append(min(reach) if reach else 0.0)
-        taus.append(_earliest_tau(Mixture(floors[-1], w, a, b), floors[-1], alpha, n_max)
-                    if reach else n_max + 1)
+        if not reach:
+            taus.append(n_max + 1)
+        elif family == "looks":
+            # first look whose all-success Clopper–Pearson bound (even at alpha) clears it
+            looks = look_points(n_max, look_growth)
+            ok = alpha ** (1.0 / looks) > floors[-1]
+            taus.append(int(looks[np.argmax(ok)]) if ok.any() else n_max + 1)
+        else:
+            taus.append(_earliest_tau(Mixture(floors[-1], w, a, b), floors[-1], alpha, n_max))
     active = [c for c in range(len(specs)) if taus[c] <= n_max]
     if len(active) <= 1:
         return alpha, floors
@@ -460,8 +496,23 @@ class DecisionTest(StoppingRule):
         Weight of the alternative p = 1 (p = 0 on the benign side) in the mixture.
     prior : (float, float)
         Beta shape of the mixture's continuous part, restricted above the lowest threshold.
+    price : float, optional
+        Draws that settling one threshold is worth (for many thresholds at once, e.g. a
+        table of certified accuracies).  At each price look (every 10 % of draws from 64
+        on), the thresholds are given up whose certification, at the optimistic rate
+        (the upper bound at level ``futility``), would come so late that
+        ``price * thresholds kept - draws still needed`` is smaller than without them.
+        None: settle every threshold the cap can.  Cost and power only, never validity.
+    boundary : {"mixture", "looks"}
+        ``mixture``: the mixture confidence sequence, exact at every draw up to ``dense``
+        and then every ``growth`` factor (best for few thresholds and short runs).
+        ``looks``: Clopper–Pearson at level / K at K looks (16, then every ``look_growth``
+        factor), union bound over the looks (cheaper when runs are long, e.g. many
+        thresholds near the input's rate).
+    look_growth : float
+        Spacing of the ``looks`` family.
     dense, growth : int, float
-        The schedule at which the boundaries are computed exactly.
+        The schedule at which the mixture boundary is computed exactly.
 
     Attributes
     ----------
@@ -481,10 +532,17 @@ class DecisionTest(StoppingRule):
                  num_classes: int = 2, mode: str = "majority", target_class: int | None = None,
                  benign_thresholds: Sequence[float] | None = None, futility: float = 0.01,
                  point_mass: float = 0.5, prior: tuple[float, float] = (1.0, 1.0),
-                 dense: int = DENSE, growth: float = GROWTH):
+                 price: float | None = None, boundary: str = "mixture",
+                 look_growth: float = 1.25, dense: int = DENSE, growth: float = GROWTH):
         super().__init__(num_classes, n_max)
+        if boundary not in ("mixture", "looks"):
+            raise ValueError(f"boundary must be 'mixture' or 'looks', got {boundary!r}")
+        if not look_growth > 1:
+            raise ValueError(f"look_growth must be > 1, got {look_growth!r}")
+        self.boundary = boundary
         self.alpha = _check_alpha(alpha)
         self.futility = _check_level("futility", futility)
+        self.price = None if price is None else check_positive("price", price)
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
         self.mode = mode
@@ -529,10 +587,12 @@ class DecisionTest(StoppingRule):
         self.target_class = target_class
         self._arm_spec = arms
         specs = tuple(tuple(float(v) for v in t) for _, _, t in arms)
-        self.level, floors = _arm_level(specs, self.alpha, self.n_max, float(point_mass), a, b)
+        self.level, floors = _arm_level(specs, self.alpha, self.n_max, float(point_mass), a, b,
+                                        boundary, float(look_growth))
         self._floors = floors
         self._plans = [_plan(tuple(float(v) for v in t), self.level, self.n_max,
-                             float(point_mass), a, b, self.futility, dense, float(growth))
+                             float(point_mass), a, b, self.futility, dense, float(growth),
+                             boundary, float(look_growth))
                        for _, _, t in arms]
         n_t, n_a = len(self.thresholds), len(arms)
         self._arm_count = np.zeros(n_a, dtype=np.int64)
@@ -542,6 +602,9 @@ class DecisionTest(StoppingRule):
         self.decided_at = np.full(n_t, -1, dtype=np.int64)
         self.certified = np.zeros(n_t, dtype=bool)
         self._winner = np.full(n_t, -1, dtype=np.int64)             # arm that certified
+        looks = schedule_points(self.n_max, dense=1, growth=PRICE_GROWTH)
+        self._price_looks = looks[(looks >= PRICE_START) & (looks < self.n_max)] \
+            if self.price is not None else np.zeros(0, dtype=np.int64)
 
     # -- state machine -----------------------------------------------------------------
     def next_draws(self) -> int:
@@ -584,11 +647,53 @@ class DecisionTest(StoppingRule):
             can_give = plan.give[live][:, start:] >= k
             when = seg_hi[np.argmax(can_give, axis=1)]       # the cap always gives up
             give[live] = np.maximum(give[live], when)
-        settle = np.minimum(cross, give)[open_t]
-        return int(max(1, settle.max() - n))
+        settle = int(np.minimum(cross, give)[open_t].max())
+        nxt = self._price_looks[np.searchsorted(self._price_looks, n + 1):]
+        if nxt.size:
+            settle = min(settle, int(nxt[0]))
+        return max(1, settle - n)
 
     def observe(self, labels) -> None:
         arr = self._labels(labels)
+        pos = 0
+        while pos < arr.size and not self.done:
+            nxt = self._price_looks[np.searchsorted(self._price_looks, self.queries + 1):]
+            stop = arr.size if not nxt.size else min(arr.size, pos + int(nxt[0]) - self.queries)
+            self._advance(arr[pos:stop])
+            pos = stop
+            if not self.done and nxt.size and self.queries == nxt[0]:
+                self._price_look()
+
+    def _price_look(self) -> None:
+        """Give up the thresholds not worth their projected draws (``price``)."""
+        n = self.queries
+        when = np.full(len(self.thresholds), np.inf)
+        open_t = self.decided_at < 0
+        for arm, plan in enumerate(self._plans):
+            live = open_t & ~self._closed[arm]
+            if not live.any():
+                continue
+            k = int(self._arm_count[arm])
+            rate = _kt_upper(n, k, self.futility)
+            start = int(np.searchsorted(plan.sched, n + 1, side="left"))
+            ahead = plan.sched[start:]
+            can = k + rate * (ahead - n) >= plan.cert[live][:, start:]
+            first = np.where(can.any(axis=1), ahead[np.argmax(can, axis=1)], np.inf)
+            when[live] = np.minimum(when[live], first)
+        idx = np.nonzero(open_t)[0]
+        order = idx[np.argsort(when[idx], kind="stable")]
+        costs = when[order] - n
+        gain = self.price * np.arange(1, len(order) + 1) - costs
+        best = int(np.argmax(np.concatenate([[0.0], np.where(np.isfinite(gain), gain,
+                                                             -np.inf)])))
+        for j in order[best:]:
+            self.decided_at[j] = n
+            self._closed[:, j] = True
+        self.done = bool((self.decided_at >= 0).all())
+        if self.done:
+            self._finish()
+
+    def _advance(self, arr: np.ndarray) -> None:
         if not arr.size:
             return
         n0 = self.queries
@@ -717,21 +822,27 @@ class RadiusTest(StoppingRule):
         Largest acceptable shortfall per entry, in the frontier's units.
     futility, point_mass, prior
         As for :class:`DecisionTest` (the mixture is restricted to (1/2, 1)).
+    boundary : {"mixture", "looks"}
+        The bound on the top class: the mixture confidence sequence (valid at any look), or
+        Clopper–Pearson at level / K at the K looks (union bound).
     first_look, look_growth : int, float
         Looks (where the frontier is evaluated) at ``first_look`` draws, then every
-        ``look_growth`` factor, and at ``n_max``.
+        ``look_growth`` factor (default 1.1 for the mixture, 1.25 for looks), and at
+        ``n_max``.
 
     Notes
     -----
-    What the cap could show: the confidence-sequence bound at ``n_max`` if the rate were the
-    arm's upper confidence bound at level ``futility``.  The reported ``p_lower`` is the
-    confidence-sequence bound at the stop, valid at any stopping time.
+    What the cap could show: the bound at ``n_max`` if the rate were the top class's upper
+    confidence bound at level ``futility``.  The reported ``p_lower`` is the bound at the
+    stopping look.  The class is the most frequent one at that look; both classes are
+    covered (level alpha / 2 each for two classes).
     """
 
     def __init__(self, frontier: Callable[[float], np.ndarray], alpha: float, n_max: int,
                  tolerance: float | np.ndarray, num_classes: int = 2, futility: float = 0.01,
                  point_mass: float = 0.5, prior: tuple[float, float] = (1.0, 1.0),
-                 first_look: int = 16, look_growth: float = 1.1):
+                 boundary: str = "mixture", first_look: int = 16,
+                 look_growth: float | None = None):
         super().__init__(num_classes, n_max)
         self.alpha = _check_alpha(alpha)
         self.futility = _check_level("futility", futility)
@@ -742,17 +853,23 @@ class RadiusTest(StoppingRule):
         a, b = (check_positive("prior", v) for v in prior)
         if not 0 <= point_mass < 1:
             raise ValueError(f"point_mass must lie in [0, 1), got {point_mass!r}")
+        if boundary not in ("mixture", "looks"):
+            raise ValueError(f"boundary must be 'mixture' or 'looks', got {boundary!r}")
+        if look_growth is None:
+            look_growth = 1.25 if boundary == "looks" else 1.1
         if not look_growth > 1:
             raise ValueError(f"look_growth must be > 1, got {look_growth!r}")
         first_look = check_count("first_look", first_look, 1)
+        self.boundary = boundary
         self.mixture = Mixture(0.5, float(point_mass), a, b)
+        self.looks_at = look_points(self.n_max, float(look_growth), first_look)
         self.level, _ = _arm_level(((0.5,),) * self.num_classes, self.alpha, self.n_max,
-                                   float(point_mass), a, b)
-        looks = schedule_points(n_max, dense=min(first_look, n_max), growth=look_growth)
-        self.looks_at = looks[looks >= min(first_look, n_max)]
+                                   float(point_mass), a, b, boundary, float(look_growth))
 
     def lower_bound(self, n: int, k: int) -> float:
-        """Confidence-sequence lower bound on a class seen k times in n draws."""
+        """Lower bound on a class seen k times in n draws (n a look for ``looks``)."""
+        if self.boundary == "looks":
+            return clopper_pearson(k, n, self.level / len(self.looks_at))[0]
         return _cs_lower(self.mixture, self.level, n, k)
 
     def next_draws(self) -> int:
