@@ -367,3 +367,80 @@ def test_scalar_and_vector_evidence_agree():
     m = Mixture(0.7, 0.4, 1.5, 0.8)
     for n, k, p in [(10, 10, 0.7), (100, 90, 0.8), (5000, 4000, 0.75), (30, 2, 0.01)]:
         assert m.log_e1(n, k, p) == pytest.approx(float(m.log_e(n, k, p)), rel=1e-12)
+
+
+# -- the looks family and the price ---------------------------------------------------------
+@pytest.mark.parametrize("t, alpha", [(0.765, 0.001), (0.6, 0.05), (0.5 + 1e-9, 0.05)])
+def test_looks_family_exact_worst_case(t, alpha):
+    """Clopper–Pearson at level/K at K looks: the exact error at pA = p* (both classes),
+    summed over the per-draw boundary, is <= alpha; the boundary at each look is the exact
+    Clopper–Pearson count."""
+    rule = DecisionTest([t], alpha, N_MAX, boundary="looks")
+    boundary = rule.per_draw_boundary()
+    assert crossing_probability(boundary, t) + crossing_probability(boundary, 1 - t) <= alpha
+    plan = rule._plans[0]
+    k_look = len(plan.sched)
+    for n in plan.sched[::7]:
+        k = next((k for k in range(n + 1)
+                  if clopper_pearson(k, int(n), rule.level / k_look)[0] > t), N_MAX + 1)
+        raw = plan.cert[0, np.searchsorted(plan.sched, n)]
+        assert raw <= k            # running minimum from the right: never later than exact
+    # always right, one arm at level alpha: the first draw n whose count n already makes the
+    # next look's exact crossing certain
+    flag = DecisionTest([t], alpha, N_MAX, boundary="looks", mode="flag", target_class=1)
+    all_right = drive(flag, np.ones(N_MAX, dtype=np.int64))
+    looks = flag._plans[0].sched
+    first = min(max(int(prev) + 1, k) for prev, n in zip(np.r_[0, looks[:-1]], looks,
+                                                         strict=True)
+                for k in [next((k for k in range(int(n) + 1)
+                                if clopper_pearson(k, int(n), alpha / len(looks))[0] > t),
+                               None)] if k is not None)
+    assert all_right.certified[0] and all_right.queries == first
+
+
+def test_looks_family_error_rate():
+    wrong = 0
+    for seed in range(RUNS):
+        rule = DecisionTest([0.6, 0.8], ALPHA, N_MAX, boundary="looks")
+        rule.observe(stream(seed, 0.8))
+        wrong += rule.label == 0 or bool(rule.certified[1])
+    assert wrong <= ALLOWED
+
+
+def test_price_gives_up_dear_thresholds_and_keeps_batching_invariance():
+    """Always-right model, thresholds 0.7 (cheap) and 0.9999 (~70,000 draws): with a price
+    of 1,000 draws the dear one is given up at the first price look; without, it is
+    certified; random batch sizes change nothing."""
+    labels = np.ones(100_000, dtype=np.int64)
+    cheap = drive(DecisionTest([0.7, 0.9999], 0.001, 100_000, price=1000), labels)
+    assert list(cheap.certified) == [True, False]
+    assert cheap.queries == cheap._price_looks[0] < 100
+    full = drive(DecisionTest([0.7, 0.9999], 0.001, 100_000), labels)
+    assert full.certified.all() and full.queries > 60_000
+    rng = np.random.default_rng(3)
+    for seed, p in enumerate([0.93, 0.97, 0.995]):
+        labels = stream(seed, p, 100_000)
+        whole = DecisionTest([0.6, 0.9, 0.95, 0.99], 0.001, 100_000, price=3000)
+        whole.observe(labels)
+        for other in (drive(DecisionTest([0.6, 0.9, 0.95, 0.99], 0.001, 100_000, price=3000),
+                            labels),
+                      drive(DecisionTest([0.6, 0.9, 0.95, 0.99], 0.001, 100_000, price=3000),
+                            labels, rng)):
+            assert other.queries == whole.queries
+            assert np.array_equal(other.certified, whole.certified)
+            assert np.array_equal(other.decided_at, whole.decided_at)
+
+
+def test_radius_looks_family_validity():
+    sigma, p_true = 0.5, norm.cdf(1.0)
+
+    def frontier(p):
+        return np.array([sigma * norm.ppf(p) if p > 0.5 else -np.inf])
+
+    over = 0
+    for seed in range(RUNS // 4):
+        rule = drive(RadiusTest(frontier, ALPHA, 20_000, 0.05, boundary="looks"),
+                     stream(seed, p_true, 20_000))
+        if rule.label != ABSTAIN:
+            over += rule.label != 1 or frontier(rule.p_lower)[0] >= sigma * 1.0
+    assert over <= int(binom.ppf(1 - 1e-6, RUNS // 4, ALPHA))
