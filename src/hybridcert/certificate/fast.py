@@ -34,25 +34,28 @@ from hybridcert.certificate.bounds import (
     _mass_residual,
     _relative_error,
     normal_terms,
+    solve_offset,
 )
 from hybridcert.certificate.rules import MAJORITY, Rule
 from hybridcert.noise.ratio import LikelihoodRatio
 
 _NEWTON_STEPS = 80
-_MASS_STEPS = 6
+# A Newton step this small (relative) means the next would be ~its square: converged.
+_STEP_TOL = 1e-9
 # Multiples of the estimated back-off (relative distance below the Newton estimate) at
 # which a witness is tried, in order.
 _BACKOFFS = (1.25, 3.0, 30.0, 1e3, 1e5)
 _EPS = np.finfo(float).eps
 
 
-def newton_gamma(p: np.ndarray, ratio: LikelihoodRatio,
-                 rule: Rule = MAJORITY) -> tuple[np.ndarray, np.ndarray]:
+def newton_gamma(p: np.ndarray, ratio: LikelihoodRatio, rule: Rule = MAJORITY,
+                 hint: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Certified shifts and a mask of the inputs for which they are proven.
 
     ``p`` is the bound the rule reads (two-class majority: ``pA``; flag: lower bound on
     ``pc``; benign: upper bound on ``pc``); every input must be certified at shift 0 and
-    have a finite certified shift.
+    have a finite certified shift.  ``hint`` (optional, per input) is a starting shift,
+    e.g. the certified shift of a smaller token budget (an upper bound on this one's).
     """
     n = p.size
     gamma_out = np.zeros(n)
@@ -63,18 +66,13 @@ def newton_gamma(p: np.ndarray, ratio: LikelihoodRatio,
     level, on_tail = rule.level, rule.reads_upper
     exact = _discrete(mass, mass_tail, ratio)
     gamma = _start(mass, mass_tail, exact, ratio, rule)
+    if hint is not None:
+        # Between the sequential shift (below gamma*) and the smaller budget's (above it).
+        usable = np.isfinite(hint) & (hint > gamma)
+        gamma = np.where(usable, gamma + 0.9 * (hint - gamma), gamma)
     pivot = ratio.log_ratio[exact.pivot]
     s0 = np.clip(ndtri(np.clip(exact.fraction, 1e-300, 1 - 1e-16)), -38, 38) - gamma / 2
-    # A few damped Newton steps on the mass equation at the starting shift, so the joint
-    # Newton starts near its curve (unconverged inputs are caught below and bisected).
     s = s0
-    curve = _Curve(ratio, gamma, pivot)
-    residual = _mass_residual(mass, mass_tail)
-    for _ in range(_MASS_STEPS):
-        f, f_tail, slope = curve.mass(s)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            step = -residual(f, f_tail, slice(None)) / slope
-        s = s + np.clip(np.where(np.isfinite(step), step, 0.0), -4.0, 4.0)
 
     ok = np.ones(n, dtype=bool)
     active = np.arange(n)
@@ -82,8 +80,9 @@ def newton_gamma(p: np.ndarray, ratio: LikelihoodRatio,
         if active.size == 0:
             break
         a = active
-        r1, r2, j = _system(mass[a], mass_tail[a], s[a], gamma[a], pivot[a], ratio, level,
-                            on_tail)
+        r1, r2, j, values = _system(mass[a], mass_tail[a], s[a], gamma[a], pivot[a], ratio,
+                                    level, on_tail, values=True)
+        r1, r2, j = _log_scale(r1, r2, j, values, mass[a], mass_tail[a], level)
         det = j[0] * j[3] - j[1] * j[2]
         with np.errstate(divide="ignore", invalid="ignore"):
             ds = (-r1 * j[3] + r2 * j[1]) / det
@@ -96,16 +95,28 @@ def newton_gamma(p: np.ndarray, ratio: LikelihoodRatio,
         ds = np.clip(ds, -4.0, 4.0)
         s[a] += ds
         gamma[a] += dg
-        converged = (np.abs(dg) <= 1e-14 * gamma[a]) & (np.abs(ds) <= 1e-12 * (1 + np.abs(s[a])))
+        converged = (np.abs(dg) <= _STEP_TOL * gamma[a]) \
+            & (np.abs(ds) <= _STEP_TOL * (1 + np.abs(s[a])))
         active = a[~converged & ~bad]
 
     r1, r2, j = _system(mass, mass_tail, s, gamma, pivot, ratio, level, on_tail)
     # Only a converged root is worth proving: a witness far inside the certified region
-    # would be sound but would under-report the radius; those go to the bisection.
+    # would be sound but would under-report the radius.  Inputs the joint Newton did not
+    # converge on go to the safeguarded nested solver, then (if still not) to bisection.
     level_scale = 2.0 * min(level, 1.0 - level)
-    converged = (np.abs(r2) <= 1e-9 * level_scale) \
-        & (np.abs(r1) <= 1e-9 * np.minimum(mass, mass_tail))
-    remaining = np.flatnonzero(ok & converged & (gamma > 0) & np.isfinite(gamma))
+
+    def is_converged(r1, r2, idx=slice(None)):
+        return (np.abs(r2) <= 1e-9 * level_scale) \
+            & (np.abs(r1) <= 1e-9 * np.minimum(mass[idx], mass_tail[idx]))
+
+    converged = is_converged(r1, r2) & ok & np.isfinite(gamma)
+    retry = np.flatnonzero(~converged)
+    if retry.size:
+        s[retry], gamma[retry] = _nested(mass[retry], mass_tail[retry], pivot[retry], ratio,
+                                         rule, gamma[retry], s[retry])
+        r1, r2, j = _system(mass, mass_tail, s, gamma, pivot, ratio, level, on_tail)
+        converged = is_converged(r1, r2) & np.isfinite(gamma)
+    remaining = np.flatnonzero(converged & (gamma > 0))
     if remaining.size == 0:
         return gamma_out, proven
     # Back-off needed: the margin on the bound (and the step left that secures the mass
@@ -138,6 +149,47 @@ def newton_gamma(p: np.ndarray, ratio: LikelihoodRatio,
     return gamma_out, proven
 
 
+def _nested(mass, mass_tail, pivot, ratio: LikelihoodRatio, rule: Rule, gamma, s):
+    """Safeguarded Newton on the shift alone: at each trial ``gamma`` the mass equation is
+    solved for ``s`` (bracketed, :func:`solve_offset`), the bound's distance to the level
+    decides the side of a bracket ``[0, Gaussian-only shift]`` (the rule is monotone in
+    ``gamma``), and the next trial is the Newton step along the mass curve
+    (``dB/dgamma = B_g - B_s F_g / F_s``) when it stays inside the bracket, else the
+    midpoint.  Returns ``(s, gamma)``; the caller checks convergence."""
+    level, on_tail = rule.level, rule.reads_upper
+    m = mass.size
+    z_mass = np.where(mass_tail < mass, -ndtri(mass_tail), ndtri(mass))
+    with np.errstate(invalid="ignore"):
+        top = (ndtri(level) + z_mass) if on_tail else (z_mass - ndtri(level))
+    lo = np.zeros(m)
+    hi = np.where(np.isfinite(top) & (top > 0), top * (1 + 1e-9) + 1e-300, np.nan)
+    gamma = np.where(np.isfinite(gamma) & (gamma > 0) & (gamma < hi), gamma, 0.5 * hi)
+    s = np.where(np.isfinite(s), s, 0.0)
+    level_scale = 2.0 * min(level, 1.0 - level)
+    active = np.flatnonzero(np.isfinite(hi))
+    for _ in range(_NEWTON_STEPS):
+        if active.size == 0:
+            break
+        a = active
+        curve = _Curve(ratio, gamma[a], pivot[a])
+        s_new, found = solve_offset(curve, np.arange(a.size), s[a],
+                                    _mass_residual(mass[a], mass_tail[a]))
+        s[a] = np.where(found, s_new, s[a])
+        _, r2, j = _system(mass[a], mass_tail[a], s[a], gamma[a], pivot[a], ratio, level,
+                           on_tail)
+        certified_side = (-r2 if on_tail else r2) >= 0
+        lo[a[certified_side]] = gamma[a[certified_side]]
+        hi[a[~certified_side]] = gamma[a[~certified_side]]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            newton = gamma[a] - r2 / (j[3] - j[2] * j[1] / j[0])
+        inside = np.isfinite(newton) & (newton > lo[a]) & (newton < hi[a])
+        done = ~found | (np.abs(r2) <= 1e-12 * level_scale) | (hi[a] - lo[a] <= 1e-14 * hi[a])
+        step = np.where(inside, newton, 0.5 * (lo[a] + hi[a]))
+        gamma[a[~done]] = step[~done]
+        active = a[~done]
+    return s, gamma
+
+
 def _start(mass, mass_tail, exact, ratio: LikelihoodRatio, rule: Rule) -> np.ndarray:
     """Sequential-composition shift (the better order; a lower bound on gamma*), floored at
     a thousandth of the Gaussian-only shift (an upper bound on it)."""
@@ -162,9 +214,29 @@ def _start(mass, mass_tail, exact, ratio: LikelihoodRatio, rule: Rule) -> np.nda
     return np.where(gamma > 0, gamma, 1e-3)
 
 
-def _system(mass, mass_tail, s, gamma, pivot, ratio, level, on_tail):
+def _log_scale(r1, r2, j, values, mass, mass_tail, level):
+    """The system in logs: ``log(F / p)`` (on the precise tail) and ``log(B / level)``.
+
+    Both F and B live in Gaussian tails when ``p`` is near 0 or 1 or the level is small
+    (tau = 4.6e-5): there a Newton step on the linear residual moves by about one Mills
+    ratio per iteration, while on the log scale it converges quadratically from afar.
+    Inputs with a zero value keep the linear residual."""
+    mass_value, bound_value = values
+    target = np.where(mass_tail < mass, mass_tail, mass)
+    use = (mass_value > 0) & (bound_value > 0) & (target > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        l1 = np.log(mass_value / target) * np.where(mass_tail < mass, -1.0, 1.0)
+        l2 = np.log(bound_value / level)
+        j_log = (j[0] / mass_value, j[1] / mass_value, j[2] / bound_value,
+                 j[3] / bound_value)
+    return (np.where(use, l1, r1), np.where(use, l2, r2),
+            tuple(np.where(use, x, y) for x, y in zip(j_log, j, strict=True)))
+
+
+def _system(mass, mass_tail, s, gamma, pivot, ratio, level, on_tail, values=False):
     """Residuals (mass, bound - level) and Jacobian (F_s, F_g, B_s, B_g) at (s, gamma),
-    where the bound B is ``nu(S)`` or, ``on_tail``, ``nu(S^c)``."""
+    where the bound B is ``nu(S)`` or, ``on_tail``, ``nu(S^c)``.  ``values``: also return
+    (the mass on its precise side, B)."""
     d = (pivot[:, None] - ratio.log_ratio[None, :]) / gamma[:, None]
     tau = s[:, None] + d + gamma[:, None] / 2
     dtau_dg = -d / gamma[:, None] + 0.5
@@ -178,11 +250,14 @@ def _system(mass, mass_tail, s, gamma, pivot, ratio, level, on_tail):
     r1 = _mass_residual(mass, mass_tail)(f, f_tail, slice(None))
     g_s, g_g = dens_nu @ nu, (dens_nu * (dtau_dg - 1.0)) @ nu
     if on_tail:
-        r2 = ratio.nu_infinite + ndtr(-shifted) @ nu - level
+        bound = ratio.nu_infinite + ndtr(-shifted) @ nu
         g_s, g_g = -g_s, -g_g
     else:
-        r2 = ndtr(shifted) @ nu - level
+        bound = ndtr(shifted) @ nu
+    r2 = bound - level
     j = (dens @ mu, (dens * dtau_dg) @ mu, g_s, g_g)
+    if values:
+        return r1, r2, j, (np.where(mass_tail < mass, f_tail, f), bound)
     return r1, r2, j
 
 

@@ -178,14 +178,15 @@ def certified_gamma(p, ratio: LikelihoodRatio, *legacy, p_upper=None,
 
 
 def _certified_gamma(p, p_b, ratio: LikelihoodRatio, rule: Rule,
-                     at_zero: np.ndarray | None = None) -> np.ndarray:
+                     at_zero: np.ndarray | None = None, hint=None) -> np.ndarray:
     out = np.full(p.size, np.nan)
     ok = _holds(p, p_b, ratio, rule) if at_zero is None else at_zero
     infinite = ok & _unbounded(p, p_b, ratio, rule)
     out[infinite] = np.inf
     todo = np.flatnonzero(ok & ~infinite)
     if todo.size and p_b is None:
-        found, proven = newton_gamma(p[todo], ratio, rule)
+        found, proven = newton_gamma(p[todo], ratio, rule,
+                                     None if hint is None else hint[todo])
         out[todo[proven]] = found[proven]
         todo = todo[~proven]
     if todo.size:
@@ -340,7 +341,8 @@ def _explore(p, p_b, rule: Rule, discrete: list, shape: tuple) -> dict:
         if not ok.any():
             continue
         g = np.full(n, np.nan)
-        g[idx] = _certified_gamma(p[idx], sub_b, ratio, rule, at_zero=ok_sub)
+        g[idx] = _certified_gamma(p[idx], sub_b, ratio, rule, at_zero=ok_sub,
+                                  hint=floor[idx])
         g = np.where(ok, np.fmin(g, floor), np.nan)
         cells[index] = (ok, g)
     return cells
