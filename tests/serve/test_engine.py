@@ -71,9 +71,9 @@ def test_jobs_share_batches_and_get_their_own_stream_in_order():
     for i, (record, rule) in enumerate(zip(records, rules, strict=True)):
         alone = run.classifier.stream(record, 1000 + i, Stage.SEQUENTIAL).labels(300)
         assert rule.seen == alone.tolist()        # same copies, same order as one job alone
-    # 6 jobs x 300 copies in batches of <= 64 rows: shared passes, nearly full
+    # 6 jobs x 300 copies asked 37 at a time (54 asks), in batches of <= 64 rows: shared
     assert engine.stats.rows == 1800
-    assert engine.stats.batches <= 1800 // 64 + 6
+    assert engine.stats.batches <= 45                       # > 40 rows a pass on average
     assert sum(rule.calls for rule in rules) > engine.stats.batches   # several jobs per batch
 
 

@@ -189,6 +189,8 @@ async def _fields(request: Request, limits) -> tuple[bytes, object, object]:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise InputError(400, "body", f"the body is not valid JSON ({err})") from None
+    except RecursionError:
+        raise InputError(400, "body", "the body's JSON is nested too deeply") from None
     if not isinstance(data, dict):
         raise InputError(422, "body", "the body must be a JSON object with image and text")
     unknown = sorted(set(data) - set(FIELDS))

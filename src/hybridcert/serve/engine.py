@@ -8,9 +8,13 @@ rule (a per-input state machine with ``next_draws()``, ``observe(labels)``, ``do
 
 1. drop jobs that were cancelled or ran past their deadline (their copies stop being drawn);
 2. fill one batch of at most ``batch_size`` rows, oldest job first: each job contributes the
-   next ``min(rule.next_draws(), room)`` copies of its own stream (at most a quarter of the
-   batch in the first pass while other jobs wait, then whatever room is left, oldest first);
-3. run the model once on the batch and hand every job its labels, in draw order.
+   next ``min(rule.next_draws() - copies in flight, room)`` copies of its own stream (at most
+   a quarter of the batch in the first pass while other jobs wait, then whatever room is
+   left, oldest first);
+3. hand the batch to the model (a second thread) and, while it runs, collect the labels of
+   the previous batch and give every job its labels, in draw order.
+
+So the noise of batch k + 1 is drawn while the model runs batch k.
 
 A job's copies come from its own stream in order and its labels reach its rule in order, so
 its decision is the one that driving the same rule from the same stream one job at a time
@@ -33,7 +37,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -100,6 +104,7 @@ class Job:
     cancelled: bool = False
     batches: int = 0
     started: float | None = None
+    in_flight: int = 0
 
     @property
     def drawn(self) -> int:
@@ -113,10 +118,13 @@ class Job:
 
 @dataclass
 class BatchStats:
-    """Running totals of the engine (read them for metrics)."""
+    """Running totals of the engine (read them for metrics): forward passes, rows evaluated,
+    copies drawn (a batch in flight is drawn but not yet evaluated), model seconds, jobs
+    expired, finished and failed."""
 
     batches: int = 0
     rows: int = 0
+    drawn: int = 0
     forward_s: float = 0.0
     expired: int = 0
     finished: int = 0
@@ -242,17 +250,28 @@ class BatchingEngine:
 
     # -- the worker ------------------------------------------------------------------------
     def _work(self) -> None:
+        """Pipeline: while the model runs batch k (in a second thread), draw the noise of
+        batch k + 1 from what the rules are known to need beyond the copies in flight."""
         torch.set_grad_enabled(False)
-        while True:
-            with self._cond:
-                while not self._jobs and not self._stop:
-                    self._cond.wait()
-                if not self._jobs:
-                    return
-                jobs = list(self._jobs.values())
-            live = self._drop_expired(jobs)
-            if live:
-                self._step(live)
+        with ThreadPoolExecutor(1, thread_name_prefix="hybridcert-forward") as model:
+            flight = None                        # (plan, future of the labels)
+            while True:
+                with self._cond:
+                    while not self._jobs and flight is None and not self._stop:
+                        self._cond.wait()
+                    if not self._jobs and flight is None:
+                        return
+                    jobs = list(self._jobs.values())
+                live = self._drop_expired(jobs)
+                ready = self._draw(self._plan_batch(live)) if live else None
+                if flight is not None:
+                    self._finish(*flight)
+                    flight = None
+                if ready is not None:
+                    plan, batch = ready
+                    flight = (plan, model.submit(self._forward, batch))
+                # Hold no finished job while waiting for the next one.
+                jobs = live = ready = plan = batch = None
 
     def _drop_expired(self, jobs: list[Job]) -> list[Job]:
         now = time.monotonic()
@@ -270,17 +289,20 @@ class BatchingEngine:
         return live
 
     def _plan_batch(self, live: list[Job]) -> list[tuple[Job, int]]:
-        """(job, copies) pairs of the next batch: oldest first, one shape."""
+        """(job, copies) pairs of the next batch: oldest first, one shape; a job gets at most
+        what its rule needs beyond its copies in flight (plus speculation)."""
         shape = live[0].shape
         group = [job for job in live if job.shape == shape]
         room = self.batch_size
-        wants = {job.number: max(1, int(job.rule.next_draws())) for job in group}
+        wants: dict[int, int] = {}          # asked lazily: jobs past a full batch are not
         takes: dict[int, int] = {}
         quantum = room if len(group) == 1 else max(1, self.batch_size // 4)
         for limit in (quantum, room):
             for job in group:
                 if room == 0:
                     break
+                if job.number not in wants:
+                    wants[job.number] = max(1, int(job.rule.next_draws())) - job.in_flight
                 extra = min(wants[job.number] - takes.get(job.number, 0), limit, room)
                 if extra > 0:
                     takes[job.number] = takes.get(job.number, 0) + extra
@@ -300,27 +322,46 @@ class BatchingEngine:
                     room -= extra
         return [(job, takes[job.number]) for job in group if takes.get(job.number)]
 
-    def _step(self, live: list[Job]) -> None:
-        plan = self._plan_batch(live)
-        try:
-            now = time.monotonic()
-            parts = []
-            for job, take in plan:
-                if job.started is None:
-                    job.started = now
+    def _draw(self, plan: list[tuple[Job, int]]):
+        """(plan, batch) with each job's next copies, or None for an empty plan."""
+        if not plan:
+            return None
+        now = time.monotonic()
+        parts, drawn = [], []
+        for job, take in plan:
+            try:
                 parts.append(job.stream.copies(take))
-            batch = parts[0] if len(parts) == 1 else \
-                {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-            start = time.perf_counter()
-            labels = self.classifier.base.labels(batch)
-            labels = labels.cpu().numpy().astype(np.int64)
-            seconds = time.perf_counter() - start
-            self.classifier._check_labels(labels)
+            except Exception as err:  # noise on this record failed: fail the job only
+                self._fail(job, err)
+                continue
+            if job.started is None:
+                job.started = now
+            job.in_flight += take
+            self.stats.drawn += take
+            drawn.append((job, take))
+        if not drawn:
+            return None
+        batch = parts[0] if len(parts) == 1 else \
+            {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        return drawn, batch
+
+    def _forward(self, batch: dict) -> tuple[np.ndarray, float]:
+        torch.set_grad_enabled(False)
+        start = time.perf_counter()
+        labels = self.classifier.base.labels(batch).cpu().numpy().astype(np.int64)
+        seconds = time.perf_counter() - start
+        self.classifier._check_labels(labels)
+        return labels, seconds
+
+    def _finish(self, plan: list[tuple[Job, int]], pending) -> None:
+        """Hand a batch's labels to its jobs, in draw order."""
+        for job, take in plan:
+            job.in_flight -= take
+        try:
+            labels, seconds = pending.result()
         except Exception as err:  # the model failed on this batch: fail its jobs only
             for job, _ in plan:
-                self._remove(job)
-                self.stats.failed += 1
-                _set(job.future, exception=err)
+                self._fail(job, err)
             return
         rows = int(labels.size)
         self.stats.batches += 1
@@ -331,22 +372,28 @@ class BatchingEngine:
         offset = 0
         end = time.monotonic()
         for job, take in plan:
+            part = labels[offset: offset + take]
+            offset += take
+            if job.number not in self._jobs:   # dropped (timeout) or decided meanwhile
+                continue
             job.batches += 1
             try:
-                job.rule.observe(labels[offset: offset + take])
+                job.rule.observe(part)
             except Exception as err:
-                self._remove(job)
-                self.stats.failed += 1
-                _set(job.future, exception=err)
-                offset += take
+                self._fail(job, err)
                 continue
-            offset += take
             if job.rule.done:
                 self._remove(job)
                 self.stats.finished += 1
                 _set(job.future, result=Outcome(job.rule, job.drawn, job.batches,
                                                 (job.started or end) - job.submitted,
                                                 end - job.submitted))
+
+    def _fail(self, job: Job, err: BaseException) -> None:
+        if job.number in self._jobs:
+            self._remove(job)
+            self.stats.failed += 1
+        _set(job.future, exception=err)
 
     def _remove(self, job: Job) -> None:
         with self._cond:
