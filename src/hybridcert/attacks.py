@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hybridcert.blocks import HybridNoise
-from hybridcert.smoothing.inputs import Vocabulary
+from hybridcert.blocks import HybridNoise, Vocabulary
 
 
 def _loss(model, images, tokens, label, noises, vocab, samples, generator):
