@@ -203,7 +203,7 @@ def test_busy_service_answers_503_with_retry_after():
 
 
 def test_timeout_answers_504_and_stops_sampling():
-    settings = ServeSettings(timeout_s=1.5, batch_size=16)
+    settings = ServeSettings(timeout_s=1.5, batch_size=16, speculation=1.0)
     with live_service(settings, delay=0.05) as (url, service):
         response = moderate(url, {"image": b64(png_even()), "text": "unknown words"})
         assert response.status_code == 504

@@ -68,9 +68,11 @@ def serve(
                                    "shared by concurrent requests.")] = 256,
     max_pending: Annotated[int, Opt("--max-pending", help="Most requests queued or running "
                                     "(more get 503).")] = 128,
-    speculation: Annotated[float, Opt("--speculation", help="Spare batch rows go to running "
-                                      "requests, up to this multiple of their draws so far "
-                                      "(fewer passes at low load; same decisions).")] = 0.5,
+    speculation: Annotated[float | None, Opt("--speculation", help="Spare batch rows go to "
+                                             "running requests, up to this multiple of their "
+                                             "draws so far (fewer passes at low load; same "
+                                             "decisions). Default 0 on CPU, 1 on GPU.")]
+    = None,
     max_image_bytes: Annotated[int, Opt("--max-image-bytes")] = 8 * 1024 * 1024,
     max_image_pixels: Annotated[int, Opt("--max-image-pixels")] = 16_000_000,
     max_text_chars: Annotated[int, Opt("--max-text-chars")] = 4096,
@@ -128,7 +130,7 @@ def serve(
         append_placeholder=append_placeholder, rule=rule, threshold=threshold,
         flagged_class=flagged_class, mode="decision", alpha=alpha, n=n, seed=seed,
         max_tokens=max_tokens, targets=targets or _config_targets(config) or [[0.0, 0]])
-    if not 0 <= speculation < float("inf"):
+    if speculation is not None and not 0 <= speculation < float("inf"):
         raise ConfigError(f"--speculation must be a finite number >= 0, got {speculation}")
     settings = ServeSettings(batch_size=batch_size, max_pending=max_pending, timeout_s=timeout,
                              speculation=speculation,

@@ -38,8 +38,14 @@ def demo_checkpoint(cache: Path = Path("artifacts"), log: Callable[[str], None] 
 
 def demo_adapter(directory: Path):
     """The checkpoint's :class:`~hybridcert.adapters.ModelAdapter` (its own tokenizer and
-    image size), from the model side's loader."""
+    image size) from the model side's loader; for the demo page, images of another size are
+    scaled and centre-cropped to the model's size (reported in each answer's ``notes``)."""
+    import dataclasses
+
     from hybridcert.adapters import ModelAdapter
     from hybridcert.models import fusion
 
-    return ModelAdapter.wrap(fusion.load_adapter(directory))
+    adapter = ModelAdapter.wrap(fusion.load_adapter(directory))
+    adapter.images = {name: dataclasses.replace(p, resize="shortest_edge_crop")
+                      if p.resize == "refuse" else p for name, p in adapter.images.items()}
+    return adapter

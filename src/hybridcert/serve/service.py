@@ -83,10 +83,12 @@ class ServeSettings:
         Most requests queued or running; more get 503 with ``Retry-After``.
     timeout_s : float
         Seconds a request may take; then it gets 504 and its copies stop being drawn.
-    speculation : float
+    speculation : float, optional
         Spare rows of a batch go to running requests, up to this multiple of the copies each
         has drawn (fewer forward passes per decision at low load; decisions unchanged; see
-        :class:`~hybridcert.serve.engine.BatchingEngine`).
+        :class:`~hybridcert.serve.engine.BatchingEngine`).  Default: 0 on a CPU, where every
+        row costs its share of the forward pass, 1 on a GPU, where spare rows are nearly
+        free.
     limits : Limits
     api_keys : tuple of str
         Bearer keys; empty: no authentication.
@@ -97,7 +99,7 @@ class ServeSettings:
     batch_size: int = 256
     max_pending: int = 128
     timeout_s: float = 10.0
-    speculation: float = 0.5
+    speculation: float | None = None
     limits: Limits = field(default_factory=Limits)
     api_keys: tuple[str, ...] = ()
     audit_path: Path | None = None
@@ -176,8 +178,11 @@ class ModerationService:
         self.processor = _processor(plan, self.image_block)
         self.encoder = plan.adapter.text[self.text_block]
         self.metrics = Metrics(self.settings.batch_size)
+        speculation = self.settings.speculation
+        if speculation is None:
+            speculation = 0.0 if plan.classifier.base.device.type == "cpu" else 1.0
         self.engine = BatchingEngine(plan.classifier, self.settings.batch_size,
-                                     self.settings.max_pending, self.settings.speculation,
+                                     self.settings.max_pending, speculation,
                                      on_batch=self.metrics.on_batch)
         self.metrics.queue_depth.set_function(lambda: self.engine.pending)
         self._keys = [hashlib.sha256(k.encode()).digest() for k in self.settings.api_keys]
