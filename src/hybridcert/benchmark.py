@@ -35,12 +35,13 @@ from hybridcert.smoothing import (
 @dataclass
 class BenchmarkConfig:
     levels: list[tuple[float, float]] = field(
-        default_factory=lambda: [(0.25, 0.2), (0.5, 0.1)])     # (sigma, keep_prob)
-    n_train: int = 4000
-    n_val: int = 500
-    n_test: int = 500
-    epochs: int = 20
-    subset: int = 100           # certified test inputs
+        default_factory=lambda: [(0.25, 0.5), (0.5, 0.25)])     # (sigma, keep_prob)
+    n_train: int = 6000
+    n_val: int = 1000
+    n_test: int = 1000
+    epochs: int = 3
+    text_layers: int = 2        # pretrained MiniLM layers kept (docs/BENCHMARK.md: budget)
+    subset: int = 60            # certified test inputs (seeded draw from the whole test split)
     n0: int = 32
     n: int = 500
     alpha: float = 0.001
@@ -50,19 +51,18 @@ class BenchmarkConfig:
     cache: Path = Path("artifacts")
 
 
-def _model(cache: Path, config: fusion.FilterConfig, data, epochs, console, embeddings):
-    name = f"{'+'.join(config.modalities)}_s{config.sigma}_a{config.keep_prob}_e{epochs}"
+def _model(cache: Path, config: fusion.FilterConfig, data, epochs, console):
+    name = f"{config.name}_e{epochs}_v{safety.VERSION}"
     directory = cache / "models" / name
     try:
-        model = fusion.load(directory, embeddings)
+        model = fusion.load(directory)
         console.print(f"reusing model {directory}")
         return model
     except FileNotFoundError:
         pass
     console.print(f"training {name} ...")
     start = time.perf_counter()
-    model = training.train(config, data, epochs=epochs, embeddings=embeddings,
-                           log=lambda m: console.print("  " + m))
+    model = training.train(config, data, epochs=epochs, log=lambda m: console.print("  " + m))
     fusion.save(model, directory)
     console.print(f"  trained in {time.perf_counter() - start:.0f} s -> {directory}")
     return model
@@ -77,7 +77,6 @@ def run(cfg: BenchmarkConfig) -> dict:
     subset = np.random.default_rng(cfg.seed).choice(len(test), min(cfg.subset, len(test)),
                                                     replace=False)
     subset.sort()
-    embeddings = fusion.minilm_token_embeddings()
     vocab = safety.vocabulary()
     report: dict = {"config": {k: str(v) for k, v in cfg.__dict__.items()},
                     "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
@@ -87,8 +86,9 @@ def run(cfg: BenchmarkConfig) -> dict:
     sigma0, keep0 = cfg.levels[0]
     ablations = {}
     for modalities in (("image",), ("text",), ("image", "text")):
-        config = fusion.FilterConfig(modalities, sigma=sigma0, keep_prob=keep0, seed=cfg.seed)
-        model = _model(cfg.cache, config, data["train"], cfg.epochs, console, embeddings)
+        config = fusion.FilterConfig(modalities, text_layers=cfg.text_layers, sigma=sigma0,
+                                     keep_prob=keep0, seed=cfg.seed)
+        model = _model(cfg.cache, config, data["train"], cfg.epochs, console)
         ablations["+".join(modalities)] = training.evaluate(model, test)
     report["ablations"] = ablations
 
@@ -96,9 +96,9 @@ def run(cfg: BenchmarkConfig) -> dict:
     labels = test.labels[subset]
     seeds = [cfg.seed * 100_003 + int(i) for i in subset]
     for sigma, keep in cfg.levels:
-        config = fusion.FilterConfig(("image", "text"), sigma=sigma, keep_prob=keep,
-                                     seed=cfg.seed)
-        model = _model(cfg.cache, config, data["train"], cfg.epochs, console, embeddings)
+        config = fusion.FilterConfig(("image", "text"), text_layers=cfg.text_layers,
+                                     sigma=sigma, keep_prob=keep, seed=cfg.seed)
+        model = _model(cfg.cache, config, data["train"], cfg.epochs, console)
         noises = training.noises_for(config)
         level = {"sigma": sigma, "keep_prob": keep, **training.evaluate(model, test)}
         variants = {"joint": noises, "image_only": {"image": noises["image"]},
@@ -199,24 +199,28 @@ def _attacks(model, noises, vocab, test, subset, joint, labels, cfg, console) ->
     clf = SmoothedClassifier(model, noises, 2, {"text": vocab}, batch_size=512)
     base_flips = base_total = smooth_flips = smooth_total = smooth_abstain = 0
     for k, i in enumerate(subset[: cfg.attack_inputs]):
-        image, tokens = torch.from_numpy(test.images[i]), torch.from_numpy(test.tokens[i])
+        image, tokens = test.image(int(i)), torch.from_numpy(test.tokens[i])
         label = int(test.labels[i])
+        # joint_attack builds batches without an attention mask; substitutions never touch
+        # padding, so the input's own mask is exact for every attacked batch
+        attacked = _WithAttention(model, torch.from_numpy(test.attention[i]))
         with torch.no_grad():
-            clean = int(model({"image": image[None], "text": tokens[None]}).argmax(1))
+            clean = int(attacked({"image": image[None], "text": tokens[None]}).argmax(1))
         if clean == label:
             base_total += 1
-            adv_image, adv_tokens = joint_attack(model, image, tokens, label, 0.5, 2, vocab,
+            adv_image, adv_tokens = joint_attack(attacked, image, tokens, label, 0.5, 2, vocab,
                                                  seed=k)
             with torch.no_grad():
-                out = model({"image": adv_image[None], "text": adv_tokens[None]})
+                out = attacked({"image": adv_image[None], "text": adv_tokens[None]})
             base_flips += int(out.argmax(1)) != label
         cert = joint[k]
         if cert.label == label and cert.max_tokens >= 0:
             r = min(2, cert.max_tokens)
-            adv_image, adv_tokens = joint_attack(model, image, tokens, label,
+            adv_image, adv_tokens = joint_attack(attacked, image, tokens, label,
                                                  cert.l2_radius[r] * 0.999, r, vocab,
                                                  noises=noises, samples=16, steps=10, seed=k)
-            record = {"image": adv_image, "text": TokenBlock(adv_tokens)}
+            record = {"image": adv_image,
+                      "text": TokenBlock(adv_tokens, attention=attacked.attention)}
             prediction = clf.predict(record, 200, 0.01, seed=k)
             smooth_total += 1
             smooth_abstain += prediction.label == ABSTAIN
@@ -230,20 +234,33 @@ def _attacks(model, noises, vocab, test, subset, joint, labels, cfg, console) ->
     return result
 
 
+class _WithAttention(torch.nn.Module):
+    """The model with one input's attention mask on every row of a batch."""
+
+    def __init__(self, model, attention: torch.Tensor):
+        super().__init__()
+        self.model, self.attention = model, attention
+
+    def forward(self, batch):
+        ids = batch["text"]
+        return self.model({**batch, "text_attention": self.attention.expand_as(ids)})
+
+
 def _markdown(report: dict, cfg: BenchmarkConfig) -> str:
     lines = ["# Certified image+text safety filter", "",
              f"Machine: {report['machine']}; total time {report['duration_s']:.0f} s. "
              f"Test subset: {cfg.subset} seeded inputs, n0 = {cfg.n0}, n = {cfg.n}, "
              f"alpha = {cfg.alpha}. Dataset: docs/DATASET.md.", "",
-             "## Does the task need both modalities? (test accuracy, no smoothing)", "",
-             "| model | clean accuracy | accuracy under training noise |", "|---|---|---|"]
+             "## Does the task need both modalities? (test balanced accuracy, no smoothing)", "",
+             "| model | clean | under training noise |", "|---|---|---|"]
     for name, metrics in report["ablations"].items():
-        lines.append(f"| {name} | {100 * metrics['clean_accuracy']:.1f} | "
-                     f"{100 * metrics['noisy_accuracy']:.1f} |")
+        lines.append(f"| {name} | {100 * metrics['clean']['balanced']:.1f} | "
+                     f"{100 * metrics['noisy']['balanced']:.1f} |")
     for level in report["levels"]:
         lines += ["", f"## sigma = {level['sigma']}, keep_prob = {level['keep_prob']}", "",
-                  f"Base model clean accuracy {100 * level['clean_accuracy']:.1f}%, under noise "
-                  f"{100 * level['noisy_accuracy']:.1f}%; smoothed classifier accuracy "
+                  f"Base model balanced accuracy {100 * level['clean']['balanced']:.1f}% clean, "
+                  f"{100 * level['noisy']['balanced']:.1f}% under noise; smoothed classifier "
+                  f"accuracy "
                   f"{100 * level['clean_smoothed_accuracy']:.1f}%, abstain rate "
                   f"{100 * level['abstain_rate']:.1f}%.", "",
                   "Joint certificate, certified accuracy (%):", "",
@@ -270,5 +287,6 @@ def _markdown(report: dict, cfg: BenchmarkConfig) -> str:
                       f"{a['smoothed_flipped']}/{a['smoothed_attacked']} certified inputs "
                       f"({a['smoothed_abstained']} abstentions)."]
     lines += ["", "Images: OpenMoji (CC BY-SA 4.0). Text: all-MiniLM-L6-v2 WordPiece "
-              "vocabulary and embeddings (Apache 2.0), VADER lexicon (MIT)."]
+              "tokenizer and pretrained layers (Apache 2.0); held-out style: Noto Color Emoji "
+              "(OFL 1.1)."]
     return "\n".join(lines) + "\n"

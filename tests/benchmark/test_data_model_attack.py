@@ -1,54 +1,146 @@
-"""The safety benchmark's data, checkpoints, training, attack and CLI on tiny sizes."""
+"""The safety filter: pretrained MiniLM layers, attention mask, checkpoints, adapter, noise
+training through HybridNoise.noise_batch, attack budget and the train command."""
 
 import json
 
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 
+from hybridcert.adapters import ImageProcessor, ModelAdapter
 from hybridcert.attacks import joint_attack
+from hybridcert.benchmark import _WithAttention
+from hybridcert.blocks import HybridNoise
 from hybridcert.cli.main import main
 from hybridcert.data import safety
 from hybridcert.models import fusion, training
+from hybridcert.noise import Gaussian, Substitution
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    return safety.build(60, seed=5)
+    return safety.build(40, seed=5)
 
 
-def test_dataset_is_deterministic_and_labels_need_both_modalities(tiny):
-    again = safety.build(60, seed=5)
-    assert np.array_equal(tiny.images, again.images) and np.array_equal(tiny.tokens, again.tokens)
-    assert not np.array_equal(tiny.images, safety.build(60, seed=6).images)
-    unsafe = (tiny.image_kind == "dangerous") & (tiny.text_kind == "harmful")
-    assert np.array_equal(tiny.labels == 1, unsafe)
-    assert tiny.images.shape == (60, 3, 32, 32) and 0 <= tiny.images.min() <= tiny.images.max() <= 1
-    assert tiny.tokens.shape == (60, 32) and np.all(tiny.tokens[:, 0] == safety.CLS_ID)
-    # every id is either special/padding (never noised) or in the noisable vocabulary
-    vocab = safety.vocabulary()
-    assert vocab.size == 30522 - 999
-    specials = np.isin(tiny.tokens, [safety.PAD_ID, safety.CLS_ID, safety.SEP_ID])
-    assert np.all(specials | (tiny.tokens >= safety.FIRST_NOISABLE_ID))
+@pytest.fixture(scope="module")
+def small_model():
+    torch.manual_seed(0)
+    return fusion.SafetyFilter(fusion.FilterConfig(text_layers=1, hidden=16)).eval()
+
+
+def test_text_layers_are_minilm_pretrained_weights():
+    model = fusion.SafetyFilter(fusion.FilterConfig(text_layers=2, hidden=16))
+    assert len(model.text_encoder.encoder.layer) == 2
+    state = model.state_dict()
+    with safe_open(str(safety.model_dir() / "model.safetensors"), "pt") as f:
+        for name in ("encoder.layer.1.attention.self.query.weight",
+                     "encoder.layer.0.output.dense.bias", "embeddings.position_embeddings.weight",
+                     "embeddings.word_embeddings.weight"):
+            assert torch.equal(state["text_encoder." + name], f.get_tensor(name).float()), name
+    frozen = model.text_encoder.embeddings.word_embeddings.weight
+    assert not frozen.requires_grad
+    assert model.text_encoder.encoder.layer[0].attention.self.query.weight.requires_grad
+    with pytest.raises(ValueError, match="text_layers must be"):
+        fusion.FilterConfig(text_layers=7)
+    with pytest.raises(ValueError, match="modalities must be"):
+        fusion.FilterConfig(modalities=("audio",))
+
+
+def test_padding_is_read_from_the_attention_mask(small_model, tiny):
+    batch = tiny.batch(np.arange(6))
+    with torch.no_grad():
+        logits = small_model(batch)
+        # ids under attention 0 never matter, whatever they are
+        changed = batch["text"].clone()
+        changed[batch["text_attention"] == 0] = 2000
+        assert torch.allclose(small_model({**batch, "text": changed}), logits, atol=1e-5)
+        # extra all-padding columns are dropped: same logits
+        wider = {**batch, "text": torch.cat([batch["text"], torch.zeros(6, 8, dtype=torch.long)],
+                                            1),
+                 "text_attention": torch.cat([batch["text_attention"],
+                                              torch.zeros(6, 8, dtype=torch.long)], 1)}
+        assert torch.allclose(small_model(wider), logits, atol=1e-5)
+        # attending to the padding changes the answer: the mask is really used
+        everything = {**batch, "text_attention": torch.ones_like(batch["text_attention"])}
+        assert not torch.allclose(small_model(everything), logits, atol=1e-4)
+    with pytest.raises(ValueError, match="text_attention"):
+        small_model({"image": batch["image"], "text": batch["text"]})
 
 
 def test_checkpoint_round_trip_without_pickle(tmp_path, tiny):
-    config = fusion.FilterConfig(("image", "text"), hidden=16, sigma=0.5, keep_prob=0.3)
-    model = training.train(config, tiny, epochs=1, log=lambda _: None)
+    config = fusion.FilterConfig(text_layers=1, hidden=16, sigma=0.5, keep_prob=0.3)
+    model = training.train(config, tiny, epochs=1, batch_size=16, log=lambda _: None)
     fusion.save(model, tmp_path)
-    assert json.loads((tmp_path / "config.json").read_text())["sigma"] == 0.5
+    stored = json.loads((tmp_path / "config.json").read_text())
+    assert stored["sigma"] == 0.5 and stored["text_layers"] == 1 and stored["epochs"] == 1
+    with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    assert fusion.FROZEN_PREFIX + "weight" not in keys          # read from the package
+    assert "text_encoder.encoder.layer.0.attention.self.query.weight" in keys   # fine-tuned
     loaded = fusion.load(tmp_path)
-    batch = {"image": torch.from_numpy(tiny.images[:8]), "text": torch.from_numpy(tiny.tokens[:8])}
+    batch = tiny.batch(np.arange(8))
     with torch.no_grad():
-        assert torch.allclose(model(batch), loaded(batch))
+        assert torch.allclose(model(batch), loaded(batch), atol=1e-6)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         fusion.load(tmp_path / "absent")
+    stored["colour"] = 1
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match="unknown config fields"):
+        fusion.load(tmp_path)
 
 
-def test_attack_stays_inside_its_budget(tiny):
-    model = fusion.SafetyFilter(fusion.FilterConfig(hidden=16)).eval()
+def test_load_adapter(tmp_path, small_model, tiny):
+    fusion.save(small_model, tmp_path)
+    adapter = fusion.load_adapter(tmp_path)
+    assert isinstance(adapter, ModelAdapter)
+    assert adapter.num_classes == 2 and list(adapter.class_names) == ["safe", "unsafe"]
+    encoder = adapter.text["text"]
+    assert encoder.vocab_size == 30522 - 999 and encoder.max_length == 32
+    assert encoder.pad_id == safety.PAD_ID and not encoder.truncate
+    block = encoder.encode(str(tiny.texts[0]))
+    assert torch.equal(block.ids, torch.from_numpy(tiny.tokens[0]))
+    assert adapter.images["image"] == ImageProcessor(size=(48, 48), resize="refuse")
+    with torch.no_grad():
+        assert torch.allclose(adapter.model(tiny.batch(np.arange(3))),
+                              small_model(tiny.batch(np.arange(3))), atol=1e-6)
+
+
+def test_training_noises_every_batch_through_hybrid_noise(monkeypatch, tiny):
+    calls = []
+    original = HybridNoise.noise_batch
+
+    def spy(self, batch, generator, *args, **kwargs):
+        calls.append(self.describe())
+        return original(self, batch, generator, *args, **kwargs)
+
+    monkeypatch.setattr(HybridNoise, "noise_batch", spy)
+    config = fusion.FilterConfig(text_layers=1, hidden=16, sigma=0.5, keep_prob=0.25)
+    training.train(config, tiny, epochs=2, batch_size=16, log=lambda _: None)
+    assert len(calls) == 2 * 3                        # 40 records in batches of 16, 2 epochs
+    image, text = calls[0]
+    assert image["noise"] == {"gaussian": 0.5}
+    assert text["noise"] == {"substitution": 0.25, "vocab_size": 30522 - 999}
+    noises = training.noises_for(config)
+    assert isinstance(noises["image"], Gaussian) and noises["image"].sigma == 0.5
+    assert isinstance(noises["text"], Substitution) and noises["text"].vocab_size == 29523
+
+
+def test_predict_and_metrics(small_model, tiny):
+    pred = training.predict(small_model, tiny)
+    with torch.no_grad():
+        direct = small_model(tiny.batch(np.arange(len(tiny)))).argmax(1).numpy()
+    assert np.array_equal(pred, direct)
+    votes = training.predict(small_model, tiny, copies=5, seed=1)
+    assert np.array_equal(votes, training.predict(small_model, tiny, copies=5, seed=1))
+    metrics = training.class_metrics(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]))
+    assert metrics == {"safe": 1.0, "unsafe": 2 / 3, "balanced": (1 + 2 / 3) / 2}
+
+
+def test_attack_stays_inside_its_budget(small_model, tiny):
     vocab = safety.vocabulary()
-    image, tokens = torch.from_numpy(tiny.images[0]), torch.from_numpy(tiny.tokens[0])
+    image, tokens = tiny.image(0), torch.from_numpy(tiny.tokens[0])
+    model = _WithAttention(small_model, torch.from_numpy(tiny.attention[0]))
     adv_image, adv_tokens = joint_attack(model, image, tokens, int(tiny.labels[0]), 0.3, 2,
                                          vocab, steps=5, candidates=8)
     assert float((adv_image - image).norm()) <= 0.3 + 1e-5

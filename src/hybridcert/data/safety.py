@@ -122,6 +122,9 @@ OBJECTS: dict[str, tuple[str, tuple[str, ...]]] = {
         "light_bulb"]},
 }
 LIVING = ("person", "animal")
+CATEGORIES = ("blade", "blunt", "poison", "fire", "cord", "person", "animal", "neutral")
+MODES = ("means", "patient", "none")
+TARGET_KINDS = ("person", "animal", "thing", "this")
 #: Sprites never shown in training or validation: some of every category (test only).
 HELD_OUT = ("scissors", "sewing_needle", "brick", "field_hockey", "boomerang", "test_tube",
             "sparkler", "scarf", "thread", "girl", "old_woman", "hamster", "duck", "horse_face",

