@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import sys
 import time
@@ -195,8 +196,9 @@ def main() -> None:
     p = np.concatenate([10 ** rng.uniform(-4.5, 0, half),
                         1 - 10 ** rng.uniform(-12, -1, args.inputs - half)])
     p = rng.permutation(np.minimum(p, 1 - 1e-16))
-    print(f"machine: {platform.machine()}, python {platform.python_version()}, numpy "
-          f"{np.__version__}; 2 CPU cores shared with other agents' jobs during the run")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, python "
+          f"{platform.python_version()}, numpy {np.__version__}; load average at the start "
+          f"{os.getloadavg()[0]:.1f} (other jobs share the cores)")
     print(f"{args.inputs} inputs: pc ~ half log-uniform on [3e-5, 1], half 1 - log-uniform on "
           f"[1e-12, 0.1]; r = 0..{MAX_TOKENS}; substitution keep {KEEP} (V = {VOCAB}) or "
           f"masking keep {KEEP}; paper solver timed on {args.paper_inputs} inputs; mpmath "
@@ -263,6 +265,7 @@ def main() -> None:
           "'a+b of n' = a budgets certified whose exact eps = 0 bound is below tau, b radii "
           "at which the exact bound is below tau, of n certified pairs checked with mpmath "
           "(random inputs + boundary set).")
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
     for key in ("engine", "paper"):
         t = totals[key]
         where = ", ".join(f"{t.get(g, 0)} {g}" for g in ("random", "threshold", "near 1"))

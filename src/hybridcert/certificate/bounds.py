@@ -98,11 +98,6 @@ def _lower_bound(p: np.ndarray, ratio: LikelihoodRatio, gamma=None) -> np.ndarra
     return _bounds(p, 1.0 - p, ratio, gamma)[0]
 
 
-def _upper_bound(q: np.ndarray, ratio: LikelihoodRatio, gamma=None) -> np.ndarray:
-    """Vectorised upper bound (see :func:`_lower_bound`)."""
-    return _bounds(1.0 - q, q, ratio, gamma)[1]
-
-
 def _bounds(p: np.ndarray, p_tail: np.ndarray, ratio: LikelihoodRatio, gamma=None):
     """``(nu(S) rounded down, nu(S^c) rounded up)`` for the Neyman–Pearson lower set ``S``
     of mu-mass ``p``; ``p_tail = 1 - p`` must be exact where it is the smaller of the two.
@@ -241,17 +236,6 @@ class _Curve:
         with np.errstate(over="ignore", invalid="ignore"):
             self.shift = ((pivot_log_ratio[:, None] - ratio.log_ratio[None, :])
                           / gamma[:, None] + gamma[:, None] / 2.0)
-
-    def evaluate(self, s: np.ndarray, idx: np.ndarray | slice = slice(None)):
-        """Return (F, 1 - F, dF/ds, G) at offsets ``s`` for inputs ``idx``."""
-        tau = s[:, None] + self.shift[idx]
-        below, above, density = normal_terms(tau)
-        mu = self.ratio.mu
-        f = self.ratio.mu_zero + below @ mu
-        f_tail = above @ mu
-        slope = density @ mu
-        g = ndtr(tau - self.gamma[idx, None]) @ self.ratio.nu
-        return f, f_tail, slope, g
 
     def mass(self, s: np.ndarray, idx: np.ndarray | slice = slice(None)):
         """(F, 1 - F, dF/ds) at offsets ``s`` for inputs ``idx``."""
