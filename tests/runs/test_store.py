@@ -132,20 +132,16 @@ def test_rows_are_keyed_by_id_and_the_first_writer_wins(tmp_path):
         assert store.finished() == {"in0": "b"} and store.rows()[0]["label"] == 0
 
 
-def _writer(path, start, count, barrier):
-    barrier.wait()
-    with RunStore(path, CONFIG, timeout=60) as store:
-        for i in range(start, start + count):
-            store.write(row(i), f"h{i}")
-
-
 def test_concurrent_writers_share_one_run(tmp_path):
     """Six processes open the same new store at once: one run is created, every row lands,
     and no 'database is locked' escapes."""
     path = tmp_path / "shared.sqlite"
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(6)
-    workers = [ctx.Process(target=_writer, args=(path, 20 * k, 20, barrier)) for k in range(6)]
+    from tests.runs.store_writer import write_rows
+
+    workers = [ctx.Process(target=write_rows, args=(path, CONFIG, 20 * k, 20, barrier))
+               for k in range(6)]
     for w in workers:
         w.start()
     for w in workers:

@@ -15,6 +15,7 @@ writers wait on SQLite's lock (up to ``timeout`` seconds) instead of failing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
@@ -79,6 +80,7 @@ class RunStore:
                  readonly: bool = False, timeout: float = 60.0):
         self.path = Path(path)
         self.readonly = readonly
+        self.timeout = timeout
         self.db = _connect(self.path, readonly, timeout)
         try:
             self._open(config, new_run)
@@ -96,13 +98,13 @@ class RunStore:
             return
         canonical = json.dumps(config, sort_keys=True, allow_nan=False)
         self._has_schema()                  # refuse a foreign file before writing anything
+        self._retry_locked(self._use_wal)
+        self._retry_locked(lambda: self._check_and_create(config, canonical, new_run))
+
+    def _check_and_create(self, config: dict, canonical: str, new_run: bool) -> None:
+        """One transaction: create the schema if new, then resume the last run or start one."""
         try:
-            self.db.execute("PRAGMA journal_mode=WAL").fetchone()
-            self.db.execute("PRAGMA synchronous=FULL")
-        except sqlite3.DatabaseError as err:
-            raise StoreError(_describe(self.path, err)) from None
-        try:
-            self.db.execute("BEGIN IMMEDIATE")      # check and create the run atomically
+            self.db.execute("BEGIN IMMEDIATE")
             if not self._has_schema():
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
@@ -121,23 +123,41 @@ class RunStore:
                         f"{', '.join(keys)}); use another --store or pass --new-run")
                 self.run_id, self.config = last[0], stored
             else:
-                from hashlib import sha256
-
                 cursor = self.db.execute(
                     "INSERT INTO runs (config, digest, library_version, created) "
                     "VALUES (?, ?, ?, ?)",
-                    (canonical, sha256(canonical.encode()).hexdigest(), __version__,
+                    (canonical, hashlib.sha256(canonical.encode()).hexdigest(), __version__,
                      time.time()))
                 self.run_id, self.config = cursor.lastrowid, json.loads(canonical)
             self.db.execute("COMMIT")
-        except sqlite3.DatabaseError as err:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-            raise StoreError(_describe(self.path, err)) from None
         except BaseException:
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
             raise
+
+    def _use_wal(self) -> None:
+        if self.db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            self.db.execute("PRAGMA journal_mode=WAL").fetchone()
+        self.db.execute("PRAGMA synchronous=FULL")
+
+    def _retry_locked(self, action) -> None:
+        """Run ``action``, waiting out another process's lock (SQLite does not apply its busy
+        timeout to every lock upgrade, e.g. switching the journal mode)."""
+        deadline = time.monotonic() + self.timeout
+        delay = 0.05
+        while True:
+            try:
+                return action()
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) and "busy" not in str(err):
+                    raise StoreError(_describe(self.path, err)) from None
+                if time.monotonic() > deadline:
+                    raise StoreError(f"store {self.path} stayed locked by another process "
+                                     f"for {self.timeout:.0f} s") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            except sqlite3.DatabaseError as err:
+                raise StoreError(_describe(self.path, err)) from None
 
     def _has_schema(self) -> bool:
         """True for a hybridcert store, False for an empty database; raises otherwise."""
