@@ -326,6 +326,13 @@ def grid_mode(rates, correct, tops, args) -> None:
         print(f"| {name} | {q.mean():,.0f} | {np.median(q):,.0f} | {base_q / q.mean():.1f} | "
               f"{acc.mean():.2f}% | {acc.mean() - base_acc.mean():+.2f} | "
               f"{np.abs(acc - base_acc).max():.1f} |")
+    name = next((n for n in rows if "price 14,000" in n), None)
+    if name:
+        diff = np.mean(rows[name][1], axis=0) - base_acc
+        print(f"\n{name}: certified accuracy minus fixed n's per cell (points; rows eps, "
+              f"columns r as above):")
+        for row in diff:
+            print("  " + "  ".join(f"{v:+5.1f}" for v in row))
     fixed = fixed_all[0]
     mean = oracle_queries(rates, tops, correct, fixed, thresholds, args.alpha, args.n_max, 1)
     print(f"\noracle (knows pA; one Clopper–Pearson bound at alpha at its chosen n; loses <= 1 "

@@ -43,7 +43,11 @@ sums exactly over the stopping boundary.
 *Giving up* (never a validity question: stopping without a claim cannot be wrong).  A
 threshold is given up once even the cap could not clear it: at a schedule point, when the
 count still needed at ``n_max`` would need a rate above an upper confidence bound on the arm
-(Krichevsky–Trofimov mixture at level ``futility``), or at ``n_max``.
+(Krichevsky–Trofimov mixture at level ``futility``), or at ``n_max``.  With ``price``, also
+when settling it is projected to cost more draws than it is worth (many thresholds at once).
+
+*Looks family* (``boundary="looks"``): Clopper–Pearson at level/K at K geometric looks (a
+union bound over the looks) instead of the mixture; cheaper for long runs, dearer for short.
 """
 
 from __future__ import annotations
