@@ -359,6 +359,12 @@ def test_bad_arguments_are_refused():
         DecisionTest([0.7], 0.01, 100).observe(np.array([0.5]))
     with pytest.raises(ValueError, match="tolerance"):
         RadiusTest(lambda p: np.zeros(1), 0.01, 100, 0.0)
+    with pytest.raises(ValueError, match="frontier"):
+        RadiusTest(None, 0.01, 100, 0.1)
+    with pytest.raises(ValueError, match="boundary"):
+        DecisionTest([0.7], 0.01, 100, boundary="stitched")
+    with pytest.raises(ValueError, match="price"):
+        DecisionTest([0.7], 0.01, 100, price=-1)
     det = DecisionTest([0.2], 0.01, 100, mode="detector", target_class=0)
     assert det.outcome[0] not in (ABOVE, BELOW)
 

@@ -520,6 +520,10 @@ class DecisionTest(StoppingRule):
 
     Attributes
     ----------
+    label : int
+        Majority: the class that certified, else ``ABSTAIN``.  Flag / benign / detector:
+        ``target_class`` when only flag-side claims were made, the other class (two classes;
+        ``ABSTAIN`` with more) when only benign-side ones, else ``ABSTAIN``.
     certified : ndarray of bool
         Per threshold.
     outcome : ndarray of int
@@ -850,6 +854,8 @@ class RadiusTest(StoppingRule):
         super().__init__(num_classes, n_max)
         self.alpha = _check_alpha(alpha)
         self.futility = _check_level("futility", futility)
+        if not callable(frontier):
+            raise ValueError(f"frontier must be a callable p -> array, got {frontier!r}")
         self.frontier = frontier
         self.tolerance = np.asarray(tolerance, dtype=float)
         if (~(self.tolerance > 0)).any():
