@@ -206,8 +206,8 @@ def certify_items(run: Plan, items: Iterable, group: int = 8) -> Iterator[tuple]
         if config.targets:
             budgets = config.target_budgets()
             for result in results:
-                result.targets = [{"budget": b, "certified": result.region.certifies(b)}
-                                  for b in budgets]
+                result.targets = [{"budget": b, "certified": result.region.certifies(b),
+                                   "decided_at": config.n} for b in budgets]
         yield from zip(chunk, results, strict=True)
 
 

@@ -139,8 +139,10 @@ class SequentialQuestion:
         label = rule.label if region.certified else ABSTAIN
         answers = []
         if self.budgets is not None:
-            answers = [{"budget": b, "certified": bool(label != ABSTAIN and ok)}
-                       for b, ok in zip(self.budgets, rule.certified[1:], strict=True)]
+            answers = [{"budget": b, "certified": bool(label != ABSTAIN and ok),
+                        "decided_at": int(at)}
+                       for b, ok, at in zip(self.budgets, rule.certified[1:],
+                                            rule.decided_at[1:], strict=True)]
         return Certification(label, rule.p_lower, None, region if label != ABSTAIN else empty,
                              counts, rule.queries, looks=rule.looks, targets=answers,
                              time_s=time_s, mode=self.mode, rule="majority")
@@ -164,8 +166,10 @@ class SequentialQuestion:
         label = {"flag": c, "abstain": ABSTAIN,
                  "benign": 1 - c if self.num_classes == 2 else NOT_FLAGGED}[decision]
         side = 1 if decision == "flag" else -1
-        answers = [{"budget": b, "certified": bool(decision != "abstain" and o == side)}
-                   for b, o in zip(self.budgets, outcome[1:], strict=True)]
+        answers = [{"budget": b, "certified": bool(decision != "abstain" and o == side),
+                    "decided_at": int(at)}
+                   for b, o, at in zip(self.budgets, outcome[1:], rule.decided_at[1:],
+                                       strict=True)]
         return Certification(label, rule.p_lower if decision != "benign" else None,
                              rule.p_upper if decision != "flag" else None, region, counts,
                              rule.queries, looks=rule.looks, targets=answers, time_s=time_s,
