@@ -140,7 +140,7 @@ def _holds(p: np.ndarray, p_b, ratio: LikelihoodRatio, rule: Rule, gamma=None) -
     return rule.holds(low, _bounds(1.0 - p_b, p_b, ratio, gamma)[1])
 
 
-def certified_gamma(p, ratio: LikelihoodRatio, *legacy, p_upper=None,
+def certified_gamma(p, ratio: LikelihoodRatio, *, p_upper=None,
                     rule: Rule | None = None) -> np.ndarray:
     """Largest Gaussian shift (standard deviations, ``gamma = eps / sigma``) at which
     ``rule`` still holds under the discrete change ``ratio``, per input.
@@ -161,12 +161,6 @@ def certified_gamma(p, ratio: LikelihoodRatio, *legacy, p_upper=None,
         (:func:`hybridcert.certificate.fast.newton_gamma`); inputs it cannot prove, and
         majority with ``p_upper``, use bisection.
     """
-    if legacy:
-        # The pre-Rule positional form certified_gamma(pA, pB, ratio) (still called by
-        # hybridcert/blocks/_shim.py); remove together with that shim.
-        if len(legacy) != 1 or not isinstance(legacy[0], LikelihoodRatio):
-            raise TypeError("certified_gamma(p, ratio, *, p_upper=None, rule=None)")
-        ratio, p_upper = legacy[0], ratio
     rule = check_rule(rule)
     if not isinstance(ratio, LikelihoodRatio):
         raise ValueError(f"ratio must be a LikelihoodRatio, got {ratio!r}")
