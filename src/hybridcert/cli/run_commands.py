@@ -84,6 +84,12 @@ def certify(
                                            "tolerance.")] = None,
     max_radius: Annotated[float | None, Opt("--max-radius", help="Radius mode: largest L2 "
                                             "radius of interest.")] = None,
+    boundary: Annotated[str | None, Opt("--boundary", help="Sequential confidence sequence: "
+                                        "mixture (per draw) or looks (long runs, "
+                                        "tables).")] = None,
+    price: Annotated[float | None, Opt("--price", help="Decision mode with many targets: "
+                                       "give up a target projected to cost more draws.")]
+    = None,
     store: Annotated[Path, Opt("--store", help="SQLite file of the run.")] = Path(
         "runs/run.sqlite"),
     new_run: Annotated[bool, Opt("--new-run", help="Start a new run in the store.")] = False,
@@ -131,7 +137,7 @@ def certify(
         flagged_class=flagged_class, mode=mode, n0=n0, n=n, alpha=alpha, p_upper=p_upper,
         seed=seed, max_tokens=max_tokens,
         targets=[parse_target(t) for t in target] if target else None,
-        tolerance=tolerance, max_radius=max_radius)
+        tolerance=tolerance, max_radius=max_radius, boundary=boundary, price=price)
     if backend not in ("local", "ray"):
         raise ConfigError(f"--backend must be local or ray, got {backend!r}")
     for name, value in (("--workers", workers), ("--batch-size", batch_size),

@@ -114,7 +114,8 @@ class RunConfig:
     thresholded at ``threshold`` on ``flagged_class``), ``mode`` (fixed n, sequential
     ``decision`` at ``targets``, sequential ``radius``), ``n0`` (fixed n's selection draws;
     sequential modes need none), ``n`` (the cap in sequential modes), ``alpha``, ``p_upper``,
-    ``max_tokens``, ``seed``, ``tolerance``, ``max_radius``.
+    ``max_tokens``, ``seed``, ``tolerance``, ``max_radius``, ``boundary`` (mixture or looks)
+    and ``price`` (sequential tables: give up targets that would cost more draws).
     """
 
     dataset: str = "safety:test"
@@ -150,6 +151,8 @@ class RunConfig:
     targets: list | None = None
     tolerance: float = 0.01
     max_radius: float | None = None
+    boundary: str = "mixture"
+    price: float | None = None
 
     def __post_init__(self) -> None:
         self._validate()
@@ -311,6 +314,12 @@ class RunConfig:
         _guard(check_positive, "tolerance", self.tolerance)
         if self.max_radius is not None:
             _guard(check_positive, "max_radius", self.max_radius)
+        if self.boundary not in ("mixture", "looks"):
+            raise ConfigError(f"boundary must be mixture or looks, got {self.boundary!r}")
+        if self.price is not None:
+            _guard(check_positive, "price", self.price)
+            if self.mode != "decision":
+                raise ConfigError("price is for the sequential decision mode (many targets)")
         if self.mode == "radius" and self.rule != "majority":
             raise ConfigError("the sequential radius mode is for majority votes; certify a "
                               "detector with --mode decision and --target")

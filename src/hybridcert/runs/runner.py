@@ -190,7 +190,8 @@ def certify_items(run: Plan, items: Iterable, group: int = 8) -> Iterator[tuple]
                 clf, item.record(), config.alpha, input_seed(config.seed, item.input_id),
                 targets=config.target_budgets() if config.mode == "decision" else None,
                 detector=detector, n_max=config.n, tolerance=config.tolerance,
-                max_tokens=config.max_tokens, max_radius=config.max_radius)
+                max_tokens=config.max_tokens, max_radius=config.max_radius,
+                boundary=config.boundary, price=config.price)
             yield item, result
         return
     for start in range(0, len(items), group):

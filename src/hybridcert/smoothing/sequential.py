@@ -73,12 +73,21 @@ class SequentialQuestion:
         deciding to stop; the reported region is not).
     first_look : int
         Radius mode: draws before the first look.
+    boundary : {"mixture", "looks"}
+        The confidence sequence: a mixture martingale checked at (almost) every draw, or
+        Clopper–Pearson at geometric looks with the level split over them (better for long
+        runs and large tables; docs/SEQUENTIAL.md).
+    price : float, optional
+        Decision mode with many targets (a table): give up a target once settling it is
+        projected to cost more than this many draws (a trade of accuracy for queries; validity
+        is unaffected).
     """
 
     def __init__(self, noise: HybridNoise, num_classes: int, alpha: float, n_max: int, *,
                  targets: Sequence | None = None, detector: Detector | None = None,
                  tolerance: float = 0.01, max_tokens: int = 16,
-                 max_radius: float | None = None, first_look: int = 16):
+                 max_radius: float | None = None, first_look: int = 16,
+                 boundary: str = "mixture", price: float | None = None):
         self.noise, self.num_classes = noise, int(num_classes)
         self.alpha, self.n_max = alpha, int(n_max)
         self.detector, self.max_tokens = detector, max_tokens
@@ -86,6 +95,7 @@ class SequentialQuestion:
         self.max_radius = None if max_radius is None else check_positive("max_radius",
                                                                          max_radius)
         self.first_look = first_look
+        self.boundary, self.price = boundary, price
         if targets is None:
             if detector is not None:
                 raise ValueError("the sequential radius mode is for majority votes; a detector "
@@ -113,16 +123,19 @@ class SequentialQuestion:
         """A fresh stopping rule for one input (feed it labels in draw order)."""
         if self.budgets is None:
             return RadiusTest(self._frontier_values, self.alpha, self.n_max, self.tolerance,
-                              num_classes=self.num_classes, first_look=self.first_look)
+                              num_classes=self.num_classes, first_look=self.first_look,
+                              boundary=self.boundary)
         if self.detector is None:
             return DecisionTest(self.thresholds, self.alpha, self.n_max,
-                                num_classes=self.num_classes)
+                                num_classes=self.num_classes, boundary=self.boundary,
+                                price=self.price)
         sides = self.detector.sides
         mode = {"flag": "flag", "benign": "benign", "both": "detector"}[sides]
         thresholds = self.benign if sides == "benign" else self.thresholds
         return DecisionTest(thresholds, self.alpha, self.n_max, num_classes=self.num_classes,
                             mode=mode, target_class=self.detector.flagged_class,
-                            benign_thresholds=self.benign if sides == "both" else None)
+                            benign_thresholds=self.benign if sides == "both" else None,
+                            boundary=self.boundary, price=self.price)
 
     def result(self, rule: StoppingRule, noised_positions: Mapping[str, int] | None = None,
                time_s: float = 0.0) -> Certification:
@@ -190,7 +203,8 @@ class SequentialQuestion:
 def certify_sequential(clf: SmoothedClassifier, x, alpha: float, seed: int = 0, *,
                        targets: Sequence | None = None, detector: Detector | None = None,
                        n_max: int = 100_000, tolerance: float = 0.01, max_tokens: int = 16,
-                       max_radius: float | None = None, first_look: int = 16
+                       max_radius: float | None = None, first_look: int = 16,
+                       boundary: str = "mixture", price: float | None = None
                        ) -> Certification:
     """Sequential certification of one record (see :class:`SequentialQuestion`).
 
@@ -202,7 +216,7 @@ def certify_sequential(clf: SmoothedClassifier, x, alpha: float, seed: int = 0, 
     question = SequentialQuestion(clf.noise, clf.num_classes, alpha, n_max, targets=targets,
                                   detector=detector, tolerance=tolerance,
                                   max_tokens=max_tokens, max_radius=max_radius,
-                                  first_look=first_look)
+                                  first_look=first_look, boundary=boundary, price=price)
     record = clf.validate(x)
     stream = clf.stream(record, seed, Stage.SEQUENTIAL)
     rule = question.new_rule()
