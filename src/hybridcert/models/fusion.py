@@ -68,7 +68,7 @@ class FilterConfig:
     """
 
     modalities: tuple[str, ...] = ("image", "text")
-    text_layers: int = 2
+    text_layers: int = 1
     hidden: int = 128
     sigma: float = 0.25
     keep_prob: float = 0.5
