@@ -8,6 +8,34 @@ from typing import Annotated
 
 import typer
 
+from hybridcert.cli.options import (
+    Alpha,
+    AppendPlaceholder,
+    AppendSlots,
+    Blocks,
+    Checkpoint,
+    ConfigFile,
+    Device,
+    FlaggedClass,
+    ImageSize,
+    KeepProb,
+    MaxTokens,
+    Model,
+    NoiseKind,
+    NumClasses,
+    RuleKind,
+    Seed,
+    Sigma,
+    Strict,
+    SuffixLength,
+    Targets,
+    Threat,
+    Threshold,
+    parse_blocks,
+    parse_size,
+    parse_targets,
+)
+
 Opt = typer.Option
 
 CODE_WARNING = ("--model and a --config naming a model RUN THAT CODE: a config is code; use "
@@ -15,9 +43,7 @@ CODE_WARNING = ("--model and a --config naming a model RUN THAT CODE: a config i
 
 
 def certify(
-    config: Annotated[Path | None, Opt("--config", help="TOML file of run options (flags "
-                                       "override it). A config is code: it names the model "
-                                       "entry point that will run.")] = None,
+    config: ConfigFile = None,
     dataset: Annotated[str | None, Opt("--dataset", help="safety:test[:N], a .jsonl/.parquet "
                                        "file, a folder of .jsonl files, hateful_memes:PATH or "
                                        "mm_safetybench:PATH.")] = None,
@@ -32,54 +58,36 @@ def certify(
     id_column: Annotated[str | None, Opt("--id-column")] = None,
     label_map: Annotated[str | None, Opt("--label-map", help="String labels to classes, e.g. "
                                          "safe=0,unsafe=1.")] = None,
-    image_size: Annotated[str | None, Opt("--image-size", help="HxW (or N) when the model "
-                                          "states no image size; resizing is reported.")]
-    = None,
+    image_size: ImageSize = None,
     allow_outside_paths: Annotated[bool | None, Opt("--allow-outside-paths", help="Read image "
                                                     "paths outside the dataset's folder.")]
     = None,
-    strict: Annotated[bool | None, Opt("--strict", help="Refuse any silent transformation "
-                                       "(resizing, truncation, colour change).")] = None,
-    checkpoint: Annotated[str | None, Opt("--checkpoint", help="Folder from "
-                                          "`hybridcert train`.")] = None,
-    model: Annotated[str | None, Opt("--model", help="Entry point module:factory returning a "
-                                     "ModelAdapter or a model. It RUNS THAT CODE.")] = None,
-    num_classes: Annotated[int | None, Opt("--num-classes")] = None,
-    sigma: Annotated[float | None, Opt("--sigma", help="Gaussian noise on the image block.")]
-    = None,
-    keep_prob: Annotated[float | None, Opt("--keep-prob", help="Token keep probability of the "
-                                           "text block.")] = None,
-    noise: Annotated[str | None, Opt("--noise", help="Text noise: substitution or mask.")]
-    = None,
-    block: Annotated[list[str] | None, Opt("--block", help="Per-block noise NAME=SPEC, SPEC "
-                                           "one of gaussian:S, substitution:A, mask:A, none "
-                                           "(repeatable).")] = None,
-    threat: Annotated[str | None, Opt("--threat", help="Text threat: substitute (anywhere), "
-                                      "suffix or append.")] = None,
-    suffix_length: Annotated[int | None, Opt("--suffix-length", help="Threat suffix: the "
-                                             "widest attackable suffix D.")] = None,
-    append_slots: Annotated[int | None, Opt("--append-slots", help="Threat append: slots "
-                                            "appended and noised.")] = None,
-    append_placeholder: Annotated[str | None, Opt("--append-placeholder", help="Threat "
-                                                  "append: the placeholder token (default "
-                                                  "'!').")] = None,
-    rule: Annotated[str | None, Opt("--rule", help="majority (vote), or a detector: flag, "
-                                    "benign, detector (both sides).")] = None,
-    threshold: Annotated[float | None, Opt("--threshold", help="Detector threshold tau: flag "
-                                           "iff P(flagged class) >= tau.")] = None,
-    flagged_class: Annotated[int | None, Opt("--flagged-class")] = None,
+    strict: Strict = None,
+    checkpoint: Checkpoint = None,
+    model: Model = None,
+    num_classes: NumClasses = None,
+    sigma: Sigma = None,
+    keep_prob: KeepProb = None,
+    noise: NoiseKind = None,
+    block: Blocks = None,
+    threat: Threat = None,
+    suffix_length: SuffixLength = None,
+    append_slots: AppendSlots = None,
+    append_placeholder: AppendPlaceholder = None,
+    rule: RuleKind = None,
+    threshold: Threshold = None,
+    flagged_class: FlaggedClass = None,
     mode: Annotated[str | None, Opt("--mode", help="fixed, or sequential: decision or radius "
                                     "(then --n is the sample cap).")] = None,
     n0: Annotated[int | None, Opt("--n0", help="Selection samples.")] = None,
     n: Annotated[int | None, Opt("--n", help="Estimation samples (sequential: the cap).")]
     = None,
-    alpha: Annotated[float | None, Opt("--alpha", help="Failure probability.")] = None,
+    alpha: Alpha = None,
     p_upper: Annotated[str | None, Opt("--p-upper", help="complement (two classes) or "
                                        "bonferroni (every other class bounded).")] = None,
-    seed: Annotated[int | None, Opt("--seed")] = None,
-    max_tokens: Annotated[int | None, Opt("--max-tokens")] = None,
-    target: Annotated[list[str] | None, Opt("--target", help="Target region EPS,R or "
-                                            "BLOCK=SIZE,... (repeatable).")] = None,
+    seed: Seed = None,
+    max_tokens: MaxTokens = None,
+    target: Targets = None,
     tolerance: Annotated[float | None, Opt("--tolerance", help="Radius-mode L2 "
                                            "tolerance.")] = None,
     max_radius: Annotated[float | None, Opt("--max-radius", help="Radius mode: largest L2 "
@@ -100,7 +108,7 @@ def certify(
     workers: Annotated[int, Opt("--workers", help="Ray actors.")] = 2,
     address: Annotated[str | None, Opt("--address", help="Join an existing Ray cluster "
                                        "(see the README's security notes).")] = None,
-    device: Annotated[str, Opt("--device", help="cpu, cuda or cuda:N.")] = "cpu",
+    device: Device = "cpu",
     batch_size: Annotated[int, Opt("--batch-size")] = 512,
     parallel_batches: Annotated[int, Opt("--parallel-batches", help="Local backend: batches "
                                          "run side by side, one thread each (on a CPU: the "
@@ -111,7 +119,7 @@ def certify(
 
     --model and --config name code that runs in this process: a config is code.
     """
-    from hybridcert.runs.config import ConfigError, RunConfig, parse_mapping, parse_target
+    from hybridcert.runs.config import ConfigError, RunConfig, parse_mapping
     from hybridcert.runs.runner import check_fit, load_items, plan
     from hybridcert.runs.store import RunStore
     from hybridcert.smoothing import result_row
@@ -128,15 +136,15 @@ def certify(
         config, dataset=dataset, columns=column_map, label_column=label_column,
         id_column=id_column, limit=limit,
         label_map=parse_mapping("--label-map", label_map, int) if label_map else None,
-        image_size=_parse_size(image_size) if image_size else None,
+        image_size=parse_size(image_size),
         allow_outside_paths=allow_outside_paths, strict=strict, checkpoint=checkpoint,
         model=model, num_classes=num_classes, sigma=sigma, keep_prob=keep_prob, noise=noise,
-        blocks=_parse_blocks(block) if block else None, threat=threat,
+        blocks=parse_blocks(block), threat=threat,
         suffix_length=suffix_length, append_slots=append_slots,
         append_placeholder=append_placeholder, rule=rule, threshold=threshold,
         flagged_class=flagged_class, mode=mode, n0=n0, n=n, alpha=alpha, p_upper=p_upper,
         seed=seed, max_tokens=max_tokens,
-        targets=[parse_target(t) for t in target] if target else None,
+        targets=parse_targets(target),
         tolerance=tolerance, max_radius=max_radius, boundary=boundary, price=price)
     if backend not in ("local", "ray"):
         raise ConfigError(f"--backend must be local or ray, got {backend!r}")
@@ -221,35 +229,6 @@ def _run(run, run_config, todo, run_store, replace, backend, device, batch_size,
         else:
             LocalBackend(run).certify(todo, on_result)
     return state["stored"]
-
-
-def _parse_size(value: str) -> list[int]:
-    from hybridcert.runs.config import ConfigError
-
-    parts = value.lower().split("x")
-    try:
-        numbers = [int(p) for p in parts]
-    except ValueError:
-        raise ConfigError(f"--image-size must look like 224 or 224x224, got {value!r}") \
-            from None
-    if len(numbers) == 1:
-        numbers *= 2
-    if len(numbers) != 2 or min(numbers) < 1:
-        raise ConfigError(f"--image-size must look like 224 or 224x224, got {value!r}")
-    return numbers
-
-
-def _parse_blocks(values: list[str]) -> dict[str, str]:
-    from hybridcert.runs.config import ConfigError
-
-    out = {}
-    for value in values:
-        name, sep, spec = value.partition("=")
-        if not sep or not name.strip() or not spec.strip():
-            raise ConfigError(f"--block must look like NAME=gaussian:0.25 (or substitution:A, "
-                              f"mask:A, none), got {value!r}")
-        out[name.strip()] = spec.strip()
-    return out
 
 
 def report(

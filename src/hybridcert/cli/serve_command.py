@@ -9,51 +9,61 @@ from typing import Annotated
 
 import typer
 
+from hybridcert.cli.options import (
+    Alpha,
+    AppendPlaceholder,
+    AppendSlots,
+    Blocks,
+    Checkpoint,
+    ConfigFile,
+    Device,
+    FlaggedClass,
+    ImageSize,
+    KeepProb,
+    MaxTokens,
+    Model,
+    NoiseKind,
+    NumClasses,
+    RuleKind,
+    Seed,
+    Sigma,
+    Strict,
+    SuffixLength,
+    Threat,
+    Threshold,
+    parse_blocks,
+    parse_size,
+    parse_targets,
+)
+
 Opt = typer.Option
 
 
 def serve(
-    config: Annotated[Path | None, Opt("--config", help="TOML file of run options (flags "
-                                       "override it). A config is code: it names the model "
-                                       "entry point that will run.")] = None,
+    config: ConfigFile = None,
     demo: Annotated[bool, Opt("--demo", help="Serve the demo safety filter (trained under "
                               "artifacts/ first if absent).")] = False,
-    checkpoint: Annotated[str | None, Opt("--checkpoint", help="Folder from "
-                                          "`hybridcert train`.")] = None,
-    model: Annotated[str | None, Opt("--model", help="Entry point module:factory returning a "
-                                     "ModelAdapter or a model. It RUNS THAT CODE.")] = None,
-    num_classes: Annotated[int | None, Opt("--num-classes")] = None,
-    image_size: Annotated[str | None, Opt("--image-size", help="HxW (or N) when the model "
-                                          "states no image size.")] = None,
-    strict: Annotated[bool | None, Opt("--strict", help="Refuse inputs that need any change "
-                                       "(resizing, truncation, colour mode).")] = None,
-    sigma: Annotated[float | None, Opt("--sigma", help="Gaussian noise on the image block.")]
-    = None,
-    keep_prob: Annotated[float | None, Opt("--keep-prob", help="Token keep probability of the "
-                                           "text block.")] = None,
-    noise: Annotated[str | None, Opt("--noise", help="Text noise: substitution or mask.")]
-    = None,
-    block: Annotated[list[str] | None, Opt("--block", help="Per-block noise NAME=SPEC "
-                                           "(repeatable).")] = None,
-    threat: Annotated[str | None, Opt("--threat", help="Text threat: substitute, suffix or "
-                                      "append.")] = None,
-    suffix_length: Annotated[int | None, Opt("--suffix-length")] = None,
-    append_slots: Annotated[int | None, Opt("--append-slots")] = None,
-    append_placeholder: Annotated[str | None, Opt("--append-placeholder")] = None,
-    rule: Annotated[str | None, Opt("--rule", help="majority (vote), or a detector: flag, "
-                                    "benign, detector (both sides).")] = None,
-    threshold: Annotated[float | None, Opt("--threshold", help="Detector threshold tau: flag "
-                                           "iff P(flagged class) >= tau.")] = None,
-    flagged_class: Annotated[int | None, Opt("--flagged-class", help="The 'unsafe' class "
-                                             "(default 1).")] = None,
-    alpha: Annotated[float | None, Opt("--alpha", help="Failure probability of each "
-                                       "decision.")] = None,
+    checkpoint: Checkpoint = None,
+    model: Model = None,
+    num_classes: NumClasses = None,
+    image_size: ImageSize = None,
+    strict: Strict = None,
+    sigma: Sigma = None,
+    keep_prob: KeepProb = None,
+    noise: NoiseKind = None,
+    block: Blocks = None,
+    threat: Threat = None,
+    suffix_length: SuffixLength = None,
+    append_slots: AppendSlots = None,
+    append_placeholder: AppendPlaceholder = None,
+    rule: RuleKind = None,
+    threshold: Threshold = None,
+    flagged_class: FlaggedClass = None,
+    alpha: Alpha = None,
     n: Annotated[int | None, Opt("--n", help="Per-request query cap: most base-model "
                                  "evaluations one decision may spend.")] = None,
-    seed: Annotated[int | None, Opt("--seed", help="Run seed: a request's noise seed is "
-                                    "derived from it and the request's id.")] = None,
-    max_tokens: Annotated[int | None, Opt("--max-tokens", help="Largest token budget of the "
-                                          "reported region.")] = None,
+    seed: Seed = None,
+    max_tokens: MaxTokens = None,
     target: Annotated[list[str] | None, Opt("--target", help="Target region EPS,R or "
                                             "BLOCK=SIZE,... (repeatable; default 0,0: the "
                                             "input itself).")] = None,
@@ -79,15 +89,14 @@ def serve(
     audit_log: Annotated[Path | None, Opt("--audit-log", help="SQLite file: one row per "
                                           "decision (input hash, decision, region, alpha, "
                                           "model and config hash). Off by default.")] = None,
-    device: Annotated[str, Opt("--device", help="cpu, cuda or cuda:N.")] = "cpu",
+    device: Device = "cpu",
     log_level: Annotated[str, Opt("--log-level")] = "info",
 ) -> None:
     """Serve certified moderation over HTTP: POST /v1/moderate, GET /healthz, /metrics, /.
 
     --model and --config name code that runs in this process: a config is code.
     """
-    from hybridcert.cli.run_commands import _parse_blocks, _parse_size
-    from hybridcert.runs.config import ConfigError, RunConfig, parse_target
+    from hybridcert.runs.config import ConfigError, RunConfig
     from hybridcert.runs.runner import plan
 
     try:
@@ -107,7 +116,7 @@ def serve(
     if not timeout > 0 or timeout != timeout:
         raise ConfigError(f"--timeout must be a number of seconds > 0, got {timeout}")
     keys = read_api_keys(api_key_file) if api_key_file is not None else ()
-    targets = [parse_target(t) for t in target] if target else None
+    targets = parse_targets(target)
     adapter = None
     if demo:
         from hybridcert.serve.demo import DEMO_TARGETS, demo_adapter, demo_checkpoint, demo_config
@@ -123,9 +132,9 @@ def serve(
         targets = targets or [list(t) for t in DEMO_TARGETS]
     run_config = RunConfig.from_sources(
         config, checkpoint=checkpoint, model=model, num_classes=num_classes,
-        image_size=_parse_size(image_size) if image_size else None, strict=strict,
+        image_size=parse_size(image_size), strict=strict,
         sigma=sigma, keep_prob=keep_prob, noise=noise,
-        blocks=_parse_blocks(block) if block else None, threat=threat,
+        blocks=parse_blocks(block), threat=threat,
         suffix_length=suffix_length, append_slots=append_slots,
         append_placeholder=append_placeholder, rule=rule, threshold=threshold,
         flagged_class=flagged_class, mode="decision", alpha=alpha, n=n, seed=seed,

@@ -1,0 +1,96 @@
+"""Options shared by ``certify`` and ``serve``: declared once (name, help), parsed once.
+
+Both commands build the same :class:`~hybridcert.runs.config.RunConfig` from them, so a model,
+its noise and its decision rule mean the same in an offline run and in the service.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+Opt = typer.Option
+
+ConfigFile = Annotated[Path | None, Opt("--config", help="TOML file of run options (flags "
+                                        "override it). A config is code: it names the model "
+                                        "entry point that will run.")]
+Checkpoint = Annotated[str | None, Opt("--checkpoint", help="Folder from `hybridcert train`.")]
+Model = Annotated[str | None, Opt("--model", help="Entry point module:factory returning a "
+                                  "ModelAdapter or a model. It RUNS THAT CODE.")]
+NumClasses = Annotated[int | None, Opt("--num-classes")]
+ImageSize = Annotated[str | None, Opt("--image-size", help="HxW (or N) when the model states "
+                                      "no image size; resizing is reported.")]
+Strict = Annotated[bool | None, Opt("--strict", help="Refuse any silent transformation "
+                                    "(resizing, truncation, colour change).")]
+Sigma = Annotated[float | None, Opt("--sigma", help="Gaussian noise on the image block.")]
+KeepProb = Annotated[float | None, Opt("--keep-prob", help="Token keep probability of the "
+                                       "text block.")]
+NoiseKind = Annotated[str | None, Opt("--noise", help="Text noise: substitution or mask.")]
+Blocks = Annotated[list[str] | None, Opt("--block", help="Per-block noise NAME=SPEC, SPEC one "
+                                         "of gaussian:S, substitution:A, mask:A, none "
+                                         "(repeatable).")]
+Threat = Annotated[str | None, Opt("--threat", help="Text threat: substitute (anywhere), "
+                                   "suffix or append.")]
+SuffixLength = Annotated[int | None, Opt("--suffix-length", help="Threat suffix: the widest "
+                                         "attackable suffix D.")]
+AppendSlots = Annotated[int | None, Opt("--append-slots", help="Threat append: slots appended "
+                                        "and noised.")]
+AppendPlaceholder = Annotated[str | None, Opt("--append-placeholder", help="Threat append: "
+                                              "the placeholder token (default '!').")]
+RuleKind = Annotated[str | None, Opt("--rule", help="majority (vote), or a detector: flag, "
+                                     "benign, detector (both sides).")]
+Threshold = Annotated[float | None, Opt("--threshold", help="Detector threshold tau: flag iff "
+                                        "P(flagged class) >= tau.")]
+FlaggedClass = Annotated[int | None, Opt("--flagged-class", help="The detector's class (e.g. "
+                                         "unsafe; default 1).")]
+Alpha = Annotated[float | None, Opt("--alpha", help="Failure probability.")]
+Seed = Annotated[int | None, Opt("--seed", help="Run seed: each input's noise seed derives "
+                                 "from it and the input's id.")]
+MaxTokens = Annotated[int | None, Opt("--max-tokens", help="Largest token budget of the "
+                                      "reported region.")]
+Targets = Annotated[list[str] | None, Opt("--target", help="Target region EPS,R or "
+                                          "BLOCK=SIZE,... (repeatable).")]
+Device = Annotated[str, Opt("--device", help="cpu, cuda or cuda:N.")]
+
+
+def parse_size(value: str | None) -> list[int] | None:
+    """``--image-size 224`` or ``224x224``."""
+    from hybridcert.runs.config import ConfigError
+
+    if value is None:
+        return None
+    parts = value.lower().split("x")
+    try:
+        numbers = [int(p) for p in parts]
+    except ValueError:
+        raise ConfigError(f"--image-size must look like 224 or 224x224, got {value!r}") \
+            from None
+    if len(numbers) == 1:
+        numbers *= 2
+    if len(numbers) != 2 or min(numbers) < 1:
+        raise ConfigError(f"--image-size must look like 224 or 224x224, got {value!r}")
+    return numbers
+
+
+def parse_blocks(values: list[str] | None) -> dict[str, str] | None:
+    """``--block NAME=SPEC`` (repeatable) -> {name: spec}."""
+    from hybridcert.runs.config import ConfigError
+
+    if not values:
+        return None
+    out = {}
+    for value in values:
+        name, sep, spec = value.partition("=")
+        if not sep or not name.strip() or not spec.strip():
+            raise ConfigError(f"--block must look like NAME=gaussian:0.25 (or substitution:A, "
+                              f"mask:A, none), got {value!r}")
+        out[name.strip()] = spec.strip()
+    return out
+
+
+def parse_targets(values: list[str] | None) -> list | None:
+    from hybridcert.runs.config import parse_target
+
+    return [parse_target(t) for t in values] if values else None
