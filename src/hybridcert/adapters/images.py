@@ -107,38 +107,12 @@ class ImageProcessor:
 
 
 def open_image(path: str | Path, max_pixels: int = MAX_PIXELS):
-    """Open an image file safely: a regular file, a decodable image, at most ``max_pixels``.
+    """Open an image file safely: a regular file (never blocks on a FIFO or a device), a
+    decodable image, at most ``max_pixels`` (decompression bombs refused).
 
-    Raises :class:`ImageError` (one line) otherwise; never hangs on a FIFO or device.
+    Raises :class:`ImageError` (one line).
     """
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise ImageError(f"image {path} not found") from None
-    except OSError as err:
-        raise ImageError(f"image {path} cannot be read ({err.strerror})") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise ImageError(f"image {path} is not a regular file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                if image.width * image.height > max_pixels:
-                    raise ImageError(f"image {path} has {image.width}x{image.height} pixels, "
-                                     f"more than the {max_pixels:,} allowed")
-                image.load()
-                return image.copy()
-    except ImageError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"image {path} is too large to decode safely") from None
-    except UnidentifiedImageError:
-        raise ImageError(f"image {path} is not an image Pillow can read") from None
-    except (OSError, ValueError, SyntaxError) as err:
-        raise ImageError(f"image {path} cannot be decoded ({err})") from None
+    return decode_image(read_image_file(path), str(path), max_pixels)
 
 
 #: Largest image file read into memory (bytes); larger files are refused unread.
