@@ -36,10 +36,10 @@ from hybridcert.smoothing import (
 class BenchmarkConfig:
     levels: list[tuple[float, float]] = field(
         default_factory=lambda: [(0.25, 0.5), (0.5, 0.25)])     # (sigma, keep_prob)
-    n_train: int = 4000
+    n_train: int = 6000
     n_val: int = 1000
     n_test: int = 1000
-    epochs: int = 3
+    epochs: int = 8
     text_layers: int = 1        # pretrained MiniLM layers kept (forward-rate budget)
     ablations: bool = False     # image-only / text-only models (benchmarks/probes.py also)
     votes: int = 9              # noisy copies of the majority vote in the per-class table

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     config = BenchmarkConfig()
     if "--full" in argv:   # the documented full benchmark (docs/BENCHMARK.md)
         config = BenchmarkConfig(levels=[(0.25, 0.75), (0.25, 0.5), (0.5, 0.25), (0.5, 0.1)],
-                                 n_train=6000, epochs=4, text_layers=1, ablations=True,
+                                 text_layers=1, ablations=True,
                                  subset=500, n0=64, n=10_000, alpha=0.001,
                                  attack_inputs=40, out=config.out.parent / "full")
     run(config)

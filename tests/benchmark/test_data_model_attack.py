@@ -126,6 +126,15 @@ def test_training_noises_every_batch_through_hybrid_noise(monkeypatch, tiny):
     assert isinstance(noises["text"], Substitution) and noises["text"].vocab_size == 29523
 
 
+def test_training_is_bit_identical_for_a_seed_on_one_machine(tiny):
+    config = dict(text_layers=1, hidden=16, sigma=0.5, keep_prob=0.5)
+    runs = [training.train(fusion.FilterConfig(**config, seed=s), tiny, epochs=1,
+                           batch_size=16, log=lambda _: None).trainable_state()
+            for s in (3, 3, 4)]
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    assert not all(torch.equal(runs[0][k], runs[2][k]) for k in runs[0])
+
+
 def test_predict_and_metrics(small_model, tiny):
     pred = training.predict(small_model, tiny)
     with torch.no_grad():

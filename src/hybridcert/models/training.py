@@ -95,7 +95,7 @@ def _length_buckets(lengths: np.ndarray, batch_size: int, generator: torch.Gener
     return [batches[i] for i in shuffled]
 
 
-def train(config: FilterConfig, data: SafetyData, epochs: int = 3, batch_size: int = 64,
+def train(config: FilterConfig, data: SafetyData, epochs: int = 8, batch_size: int = 64,
           lr: float = 2e-3, text_lr: float = 5e-4, log: Callable[[str], None] = print,
           noised: bool = True, aux_weight: float = 1.0) -> SafetyFilter:
     """Train a :class:`SafetyFilter` under its own noise levels (fresh noise every batch).
