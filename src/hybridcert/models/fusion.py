@@ -103,12 +103,16 @@ def minilm_encoder(layers: int):
     config = BertConfig.from_pretrained(str(model_dir()))
     config.num_hidden_layers = layers
     verbosity = transformers.logging.get_verbosity()
+    bar = transformers.logging.is_progress_bar_enabled()
     transformers.logging.set_verbosity_error()      # the unused pooler and layers 2-5
+    transformers.logging.disable_progress_bar()
     try:
         model = BertModel.from_pretrained(str(model_dir()), config=config,
                                           add_pooling_layer=False)
     finally:
         transformers.logging.set_verbosity(verbosity)
+        if bar:
+            transformers.logging.enable_progress_bar()
     return model
 
 
