@@ -231,25 +231,46 @@ def save(model: SafetyFilter, directory: str | Path) -> Path:
 
 
 def load(directory: str | Path) -> SafetyFilter:
-    """Load a checkpoint written by :func:`save` (safetensors + JSON, no pickle)."""
+    """Load a checkpoint written by :func:`save` (safetensors + JSON, no pickle).
+
+    Every config field must be present (a missing one is refused, not guessed) and no other;
+    a damaged file is refused with one line naming it.
+    """
     directory = Path(directory)
     config_path, weights_path = directory / "config.json", directory / "model.safetensors"
     if not config_path.is_file() or not weights_path.is_file():
         raise FileNotFoundError(f"no checkpoint in {directory} (need config.json and "
                                 f"model.safetensors)")
-    raw = json.loads(config_path.read_text())
+    try:
+        raw = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"checkpoint {config_path} is not valid JSON ({err})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"checkpoint {config_path} must hold a JSON object")
     known = {f.name for f in fields(FilterConfig)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ValueError(f"checkpoint {directory} has unknown config fields {unknown}")
-    model = SafetyFilter(FilterConfig(**raw), pretrained=False)
-    state = load_file(weights_path)
+    unknown, missing = sorted(set(raw) - known), sorted(known - set(raw))
+    if unknown or missing:
+        raise ValueError(f"checkpoint {config_path} does not match this version's model "
+                         f"config (unknown fields {unknown}, missing fields {missing})")
+    try:
+        model = SafetyFilter(FilterConfig(**raw), pretrained=False)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"checkpoint {config_path}: {err}") from None
+    try:
+        state = load_file(weights_path)
+    except Exception as err:  # safetensors raises its own error type on a damaged file
+        raise ValueError(f"checkpoint {weights_path} is damaged or not a safetensors file "
+                         f"({type(err).__name__}: {err})") from None
     if "text" in model.config.modalities:
         state[FROZEN_PREFIX + "weight"] = minilm_token_embeddings()
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"checkpoint {directory} does not match the model: missing {missing}, "
-                         f"unexpected {unexpected}")
+    try:
+        missing_keys, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:     # shape mismatches
+        raise ValueError(f"checkpoint {directory} does not match the model: "
+                         f"{str(err).splitlines()[0]}") from None
+    if missing_keys or unexpected:
+        raise ValueError(f"checkpoint {directory} does not match the model: missing "
+                         f"{missing_keys}, unexpected {unexpected}")
     return model.eval()
 
 
