@@ -48,6 +48,9 @@ from hybridcert.smoothing.results import ABSTAIN, NOT_FLAGGED, Certification, Pr
 #: Noise is drawn in chunks of this many copies, each from its own seeded generator, so
 #: that results do not depend on the model batch size.
 NOISE_CHUNK = 256
+#: Sequential streams draw smaller chunks: a decision often needs only tens of copies, and the
+#: first look's latency includes drawing its whole chunk.
+STREAM_CHUNK = 64
 
 
 class Stage:
@@ -356,7 +359,7 @@ class LabelStream:
     """Labels of noisy copies of one record, in draw order, as many at a time as asked.
 
     Copy ``j`` is the same whatever the split into calls: noise is drawn in seeded chunks of
-    ``NOISE_CHUNK`` copies (the current chunk is kept until used up).
+    ``STREAM_CHUNK`` copies (the current chunk is kept until used up).
     """
 
     def __init__(self, classifier: SmoothedClassifier, record: Record, seed: int, stage: int):
@@ -367,9 +370,9 @@ class LabelStream:
     def copies(self, num: int) -> dict[str, torch.Tensor]:
         """The next ``num`` noisy copies as a model batch (advances the stream)."""
         parts = []
-        for chunk, begin, end in _chunk_span(self.drawn, num):
+        for chunk, begin, end in _chunk_span(self.drawn, num, STREAM_CHUNK):
             if self._chunk is None or self._chunk[0] != chunk:
-                batch = self.classifier.noisy_copies(self.record, NOISE_CHUNK,
+                batch = self.classifier.noisy_copies(self.record, STREAM_CHUNK,
                                                      _chunk_seed(self.seed, self.stage, chunk))
                 self._chunk = (chunk, batch)
             parts.append({k: v[begin:end] for k, v in self._chunk[1].items()})
@@ -468,15 +471,16 @@ def _shape_key(x: Record) -> tuple:
                  for name, b in sorted(x.items()))
 
 
-def _chunk_span(start: int, num: int):
-    """(chunk, begin, end) pieces covering copies ``start .. start + num - 1``."""
+def _chunk_span(start: int, num: int, size: int = NOISE_CHUNK):
+    """(chunk, begin, end) pieces covering copies ``start .. start + num - 1`` in chunks of
+    ``size`` copies."""
     position, stop = start, start + num
     while position < stop:
-        chunk = position // NOISE_CHUNK
-        begin = position - chunk * NOISE_CHUNK
-        end = min(NOISE_CHUNK, stop - chunk * NOISE_CHUNK)
+        chunk = position // size
+        begin = position - chunk * size
+        end = min(size, stop - chunk * size)
         yield chunk, begin, end
-        position = chunk * NOISE_CHUNK + end
+        position = chunk * size + end
 def _prefetched(iterator):
     """Iterate in a background thread, one item ahead (torch ops release the GIL, so the
     next item's noise is drawn while the caller's forward pass runs)."""
