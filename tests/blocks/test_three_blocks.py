@@ -114,6 +114,11 @@ def test_three_blocks_through_the_cli_store_and_report(tmp_path):
         assert all(set(item["tokens"]) == {"caption", "ocr"} for item in row["frontier"])
         assert row["targets"][0]["budget"] == {"image": 0.1, "caption": 1, "ocr": 1}
     assert main(["report", str(store), "--out", str(tmp_path / "report")]) == 0
+    header, first = (tmp_path / "report" / "certify.tsv").read_text().splitlines()[:2]
+    column = header.split("\t").index("radius[caption=0,ocr=0]")
+    origin = next(item for item in stored[0]["frontier"]
+                  if item["tokens"] == {"caption": 0, "ocr": 0})
+    assert float(first.split("\t")[column]) == pytest.approx(origin["l2_radius"], rel=1e-5)
     report = (tmp_path / "report" / "REPORT.md").read_text()
     assert "token block caption" in report and "token block ocr" in report
 

@@ -157,7 +157,8 @@ def test_malformed_json_and_duplicated_keys(folder, adapter):
 
 
 @pytest.mark.parametrize("label, match", [
-    ("unsafe", r"label 'unsafe' is a string; give a label map \(e.g. --label-map unsafe=1"),
+    ("unsafe", r"label 'unsafe' is a string; map every label to a class index with "
+               r"--label-map"),
     ("1", r"label '1' is a string"),
     (0.7, r"label 0.7 is not a class index \(never rounded\)"),
     (float("nan"), r"label nan is not a class index"),
@@ -253,8 +254,19 @@ def test_noised_text_without_the_models_text_handling_is_refused(folder, adapter
 def test_noised_block_without_a_column(folder, adapter):
     refused(folder, adapter, r"the noise names block\(s\) \['audio'\] but no dataset column "
                              r"feeds them", noised=("image", "audio"))
-    refused(folder, adapter, r"the model takes block\(s\) \['image'\] but no dataset column "
-                             r"feeds them", columns={"text": "text"}, noised=("text",))
+    # An explicit mapping changes only the blocks it names: the others keep their own column.
+    items = load_items(DataSpec(str(folder / "data.jsonl"), columns={"text": "text"}), adapter,
+                       {"text"})
+    assert set(items[0].record()) == {"image", "text"}
+    refused(folder, adapter, r"column\(s\) \['captoin'\] appear in no row",
+            columns={"text": "captoin"}, noised=("text",))
+
+
+def test_label_and_id_columns_that_no_row_has_are_refused(folder, adapter):
+    """A misspelled --label-column made every row unlabelled (and --id-column every id a
+    file:line) without a word."""
+    refused(folder, adapter, r"label column 'lbl' appears in no row", label_column="lbl")
+    refused(folder, adapter, r"id column 'ident' appears in no row", id_column="ident")
 
 
 def test_unknown_block_kind(folder, adapter):

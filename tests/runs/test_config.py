@@ -86,3 +86,17 @@ def test_refused_before_the_store_is_created(tmp_path, capsys, argv):
     assert err.startswith("hybridcert: error:") and len(err.splitlines()) == 1
     assert "not found" not in err         # refused before the dataset was even looked at
     assert not store.exists()
+
+
+def test_toml_accepts_the_flags_spelling(tmp_path):
+    """A TOML file may use the command line's spellings: keep-prob, "safe=0,unsafe=1",
+    "48x48", "0.25,1" (a table form works too)."""
+    config = tmp_path / "run.toml"
+    config.write_text('model = "tests.runs.toy_model:factory"\nsigma = 0.25\nkeep-prob = 0.3\n'
+                      'label_map = "safe=0,unsafe=1"\nimage_size = "48x48"\n'
+                      'mode = "decision"\ntargets = ["0.25,1", {image = 0.5, text = 2}]\n'
+                      'columns = {text = "caption"}\n')
+    run = RunConfig.from_sources(config)
+    assert run.keep_prob == 0.3 and run.label_map == {"safe": 0, "unsafe": 1}
+    assert run.image_size == [48, 48] and run.columns == {"text": "caption"}
+    assert run.target_budgets() == [{"image": 0.25, "text": 1}, {"image": 0.5, "text": 2}]

@@ -325,3 +325,37 @@ def test_ray_local_cluster_keeps_its_token_private(jsonl_dataset, tmp_path):
     token = tmp_path / ".ray" / "auth_token"
     if token.exists():
         assert token.stat().st_mode & 0o077 == 0
+
+
+def test_noising_only_the_image_of_an_image_text_model(jsonl_dataset, tmp_path):
+    """The model's text block, not noised, still reaches it as a token block (with its
+    attention mask): it used to fail with KeyError 'text_attention'."""
+    store = tmp_path / "image_only.sqlite"
+    assert main(["certify", "--dataset", str(jsonl_dataset), "--store", str(store),
+                 "--model", "tests.runs.toy_model:factory", "--sigma", "0.25", "--n0", "16",
+                 "--n", "200", "--alpha", "0.01", "--quiet"]) == 0
+    rows = stored(store)
+    assert len(rows) == 12 and all(r["max_tokens"] in (-1, 0) for r in rows)
+
+
+def test_report_of_a_detector_decision_run(jsonl_dataset, tmp_path):
+    """Per-target answers, the false-flag rate, the token ceiling; --run picks an earlier run
+    of the store."""
+    store = tmp_path / "det.sqlite"
+    assert certify(jsonl_dataset, store, "--rule", "flag", "--threshold", "0.2", "--mode",
+                   "decision", "--target", "0.1,0", "--target", "0.05,1") == 0
+    assert main(["report", str(store), "--out", str(tmp_path / "r")]) == 0
+    report = (tmp_path / "r" / "REPORT.md").read_text()
+    assert "## Target regions" in report and "| image 0.1 |" in report
+    assert "False-flag rate:" in report and "Flag recall:" in report
+    assert "Token ceiling:" in report
+    rows = stored(store)
+    safe = [r for r in rows if r["label"] == 0]
+    expected = 100 * np.mean([r["decision"] == "flag" for r in safe])
+    assert f"False-flag rate: {expected:.1f}%" in report
+    assert certify(jsonl_dataset, store, "--n", "300", "--new-run") == 0
+    assert main(["report", str(store), "--out", str(tmp_path / "r1"), "--run", "1"]) == 0
+    assert "False-flag rate" in (tmp_path / "r1" / "REPORT.md").read_text()
+    assert main(["report", str(store), "--out", str(tmp_path / "r2")]) == 0
+    assert "False-flag rate" not in (tmp_path / "r2" / "REPORT.md").read_text()
+    assert main(["report", str(store), "--run", "7"]) == 2

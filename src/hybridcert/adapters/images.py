@@ -78,7 +78,9 @@ class ImageProcessor:
             h, w = self.size
             if self.resize == "refuse":
                 raise ImageError(f"image is {image.width}x{image.height} but the model takes "
-                                 f"{w}x{h} (allow resizing to change it)")
+                                 f"{w}x{h} (the model's ImageProcessor refuses other sizes: "
+                                 f"resize the image, or build the processor with "
+                                 f"resize='resize')")
             changes.append(f"{self.resize} {image.width}x{image.height} -> {w}x{h}")
             if self.resize == "resize":
                 image = image.resize((w, h), Image.BILINEAR)

@@ -83,7 +83,8 @@ class TextEncoder:
         cut = len(ids) > self.max_length
         if cut and not self.truncate:
             raise TextError(f"text has {len(ids)} tokens, more than the model's maximum "
-                            f"length {self.max_length} (allow truncation to cut it)")
+                            f"length {self.max_length} (build the TextEncoder with "
+                            f"truncate=True to cut it)")
         ids = ids[: self.max_length]
         if not ids:
             raise TextError("text encodes to no tokens")

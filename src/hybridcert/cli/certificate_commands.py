@@ -123,7 +123,8 @@ def bound(
     as_json: JsonOpt = False,
 ) -> None:
     """Worst-case probability of the top (or flagged) class under a joint (L2, tokens)
-    change.  With --threshold, also whether the detector's decision is certified there."""
+    change.  "certified" is the claim of the rule asked for: two classes (lower > 1/2), or
+    with --threshold the detector's flag (lower >= tau; --side benign: upper < tau)."""
     rule = _rule(threshold, side)
     p = _bound_arg(rule, p_lower, p_upper, "bound")
     if not (0.0 <= p <= 1.0):
@@ -146,9 +147,10 @@ def bound(
     setting = {"sigma": sigma, "l2": l2, "tokens": tokens, "noise": noise.value,
                "keep_prob": keep_prob, "vocab_size": vocab_size}
     if rule is not None and rule.reads_upper:
+        benign = bool(is_certified(p, joint, rule=rule)[0])
         result = {"p_upper": p, **setting, "threshold": rule.tau, "side": "benign",
-                  "upper_bound": upper_bound(p, joint),
-                  "benign_certified": bool(is_certified(p, joint, rule=rule)[0])}
+                  "upper_bound": upper_bound(p, joint), "benign_certified": benign,
+                  "certified": benign}
         keys, verdict = ("upper_bound",), ("certified (cannot be flagged)", "benign_certified")
     else:
         value = lower_bound(p, joint)
@@ -166,8 +168,13 @@ def bound(
                 "discrete_only_bound")
         verdict = ("certified (two classes)", "certified")
         if rule is not None:
-            result.update({"threshold": rule.tau, "side": "flag",
-                           "flag_certified": bool(is_certified(p, joint, rule=rule)[0])})
+            # "certified" is the claim of the rule asked for: here the detector's flag.
+            flag = bool(is_certified(p, joint, rule=rule)[0])
+            result.update({"threshold": rule.tau, "side": "flag", "flag_certified": flag,
+                           "certified": flag,
+                           "per_modality_certified_unsound": bool(
+                               is_certified(p, continuous, rule=rule)[0]
+                               and is_certified(p, changed, rule=rule)[0])})
             verdict = ("flag certified (lower >= tau)", "flag_certified")
     if as_json:
         _emit(result)

@@ -57,21 +57,9 @@ Device = Annotated[str, Opt("--device", help="cpu, cuda or cuda:N.")]
 
 def parse_size(value: str | None) -> list[int] | None:
     """``--image-size 224`` or ``224x224``."""
-    from hybridcert.runs.config import ConfigError
+    from hybridcert.runs.config import _size
 
-    if value is None:
-        return None
-    parts = value.lower().split("x")
-    try:
-        numbers = [int(p) for p in parts]
-    except ValueError:
-        raise ConfigError(f"--image-size must look like 224 or 224x224, got {value!r}") \
-            from None
-    if len(numbers) == 1:
-        numbers *= 2
-    if len(numbers) != 2 or min(numbers) < 1:
-        raise ConfigError(f"--image-size must look like 224 or 224x224, got {value!r}")
-    return numbers
+    return None if value is None else _size(value)
 
 
 def parse_blocks(values: list[str] | None) -> dict[str, str] | None:

@@ -163,7 +163,9 @@ def certify(
         check_fit(run, items[0])
 
     # 2. The store: resume what belongs to these exact inputs.
-    run_store = RunStore(store, run_config.to_dict(), new_run=new_run)
+    run_store = RunStore(store, run_config.to_dict(), new_run=new_run,
+                         details={"blocks": run.noise.describe(),
+                                  "model": run.adapter.describe()})
     try:
         finished = run_store.finished()
         changed = [it.input_id for it in items
@@ -233,11 +235,15 @@ def _run(run, run_config, todo, run_store, replace, backend, device, batch_size,
 
 def report(
     store: Annotated[Path, typer.Argument(help="SQLite file of the run.")],
-    out: Annotated[Path | None, Opt("--out", help="Folder for tables, plots and exports.")]
-    = None,
+    out: Annotated[Path | None, Opt("--out", help="Folder for tables, plots and exports "
+                                    "(default: beside the store, named like it without "
+                                    "its suffix).")] = None,
+    run_id: Annotated[int | None, Opt("--run", help="Report this run of the store (default: "
+                                      "the last one).")] = None,
 ) -> None:
-    """Certified-accuracy tables (Markdown, CSV), plots, per-class metrics and exports."""
+    """Certified-accuracy tables (Markdown, CSV) per class and balanced, per-target answers,
+    plots with the sample-size ceiling, and per-input exports."""
     from hybridcert.runs.report import write_report
 
-    folder = write_report(store, out or store.with_suffix(""))
+    folder = write_report(store, out or store.with_suffix(""), run_id=run_id)
     typer.echo((folder / "REPORT.md").read_text())

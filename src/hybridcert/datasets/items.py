@@ -203,6 +203,16 @@ def load_dataset(spec: DataSpec, adapter: ModelAdapter | Any | None = None,
                             f"{spec.num_classes}; give a label map")
     has_ids = [isinstance(r.data, dict) and spec.id_column in r.data for r in source.rows]
     use_ids = any(has_ids)
+    rows_as_dicts = [r.data for r in source.rows if isinstance(r.data, dict)]
+    if rows_as_dicts and not use_ids and spec.id_column != "id" and \
+            not source.columns.get("id"):
+        raise DataError(f"id column {spec.id_column!r} appears in no row; the columns are "
+                        f"{sorted(present_columns(source))[:12]}")
+    if rows_as_dicts and not any(spec.label_column in d for d in rows_as_dicts) and \
+            (spec.label_column != "label" or spec.label_map is not None):
+        raise DataError(f"label column {spec.label_column!r} appears in no row (every row "
+                        f"would be unlabelled); the columns are "
+                        f"{sorted(present_columns(source))[:12]}")
     context = _Context(spec, columns, kinds, text_encoders, image_processors, label_map,
                        use_ids)
     items: list[Item] = []
@@ -229,30 +239,44 @@ def _model_side(adapter):
     return dict(adapter.text), dict(adapter.images), adapter.num_classes, repr(adapter.name)
 
 
+def present_columns(source: Source) -> set[str]:
+    """Every column name that appears in some row."""
+    out: set[str] = set()
+    for row in source.rows:
+        if isinstance(row.data, dict):
+            out.update(row.data)
+    return out
+
+
 def _columns(spec: DataSpec, source: Source, text_encoders, processors,
              noised: set[str] | None) -> dict[str, str]:
     declared = set(text_encoders) | set(processors)
     required = declared | (noised or set())
+    present = set()
+    for row in source.rows:
+        if isinstance(row.data, dict):
+            present.update(row.data)
+    # Blocks read the column of their own name (or the layout's), unless mapped explicitly.
+    columns = {}
+    for block in sorted(required | set(source.columns)):
+        column = source.columns.get(block, block)
+        if column in present:
+            columns[block] = column
     if spec.columns is not None:
-        columns = dict(spec.columns)
-    else:
-        present = set()
-        for row in source.rows:
-            if isinstance(row.data, dict):
-                present.update(row.data)
-        columns = {}
-        for block in sorted(required | set(source.columns)):
-            column = source.columns.get(block, block)
-            if column in present:
-                columns[block] = column
-        if not columns:
-            raise DataError(f"no column feeds the model: the rows have columns "
-                            f"{sorted(present)[:12]}; map them, e.g. columns "
-                            f"image=img,text=caption")
+        columns.update(spec.columns)
+        absent = sorted(c for c in spec.columns.values() if c not in present)
+        if absent and source.rows:
+            raise DataError(f"column(s) {absent} appear in no row of the dataset; its columns "
+                            f"are {sorted(present)[:12]}")
+    if not columns:
+        raise DataError(f"no column feeds the model: the rows have columns "
+                        f"{sorted(present)[:12]}; map them, e.g. --columns "
+                        f"image=img,text=caption")
     missing = sorted((noised or set()) - set(columns))
     if missing:
         raise DataError(f"the noise names block(s) {missing} but no dataset column feeds them "
-                        f"(columns: {columns}); map one with columns BLOCK=COLUMN")
+                        f"(columns: {columns}); map one with --columns BLOCK=COLUMN, or check "
+                        f"the block names of --block")
     unfed = sorted(declared - set(columns))
     if unfed:
         raise DataError(f"the model takes block(s) {unfed} but no dataset column feeds them "
@@ -362,8 +386,9 @@ def _label(data: dict, where: str, ctx: _Context, notes: list[str]) -> int | Non
     elif isinstance(value, str):
         _check_unicode(value, f"{where}: label")
         if ctx.label_map is None:
-            raise DataError(f"{where}: label {value!r} is a string; give a label map (e.g. "
-                            f"--label-map {value}=1,...) or integer labels")
+            raise DataError(f"{where}: label {value!r} is a string; map every label to a "
+                            f"class index with --label-map (e.g. --label-map safe=0,unsafe=1), "
+                            f"or use integer labels")
         if value not in ctx.label_map:
             raise DataError(f"{where}: label {value!r} is not in the label map "
                             f"{sorted(ctx.label_map)}")
@@ -425,7 +450,9 @@ def _pretokenized(ids: list[int], block: str, field_name: str, encoder: TextEnco
     if len(ids) > encoder.max_length:
         if not encoder.truncate:
             raise DataError(f"{field_name}: {len(ids)} token ids, more than the model's maximum "
-                            f"length {encoder.max_length} (allow truncation to cut them)")
+                            f"length {encoder.max_length} "
+                            f"(the model's TextEncoder refuses longer texts; build it with "
+                            f"truncate=True to cut them, which the run reports)")
         ids = ids[: encoder.max_length]
         notes.append(f"{block}: ids cut to the model's {encoder.max_length} tokens")
     attention = [1] * len(ids)
@@ -467,7 +494,7 @@ def _image(value, block: str, column: str, row: RawRow, where: str, ctx: _Contex
         real, inside = realpath_inside(full, row.base)
         if not inside and not ctx.spec.allow_outside_paths:
             raise DataError(f"{field_name}: image path {value!r} points outside the dataset "
-                            f"folder {row.base} (allow outside paths to read it)")
+                            f"folder {row.base} (pass --allow-outside-paths to read it)")
         path, name = str(real), value
     elif isinstance(value, (bytes, bytearray)):
         data, name = bytes(value), f"{column} of {row.where}"

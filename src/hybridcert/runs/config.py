@@ -169,10 +169,24 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, settings: dict) -> RunConfig:
+        """From a TOML table or keyword options.  Keys may be written as on the command line
+        (``keep-prob``); ``label_map``, ``columns`` and ``blocks`` may be tables or the flags'
+        strings (``"safe=0,unsafe=1"``), ``image_size`` ``"48x48"``, targets ``"0.25,1"``."""
+        settings = {str(k).replace("-", "_"): v for k, v in settings.items()}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(settings) - known)
         if unknown:
             raise ConfigError(f"unknown option(s) {unknown}; known: {sorted(known)}")
+        if isinstance(settings.get("label_map"), str):
+            settings["label_map"] = parse_mapping("label_map", settings["label_map"], int)
+        for key in ("columns", "blocks"):
+            if isinstance(settings.get(key), str):
+                settings[key] = parse_mapping(key, settings[key])
+        if isinstance(settings.get("image_size"), str):
+            settings["image_size"] = _size(settings["image_size"])
+        if isinstance(settings.get("targets"), list):
+            settings["targets"] = [parse_target(t) if isinstance(t, str) else t
+                                   for t in settings["targets"]]
         return cls(**settings)
 
     def to_dict(self) -> dict:
@@ -424,6 +438,19 @@ def parse_mapping(option: str, value: str, convert=str) -> dict:
             raise ConfigError(f"{option}: {item.strip()!r} is not allowed for "
                               f"{name.strip()!r}") from None
     return out
+
+
+def _size(value: str) -> list[int]:
+    parts = value.lower().split("x")
+    try:
+        numbers = [int(p) for p in parts]
+    except ValueError:
+        raise ConfigError(f"image_size must look like 224 or 224x224, got {value!r}") from None
+    if len(numbers) == 1:
+        numbers *= 2
+    if len(numbers) != 2:
+        raise ConfigError(f"image_size must look like 224 or 224x224, got {value!r}")
+    return numbers
 
 
 def _target_tokens(name: str, size) -> int:

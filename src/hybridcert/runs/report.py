@@ -60,6 +60,32 @@ class Layout:
                                   for x in self.continuous]
 
 
+def token_ceilings(config: RunConfig, details: dict) -> dict[str, int]:
+    """Per noised token block (others unchanged, no image change): the largest token budget
+    the run's sample size can certify at all (every draw agreeing), from the resolved noise
+    stored with the run."""
+    from hybridcert.certificate import MAJORITY, Rule, certified_frontier
+    from hybridcert.noise import Mask, Substitution
+
+    if config.rule == "benign":
+        return {}
+    rule = MAJORITY if config.rule == "majority" else Rule.flag(float(config.threshold))
+    best = config.alpha ** (1.0 / config.n)
+    out = {}
+    for block in details.get("blocks", []):
+        noise = block.get("noise") or {}
+        if "substitution" in noise:
+            discrete = Substitution(noise["substitution"], noise["vocab_size"])
+        elif "mask" in noise:
+            discrete = Mask(noise["mask"])
+        else:
+            continue
+        frontier = certified_frontier(best, sigma=None, discrete=discrete, rule=rule,
+                                      max_tokens=config.max_tokens)
+        out[block["name"]] = int(frontier.max_tokens[0])
+    return out
+
+
 def ceiling(config: RunConfig) -> float | None:
     """Largest L2 radius (r = 0, one Gaussian block) that the run's sample size can certify at
     all: every draw agreeing gives a bound of at most ``alpha ** (1 / n)``."""
@@ -74,16 +100,18 @@ def ceiling(config: RunConfig) -> float | None:
     return max(0.0, sigmas[0] * float(ndtri(best) - ndtri(base)))
 
 
-def run_summary(store_path: Path) -> dict:
-    """Rows, configuration and per-table metrics of the stored run."""
-    with RunStore(store_path, readonly=True) as store:
+def run_summary(store_path: Path, run_id: int | None = None) -> dict:
+    """Rows, configuration and per-table metrics of the stored run (the last one, or
+    ``run_id``)."""
+    with RunStore(store_path, readonly=True, run_id=run_id) as store:
         config_dict, version, run_id = store.config, store.library_version, store.run_id
-        rows = store.rows()
+        rows, details = store.rows(), store.details
     config = RunConfig.from_dict(config_dict)
     layout = Layout(config)
     regions = tables.rows_regions(rows, layout.token_blocks, layout.sigmas)
     out = {"config": config, "version": version, "run_id": run_id, "rows": rows,
-           "layout": layout, "tables": []}
+           "layout": layout, "tables": [], "details": details,
+           "targets": target_metrics(rows, config.num_classes)}
     for block, grid_r, budgets in layout.tables():
         flat = [b for line in budgets for b in line]
         mask = tables.grid_mask(regions, flat)
@@ -97,9 +125,25 @@ def run_summary(store_path: Path) -> dict:
     return out
 
 
-def write_report(store_path: Path, folder: Path) -> Path:
+def target_metrics(rows: list[dict], num_classes: int) -> list[dict]:
+    """Per target region (decision mode, or ``--target`` in fixed mode): the share of
+    labelled inputs correct and certified there, overall, per class and balanced."""
+    if not rows or not rows[0].get("targets"):
+        return []
+    out = []
+    for j, target in enumerate(rows[0]["targets"]):
+        mask = np.array([[bool(r["targets"][j]["certified"])] for r in rows])
+        metrics = tables.class_metrics(rows, mask, num_classes)
+        out.append({"budget": target["budget"], "accuracy": float(metrics["accuracy"][0]),
+                    "balanced": float(metrics["balanced"][0]),
+                    "per_class": {c: float(v[0]) for c, v in metrics["per_class"].items()},
+                    "counts": metrics["class_counts"]})
+    return out
+
+
+def write_report(store_path: Path, folder: Path, run_id: int | None = None) -> Path:
     """Write REPORT.md, CSV tables, plots and per-input exports of a stored run."""
-    summary = run_summary(store_path)
+    summary = run_summary(store_path, run_id)
     config, rows, layout = summary["config"], summary["rows"], summary["layout"]
     folder.mkdir(parents=True, exist_ok=True)
     names = _class_names(config)
@@ -126,6 +170,39 @@ def write_report(store_path: Path, folder: Path) -> Path:
         text += [f"Sample-size ceiling: no input can be certified beyond L2 {limit:.3f} at r = 0 "
                  f"with n = {config.n} at alpha = {config.alpha} (dashed line on the plots).",
                  ""]
+    tokens_cap = token_ceilings(config, summary["details"])
+    if tokens_cap:
+        text += ["Token ceiling: with that sample size, no input can be certified beyond "
+                 + ", ".join(f"r = {r} changed tokens of {name}" if r >= 0
+                             else f"any change of {name} (not even r = 1)"
+                             for name, r in tokens_cap.items())
+                 + " (at eps = 0, other blocks unchanged).", ""]
+    if summary["targets"]:
+        text += ["## Target regions", "", "Share of labelled inputs whose decision is correct "
+                 "and certified in each target region (every block's budget at once):", "",
+                 "| target | all | balanced | " + " | ".join(names) + " |",
+                 "|---" * (3 + len(names)) + "|"]
+        for t in summary["targets"]:
+            budget = ", ".join(f"{k} {v:g}" for k, v in t["budget"].items() if v) or \
+                "no change"
+            per = " | ".join("-" if t["counts"][c] == 0 else f"{100 * t['per_class'][c]:.1f}"
+                             for c in range(config.num_classes))
+            text.append(f"| {budget} | {100 * t['accuracy']:.1f} | {100 * t['balanced']:.1f} "
+                        f"| {per} |")
+        text.append("")
+    if config.rule != "majority" and labelled:
+        benign = [r for r in labelled if r["label"] != config.flagged_class]
+        flagged = [r for r in labelled if r["label"] == config.flagged_class]
+        if benign:
+            rate = np.mean([r.get("decision") == "flag" for r in benign])
+            text += [f"False-flag rate: {100 * rate:.1f}% of the {len(benign)} labelled inputs "
+                     f"of other classes are flagged (certified at zero change)."]
+        if flagged:
+            recall = np.mean([r.get("decision") == "flag" for r in flagged])
+            text += [f"Flag recall: {100 * recall:.1f}% of the {len(flagged)} labelled inputs "
+                     f"of class {names[config.flagged_class]} are flagged with a "
+                     f"certificate."]
+        text.append("")
     transformed = [r for r in rows if r.get("notes")]
     if transformed:
         text += [f"{len(transformed)} input(s) were transformed before certification (e.g. "
@@ -136,8 +213,10 @@ def write_report(store_path: Path, folder: Path) -> Path:
         block, grid_r, metrics = table["block"], table["tokens"], table["metrics"]
         suffix = f"_{block}" if block and len(layout.token_blocks) > 1 else ""
         corner = f"{layout.axis} \\ r" + (f" ({block})" if block else "")
-        heading = f"## Certified accuracy (%), token block {block}" if block else \
-            "## Certified accuracy (%)"
+        others = [b for b in layout.token_blocks if b != block]
+        heading = f"## Certified accuracy (%), token block {block}" + (
+            f" (other token blocks unchanged: {', '.join(others)})" if others else "") \
+            if block else "## Certified accuracy (%)"
         counts = ", ".join(f"{names[c]}: {k}" for c, k in metrics["class_counts"].items())
         text += [heading, "", f"Labelled inputs per class: {counts}.", "",
                  "All labelled inputs:", "",
@@ -146,6 +225,13 @@ def write_report(store_path: Path, folder: Path) -> Path:
                  tables.markdown_table(metrics["balanced"], layout.continuous, grid_r, corner),
                  ""]
         for c, values in metrics["per_class"].items():
+            if config.rule == "flag" and c != config.flagged_class:
+                text += [f"Class {names[c]}: the flag side certifies only flags, so inputs of "
+                         f"this class count only as false flags (see the false-flag rate "
+                         f"below).", ""]
+                continue
+            if config.rule == "benign" and c == config.flagged_class:
+                continue
             if metrics["class_counts"][c]:
                 what = "certified recall" if config.rule == "majority" else \
                     ("flag certified (evasion direction)" if c == config.flagged_class

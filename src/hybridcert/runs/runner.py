@@ -99,6 +99,12 @@ def build_noise(config: RunConfig, adapter: ModelAdapter) -> HybridNoise:
                               f"tokenizer ({encoder.name}) has none")
         blocks.append(Tokens(name, noise, vocab, _threat(config, encoder),
                              max_length=encoder.max_length))
+    # The model's other blocks are passed through un-noised, but still as what they are (a
+    # token block keeps its attention mask).
+    named = {b.name for b in blocks}
+    blocks += [Tokens(name, None, encoder.vocabulary, max_length=encoder.max_length)
+               for name, encoder in adapter.text.items() if name not in named]
+    blocks += [Continuous(name) for name in adapter.images if name not in named]
     try:
         return HybridNoise(blocks)
     except ValueError as err:

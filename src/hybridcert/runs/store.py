@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS runs (
     config TEXT NOT NULL,
     digest TEXT NOT NULL,
     library_version TEXT NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    details TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS results (
     run_id INTEGER NOT NULL REFERENCES runs(run_id),
@@ -74,13 +75,21 @@ class RunStore:
         Open for reading only (reports); works in read-only folders.
     timeout : float
         Seconds to wait for another process's lock before giving up.
+    details : dict, optional
+        What the configuration resolved to (the model's blocks, vocabulary sizes, ...), stored
+        with a new run for reports; not compared when resuming.
+    run_id : int, optional
+        Reports: open this run instead of the last one.
     """
 
     def __init__(self, path: str | Path, config: dict | None = None, new_run: bool = False,
-                 readonly: bool = False, timeout: float = 60.0):
+                 readonly: bool = False, timeout: float = 60.0, details: dict | None = None,
+                 run_id: int | None = None):
         self.path = Path(path)
         self.readonly = readonly
         self.timeout = timeout
+        self._details = json.dumps(details or {}, sort_keys=True, allow_nan=False)
+        self._wanted_run = run_id
         self.db = _connect(self.path, readonly, timeout)
         try:
             self._open(config, new_run)
@@ -90,8 +99,18 @@ class RunStore:
 
     def _open(self, config: dict | None, new_run: bool) -> None:
         if config is None:
-            last = self._query("SELECT run_id, config FROM runs ORDER BY run_id DESC LIMIT 1",
-                               ()).fetchone() if self._has_schema() else None
+            if not self._has_schema():
+                raise StoreError(f"no run stored in {self.path}")
+            if self._wanted_run is None:
+                last = self._query("SELECT run_id, config FROM runs ORDER BY run_id DESC "
+                                   "LIMIT 1", ()).fetchone()
+            else:
+                last = self._query("SELECT run_id, config FROM runs WHERE run_id = ?",
+                                   (int(self._wanted_run),)).fetchone()
+                if last is None:
+                    runs = [r[0] for r in self._query("SELECT run_id FROM runs", ())]
+                    raise StoreError(f"store {self.path} has no run {self._wanted_run} "
+                                     f"(runs: {runs})")
             if last is None:
                 raise StoreError(f"no run stored in {self.path}")
             self.run_id, self.config = last[0], json.loads(last[1])
@@ -124,10 +143,10 @@ class RunStore:
                 self.run_id, self.config = last[0], stored
             else:
                 cursor = self.db.execute(
-                    "INSERT INTO runs (config, digest, library_version, created) "
-                    "VALUES (?, ?, ?, ?)",
+                    "INSERT INTO runs (config, digest, library_version, created, details) "
+                    "VALUES (?, ?, ?, ?, ?)",
                     (canonical, hashlib.sha256(canonical.encode()).hexdigest(), __version__,
-                     time.time()))
+                     time.time(), self._details))
                 self.run_id, self.config = cursor.lastrowid, json.loads(canonical)
             self.db.execute("COMMIT")
         except BaseException:
@@ -221,6 +240,15 @@ class RunStore:
         stored = self._query("SELECT row FROM results WHERE run_id = ? ORDER BY idx, input_id",
                              (self.run_id,))
         return [json.loads(r[0]) for r in stored.fetchall()]
+
+    @property
+    def details(self) -> dict:
+        """What the run's configuration resolved to (see the constructor)."""
+        row = self._query("SELECT details FROM runs WHERE run_id = ?", (self.run_id,))
+        return json.loads(row.fetchone()[0])
+
+    def runs(self) -> list[int]:
+        return [r[0] for r in self._query("SELECT run_id FROM runs ORDER BY run_id", ())]
 
     @property
     def library_version(self) -> str:

@@ -28,37 +28,41 @@ def certification_rows(results: Sequence[Certification], labels: Sequence | None
 
 
 def write_tsv(path: str | Path, rows: Sequence[dict]) -> None:
-    """Tab-separated file readable by Cohen et al.'s analysis scripts.  With one token block,
-    the frontier is spread over ``radius_r0, radius_r1, ...`` (empty beyond an input's
-    r_max); with several, one ``gamma[r1,r2,...]`` column per certified budget vector.
-    Unlabelled rows have empty ``label`` and ``correct``."""
+    """Tab-separated file readable by Cohen et al.'s analysis scripts, the region spread over
+    one column per token budget: ``radius_r0, radius_r1, ...`` with one token block,
+    ``radius[caption=0,ocr=1] ...`` with several (empty where not certified).  The values are
+    L2 radii of the Gaussian-noised block; with several Gaussian blocks they are the joint
+    shift gamma* instead (columns ``gamma_r0`` / ``gamma[...]``).  Unbounded radii are
+    ``inf``; unlabelled rows have empty ``label`` and ``correct``."""
+    items = [item for row in rows for item in row["frontier"]]
+    by_gamma = any(isinstance(item["l2_radius"], dict) for item in items)
     keys: list[str] = []
-    for row in rows:
-        for item in row["frontier"]:
-            key = _frontier_key(item["tokens"])
-            if key not in keys:
-                keys.append(key)
+    for item in items:
+        key = _frontier_key(item["tokens"], by_gamma)
+        if key not in keys:
+            keys.append(key)
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
         writer.writerow(TSV_COLUMNS + keys)
         for row in rows:
             values = [_cell(row.get(c)) for c in TSV_COLUMNS]
-            frontier = {_frontier_key(item["tokens"]): item for item in row["frontier"]}
+            frontier = {_frontier_key(item["tokens"], by_gamma): item
+                        for item in row["frontier"]}
             for key in keys:
                 item = frontier.get(key)
                 if item is None:
                     values.append("")
-                elif isinstance(item["l2_radius"], float):
-                    values.append(f"{item['l2_radius']:.6g}")
-                else:
-                    values.append(f"{item['gamma']:.6g}")
+                    continue
+                value = item["gamma"] if by_gamma else item["l2_radius"]
+                values.append("inf" if value is None else f"{value:.6g}")
             writer.writerow(values)
 
 
-def _frontier_key(tokens) -> str:
+def _frontier_key(tokens, by_gamma: bool) -> str:
+    prefix = "gamma" if by_gamma else "radius"
     if isinstance(tokens, dict):
-        return "gamma[" + ",".join(f"{k}={v}" for k, v in tokens.items()) + "]"
-    return f"radius_r{tokens}"
+        return f"{prefix}[" + ",".join(f"{k}={v}" for k, v in tokens.items()) + "]"
+    return f"{prefix}_r{tokens}"
 
 
 def _cell(value) -> str:
