@@ -86,7 +86,7 @@ def test_checkpoint_round_trip_without_pickle(tmp_path, tiny):
         fusion.load(tmp_path / "absent")
     stored["colour"] = 1
     (tmp_path / "config.json").write_text(json.dumps(stored))
-    with pytest.raises(ValueError, match="unknown config fields"):
+    with pytest.raises(ValueError, match="unknown fields"):
         fusion.load(tmp_path)
 
 
