@@ -44,7 +44,9 @@ def count_rows(path):
 
 
 def start_slow_run(dataset, store):
-    env = dict(os.environ, TOY_MODEL_DELAY="0.05", PYTHONPATH=str(ROOT))
+    """A 12-input run of several seconds (0.3 s per model call), long enough to be
+    interrupted midway even on a slow, loaded machine."""
+    env = dict(os.environ, TOY_MODEL_DELAY="0.3", PYTHONPATH=str(ROOT))
     return subprocess.Popen(
         [sys.executable, "-m", "hybridcert.cli.main", "certify", "--dataset", str(dataset),
          "--store", str(store), *ARGS], cwd=ROOT, env=env, stdout=subprocess.PIPE,
