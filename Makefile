@@ -37,7 +37,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/smoothing_overhead.py
 
 full-benchmark: $(STAMP)
-	$(PY) -m hybridcert.demo --full
+	$(PY) -m hybridcert.demo --full --out docs/benchmark/full
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

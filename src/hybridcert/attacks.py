@@ -1,8 +1,21 @@
 """Empirical joint attacks: L2 PGD on the image plus greedy token substitution.
 
-Used to show how fragile the *base* model is, and that the same attack aimed at the
-smoothed classifier (expectation over noise, a modest number of samples) does not flip a
-certified input inside its certified region.
+One attack, two targets at the same budget ``(eps, r)``:
+
+* the **base model** (``noise=None``): losses on the input itself;
+* the **smoothed classifier** (``noise=`` the smoothing noise, ``samples > 0``): an adaptive
+  attack on the expectation over noise — the PGD loss is the cross-entropy of the noise-averaged
+  probabilities (Salman et al., 2019), and a token substitution is scored by the base model's
+  probability of the true class when the changed position shows the new token and every other
+  position is noised (its effect on the smoothed probability is exactly ``a - beta`` times the
+  change of that conditional probability, so it is estimated without the noise hiding it).
+
+Token candidates come from the gradient with respect to the token embeddings (HotFlip: the
+first-order change ``(e_new - e_old) . grad`` at each attackable position) when the model
+exposes ``text_encoder.embeddings.word_embeddings`` (the safety filter does), else at random
+from the vocabulary; each round applies the single candidate that lowers the true class most.
+Only positions the threat noises may change (``positions``; default: every content token), and
+only to noisable ids, so the attack stays inside the threat model the certificate covers.
 """
 
 from __future__ import annotations
@@ -13,62 +26,222 @@ import torch.nn.functional as F
 from hybridcert.blocks import HybridNoise, Vocabulary
 
 
-def _loss(model, images, tokens, label, noises, vocab, samples, generator):
-    """Cross-entropy of the true label; averaged over noisy copies when ``samples > 0``."""
-    if samples:
-        hybrid = HybridNoise.from_noises(noises, {"text": vocab})
-        batch = hybrid.noise_batch({"image": images.expand(samples, -1, -1, -1),
-                                    "text": tokens.expand(samples, -1)}, generator)
-        probs = F.softmax(model(batch), dim=1).mean(0, keepdim=True)
-        return F.nll_loss(torch.log(probs + 1e-12), label)
-    return F.cross_entropy(model({"image": images, "text": tokens}), label)
+def _batch(images: torch.Tensor, ids: torch.Tensor, attention: torch.Tensor) -> dict:
+    return {"image": images, "text": ids, "text_attention": attention.expand_as(ids)}
+
+
+def _probs(model, batch) -> torch.Tensor:
+    return F.softmax(model(batch), dim=1)
+
+
+class _EmbeddingGrad:
+    """Capture the gradient of the loss with respect to the token embeddings of a batch."""
+
+    def __init__(self, model):
+        encoder = getattr(model, "text_encoder", None)
+        self.table = None
+        self.module = None
+        if encoder is not None and hasattr(encoder, "embeddings"):
+            self.module = encoder.embeddings.word_embeddings
+            self.table = self.module.weight.detach()
+        self.output = None
+
+    def __enter__(self):
+        if self.module is None:
+            return self
+
+        def hook(_module, _inputs, output):
+            output = output.detach().requires_grad_(True)
+            self.output = output
+            return output
+
+        self.handle = self.module.register_forward_hook(hook)
+        return self
+
+    def __exit__(self, *exc):
+        if self.module is not None:
+            self.handle.remove()
+
+
+def _noisy(noise: HybridNoise | None, images, ids, attention, samples, generator, fixed=None):
+    """``samples`` noisy copies (image noised, text noised at its noisable positions except
+    ``fixed``), or the input itself without noise."""
+    if noise is None or not samples:
+        return _batch(images, ids, attention)
+    batch = {"image": images.expand(samples, -1, -1, -1), "text": ids.expand(samples, -1)}
+    noisable = None
+    if fixed is not None:
+        noisable = {"text": fixed.expand(samples, -1)}
+    return noise.noise_batch(batch, generator, noisable=noisable,
+                             attention={"text": attention.expand(samples, -1)})
+
+
+def true_class_probability(model, image: torch.Tensor, tokens: torch.Tensor, label: int,
+                           attention: torch.Tensor, noise: HybridNoise | None = None,
+                           samples: int = 0, generator: torch.Generator | None = None) -> float:
+    """Probability of ``label``: the base model's softmax on the input (``noise=None``), or
+    its average over ``samples`` noisy copies."""
+    with torch.no_grad():
+        batch = _noisy(noise, image[None], tokens[None], attention, samples, generator)
+        return float(_probs(model, batch)[:, label].mean())
 
 
 def joint_attack(model, image: torch.Tensor, tokens: torch.Tensor, label: int, eps: float,
-                 r: int, vocab: Vocabulary, noises: dict | None = None, samples: int = 0,
-                 steps: int = 20, candidates: int = 64, seed: int = 0):
+                 r: int, vocab: Vocabulary, *, attention: torch.Tensor | None = None,
+                 positions: torch.Tensor | None = None, noise: HybridNoise | None = None,
+                 samples: int = 0, steps: int = 20, candidates: int = 16, seed: int = 0,
+                 image_first: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (adversarial image, adversarial tokens) within L2 ``eps`` and ``r`` tokens.
 
-    Tokens first (greedy: at each of ``r`` rounds, the single substitution among
-    ``candidates`` random ids per noisable position that most raises the loss), then PGD on
-    the image (``steps`` normalised-gradient steps projected onto the L2 ball and [0, 1]).
-    With ``noises`` and ``samples``, losses are expectations over the smoothing noise.
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Base model on batches ``{"image", "text", "text_attention"}`` returning logits.
+    image : Tensor (C, H, W)
+        In [0, 1]; the attacked image stays in [0, 1].
+    tokens : LongTensor (L,)
+        The input's ids.
+    label : int
+        The class to move away from (the detector's flagged class for an evasion).
+    eps : float
+        L2 budget on the image (pixels in [0, 1]).
+    r : int
+        Tokens that may be substituted.
+    vocab : Vocabulary
+        Substitutions are drawn from its noisable ids.
+    attention : Tensor (L,), optional
+        The input's attention mask (0 over padding), passed with every batch; default all
+        ones.
+    positions : BoolTensor (L,), optional
+        Positions the threat lets the attacker change (default: attended noisable ids).
+    noise : HybridNoise, optional
+        The smoothing noise: attack the smoothed classifier (expectation over ``samples``
+        noisy copies per evaluation) instead of the base model.
+    samples : int
+        Noisy copies per evaluation when ``noise`` is given.
+    steps : int
+        PGD steps (normalised gradient, projected on the L2 ball and [0, 1]).
+    candidates : int
+        (position, token) candidates evaluated per substitution round.
+    seed : int
+        Seed of the attack's own noise and random candidates.
+    image_first : bool
+        Run PGD first, choose the substitutions at the attacked image, then run PGD again
+        from there (tokens chosen where the image already pushes towards the boundary);
+        default: tokens, then PGD.
     """
+    if eps < 0 or r < 0:
+        raise ValueError(f"eps and r must be >= 0, got eps={eps!r}, r={r!r}")
+    if noise is not None and samples < 1:
+        raise ValueError(f"samples must be >= 1 to attack the smoothed classifier, got "
+                         f"{samples!r}")
     generator = torch.Generator().manual_seed(seed)
-    noises = noises or {}
-    target = torch.tensor([label])
-    x = image.unsqueeze(0)
-    ids = tokens.unsqueeze(0).clone()
-    noisable = vocab.to_indices(ids[0]) >= 0
-    changed = torch.zeros_like(noisable)
+    attention = torch.ones_like(tokens) if attention is None else torch.as_tensor(attention)
+    attention = attention.long()
+    if attention.shape != tokens.shape:
+        raise ValueError(f"attention must have the tokens' shape {tuple(tokens.shape)}, got "
+                         f"{tuple(attention.shape)}")
+    attackable = vocab.contains(tokens) & attention.bool() if positions is None else \
+        torch.as_tensor(positions, dtype=torch.bool) & vocab.contains(tokens)
     model.eval()
+    x = image.unsqueeze(0)
+    ids = tokens.clone()
+    changed = torch.zeros_like(attackable)
+    start = x
+    if image_first and eps > 0:
+        start = _pgd(model, x, ids, attention, label, eps, steps, noise, samples, generator)
     for _ in range(r):
-        positions = torch.nonzero(noisable & ~changed).flatten()
-        if positions.numel() == 0:
+        free = attackable & ~changed
+        if not bool(free.any()):
             break
-        draws = vocab.noisable_ids[torch.randint(0, vocab.size, (positions.numel(), candidates),
-                                                 generator=generator)]
-        trial = ids.repeat(positions.numel() * candidates, 1)
-        rows = torch.arange(trial.shape[0])
-        trial[rows, positions.repeat_interleave(candidates)] = draws.flatten()
-        with torch.no_grad():
-            logits = model({"image": x.expand(trial.shape[0], -1, -1, -1), "text": trial})
-            margin = logits[:, label] - logits[:, 1 - label]
-        best = int(margin.argmin())
-        ids = trial[best: best + 1]
-        changed[positions[best // candidates]] = True
+        pairs = _candidates(model, start, ids, attention, label, free, vocab, noise, samples,
+                            candidates, generator)
+        scores = [_score(model, start, ids, attention, label, pos, tok, noise, samples,
+                         generator) for pos, tok in pairs]
+        best = min(range(len(pairs)), key=scores.__getitem__)
+        pos, tok = pairs[best]
+        ids = ids.clone()
+        ids[pos] = tok
+        changed[pos] = True
     if eps > 0:
-        delta = torch.zeros_like(x, requires_grad=True)
-        step = 2.5 * eps / steps
-        for _ in range(steps):
-            loss = _loss(model, (x + delta).clamp(0, 1), ids, target, noises, vocab, samples,
-                         generator)
-            (grad,) = torch.autograd.grad(loss, delta)
-            with torch.no_grad():
-                delta += step * grad / grad.flatten().norm().clamp(min=1e-12)
-                norm = delta.flatten().norm()
-                if norm > eps:
-                    delta *= eps / norm
-                delta.copy_((x + delta).clamp(0, 1) - x)
-        x = (x + delta).detach()
-    return x[0], ids[0]
+        x = _pgd(model, x, ids, attention, label, eps, steps, noise, samples, generator,
+                 start=start - x)
+    return x[0].detach(), ids
+
+
+def _candidates(model, x, ids, attention, label, free, vocab, noise, samples, count,
+                generator) -> list[tuple[int, int]]:
+    """(position, token id) pairs: the ``count`` best first-order substitutions, or random
+    ones when the model's token embeddings are not reachable."""
+    free_positions = torch.nonzero(free).flatten()
+    grabber = _EmbeddingGrad(model)
+    if grabber.table is None:
+        pos = free_positions[torch.randint(0, free_positions.numel(), (count,),
+                                           generator=generator)]
+        tok = vocab.noisable_ids[torch.randint(0, vocab.size, (count,), generator=generator)]
+        return list(zip(pos.tolist(), tok.tolist(), strict=True))
+    with grabber:
+        # the image noised (expectation), the text as it is: the gradient at the current ids
+        images = x if noise is None or not samples else \
+            noise.noise_batch({"image": x.expand(samples, -1, -1, -1)}, generator)["image"]
+        batch = _batch(images, ids.expand(images.shape[0], -1), attention)
+        loss = -torch.log(_probs(model, batch)[:, label].mean() + 1e-12)
+        (grad,) = torch.autograd.grad(loss, grabber.output)
+    grad = grad.sum(0)                                          # (L', dim)
+    table = grabber.table[vocab.noisable_ids]                   # (V, dim)
+    gains = []
+    for pos in free_positions.tolist():
+        if pos >= grad.shape[0]:
+            continue
+        current = grabber.table[ids[pos]]
+        gains.append((table - current) @ grad[pos])            # loss increase, first order
+    gain = torch.stack(gains)                                   # (P, V)
+    top = torch.topk(gain.flatten(), min(count, gain.numel())).indices
+    rows, cols = top // gain.shape[1], top % gain.shape[1]
+    positions = free_positions[: gain.shape[0]]
+    return [(int(positions[i]), int(vocab.noisable_ids[j])) for i, j in
+            zip(rows.tolist(), cols.tolist(), strict=True)]
+
+
+def _score(model, x, ids, attention, label, pos, tok, noise, samples, generator) -> float:
+    """Probability of ``label`` with ``ids[pos] = tok``: on the input itself, or averaged over
+    noisy copies in which that position shows the new token and every other one is noised."""
+    trial = ids.clone()
+    trial[pos] = tok
+    fixed = None
+    if noise is not None and samples:
+        fixed = torch.ones_like(trial, dtype=torch.bool)
+        fixed &= _noisable_positions(noise, trial, attention)
+        fixed[pos] = False
+    with torch.no_grad():
+        batch = _noisy(noise, x, trial[None], attention, samples, generator, fixed)
+        return float(_probs(model, batch)[:, label].mean())
+
+
+def _noisable_positions(noise: HybridNoise, ids, attention) -> torch.Tensor:
+    block = noise.by_name.get("text")
+    if block is None or block.noise is None:
+        return torch.zeros_like(ids, dtype=torch.bool)
+    return block.vocabulary.contains(ids) & attention.bool()
+
+
+def _pgd(model, x, ids, attention, label, eps, steps, noise, samples, generator, start=None):
+    target = torch.tensor([label])
+    delta = (torch.zeros_like(x) if start is None else start.detach().clone()).requires_grad_()
+    step = 2.5 * eps / steps
+    for _ in range(steps):
+        images = (x + delta).clamp(0, 1)
+        batch = _noisy(noise, images, ids[None], attention, samples, generator)
+        probs = _probs(model, batch).mean(0, keepdim=True)
+        loss = F.nll_loss(torch.log(probs + 1e-12), target)
+        (grad,) = torch.autograd.grad(loss, delta)
+        with torch.no_grad():
+            delta += step * grad / grad.flatten().norm().clamp(min=1e-12)
+            norm = delta.flatten().norm()
+            if norm > eps:
+                delta *= eps / norm
+            delta.copy_((x + delta).clamp(0, 1) - x)
+    return (x + delta).detach()
+
+
+__all__ = ["joint_attack", "true_class_probability"]

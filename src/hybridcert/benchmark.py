@@ -1,308 +1,661 @@
-"""The image+text safety-filter benchmark end to end (``make demo`` runs a small version).
+"""The image+text safety-filter benchmark end to end (``make demo``: small;
+``make full-benchmark``: full; docs/BENCHMARK.md).
 
-Data -> noise-trained models (reused when a checkpoint exists) -> certification of a fixed,
-seeded test subset -> certified-accuracy grid, joint vs. sequential vs. unsound per-modality
-vs. unimodal smoothing -> plots and a Markdown report -> empirical attacks.
+Data (docs/DATASET.md) -> noise-trained filters, one per training seed and noise level
+(checkpoints reused when present) -> for each filter and threat model: a detection threshold
+chosen on validation for a benign false-flag rate, then sequential certification of a fixed,
+stratified set of test inputs at the 25 grid cells, detector and majority vote, with the
+sequential-composition and per-modality thresholds answered from the same draws -> baselines
+on one seed (image-only and text-only smoothing, the factorized AND of unimodal branches) ->
+attacks at the same budgets on the base and the smoothed detector -> a search for a
+counterexample to the per-modality check -> REPORT.md, plots, per-input TSVs, results.json.
+
+Every finished unit (one filter, one threat) is saved under ``<cache>/bench/<out name>/`` and
+reused by a rerun with the same configuration, and the report is rewritten after each, so a
+long run never loses finished work.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.table import Table
 
-from hybridcert.attacks import joint_attack
-from hybridcert.certificate.baselines import sequential_radius
+from hybridcert.bench import report as bench_report
+from hybridcert.bench.attack_eval import AttackSettings, run_attacks
+from hybridcert.bench.calibrate import choose_pair, choose_threshold, refine
+from hybridcert.bench.counterexample import CounterexampleSettings, search_counterexample
+from hybridcert.bench.engine import count_copies
+from hybridcert.bench.metrics import ceiling_probability, eps_ceiling
+from hybridcert.bench.models import CachedModality, FastFilter, checkpoint_dir, load_or_train
+from hybridcert.bench.units import Settings, certify_unit, unit_rows
+from hybridcert.blocks import Append, Continuous, HybridNoise, TokenBlock, Tokens
+from hybridcert.certificate import MAJORITY, Rule
 from hybridcert.data import safety
 from hybridcert.models import fusion, training
-from hybridcert.reports import plots, tables
-from hybridcert.smoothing import (
-    ABSTAIN,
-    SmoothedClassifier,
-    TokenBlock,
-    certification_rows,
-    write_tsv,
-)
+from hybridcert.noise import Gaussian, Substitution
+from hybridcert.reports.tables import EPS_GRID, TOKEN_GRID
+from hybridcert.smoothing import SmoothedClassifier, write_tsv
+from hybridcert.smoothing.core import input_seed
+
+#: The 25 grid cells (eps, r), row-major: eps in EPS_GRID, r in TOKEN_GRID.
+CELLS = [(float(e), int(r)) for e in EPS_GRID for r in TOKEN_GRID]
+#: Appended slots hold "." before noising (a noisable id that marks no class).
+APPEND_PLACEHOLDER = 1012
+THREATS = ("anywhere", "append")
 
 
 @dataclass
 class BenchmarkConfig:
+    """What a benchmark run does (defaults: ``make demo``; :func:`full_config`: the full run).
+
+    Parameters
+    ----------
+    levels : list of (sigma, keep_prob)
+        Noise levels: Gaussian sigma on the image (pixels in [0, 1]) and the substitution
+        keep probability of the text; one filter is trained per level and seed.
+    seeds : tuple of int
+        Training seeds (intervals span them).
+    n_train, n_val, n_test : int
+        Split sizes (docs/DATASET.md).
+    epochs, text_layers : int
+        Training recipe of every filter.
+    data_seed, run_seed : int
+        Seed of the dataset, and of the inputs' noise (``input_seed(run_seed, id)``) and the
+        test subset.
+    test_inputs : int
+        Certified test inputs: a stratified draw (each slice and class in proportion).
+    val_inputs : int
+        Validation records scored to choose thresholds (stratified by class).
+    val_copies : int
+        Noisy copies per validation record (the estimate's resolution is 1 / val_copies).
+    val_copies_top : int
+        Copies behind the estimates of the benign records estimated at 1/2 or more, where the
+        threshold falls (its resolution there).
+    false_flag_rate : float
+        Largest share of benign validation records the detector may flag.
+    settings : Settings
+        alpha, cap, boundary and prices of the sequential decisions.
+    threats : tuple of str
+        "anywhere" (substitution at every content token) and/or "append" (``append_slots``
+        noised slots after the caption).
+    majority_threats : tuple of str
+        Threats under which the majority vote is certified too (the detector is the headline
+        under every threat).
+    append_seeds : tuple of int, optional
+        Seeds certified under the append threat (None: all).
+    majority_seeds : tuple of int, optional
+        Seeds whose filters are certified in the majority-vote setting too (None: all); the
+        detector, the headline, is certified for every seed.
+    baseline_seed : int
+        The seed whose filters are compared with the baselines, attacked and searched for a
+        counterexample.
+    baseline_levels : tuple of int, optional
+        Indices of the levels given the baselines (None: all).
+    attack : AttackSettings
+    counterexample : CounterexampleSettings
+    quality_votes : int
+        Noisy copies behind the "smoothed" (majority-vote) accuracy of each filter on the
+        test split.
+    bootstrap : int
+        Bootstrap replicates of every interval.
+    batch_size : int
+        Copies per forward pass.
+    out : Path
+        Report folder.
+    cache : Path
+        Data, checkpoints and finished units.
+    """
+
     levels: list[tuple[float, float]] = field(
-        default_factory=lambda: [(0.25, 0.5), (0.5, 0.25)])     # (sigma, keep_prob)
+        default_factory=lambda: [(0.25, 0.75), (0.25, 0.25)])
+    seeds: tuple[int, ...] = (0,)
     n_train: int = 6000
     n_val: int = 1000
     n_test: int = 1000
     epochs: int = 8
-    text_layers: int = 1        # pretrained MiniLM layers kept (forward-rate budget)
-    ablations: bool = False     # image-only / text-only models (benchmarks/probes.py also)
-    votes: int = 9              # noisy copies of the majority vote in the per-class table
-    subset: int = 40            # certified test inputs (seeded draw from the whole test split)
-    n0: int = 32
-    n: int = 500
-    alpha: float = 0.001
-    attack_inputs: int = 20
-    seed: int = 0
+    text_layers: int = 1
+    data_seed: int = 0
+    run_seed: int = 0
+    test_inputs: int = 80
+    val_inputs: int = 400
+    val_copies: int = 32
+    val_copies_top: int = 256
+    false_flag_rate: float = 0.05
+    settings: Settings = field(default_factory=Settings)
+    threats: tuple[str, ...] = THREATS
+    majority_threats: tuple[str, ...] = ("anywhere",)
+    append_slots: int = 8
+    append_seeds: tuple[int, ...] | None = None
+    majority_seeds: tuple[int, ...] | None = None
+    baseline_seed: int = 0
+    baseline_levels: tuple[int, ...] | None = (1,)
+    attack: AttackSettings = field(default_factory=lambda: AttackSettings(levels=(0,)))
+    counterexample: CounterexampleSettings = field(default_factory=CounterexampleSettings)
+    quality_votes: int = 16
+    bootstrap: int = 2000
+    batch_size: int = 128
     out: Path = Path("artifacts/demo")
     cache: Path = Path("artifacts")
 
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.threats) - set(THREATS))
+        if unknown or not self.threats:
+            raise ValueError(f"threats must be among {THREATS}, got {self.threats!r}")
+        if not self.levels or any(not (s > 0 and 0 < k <= 1) for s, k in self.levels):
+            raise ValueError(f"levels must be (sigma > 0, keep in (0, 1]) pairs, got "
+                             f"{self.levels!r}")
+        if not self.seeds or self.baseline_seed not in self.seeds:
+            raise ValueError(f"baseline_seed {self.baseline_seed} must be one of the seeds "
+                             f"{self.seeds}")
+        if self.test_inputs < 4 or self.test_inputs > self.n_test:
+            raise ValueError(f"test_inputs must lie in [4, n_test={self.n_test}], got "
+                             f"{self.test_inputs}")
+        if self.baseline_levels is not None and any(
+                not 0 <= li < len(self.levels) for li in self.baseline_levels):
+            raise ValueError(f"baseline_levels must index levels (0..{len(self.levels) - 1}), "
+                             f"got {self.baseline_levels!r}")
+        if self.val_inputs < 4 or self.val_inputs > self.n_val:
+            raise ValueError(f"val_inputs must lie in [4, n_val={self.n_val}], got "
+                             f"{self.val_inputs}")
 
-def _model(cache: Path, config: fusion.FilterConfig, data, epochs, console):
-    name = f"{config.name}_e{epochs}_v{safety.VERSION}"
-    directory = cache / "models" / name
-    try:
-        model = fusion.load(directory)
-        console.print(f"reusing model {directory}")
-        return model
-    except FileNotFoundError:
-        pass
-    console.print(f"training {name} ...")
-    start = time.perf_counter()
-    model = training.train(config, data, epochs=epochs, log=lambda m: console.print("  " + m))
-    fusion.save(model, directory)
-    console.print(f"  trained in {time.perf_counter() - start:.0f} s -> {directory}")
-    return model
+    def filter_config(self, level: tuple[float, float], seed: int,
+                      modalities=("image", "text")) -> fusion.FilterConfig:
+        """The :class:`FilterConfig` of a level and seed (a unimodal branch ignores the other
+        modality's noise, so its name fixes it: one image branch per sigma, one text branch
+        per keep probability)."""
+        sigma, keep = level
+        if tuple(modalities) == ("image",):
+            keep = 0.5
+        elif tuple(modalities) == ("text",):
+            sigma = 0.25
+        return fusion.FilterConfig(tuple(modalities), text_layers=self.text_layers, sigma=sigma,
+                                   keep_prob=keep, seed=seed)
+
+    def signature(self) -> str:
+        """Hash of everything that determines a unit's numbers (not out, cache, attack,
+        counterexample, bootstrap)."""
+        keys = ("n_train", "n_val", "n_test", "epochs", "text_layers", "data_seed", "run_seed",
+                "test_inputs", "val_inputs", "val_copies", "val_copies_top", "false_flag_rate",
+                "append_slots", "majority_threats",
+                "batch_size")
+        data = {k: getattr(self, k) for k in keys}
+        data["settings"] = asdict(self.settings)
+        data["version"] = safety.VERSION
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def full_config(out: Path = Path("artifacts/full")) -> BenchmarkConfig:
+    """The full benchmark (docs/BENCHMARK.md): four keep probabilities at sigma 0.25, three
+    training seeds, 500 test inputs, cap 10,000 draws per input.  The detector (the
+    headline) is certified for every seed and both threats; the majority vote, the
+    baselines, the attacks and the counterexample search use seed 0 (the majority vote costs
+    up to 6x the detector's draws under heavy noise; this keeps the run within 2 hours on 2
+    cores)."""
+    return BenchmarkConfig(
+        levels=[(0.25, 0.75), (0.25, 0.5), (0.25, 0.25), (0.25, 0.1)], seeds=(0, 1, 2),
+        test_inputs=500, val_inputs=1000, append_seeds=None, majority_seeds=(0,),
+        baseline_levels=(0, 2),
+        attack=AttackSettings(inputs=30, levels=(0, 2)),
+        counterexample=CounterexampleSettings(seconds=300.0),
+        out=out)
+
+
+# -- the demo model (make serve) ------------------------------------------------------------
+def demo_filter_config() -> fusion.FilterConfig:
+    """The demo model's :class:`FilterConfig`: both modalities at the demo's first noise
+    level and first seed."""
+    bench = BenchmarkConfig()
+    return bench.filter_config(bench.levels[0], bench.seeds[0])
+
+
+def demo_checkpoint(log: Callable[[str], None] = print) -> Path:
+    """The folder of ``make demo``'s first checkpoint (trained first if absent)."""
+    bench = BenchmarkConfig()
+    config = demo_filter_config()
+    directory = checkpoint_dir(bench.cache, config, bench.epochs, bench.n_train)
+    if not ((directory / "config.json").is_file() and
+            (directory / "model.safetensors").is_file()):
+        log(f"training the demo model into {directory} (once; about a minute on 2 cores) ...")
+        data = safety.splits(bench.n_train, bench.n_val, bench.n_test, bench.data_seed,
+                             bench.cache / "data")
+        load_or_train(bench.cache, config, data["train"], bench.epochs, log)
+    return directory
+
+
+# -- inputs and noises ----------------------------------------------------------------------
+def stratified_subset(data: safety.SafetyData, size: int, seed: int,
+                      by_slice: bool = True) -> np.ndarray:
+    """``size`` record indices drawn without replacement, each (slice, class) group in
+    proportion to its size (largest remainders), sorted."""
+    keys = [(s if by_slice else "", int(y)) for s, y in
+            zip(data.meta["slice"].tolist(), data.labels.tolist(), strict=True)]
+    groups: dict = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    order = sorted(groups)
+    exact = np.array([size * len(groups[k]) / len(keys) for k in order])
+    counts = np.floor(exact).astype(int)
+    for j in np.argsort(-(exact - counts), kind="stable")[: size - counts.sum()]:
+        counts[j] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [rng.choice(groups[k], c, replace=False) for k, c in zip(order, counts,
+                                                                       strict=True)]
+    return np.sort(np.concatenate(chosen)).astype(int)
+
+
+def noise_for(level: tuple[float, float], threat: str, slots: int = 8,
+              image: bool = True, text: bool = True) -> HybridNoise:
+    """The smoothing noise of a level under a threat model; ``image=False`` / ``text=False``
+    leave that block un-noised (text-only / image-only smoothing)."""
+    sigma, keep = level
+    vocab = safety.vocabulary()
+    threat_model = Append(slots, APPEND_PLACEHOLDER) if threat == "append" else None
+    tokens = Tokens("text", Substitution(keep, vocab.size) if text else None, vocab,
+                    **({"threat": threat_model} if threat_model else {}),
+                    max_length=safety.CAPTION_LENGTH + slots if threat == "append" else None)
+    return HybridNoise([Continuous("image", Gaussian(sigma) if image else None), tokens])
+
+
+def _record(data: safety.SafetyData, i: int, blocks=("image", "text")) -> dict:
+    out = {}
+    if "image" in blocks:
+        out["image"] = data.image(int(i))
+    if "text" in blocks:
+        out["text"] = TokenBlock(torch.from_numpy(data.tokens[i]),
+                                 attention=torch.from_numpy(data.attention[i]))
+    return out
+
+
+def _ids(split: str, index) -> list[str]:
+    return [f"{split}-{int(i):05d}" for i in index]
+
+
+# -- the run ---------------------------------------------------------------------------------
+class _Log:
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.start = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        line = f"[{time.perf_counter() - self.start:7.1f} s] {message}"
+        print(line, flush=True)
+        with open(self.path, "a") as handle:
+            handle.write(line + "\n")
 
 
 def run(cfg: BenchmarkConfig) -> dict:
-    console = Console()
+    """Run the benchmark and write ``cfg.out``: REPORT.md, plots, per-input TSVs
+    (``inputs/``), results.json and run.log.  Returns the results."""
     started = time.perf_counter()
     cfg.out.mkdir(parents=True, exist_ok=True)
-    data = safety.splits(cfg.n_train, cfg.n_val, cfg.n_test, cfg.seed, cfg.cache / "data")
-    test = data["test"]
-    subset = np.random.default_rng(cfg.seed).choice(len(test), min(cfg.subset, len(test)),
-                                                    replace=False)
-    subset.sort()
-    vocab = safety.vocabulary()
-    report: dict = {"config": {k: str(v) for k, v in cfg.__dict__.items()},
-                    "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
-                    "levels": []}
+    (cfg.out / "inputs").mkdir(exist_ok=True)
+    log = _Log(cfg.out / "run.log")
+    log(f"benchmark -> {cfg.out} (configuration {cfg.signature()}); torch "
+        f"{torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}")
+    units_dir = cfg.cache / "bench" / cfg.out.name / cfg.signature()
+    units_dir.mkdir(parents=True, exist_ok=True)
+    data = safety.splits(cfg.n_train, cfg.n_val, cfg.n_test, cfg.data_seed, cfg.cache / "data")
+    test, val = data["test"], data["val"]
+    test_index = stratified_subset(test, cfg.test_inputs, cfg.run_seed)
+    # a batch runs at its longest text: certify in order of length
+    test_index = test_index[np.argsort(test.attention[test_index].sum(1), kind="stable")]
+    val_index = stratified_subset(val, cfg.val_inputs, cfg.run_seed + 1, by_slice=False)
+    results: dict = {"config": _config_dict(cfg), "machine": _machine(), "units": {},
+                     "training": {}, "quality": {}, "baselines": {}, "timings": {}}
+    results["inputs"] = {"test": _ids("test", test_index), "labels": test.labels[
+        test_index].tolist(), "slices": test.meta["slice"][test_index].tolist()}
 
-    # Unimodal ablations: does the task need both modalities?
-    sigma0, keep0 = cfg.levels[0]
-    ablations = {}
-    for modalities in (("image",), ("text",), ("image", "text")) if cfg.ablations else ():
-        config = fusion.FilterConfig(modalities, text_layers=cfg.text_layers, sigma=sigma0,
-                                     keep_prob=keep0, seed=cfg.seed)
-        model = _model(cfg.cache, config, data["train"], cfg.epochs, console)
-        ablations["+".join(modalities)] = training.evaluate(model, test)
-    report["ablations"] = ablations
+    models: dict = {}
 
-    records = [test.record(int(i)) for i in subset]
-    labels = test.labels[subset]
-    seeds = [cfg.seed * 100_003 + int(i) for i in subset]
-    for sigma, keep in cfg.levels:
-        config = fusion.FilterConfig(("image", "text"), text_layers=cfg.text_layers,
-                                     sigma=sigma, keep_prob=keep, seed=cfg.seed)
-        model = _model(cfg.cache, config, data["train"], cfg.epochs, console)
-        noises = training.noises_for(config)
-        level = {"sigma": sigma, "keep_prob": keep,
-                 **training.evaluate(model, test, votes=cfg.votes, seed=cfg.seed)}
-        variants = {"joint": noises, "image_only": {"image": noises["image"]},
-                    "text_only": {"text": noises["text"]}}
-        results = {}
-        for variant, chosen in variants.items():
-            start = time.perf_counter()
-            clf = SmoothedClassifier(model, chosen, 2, {"text": vocab}, batch_size=512)
-            certs = clf.certify_many(records, cfg.n0, cfg.n, cfg.alpha, seeds, max_tokens=16)
-            results[variant] = certs
-            console.print(f"certified {len(certs)} inputs ({variant}, sigma {sigma}, keep "
-                          f"{keep}) in {time.perf_counter() - start:.0f} s")
-        level.update(_summaries(results, labels, noises, sigma, cfg, console))
-        _figures(results["joint"], labels, level, cfg.out, sigma, keep)
-        write_tsv(cfg.out / f"certify_s{sigma}_a{keep}.tsv",
-                  certification_rows(results["joint"], labels, subset.tolist()))
-        if (sigma, keep) == tuple(cfg.levels[0]):
-            level["attack"] = _attacks(model, noises, vocab, test, subset, results["joint"],
-                                       labels, cfg, console)
-        report["levels"].append(level)
-        _write(report, cfg, started)          # after every level: long runs keep their work
-    _write(report, cfg, started)
-    console.print(f"report: {cfg.out / 'REPORT.md'} ({report['duration_s']:.0f} s in all)")
-    return report
+    def certify_seed(seed: int) -> None:
+        for li, level in enumerate(cfg.levels):
+            config = cfg.filter_config(level, seed)
+            model, seconds = load_or_train(cfg.cache, config, data["train"], cfg.epochs, log)
+            results["training"][config.name] = round(seconds, 1)
+            results["quality"][config.name] = _quality(cfg, model, test, units_dir,
+                                                       config.name)
+            models[(seed, li)] = model
+            for threat in cfg.threats:
+                if threat == "append" and cfg.append_seeds is not None and \
+                        seed not in cfg.append_seeds:
+                    continue
+                name = f"seed{seed}_level{li}_{threat}"
+                unit = _load_unit(units_dir / f"{name}.json")
+                if unit is not None and (unit.get("level") != list(level) or
+                                         unit.get("threat") != threat):
+                    unit = None             # the levels changed since it was stored
+                if unit is None:
+                    unit = _certify_level(cfg, model, level, threat, test, test_index, val,
+                                          val_index, log, name, seed)
+                    _save_unit(units_dir / f"{name}.json", unit)
+                else:
+                    log(f"reusing unit {name}")
+                results["units"][name] = {"seed": seed, "level": li, "threat": threat,
+                                          **_unit_summary(unit)}
+                _write_unit_files(cfg.out / "inputs", name, unit)
+                _write(results, cfg, started, units_dir)
+
+    # the baseline seed first, then everything compared with it, then the other seeds: a run
+    # stopped early still has every section of the report
+    certify_seed(cfg.baseline_seed)
+    results["timings"]["baseline_seed_s"] = round(time.perf_counter() - started, 1)
+
+    base_levels = range(len(cfg.levels)) if cfg.baseline_levels is None else cfg.baseline_levels
+    for li in base_levels:
+        level = cfg.levels[li]
+        name = f"baselines_seed{cfg.baseline_seed}_level{li}"
+        unit = _load_unit(units_dir / f"{name}.json")
+        if unit is not None and (unit.get("level") != list(level) or
+                                 unit.get("and_alpha") != cfg.settings.alpha / 2):
+            unit = None
+        if unit is None:
+            unit = _baselines(cfg, models[(cfg.baseline_seed, li)], level, data, test_index,
+                              val_index, log)
+            _save_unit(units_dir / f"{name}.json", unit)
+        else:
+            log(f"reusing unit {name}")
+        results["baselines"][str(li)] = unit
+        _write(results, cfg, started, units_dir)
+    results["timings"]["baselines_s"] = round(time.perf_counter() - started, 1)
+
+    if cfg.attack.inputs:
+        attacks = _load_unit(units_dir / "attacks.json")
+        key = _procedure_key(cfg.attack, ATTACK_VERSION)
+        if attacks is None or attacks.get("settings") != key:
+            attacks = {"settings": key, "levels": {}}
+            for li in cfg.attack.levels:
+                if li >= len(cfg.levels) or "anywhere" not in cfg.threats:
+                    continue
+                unit = _load_unit(units_dir / f"seed{cfg.baseline_seed}_level{li}_anywhere.json")
+                attacks["levels"][str(li)] = run_attacks(
+                    models[(cfg.baseline_seed, li)], noise_for(cfg.levels[li], "anywhere"),
+                    test, test_index, unit, val, val_index, cfg, log)
+            _save_unit(units_dir / "attacks.json", attacks)
+        results["attacks"] = attacks
+        _write(results, cfg, started, units_dir)
+    results["timings"]["attacks_s"] = round(time.perf_counter() - started, 1)
+
+    if cfg.counterexample.seconds > 0:
+        found = _load_unit(units_dir / "counterexample.json")
+        key = _procedure_key(cfg.counterexample, COUNTEREXAMPLE_VERSION)
+        if found is None or found.get("procedure") != key:
+            found = search_counterexample(cfg, models, results, test, test_index, log)
+            found["procedure"] = key
+            _save_unit(units_dir / "counterexample.json", found)
+        results["counterexample"] = found
+        _write(results, cfg, started, units_dir)
+    results["timings"]["counterexample_s"] = round(time.perf_counter() - started, 1)
+
+    for seed in cfg.seeds:
+        if seed != cfg.baseline_seed:
+            certify_seed(seed)
+    results["timings"]["total_s"] = round(time.perf_counter() - started, 1)
+    _write(results, cfg, started, units_dir)
+    log(f"report: {cfg.out / 'REPORT.md'} ({time.perf_counter() - started:.0f} s in all)")
+    return results
 
 
-def _write(report: dict, cfg: BenchmarkConfig, started: float) -> None:
-    report["duration_s"] = round(time.perf_counter() - started, 1)
-    (cfg.out / "results.json").write_text(json.dumps(report, indent=1, default=float))
-    (cfg.out / "REPORT.md").write_text(_markdown(report, cfg))
+def _quality(cfg, model, test, units_dir: Path, name: str) -> dict:
+    """Clean, noisy (one copy) and smoothed (majority of ``quality_votes`` copies, not a
+    certificate) recall per class and balanced accuracy of a filter on the whole test
+    split (cached beside the units)."""
+    path = units_dir / f"quality_{name}.json"
+    stored = _load_unit(path)
+    if stored is None:
+        stored = training.evaluate(model, test, votes=cfg.quality_votes, seed=cfg.run_seed)
+        _save_unit(path, stored)
+    return stored
 
 
-def _summaries(results, labels, noises, sigma, cfg, console) -> dict:
-    joint = results["joint"]
-    pred = np.array([c.label for c in joint])
-    p_lower = np.array([c.p_lower for c in joint])
-    mask = tables.certified_mask(pred, labels, [c.max_tokens for c in joint],
-                                 [c.l2_radius for c in joint])
-    sequential, per_modality = tables.baseline_masks(p_lower, pred, labels, sigma,
-                                                     noises["text"])
-    over = per_modality & ~mask
-    unimodal = {}
-    for variant in ("image_only", "text_only"):
-        certs = results[variant]
-        unimodal[variant] = tables.certified_accuracy(tables.certified_mask(
-            [c.label for c in certs], labels, [c.max_tokens for c in certs],
-            [c.l2_radius for c in certs]))
-    gain = []
-    for r in range(1, max([c.max_tokens for c in joint] + [0]) + 1):
-        chosen = [c for c in joint if c.max_tokens >= r]
-        seq = sequential_radius([c.p_lower for c in chosen], sigma,
-                                noises["text"].likelihood_ratio(r))
-        gain += [(c.l2_radius[r], s) for c, s in zip(chosen, np.atleast_1d(seq), strict=True)
-                 if s > 0]
-    summary = {
-        "abstain_rate": float(np.mean(pred == ABSTAIN)),
-        "clean_smoothed_accuracy": float(np.mean(pred == labels)),
-        "joint": tables.certified_accuracy(mask).tolist(),
-        "sequential": tables.certified_accuracy(sequential).tolist(),
-        "image_only": unimodal["image_only"].tolist(),
-        "text_only": unimodal["text_only"].tolist(),
-        "per_modality_overclaims_inputs": int(over.any(axis=(1, 2)).sum()),
-        "per_modality_overclaims_points": int(over.sum()),
-        "radius_gain_over_sequential": float(np.median([j / s - 1 for j, s in gain]))
-        if gain else None,
-    }
-    table = Table(title=f"Certified accuracy (%), sigma {sigma}, keep {noises['text'].keep_prob}"
-                        f" — joint [sequential]")
-    table.add_column("eps \\ r")
-    for r in tables.TOKEN_GRID:
-        table.add_column(str(r), justify="right")
-    for a, eps in enumerate(tables.EPS_GRID):
-        table.add_row(f"{eps:g}", *[f"{100 * summary['joint'][a][b]:.0f} "
-                                    f"[{100 * summary['sequential'][a][b]:.0f}]"
-                                    for b in range(len(tables.TOKEN_GRID))])
-    console.print(table)
-    console.print(f"per-modality check over-claims on {summary['per_modality_overclaims_inputs']}"
-                  f" inputs ({summary['per_modality_overclaims_points']} grid points); median "
-                  f"radius gain of joint over sequential at r >= 1: "
-                  f"{100 * (summary['radius_gain_over_sequential'] or 0):.1f}%")
+def _certify_level(cfg, model, level, threat, test, test_index, val, val_index, log,
+                   name, seed) -> dict:
+    noise = noise_for(level, threat, cfg.append_slots)
+    clf = SmoothedClassifier(FastFilter(model), noise, 2, batch_size=cfg.batch_size)
+    start = time.perf_counter()
+    calibration = _calibrate(cfg, clf, val, val_index)
+    val_seconds = time.perf_counter() - start
+    log(f"{name}: tau {calibration['tau']:.4f} (validation false-flag rate "
+        f"{100 * calibration['rate']:.1f}% of {calibration['records']} benign records, "
+        f"{cfg.val_copies} copies each; {val_seconds:.0f} s)")
+    ids = _ids("test", test_index)
+    records = [_record(test, i) for i in test_index]
+    seeds = [input_seed(cfg.run_seed, s) for s in ids]
+    unit = certify_unit(clf, records, seeds, CELLS, cfg.settings, calibration["tau"],
+                        majority=threat in cfg.majority_threats and (
+                            cfg.majority_seeds is None or seed in cfg.majority_seeds))
+    out = _pack(unit, test.labels[test_index], ids)
+    out.update(calibration=calibration, val_seconds=round(val_seconds, 1), level=list(level),
+               threat=threat,
+               ceiling=_ceilings(noise, cfg.settings, calibration["tau"]))
+    s = out["summary"]
+    majority = f"; majority certified accuracy at (0, 0) {100 * s['majority_accuracy'][0]:.1f}%" \
+        if "majority_accuracy" in s else ""
+    log(f"{name}: {len(ids)} inputs in {unit['seconds']:.0f} s, {s['mean_draws']:.0f} draws "
+        f"per input ({s['draws_per_s']:.0f}/s; per rule "
+        + ", ".join(f"{k} {v:.0f}" for k, v in s["queries"].items())
+        + f"); certified unsafe recall at (0, 0) {100 * s['detector_recall'][0]:.1f}%, test "
+        f"false-flag rate {100 * s['false_flag_rate']:.1f}%{majority}")
+    return out
+
+
+def _calibrate(cfg, clf, val, val_index, fast=None, fixed=None) -> dict:
+    """The detector's tau on the benign validation records (bench/calibrate.py): estimates
+    from ``val_copies`` copies, the top re-estimated from ``val_copies_top``."""
+    safe = val_index[val.labels[val_index] == 0]
+    records = [_record(val, i) for i in safe]
+    seeds = [input_seed(cfg.run_seed, s) for s in _ids("val", safe)]
+
+    def counts(index, copies):
+        chosen = [records[int(i)] for i in index]
+        labels_fn = CachedModality(fast, fixed, chosen) if fixed else None
+        return count_copies(clf, chosen, [seeds[int(i)] for i in index], copies,
+                            labels_fn=labels_fn, batch_size=cfg.batch_size)[:, 1]
+
+    first = counts(np.arange(len(records)), cfg.val_copies) / cfg.val_copies
+    scores, copies = refine(first, counts, cfg.val_copies, cfg.val_copies_top)
+    return choose_threshold(scores, copies, cfg.false_flag_rate)
+
+
+def _ceilings(noise: HybridNoise, settings: Settings, tau: float | None) -> dict:
+    """Sample-size ceilings of the detector and the majority vote: the largest certifiable
+    threshold and the L2 radius it certifies per token budget of the grid."""
+    out = {}
+    for name, rule, zero in (("majority", MAJORITY, noise.threshold(noise.budget({}))),
+                             ("detector", None if tau is None else Rule.flag(tau), tau)):
+        if rule is None:
+            continue
+        mode = "flag" if name == "detector" else "majority"
+        p = ceiling_probability(zero, settings.alpha, settings.n_max, settings.boundary, mode)
+        out[name] = {"p": p, "eps": eps_ceiling(noise, p, rule, TOKEN_GRID)}
+    return out
+
+
+def _pack(unit: dict, labels, ids) -> dict:
+    """A unit as JSON-ready data: per-input rows, cell outcomes, draws, a summary."""
+    labels = np.asarray(labels, dtype=int)
+    rows = unit_rows(unit, labels, ids)
+    outcomes = {k: v.astype(int).tolist() for k, v in unit["outcomes"].items()}
+    drawn = unit["drawn"]
+    queries = {name: float(np.mean(v)) for name, v in unit["queries"].items()}
+    out = {"ids": list(ids), "labels": labels.tolist(), "rows": rows, "outcomes": outcomes,
+           "queries": queries,
+           "labels_of": unit["labels_of"], "baseline_labels": unit["baseline_labels"],
+           "drawn": drawn.tolist(), "seconds": round(unit["seconds"], 1),
+           "thresholds": {k: {m: [None if not np.isfinite(x) else float(x) for x in v]
+                              for m, v in t.items()} for k, t in unit["thresholds"].items()}}
+    out["summary"] = _unit_summary(out)
+    return out
+
+
+def _unit_summary(unit: dict) -> dict:
+    labels = np.asarray(unit["labels"])
+    summary = {"mean_draws": float(np.mean(unit["drawn"])), "queries": unit.get("queries", {}),
+               "draws_per_s": float(np.sum(unit["drawn"]) / max(unit["seconds"], 1e-9)),
+               "seconds": unit["seconds"]}
+    if "detector" in unit["outcomes"]:
+        det = np.asarray(unit["outcomes"]["detector"], dtype=bool)
+        summary["detector_recall"] = det[labels == 1].mean(0).tolist()
+        summary["false_flag_rate"] = float(det[labels == 0, 0].mean())
+    if "majority" in unit["outcomes"]:
+        maj = np.asarray(unit["outcomes"]["majority"], dtype=bool)
+        correct = np.asarray(unit["labels_of"]["majority"]) == labels
+        summary["majority_accuracy"] = (maj & correct[:, None]).mean(0).tolist()
     return summary
 
 
-def _figures(joint, labels, level, out: Path, sigma, keep):
-    pred = [c.label for c in joint]
-    level["figures"] = [
-        plots.accuracy_curves(pred, labels, [c.max_tokens for c in joint],
-                              [c.l2_radius for c in joint], out / f"curves_s{sigma}_a{keep}.png",
-                              f"joint certificate, sigma {sigma}, keep {keep}").name,
-        plots.accuracy_heatmap(np.array(level["joint"]), out / f"heatmap_s{sigma}_a{keep}.png",
-                               f"certified accuracy, sigma {sigma}, keep {keep}").name,
-    ]
+def _baselines(cfg, model, level, data, test_index, val_index, log) -> dict:
+    """Image-only and text-only smoothing of the joint filter, and the factorized AND of
+    separately trained unimodal branches, on the same test inputs (one seed)."""
+    test, val = data["test"], data["val"]
+    seed, out = cfg.baseline_seed, {"level": list(level)}
+    ids = _ids("test", test_index)
+    seeds = [input_seed(cfg.run_seed, s) for s in ids]
+    val_ids = _ids("val", val_index)
+    val_seeds = [input_seed(cfg.run_seed, s) for s in val_ids]
+    labels = test.labels[test_index]
+    fast = FastFilter(model)
+    # one-modality smoothing of the joint filter: the other modality clean and cached
+    for name, image, text, fixed, cells in (
+            ("image_only", True, False, "text", [(e, 0) for e in EPS_GRID]),
+            ("text_only", False, True, "image", [(0.0, r) for r in TOKEN_GRID])):
+        noise = noise_for(level, "anywhere", image=image, text=text)
+        clf = SmoothedClassifier(fast, noise, 2, batch_size=cfg.batch_size)
+        calibration = _calibrate(cfg, clf, val, val_index, fast, fixed)
+        records = [_record(test, i) for i in test_index]
+        unit = certify_unit(clf, records, seeds, cells, cfg.settings, calibration["tau"],
+                            baselines=False, labels_fn=CachedModality(fast, fixed, records))
+        packed = _pack(unit, labels, ids)
+        packed["calibration"] = calibration
+        packed["cells"] = [list(c) for c in cells]
+        out[name] = packed
+        log(f"baseline {name} smoothing (level {level}): tau {calibration['tau']:.4f}, "
+            f"{unit['seconds']:.0f} s, {packed['summary']['mean_draws']:.0f} draws per input")
+    # factorized AND: an image-only and a text-only branch, each smoothed over its modality
+    branches = {}
+    for modality in ("image", "text"):
+        config = cfg.filter_config(level, seed, (modality,))
+        branch, seconds = load_or_train(cfg.cache, config, data["train"], cfg.epochs, log)
+        noise = HybridNoise([Continuous("image", Gaussian(level[0]))]) if modality == "image" \
+            else HybridNoise([Tokens("text", Substitution(level[1], safety.vocabulary().size),
+                                     safety.vocabulary())])
+        clf = SmoothedClassifier(FastFilter(branch), noise, 2, batch_size=cfg.batch_size)
+        counts = count_copies(clf, [_record(val, i, (modality,)) for i in val_index],
+                              val_seeds, cfg.val_copies, batch_size=cfg.batch_size)
+        branches[modality] = {"clf": clf, "scores": counts[:, 1] / cfg.val_copies,
+                              "train_s": round(seconds, 1), "name": config.name}
+    pair = choose_pair(branches["image"]["scores"], branches["text"]["scores"],
+                       val.labels[val_index], cfg.val_copies, cfg.false_flag_rate)
+    # each branch at alpha / 2: the AND's claim needs both, so it holds with probability at
+    # least 1 - alpha, like the joint certificate's
+    branch_settings = replace(cfg.settings, alpha=cfg.settings.alpha / 2)
+    out["and"] = {"calibration": pair, "branches": {}}
+    out["and_alpha"] = branch_settings.alpha
+    for modality, cells in (("image", [(e, 0) for e in EPS_GRID]),
+                            ("text", [(0.0, r) for r in TOKEN_GRID])):
+        tau = pair["tau_image"] if modality == "image" else pair["tau_text"]
+        records = [_record(test, i, (modality,)) for i in test_index]
+        unit = certify_unit(branches[modality]["clf"], records, seeds, cells, branch_settings,
+                            tau,
+                            majority=False, baselines=False)
+        packed = _pack(unit, labels, ids)
+        packed.update(cells=[list(c) for c in cells], model=branches[modality]["name"],
+                      train_s=branches[modality]["train_s"])
+        out["and"]["branches"][modality] = packed
+    image_cert = np.asarray(out["and"]["branches"]["image"]["outcomes"]["detector"], bool)
+    text_cert = np.asarray(out["and"]["branches"]["text"]["outcomes"]["detector"], bool)
+    # (eps, r) certified iff the image branch is certified at eps and the text branch at r
+    grid = image_cert[:, :, None] & text_cert[:, None, :]
+    out["and"]["outcomes"] = grid.reshape(len(ids), -1).astype(int).tolist()
+    log(f"baseline factorized AND (level {level}): taus {pair['tau_image']:.3f} / "
+        f"{pair['tau_text']:.3f} (validation false-flag rate {100 * pair['rate']:.1f}%, "
+        f"recall {100 * pair['recall']:.1f}%); certified unsafe recall at (0, 0) "
+        f"{100 * grid[labels == 1, 0, 0].mean():.1f}%")
+    return out
 
 
-def _attacks(model, noises, vocab, test, subset, joint, labels, cfg, console) -> dict:
-    """Base model: attack at (eps 0.5, r 2).  Smoothed: attack each certified input at its
-    own certified (eps*(r), r) with r = min(2, r_max), then query the smoothed classifier."""
-    clf = SmoothedClassifier(model, noises, 2, {"text": vocab}, batch_size=512)
-    base_flips = base_total = smooth_flips = smooth_total = smooth_abstain = 0
-    for k, i in enumerate(subset[: cfg.attack_inputs]):
-        image, tokens = test.image(int(i)), torch.from_numpy(test.tokens[i])
-        label = int(test.labels[i])
-        # joint_attack builds batches without an attention mask; substitutions never touch
-        # padding, so the input's own mask is exact for every attacked batch
-        attacked = _WithAttention(model, torch.from_numpy(test.attention[i]))
-        with torch.no_grad():
-            clean = int(attacked({"image": image[None], "text": tokens[None]}).argmax(1))
-        if clean == label:
-            base_total += 1
-            adv_image, adv_tokens = joint_attack(attacked, image, tokens, label, 0.5, 2, vocab,
-                                                 seed=k)
-            with torch.no_grad():
-                out = attacked({"image": adv_image[None], "text": adv_tokens[None]})
-            base_flips += int(out.argmax(1)) != label
-        cert = joint[k]
-        if cert.label == label and cert.max_tokens >= 0:
-            r = min(2, cert.max_tokens)
-            adv_image, adv_tokens = joint_attack(attacked, image, tokens, label,
-                                                 cert.l2_radius[r] * 0.999, r, vocab,
-                                                 noises=noises, samples=16, steps=10, seed=k)
-            record = {"image": adv_image,
-                      "text": TokenBlock(adv_tokens, attention=attacked.attention)}
-            prediction = clf.predict(record, 200, 0.01, seed=k)
-            smooth_total += 1
-            smooth_abstain += prediction.label == ABSTAIN
-            smooth_flips += prediction.label not in (label, ABSTAIN)
-    result = {"base_attacked": base_total, "base_flipped": base_flips,
-              "smoothed_attacked": smooth_total, "smoothed_flipped": smooth_flips,
-              "smoothed_abstained": smooth_abstain}
-    console.print(f"attack: base model flipped on {base_flips}/{base_total} inputs at L2 0.5 + "
-                  f"2 tokens; smoothed classifier flipped on {smooth_flips}/{smooth_total} "
-                  f"certified inputs inside their certified regions ({smooth_abstain} abstained)")
-    return result
+#: Versions of the attack and counterexample procedures: a cached result of another version
+#: is recomputed.
+ATTACK_VERSION = 2
+COUNTEREXAMPLE_VERSION = 2
 
 
-class _WithAttention(torch.nn.Module):
-    """The model with one input's attention mask on every row of a batch."""
-
-    def __init__(self, model, attention: torch.Tensor):
-        super().__init__()
-        self.model, self.attention = model, attention
-
-    def forward(self, batch):
-        ids = batch["text"]
-        return self.model({**batch, "text_attention": self.attention.expand_as(ids)})
+def _procedure_key(settings, version: int) -> dict:
+    """A procedure's settings as stored in JSON (tuples become lists), with its version."""
+    return {**json.loads(json.dumps(asdict(settings))), "version": version}
 
 
-def _markdown(report: dict, cfg: BenchmarkConfig) -> str:
-    lines = ["# Certified image+text safety filter", "",
-             f"Machine: {report['machine']}; total time {report['duration_s']:.0f} s. "
-             f"Test subset: {cfg.subset} seeded inputs, n0 = {cfg.n0}, n = {cfg.n}, "
-             f"alpha = {cfg.alpha}. Dataset: docs/DATASET.md.", "",
-             "## Does the task need both modalities? (test balanced accuracy, no smoothing)", "",
-             "| model | clean | under training noise |", "|---|---|---|"]
-    for name, metrics in report["ablations"].items():
-        lines.append(f"| {name} | {100 * metrics['clean']['balanced']:.1f} | "
-                     f"{100 * metrics['noisy']['balanced']:.1f} |")
-    if not report["ablations"]:
-        lines.append("| (not trained at this size: docs/benchmark/probes.log) | | |")
-    for level in report["levels"]:
-        lines += ["", f"## sigma = {level['sigma']}, keep_prob = {level['keep_prob']}", "",
-                  f"Base model on the whole test split, recall safe / unsafe (balanced), %; "
-                  f"majority of {cfg.votes} noisy copies, no abstention:", "",
-                  "| inputs | all | seen sprites | held-out sprites | Noto style |",
-                  "|---|---|---|---|---|"]
-        for mode in ("clean", "noisy", "smoothed"):
-            cells = [level.get(mode if part == "all" else f"{mode}:{part}")
-                     for part in ("all", "seen", "heldout", "noto")]
-            lines.append(f"| {mode} | " + " | ".join(
-                "" if c is None else f"{100 * c['safe']:.0f} / {100 * c['unsafe']:.0f} "
-                f"({100 * c['balanced']:.1f})" for c in cells) + " |")
-        lines += ["",
-                  f"Base model balanced accuracy {100 * level['clean']['balanced']:.1f}% clean, "
-                  f"{100 * level['noisy']['balanced']:.1f}% under noise; smoothed classifier "
-                  f"accuracy "
-                  f"{100 * level['clean_smoothed_accuracy']:.1f}%, abstain rate "
-                  f"{100 * level['abstain_rate']:.1f}%.", "",
-                  "Joint certificate, certified accuracy (%):", "",
-                  tables.markdown_grid(np.array(level["joint"])), "",
-                  "Sequential composition (better of both orders), same inputs:", "",
-                  tables.markdown_grid(np.array(level["sequential"])), "",
-                  "Image-only smoothing (text not noised: only r = 0):", "",
-                  tables.markdown_grid(np.array(level["image_only"])), "",
-                  "Text-only smoothing (image not noised: only eps = 0):", "",
-                  tables.markdown_grid(np.array(level["text_only"])), "",
-                  f"The unsound per-modality check would declare "
-                  f"**{level['per_modality_overclaims_inputs']} inputs** robust at grid points "
-                  f"where the joint certificate does not "
-                  f"({level['per_modality_overclaims_points']} (input, eps, r) points). "
-                  f"Median radius gain of the joint certificate over sequential composition "
-                  f"at r >= 1: {100 * (level['radius_gain_over_sequential'] or 0):.1f}%.", ""]
-        lines += [f"![{name}]({name})" for name in level["figures"]]
-        if "attack" in level:
-            a = level["attack"]
-            lines += ["", f"Empirical attack: the base model flips on {a['base_flipped']}/"
-                      f"{a['base_attacked']} inputs under L2 0.5 + 2 substituted tokens (PGD + "
-                      f"greedy substitution). Aimed at the smoothed classifier (expectation "
-                      f"over 16 noise samples) inside each certified region, it flips "
-                      f"{a['smoothed_flipped']}/{a['smoothed_attacked']} certified inputs "
-                      f"({a['smoothed_abstained']} abstentions)."]
-    lines += ["", "Images: OpenMoji (CC BY-SA 4.0). Text: all-MiniLM-L6-v2 WordPiece "
-              "tokenizer and pretrained layers (Apache 2.0); held-out style: Noto Color Emoji "
-              "(OFL 1.1)."]
-    return "\n".join(lines) + "\n"
+def _load_unit(path: Path):
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _save_unit(path: Path, unit: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(unit, default=_json_default))
+    tmp.replace(path)
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def _write_unit_files(folder: Path, name: str, unit: dict) -> None:
+    """Per-input exports of a unit: the smoothing literature's TSV per setting
+    (:func:`hybridcert.smoothing.write_tsv`) and the cell decisions of every rule."""
+    for setting, rows in unit["rows"].items():
+        write_tsv(folder / f"{name}_{setting}.tsv", rows)
+    methods = sorted(unit["outcomes"])
+    with open(folder / f"{name}_cells.tsv", "w") as handle:
+        header = ["id", "label", "drawn"] + [f"{m}[{e:g},{r}]" for m in methods
+                                             for e, r in CELLS]
+        handle.write("\t".join(header) + "\n")
+        for i, input_id in enumerate(unit["ids"]):
+            values = [input_id, str(unit["labels"][i]), str(unit["drawn"][i])]
+            values += [str(v) for m in methods for v in unit["outcomes"][m][i]]
+            handle.write("\t".join(values) + "\n")
+
+
+def _write(results: dict, cfg: BenchmarkConfig, started: float, units_dir: Path) -> None:
+    results["duration_s"] = round(time.perf_counter() - started, 1)
+    units = {name: _load_unit(units_dir / f"{name}.json") for name in results["units"]}
+    bench_report.write(results, units, cfg)
+
+
+def _config_dict(cfg: BenchmarkConfig) -> dict:
+    out = asdict(cfg)
+    out["out"], out["cache"] = str(cfg.out), str(cfg.cache)
+    out["signature"] = cfg.signature()
+    return out
+
+
+def _machine() -> dict:
+    import os
+
+    return {"machine": platform.machine(), "cores": os.cpu_count(),
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "python": platform.python_version()}
+
+
+__all__ = ["CELLS", "BenchmarkConfig", "demo_checkpoint", "demo_filter_config", "full_config",
+           "noise_for", "run", "stratified_subset"]

@@ -1,5 +1,7 @@
-"""``make demo``: the safety-filter benchmark at demo size (under 10 minutes on 2 CPU cores
-from a fresh machine, less when the data and models are cached under artifacts/).
+"""``make demo`` (``python -m hybridcert.demo``): the safety-filter benchmark at demo size
+(under 10 minutes on 2 CPU cores from a fresh clone, training included); ``--full``
+(``make full-benchmark``): the full benchmark (docs/BENCHMARK.md); ``--out DIR``: where the
+report goes (default ``artifacts/demo`` or ``artifacts/full``).
 
 Torch uses at most ``HYBRIDCERT_THREADS`` threads (default: 2, or fewer cores), so a busy
 machine is not oversubscribed."""
@@ -8,10 +10,11 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import torch
 
-from hybridcert.benchmark import BenchmarkConfig, run
+from hybridcert.benchmark import BenchmarkConfig, full_config, run
 
 
 def bound_threads() -> int:
@@ -27,17 +30,40 @@ def bound_threads() -> int:
     return threads
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    bound_threads()
+def parse(argv: list[str]) -> BenchmarkConfig:
+    """The configuration of ``[--full] [--out DIR]``."""
+    args = list(argv)
+    full = "--full" in args
+    if full:
+        args.remove("--full")
+    out = None
+    if "--out" in args:
+        at = args.index("--out")
+        if at + 1 >= len(args):
+            raise ValueError("--out needs a folder")
+        out = Path(args[at + 1])
+        del args[at: at + 2]
+    if args:
+        raise ValueError(f"unknown arguments {args}; use [--full] [--out DIR]")
+    if full:
+        return full_config(out or Path("artifacts/full"))
     config = BenchmarkConfig()
-    if "--full" in argv:   # the documented full benchmark (docs/BENCHMARK.md)
-        config = BenchmarkConfig(levels=[(0.25, 0.75), (0.25, 0.5), (0.5, 0.25), (0.5, 0.1)],
-                                 text_layers=1, ablations=True,
-                                 subset=500, n0=64, n=10_000, alpha=0.001,
-                                 attack_inputs=40, out=config.out.parent / "full")
+    if out is not None:
+        config.out = out
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        config = parse(argv)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    bound_threads()
     run(config)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -10,7 +10,6 @@ from safetensors import safe_open
 
 from hybridcert.adapters import ImageProcessor, ModelAdapter
 from hybridcert.attacks import joint_attack
-from hybridcert.benchmark import _WithAttention
 from hybridcert.blocks import HybridNoise
 from hybridcert.cli.main import main
 from hybridcert.data import safety
@@ -149,14 +148,22 @@ def test_predict_and_metrics(small_model, tiny):
 def test_attack_stays_inside_its_budget(small_model, tiny):
     vocab = safety.vocabulary()
     image, tokens = tiny.image(0), torch.from_numpy(tiny.tokens[0])
-    model = _WithAttention(small_model, torch.from_numpy(tiny.attention[0]))
-    adv_image, adv_tokens = joint_attack(model, image, tokens, int(tiny.labels[0]), 0.3, 2,
-                                         vocab, steps=5, candidates=8)
-    assert float((adv_image - image).norm()) <= 0.3 + 1e-5
-    assert float(adv_image.min()) >= 0 and float(adv_image.max()) <= 1
-    changed = adv_tokens != tokens
-    assert int(changed.sum()) <= 2
-    assert bool((tokens[changed] >= safety.FIRST_NOISABLE_ID).all())
+    attention = torch.from_numpy(tiny.attention[0])
+    noise = training.hybrid_noise(small_model.config)
+    for kwargs in ({}, {"noise": noise, "samples": 4}):
+        adv_image, adv_tokens = joint_attack(small_model, image, tokens, int(tiny.labels[0]),
+                                             0.3, 2, vocab, attention=attention, steps=5,
+                                             candidates=8, **kwargs)
+        assert float((adv_image - image).norm()) <= 0.3 + 1e-5
+        assert float(adv_image.min()) >= 0 and float(adv_image.max()) <= 1
+        changed = adv_tokens != tokens
+        assert int(changed.sum()) <= 2
+        assert bool((tokens[changed] >= safety.FIRST_NOISABLE_ID).all())
+        assert bool((attention[changed] == 1).all())      # padding is never attacked
+    with pytest.raises(ValueError, match="attention"):
+        joint_attack(small_model, image, tokens, 0, 0.1, 1, vocab, attention=attention[:3])
+    with pytest.raises(ValueError, match="samples"):
+        joint_attack(small_model, image, tokens, 0, 0.1, 1, vocab, noise=noise)
 
 
 def test_train_command(tmp_path, capsys):

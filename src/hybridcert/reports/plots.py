@@ -88,3 +88,92 @@ def run_curves(rows, table, layout, path: Path, title: str, class_names, ceiling
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def interval_curves(panels, path: Path, title: str, xlabel: str = "L2 radius eps",
+                    ylabel: str = "certified rate", reference=None,
+                    reference_label: str = "constant classifier") -> Path:
+    """One panel per entry of ``panels``: curves with 95 % interval bands and, per panel, the
+    sample-size ceiling as dashed vertical lines.
+
+    Parameters
+    ----------
+    panels : list of dict
+        ``{"title": str, "x": array, "curves": [{"label", "mean", "low", "high"}],
+        "ceilings": [(x, label)]}``; a ceiling at ``x`` means no input can be certified to
+        its right (for the curve named in ``label``).
+    reference : float, optional
+        Horizontal line (e.g. the constant classifier's certified rate).
+
+    The y axis runs slightly past 100 % so that curves at 100 % stay visible.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), sharey=True,
+                             squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        x = np.asarray(panel["x"], dtype=float)
+        for k, curve in enumerate(panel["curves"]):
+            color = f"C{k}"
+            ax.plot(x, curve["mean"], marker="o", ms=3, color=color, label=curve["label"],
+                    linestyle=curve.get("style", "-"))
+            ax.fill_between(x, curve["low"], curve["high"], color=color, alpha=0.15)
+        for k, (xc, label) in enumerate(panel.get("ceilings", [])):
+            if xc is None or not np.isfinite(xc):
+                continue
+            ax.axvline(min(xc, x.max() * 1.05), color="grey", linestyle="--", linewidth=1,
+                       alpha=1.0 - 0.2 * k, label=f"sample-size ceiling ({label})")
+        if reference is not None:
+            ax.axhline(reference, color="black", linestyle=":", linewidth=1,
+                       label=reference_label)
+        ax.set_xlabel(xlabel)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_xlim(x.min() - 0.02, x.max() * 1.05 + 0.01)
+        ax.grid(alpha=0.3)
+        ax.set_title(panel["title"], fontsize=8)
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][0].legend(fontsize=6, loc="upper right")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def grouped_bars(groups, series, path: Path, title: str, ylabel: str = "rate",
+                 beyond=None, note: str | None = None) -> Path:
+    """Grouped bars with 95 % interval whiskers.
+
+    Parameters
+    ----------
+    groups : list of str
+        Group labels (x axis).
+    series : list of dict
+        ``{"label", "mean", "low", "high", "hatch" (optional)}``, one value per group.
+    beyond : list of bool, optional
+        Groups beyond the sample-size ceiling: marked on the axis.
+    note : str, optional
+        Footnote under the axis (e.g. the ceiling's meaning).
+    """
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(groups) * (1 + len(series) / 4)), 3.9))
+    width = 0.8 / max(1, len(series))
+    x = np.arange(len(groups))
+    for k, s in enumerate(series):
+        mean = np.asarray(s["mean"], dtype=float)
+        err = np.vstack([mean - np.asarray(s["low"], float), np.asarray(s["high"], float) - mean])
+        ax.bar(x + (k - (len(series) - 1) / 2) * width, np.nan_to_num(mean), width,
+               yerr=np.nan_to_num(err), capsize=2, label=s["label"], color=f"C{k}",
+               hatch=s.get("hatch"), edgecolor="black" if s.get("hatch") else None,
+               linewidth=0.5)
+    labels = [g + ("\n(beyond ceiling)" if beyond is not None and beyond[i] else "")
+              for i, g in enumerate(groups)]
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    ax.set_title(title, fontsize=9)
+    if note:
+        fig.text(0.01, 0.01, note, fontsize=6)
+    fig.tight_layout(rect=(0, 0.04 if note else 0, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

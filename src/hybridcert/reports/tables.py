@@ -104,3 +104,27 @@ def markdown_table(values: np.ndarray, row_labels, column_labels, corner: str) -
     body = [f"| {r} | " + " | ".join("-" if np.isnan(v) else f"{100 * v:.1f}" for v in row)
             + " |" for r, row in zip(row_labels, values, strict=True)]
     return "\n".join([head, rule, *body])
+
+
+def markdown_interval_table(mean, low, high, row_labels, column_labels, corner: str,
+                            blank=None, digits: int = 1) -> str:
+    """A percentage table whose cells read ``mean [low, high]``; cells where ``blank`` is
+    True read ``–`` (e.g. beyond the sample-size ceiling), NaN reads ``-``."""
+    mean, low, high = (np.atleast_2d(np.asarray(a, dtype=float)) for a in (mean, low, high))
+    blank = np.zeros(mean.shape, dtype=bool) if blank is None else \
+        np.atleast_2d(np.asarray(blank, dtype=bool))
+    head = f"| {corner} | " + " | ".join(str(c) for c in column_labels) + " |"
+    rule = "|---" * (len(column_labels) + 1) + "|"
+    body = []
+    for a, label in enumerate(row_labels):
+        cells = []
+        for b in range(mean.shape[1]):
+            if blank[a, b]:
+                cells.append("–")
+            elif np.isnan(mean[a, b]):
+                cells.append("-")
+            else:
+                cells.append(f"{100 * mean[a, b]:.{digits}f} [{100 * low[a, b]:.{digits}f}, "
+                             f"{100 * high[a, b]:.{digits}f}]")
+        body.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join([head, rule, *body])

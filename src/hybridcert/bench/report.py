@@ -1,0 +1,799 @@
+"""REPORT.md, plots and results.json of a benchmark run (rewritten after every unit)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+
+from hybridcert.bench.metrics import rate_table
+from hybridcert.reports import plots
+from hybridcert.reports.tables import EPS_GRID, TOKEN_GRID, markdown_interval_table
+
+SWEEP_CELLS = [(0.0, 0), (0.25, 0), (0.5, 0), (0.0, 1), (0.25, 1), (0.0, 2), (0.5, 2)]
+SETTING_TITLES = {"detector": "detector (flag side, tau for a <= 5 % validation false-flag rate)",
+                  "majority": "majority vote"}
+
+
+def _cell(e: float, r: int) -> int:
+    return EPS_GRID.index(e) * len(TOKEN_GRID) + TOKEN_GRID.index(r)
+
+
+def _groups(results: dict, units: dict) -> dict:
+    """(level index, threat) -> list of (seed, unit), seeds in order."""
+    out: dict = {}
+    for name, info in results["units"].items():
+        unit = units.get(name)
+        if unit is None:
+            continue
+        out.setdefault((info["level"], info["threat"]), []).append((info["seed"], unit))
+    return {k: sorted(v, key=lambda t: t[0]) for k, v in sorted(out.items())}
+
+
+def group_metrics(members: list, replicates: int) -> dict:
+    """Rates with intervals of one (level, threat) over its seeds."""
+    units = [u for _, u in members]
+    labels = np.asarray(units[0]["labels"])
+    for u in units[1:]:
+        if u["ids"] != units[0]["ids"]:
+            raise ValueError("units of one level must certify the same inputs")
+    safe, unsafe = labels == 0, labels == 1
+    m: dict = {"seeds": [s for s, _ in members], "inputs": int(labels.size),
+               "unsafe": int(unsafe.sum()), "safe": int(safe.sum())}
+
+    def stack(key, correct_of=None, among=None):
+        arrays = []
+        for u in units if among is None else among:
+            a = np.asarray(u["outcomes"][key], dtype=bool)
+            if correct_of is not None:
+                pred = np.asarray(u["labels_of"][correct_of] if correct_of in u["labels_of"]
+                                  else u["baseline_labels"][correct_of])
+                a = a & (pred == labels)[:, None]
+            arrays.append(a)
+        return np.stack(arrays)
+
+    if "detector" in units[0]["outcomes"]:
+        det = stack("detector")
+        m["detector"] = rate_table(det[:, unsafe], replicates)
+        m["false_flag"] = rate_table(det[:, safe][:, :, :1], replicates)
+        for method in ("sequential", "per_modality"):
+            key = f"detector_{method}"
+            if key in units[0]["outcomes"]:
+                m[key] = rate_table(stack(key)[:, unsafe], replicates)
+                if method == "per_modality":
+                    over = stack(key) & ~det
+                    m["detector_overclaims"] = _overclaims(over)
+        m["taus"] = [u["calibration"]["tau"] for u in units]
+        m["val_rates"] = [u["calibration"]["rate"] for u in units]
+        m["feasible"] = [u["calibration"].get("feasible", True) for u in units]
+        m["test_rates"] = det[:, safe, 0].mean(1).tolist()
+        slices = np.asarray(units[0].get("slices") or [])
+        m["slices"] = {}
+        for name in ("seen", "heldout", "noto"):
+            mask = (slices == name) & unsafe if slices.size else np.zeros(0, bool)
+            if mask.any():
+                m["slices"][name] = rate_table(det[:, mask][:, :, :1], replicates)
+    voted = [u for u in units if "majority" in u["outcomes"]]     # majority_seeds
+    if voted:
+        m["majority_seeds"] = [s for s, u in members if "majority" in u["outcomes"]]
+        maj = stack("majority", "majority", voted)
+        m["majority"] = rate_table(maj, replicates)
+        m["majority_safe"] = rate_table(maj[:, safe], replicates)
+        m["majority_unsafe"] = rate_table(maj[:, unsafe], replicates)
+        if "majority_sequential" in voted[0]["outcomes"]:
+            m["majority_sequential"] = rate_table(
+                stack("majority_sequential", "majority_sequential", voted), replicates)
+            over = stack("majority_per_modality", among=voted) & ~np.stack(
+                [np.asarray(u["outcomes"]["majority"], dtype=bool) for u in voted])
+            m["majority_overclaims"] = _overclaims(over)
+    m["mean_draws"] = float(np.mean([np.mean(u["drawn"]) for u in units]))
+    m["seconds"] = float(np.sum([u["seconds"] for u in units]))
+    m["draws_per_s"] = float(np.sum([np.sum(u["drawn"]) for u in units]) / max(m["seconds"], 1))
+    m["blank"] = {}
+    m["ceiling"] = {}
+    for setting in ("detector", "majority"):
+        having = [u for u in units if setting in u.get("ceiling", {}) and
+                  setting in u.get("thresholds", {})]
+        if not having:
+            continue
+        beyond = []
+        for u in having:
+            p = u["ceiling"][setting]["p"]
+            thr = np.array([np.inf if t is None else t
+                            for t in u["thresholds"][setting]["joint"]])
+            # NaN: not even the zero budget (tau itself) is certifiable at this sample size
+            beyond.append(thr > p if np.isfinite(p) else np.ones(thr.shape, bool))
+        m["blank"][setting] = np.all(beyond, axis=0)
+        eps = np.array([u["ceiling"][setting]["eps"] for u in having], dtype=float)
+        m["ceiling"][setting] = {"p": [u["ceiling"][setting]["p"] for u in having],
+                                 "eps": _column_max(eps)}
+    return m
+
+
+def _ceiling_note(eps_c: float, ceiling: dict, m: dict) -> str:
+    bounds = ", ".join(f"{p:.5f}" if np.isfinite(p) else "none" for p in ceiling.get("p", []))
+    if np.isfinite(eps_c):
+        return f"Sample-size ceiling at r = 0: eps {eps_c:.3f} (largest certifiable bound " \
+               f"{bounds})."
+    return f"tau ({', '.join(f'{t:.5f}' for t in m['taus'])}) is at or above what the cap " \
+           f"of draws can certify (largest certifiable bound per seed: {bounds}; 'none': not " \
+           f"even tau): nothing can be certified at this sample size."
+
+
+def _column_max(values: np.ndarray) -> np.ndarray:
+    """Largest finite value per column (NaN where a column has none)."""
+    finite = np.where(np.isfinite(values), values, -np.inf).max(axis=0)
+    return np.where(np.isfinite(finite), finite, np.nan)
+
+
+def _overclaims(over: np.ndarray) -> dict:
+    """Per seed: inputs with at least one over-claimed cell, and over-claimed (input, cell)
+    pairs."""
+    return {"inputs": over.any(2).sum(1).tolist(), "cells": over.sum((1, 2)).tolist(),
+            "total": int(over.shape[1])}
+
+
+def _grid(table: dict) -> tuple:
+    return tuple(np.asarray(table[k]).reshape(len(EPS_GRID), len(TOKEN_GRID))
+                 for k in ("mean", "low", "high"))
+
+
+def _pct(table, index=None) -> str:
+    mean, low, high = (np.asarray(table[k]).ravel() for k in ("mean", "low", "high"))
+    i = 0 if index is None else index
+    if np.isnan(mean[i]):
+        return "-"
+    return f"{100 * mean[i]:.1f} [{100 * low[i]:.1f}, {100 * high[i]:.1f}]"
+
+
+def _price(price) -> str:
+    return "none" if price is None else f"{price:g}"
+
+
+def _level_name(cfg, li: int) -> str:
+    sigma, keep = cfg.levels[li]
+    return f"sigma {sigma:g}, keep {keep:g}"
+
+
+def write(results: dict, units: dict, cfg) -> Path:
+    """Write REPORT.md, the plots and results.json to ``cfg.out``."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in results["units"]:
+        if units.get(name) is not None:
+            units[name]["slices"] = results["inputs"]["slices"]
+    groups = _groups(results, units)
+    metrics = {key: group_metrics(members, cfg.bootstrap) for key, members in groups.items()}
+    figures = _figures(results, metrics, cfg, out)
+    text = _markdown(results, metrics, cfg, figures)
+    (out / "REPORT.md").write_text(text)
+    compact = _compact(results, metrics)
+    (out / "results.json").write_text(json.dumps(compact, indent=1, default=_plain,
+                                                 allow_nan=True))
+    return out / "REPORT.md"
+
+
+def _plain(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return str(value)
+
+
+def _compact(results: dict, metrics: dict) -> dict:
+    """results.json: every aggregate (per-input data is in inputs/*.tsv)."""
+    data = copy.deepcopy(results)
+    for unit in data.get("baselines", {}).values():
+        for key in ("image_only", "text_only"):
+            if key in unit:
+                unit[key] = {k: v for k, v in unit[key].items()
+                             if k not in ("rows", "outcomes", "labels_of", "baseline_labels",
+                                          "drawn", "ids", "labels")}
+        if "and" in unit:
+            for branch in unit["and"]["branches"].values():
+                for k in ("rows", "outcomes", "labels_of", "baseline_labels", "drawn", "ids",
+                          "labels"):
+                    branch.pop(k, None)
+            unit["and"].pop("outcomes", None)
+    data["metrics"] = {f"level{li}_{threat}": m for (li, threat), m in metrics.items()}
+    return data
+
+
+# -- figures ---------------------------------------------------------------------------------
+def _figures(results, metrics, cfg, out: Path) -> list[str]:
+    names = []
+    for threat in cfg.threats:
+        keys = [k for k in metrics if k[1] == threat]
+        for setting in ("detector", "majority"):
+            panels = []
+            for key in keys:
+                m = metrics[key]
+                if setting not in m:
+                    continue
+                mean, low, high = _grid(m[setting])
+                blank = np.asarray(m["blank"].get(setting, np.zeros(25)), bool).reshape(
+                    mean.shape)
+                mean, low, high = (np.where(blank, np.nan, a) for a in (mean, low, high))
+                curves = [{"label": f"r = {r}" + (" (beyond ceiling)" if blank[:, b].all()
+                                                  else ""),
+                           "mean": mean[:, b], "low": low[:, b], "high": high[:, b]}
+                          for b, r in enumerate(TOKEN_GRID)]
+                ceiling = m["ceiling"].get(setting, {}).get("eps")
+                ceilings = [] if ceiling is None else \
+                    [(ceiling[b], f"r = {r}") for b, r in enumerate(TOKEN_GRID[:2])]
+                tau = "" if setting != "detector" else \
+                    f", tau {np.mean(m['taus']):.3f}"
+                shown = m["unsafe"] if setting == "detector" else m["inputs"]
+                seeds = m["seeds"] if setting == "detector" else m["majority_seeds"]
+                panels.append({"title": f"{_level_name(cfg, key[0])}{tau}; seeds "
+                                        f"{seeds}, {shown} inputs",
+                               "x": EPS_GRID, "curves": curves, "ceilings": ceilings})
+            if not panels:
+                continue
+            path = out / f"{setting}_{threat}.png"
+            what = "certified unsafe recall" if setting == "detector" else \
+                "certified accuracy (balanced test set)"
+            model = f"safety filter ({cfg.text_layers} MiniLM layer + CNN), threat {threat}"
+            plots.interval_curves(
+                panels, path, f"{what}, {SETTING_TITLES[setting]}\n{model}; n_max "
+                              f"{cfg.settings.n_max:,}, alpha {cfg.settings.alpha:g}; points "
+                              f"beyond the sample-size ceiling omitted",
+                ylabel=what, reference=0.0 if setting == "detector" else 0.5,
+                reference_label="constant classifier (detector: 0 at <= 5 % false flags)"
+                if setting == "detector" else "constant classifier (50 %)")
+            names.append(path.name)
+    sweep = _sweep_figure(metrics, cfg, out)
+    if sweep:
+        names.append(sweep)
+    base = _baseline_figure(results, metrics, cfg, out)
+    if base:
+        names.append(base)
+    attacks = _attack_figure(results, metrics, cfg, out)
+    if attacks:
+        names.append(attacks)
+    return names
+
+
+def _sweep_figure(metrics, cfg, out: Path) -> str | None:
+    keys = sorted(k for k in metrics if k[1] == "anywhere")
+    if len(keys) < 2:
+        return None
+    keeps = [cfg.levels[li][1] for li, _ in keys]
+    panels = []
+    for setting in ("detector", "majority"):
+        curves, ceilings = [], []
+        for e, r in SWEEP_CELLS[:5]:
+            j = _cell(e, r)
+            tables = [metrics[k][setting] for k in keys]
+            mean = np.array([np.asarray(t["mean"]).ravel()[j] for t in tables])
+            beyond = np.array([bool(metrics[k]["blank"].get(setting, np.zeros(25))[j])
+                               for k in keys])
+            curves.append({"label": f"(eps {e:g}, r {r})" + (" [· beyond ceiling]"
+                                                            if beyond.any() else ""),
+                           "mean": np.where(beyond, np.nan, mean),
+                           "low": np.where(beyond, np.nan,
+                                           [np.asarray(t["low"]).ravel()[j] for t in tables]),
+                           "high": np.where(beyond, np.nan,
+                                            [np.asarray(t["high"]).ravel()[j] for t in tables])})
+        panels.append({"title": SETTING_TITLES[setting], "x": keeps, "curves": curves,
+                       "ceilings": ceilings})
+    path = out / "keep_sweep.png"
+    sigma = cfg.levels[0][0]
+    plots.interval_curves(panels, path, f"keep-probability sweep (sigma {sigma:g}, threat "
+                                        f"anywhere; gaps: cell beyond the sample-size ceiling)",
+                          xlabel="token keep probability", ylabel="certified rate")
+    return path.name
+
+
+def _baseline_figure(results, metrics, cfg, out: Path) -> str | None:
+    baselines = results.get("baselines") or {}
+    if not baselines:
+        return None
+    cells = [(0.0, 0), (0.25, 0), (0.0, 1), (0.25, 1), (0.5, 2)]
+    groups, series_values, beyond = [], {}, []
+    labels = np.asarray(results["inputs"]["labels"])
+    unsafe = labels == 1
+    order = ["joint", "sequential composition", "per-modality (UNSOUND)", "image-only smoothing",
+             "text-only smoothing", "factorized AND"]
+    for li_text, base in sorted(baselines.items()):
+        li = int(li_text)
+        m = metrics.get((li, "anywhere"))
+        if m is None:
+            continue
+        unit = _unit_of(results, cfg.baseline_seed, li)
+        if unit is None:
+            continue
+        for e, r in cells:
+            j = _cell(e, r)
+            groups.append(f"keep {cfg.levels[li][1]:g}\n({e:g}, {r})")
+            beyond.append(bool(m["blank"].get("detector", np.zeros(25))[j]))
+            values = {
+                "joint": np.asarray(unit["outcomes"]["detector"], bool)[unsafe, j],
+                "sequential composition":
+                    np.asarray(unit["outcomes"]["detector_sequential"], bool)[unsafe, j],
+                "per-modality (UNSOUND)":
+                    np.asarray(unit["outcomes"]["detector_per_modality"], bool)[unsafe, j],
+                "image-only smoothing": _single(base["image_only"], e, r, "image")[unsafe],
+                "text-only smoothing": _single(base["text_only"], e, r, "text")[unsafe],
+                "factorized AND": np.asarray(base["and"]["outcomes"], bool)[unsafe, j]}
+            for key in order:
+                table = rate_table(values[key][None, :, None].astype(float), cfg.bootstrap)
+                series_values.setdefault(key, []).append(table)
+    if not groups:
+        return None
+    series = []
+    for key in order:
+        tables = series_values[key]
+        series.append({"label": key, "mean": [float(t["mean"][0]) for t in tables],
+                       "low": [float(t["low"][0]) for t in tables],
+                       "high": [float(t["high"][0]) for t in tables],
+                       "hatch": "//" if "UNSOUND" in key else None})
+    path = out / "baselines.png"
+    plots.grouped_bars(groups, series, path,
+                       f"certified unsafe recall, seed {cfg.baseline_seed}, threat anywhere: "
+                       f"joint certificate vs baselines (each detector's tau for <= 5 % "
+                       f"validation false flags)", ylabel="certified unsafe recall",
+                       beyond=beyond, note="(beyond ceiling): the joint detector's threshold "
+                                           "there exceeds what n_max draws can certify")
+    return path.name
+
+
+def _unit_of(results, seed, li, threat="anywhere"):
+    from hybridcert.benchmark import _load_unit
+
+    cfg = results["config"]
+    folder = Path(cfg["cache"]) / "bench" / Path(cfg["out"]).name / cfg["signature"]
+    return _load_unit(folder / f"seed{seed}_level{li}_{threat}.json")
+
+
+def _single(unit: dict, e: float, r: int, modality: str) -> np.ndarray:
+    """A one-modality unit's certified indicator at grid cell (e, r): only its own axis can
+    be certified (the other modality is not noised, so no change of it is covered)."""
+    cells = [tuple(c) for c in unit["cells"]]
+    outcomes = np.asarray(unit["outcomes"]["detector"], bool)
+    if modality == "image":
+        if r != 0:
+            return np.zeros(outcomes.shape[0], bool)
+        return outcomes[:, cells.index((e, 0))]
+    if e != 0:
+        return np.zeros(outcomes.shape[0], bool)
+    return outcomes[:, cells.index((0.0, r))]
+
+
+def _attack_figure(results, metrics, cfg, out: Path) -> str | None:
+    attacks = results.get("attacks")
+    if not attacks or not attacks.get("levels"):
+        return None
+    groups, series = [], {k: [] for k in ("certified (smoothed)", "smoothed, attacked",
+                                          "base, attacked")}
+    beyond = []
+    for li_text, res in sorted(attacks["levels"].items()):
+        li = int(li_text)
+        m = metrics.get((li, "anywhere"), {})
+        for b in res["budgets"]:
+            groups.append(f"keep {cfg.levels[li][1]:g}\n({b['eps']:g}, {b['r']})")
+            cell = _cell(float(b["eps"]), int(b["r"])) if (float(b["eps"]), int(b["r"])) in \
+                [(e, r) for e in EPS_GRID for r in TOKEN_GRID] else None
+            beyond.append(bool(cell is not None and
+                               m.get("blank", {}).get("detector", np.zeros(25))[cell]))
+            for key, values in (("certified (smoothed)", b["certified"]),
+                                ("smoothed, attacked", b["smoothed_still_flagged"]),
+                                ("base, attacked", b["base_still_flagged"])):
+                series[key].append(rate_table(np.asarray(values, float)[None, :, None],
+                                              cfg.bootstrap))
+    out_series = [{"label": k, "mean": [float(t["mean"][0]) for t in v],
+                   "low": [float(t["low"][0]) for t in v],
+                   "high": [float(t["high"][0]) for t in v]} for k, v in series.items()]
+    path = out / "attacks.png"
+    plots.grouped_bars(groups, out_series, path,
+                       f"unsafe inputs still flagged under attack at the same budget (seed "
+                       f"{cfg.baseline_seed}, sigma {cfg.levels[0][0]:g}; base detector and "
+                       f"smoothed detector each at <= 5 % validation false flags)",
+                       ylabel="share of attacked unsafe inputs", beyond=beyond,
+                       note="certified: the flag is certified at the budget; (beyond ceiling): "
+                            "no input can be certified there with n_max draws")
+    return path.name
+
+
+# -- markdown --------------------------------------------------------------------------------
+def _markdown(results, metrics, cfg, figures) -> str:
+    s = cfg.settings
+    machine = results["machine"]
+    full = len(cfg.seeds) > 1
+    lines = [f"# Certified image+text safety filter: benchmark report "
+             f"({'full' if full else 'demo'})", "",
+             f"Command: `{'make full-benchmark' if full else 'make demo'}` "
+             f"(`python -m hybridcert.demo{' --full' if full else ''}`). Machine: "
+             f"{machine['machine']}, {machine['cores']} cores, torch {machine['torch']} with "
+             f"{machine['threads']} threads, Python {machine['python']}. Wall time so far: "
+             f"{results.get('duration_s', 0):.0f} s (training included when checkpoints were "
+             f"absent; see run.log).", "",
+             f"Dataset: docs/DATASET.md (v2, relational labels, balanced). Test inputs: "
+             f"{len(results['inputs']['test'])}, a stratified seeded draw (slices and classes "
+             f"in proportion). Filters: 1 pretrained MiniLM layer + CNN, "
+             f"{cfg.n_train} training records, {cfg.epochs} epochs, trained under the noise "
+             f"that certifies them; seeds {list(cfg.seeds)}. Noise levels (sigma on pixels in "
+             f"[0, 1], token keep probability): "
+             + ", ".join(f"({a:g}, {b:g})" for a, b in cfg.levels) + ".", "",
+             f"Certification: sequential decisions at the 25 cells (eps in {list(EPS_GRID)}) x "
+             f"(r in {list(TOKEN_GRID)}), alpha = {s.alpha}, cap n_max = {s.n_max:,} draws per "
+             f"input, `{s.boundary}` boundary, price {_price(s.price_detector)} (detector) / "
+             f"{_price(s.price_majority)} (majority) draws per cell (docs/SEQUENTIAL.md). "
+             f"Detector: "
+             f"flag iff the smoothed unsafe probability is >= tau, tau chosen per filter on "
+             f"{cfg.val_inputs} validation records ({cfg.val_copies} noisy copies each) for a "
+             f"benign false-flag rate <= {100 * cfg.false_flag_rate:g} %; a test input counts "
+             f"as flagged when the flag is certified. Intervals: 95 % percentile bootstrap over "
+             f"training seeds x test inputs ({cfg.bootstrap} replicates; at 0 % and 100 % "
+             f"such an interval collapses to a point: with N inputs read 0 % as below 3/N at "
+             f"95 % confidence). `–`: beyond the "
+             f"sample-size ceiling (no input can be certified there with n_max draws, whatever "
+             f"the model).", ""]
+    lines += _models_section(results, metrics, cfg)
+    lines += _quality_section(results, cfg)
+    for threat in cfg.threats:
+        lines += _headline_section(metrics, cfg, threat)
+    lines += _sweep_section(metrics, cfg)
+    lines += _majority_section(metrics, cfg)
+    lines += _baseline_section(results, metrics, cfg)
+    lines += _counterexample_section(results, cfg)
+    lines += _attack_section(results, cfg)
+    lines += _slices_section(metrics, cfg)
+    lines += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
+    lines += ["## Files", "",
+              "* `inputs/<unit>_detector.tsv`, `inputs/<unit>_majority.tsv`: one row per test "
+              "input (`hybridcert.smoothing.write_tsv`: idx, label, predict, radius, correct, "
+              "time, id, p_lower, p_upper, max_tokens, queries, radius_r0..); "
+              "`inputs/<unit>_cells.tsv`: the decision of every rule at every cell, for the "
+              "joint certificate and sequential composition (1 = certified) and the "
+              "per-modality check (1 = claimed by this UNSOUND check, not a certificate). "
+              "Unit `seed<S>_level<L>_<threat>`: level L of the list above.",
+              "* `results.json`: every aggregate; `run.log`: the console log with timings.",
+              ""]
+    return "\n".join(lines) + "\n"
+
+
+def _quality_section(results, cfg) -> list[str]:
+    """Clean, noisy and smoothed per-class accuracy of every joint filter (test split)."""
+    quality = results.get("quality", {})
+    if not quality:
+        return []
+    lines = ["## Filters: clean, noisy and smoothed accuracy per class", "",
+             f"Whole test split ({cfg.n_test:,} records, 50 % unsafe, so accuracy = balanced "
+             f"accuracy; the constant classifier scores 50 %). Clean: no noise; noisy: one "
+             f"noisy copy; smoothed: majority of {cfg.quality_votes} noisy copies (a point "
+             f"estimate, no abstention, not a certificate). Recall of safe / unsafe, balanced "
+             f"accuracy, in %.", "",
+             "| level | seed | clean safe / unsafe / balanced | noisy | smoothed |",
+             "|---|---|---|---|---|"]
+    for seed in cfg.seeds:
+        for li, level in enumerate(cfg.levels):
+            name = cfg.filter_config(level, seed).name
+            q = quality.get(name)
+            if q is None:
+                continue
+            cells = []
+            for mode in ("clean", "noisy", "smoothed"):
+                m = q.get(mode)
+                cells.append("-" if m is None else
+                             f"{100 * m['safe']:.1f} / {100 * m['unsafe']:.1f} / "
+                             f"{100 * m['balanced']:.1f}")
+            lines.append(f"| {_level_name(cfg, li)} | {seed} | " + " | ".join(cells) + " |")
+    lines += ["", "Unimodal references on the same split (docs/DATASET.md): exact ceilings "
+                  "61.6 % (image alone) and 58.6 % (text alone); trained probes at most "
+                  "59.5 % (fine-tuned MiniLM, text) and 54.3 % (CNN, images).", ""]
+    return lines
+
+
+def _models_section(results, metrics, cfg) -> list[str]:
+    lines = ["## Filters, thresholds and costs", "",
+             "| level | threat | seed | train s | tau | validation false flags | test false "
+             "flags (certified) | draws per input | certify s |", "|---" * 9 + "|"]
+    for info in results["units"].values():
+        config = cfg.filter_config(cfg.levels[info["level"]], info["seed"])
+        summary = info
+        m = metrics.get((info["level"], info["threat"]))
+        if m is None or "taus" not in m:
+            continue
+        k = m["seeds"].index(info["seed"])
+        train = results["training"].get(config.name, 0)
+        lines.append(f"| {_level_name(cfg, info['level'])} | {info['threat']} | {info['seed']} "
+                     f"| {train:.0f} | {m['taus'][k]:.4f} | {100 * m['val_rates'][k]:.1f}% | "
+                     f"{100 * m['test_rates'][k]:.1f}% | {summary['mean_draws']:.0f} | "
+                     f"{summary['seconds']:.0f} |")
+    lines += ["", "train s = 0: the checkpoint was reused from an earlier run (see run.log of "
+                  "the run that trained it).", ""]
+    return lines
+
+
+def _headline_section(metrics, cfg, threat) -> list[str]:
+    keys = [k for k in metrics if k[1] == threat and "detector" in metrics[k]]
+    if not keys:
+        return []
+    what = "substitution anywhere (every content token noised and attackable)" \
+        if threat == "anywhere" else \
+        f"append-suffix ({cfg.append_slots} noised slots appended after the caption; the " \
+        f"attacker writes into up to r of them)"
+    lines = [f"## Headline: certified unsafe recall, detector, threat {threat}", "",
+             f"Threat: {what}. Cell (eps, r): share of unsafe test inputs whose flag is "
+             f"certified against every change of L2 norm <= eps of the image together with r "
+             f"substituted tokens; mean over seeds [95 % interval]. Reference: a constant "
+             f"classifier that keeps false flags <= 5 % never flags, so it certifies 0 %.", ""]
+    for key in keys:
+        m = metrics[key]
+        mean, low, high = _grid(m["detector"])
+        blank = np.asarray(m["blank"].get("detector", np.zeros(25))).reshape(mean.shape)
+        ceiling = m["ceiling"].get("detector", {})
+        eps_c = ceiling.get("eps", [np.nan])[0]
+        ffr = m["false_flag"]
+        lines += [f"### {_level_name(cfg, key[0])}, seeds {m['seeds']}: tau "
+                  + ", ".join(f"{t:.4f}" for t in m["taus"])
+                  + f"; test false-flag rate {_pct(ffr)} % (validation "
+                  + ", ".join(f"{100 * v:.1f}" for v in m["val_rates"]) + " %)"
+                  + ("" if all(m["feasible"]) else
+                     f" — the {100 * cfg.false_flag_rate:g} % target was NOT reachable on "
+                     f"validation for seed(s) "
+                     f"{[s for s, ok in zip(m['seeds'], m['feasible'], strict=True) if not ok]}"
+                     f": their benign records are flagged at the finest resolution"), "",
+                  markdown_interval_table(mean, low, high, [f"{e:g}" for e in EPS_GRID],
+                                          TOKEN_GRID, "eps \\ r", blank), "",
+                  f"{m['unsafe']} unsafe inputs. " + _ceiling_note(eps_c, ceiling, m), ""]
+    return lines
+
+
+def _sweep_section(metrics, cfg) -> list[str]:
+    keys = sorted(k for k in metrics if k[1] == "anywhere")
+    lines = ["## Keep-probability sweep (threat anywhere)", "",
+             "Certified rate (%) [95 % interval] at selected cells; detector: unsafe recall; "
+             "majority: certified accuracy on the balanced test set. `–`: beyond the "
+             "sample-size ceiling.", "",
+             "| setting | level | " + " | ".join(f"({e:g}, {r})" for e, r in SWEEP_CELLS)
+             + " |", "|---" * (len(SWEEP_CELLS) + 2) + "|"]
+    for setting in ("detector", "majority"):
+        for key in keys:
+            m = metrics[key]
+            if setting not in m:
+                continue
+            blank = m["blank"].get(setting, np.zeros(25))
+            cells = ["–" if blank[_cell(e, r)] else _pct(m[setting], _cell(e, r))
+                     for e, r in SWEEP_CELLS]
+            lines.append(f"| {setting} | {_level_name(cfg, key[0])} | " + " | ".join(cells)
+                         + " |")
+    lines += ["", "Token changes cost the detector exactly: one substituted token can lower "
+                  "the flagged probability by a - beta (about the keep probability a), so a "
+                  "flag at tau survives r >= 1 only if tau < 1 - (a - beta) (docs/THEORY.md "
+                  "section 3).", ""]
+    return lines
+
+
+def _majority_section(metrics, cfg) -> list[str]:
+    lines = ["## Majority vote: certified accuracy per class", "",
+             "Mean over seeds [95 % interval]. Reference: the constant classifier is "
+             "'certified' everywhere at 50 % accuracy on the balanced test set (100 % on one "
+             "class, 0 % on the other).", ""]
+    for key in sorted(metrics):
+        m = metrics[key]
+        if "majority" not in m:
+            continue
+        blank = np.asarray(m["blank"].get("majority", np.zeros(25))).reshape(5, 5)
+        lines += [f"### {_level_name(cfg, key[0])}, threat {key[1]}, seeds "
+                  f"{m['majority_seeds']}", ""]
+        for title, table in (("all inputs (= balanced)", m["majority"]),
+                             ("class safe", m["majority_safe"]),
+                             ("class unsafe", m["majority_unsafe"])):
+            mean, low, high = _grid(table)
+            lines += [f"Certified accuracy, {title}:", "",
+                      markdown_interval_table(mean, low, high, [f"{e:g}" for e in EPS_GRID],
+                                              TOKEN_GRID, "eps \\ r", blank), ""]
+    return lines
+
+
+def _baseline_section(results, metrics, cfg) -> list[str]:
+    lines = ["## Baselines on the same inputs", ""]
+    lines += ["### Sequential composition and the per-modality check (same draws, every seed)",
+              "",
+              "Sequential composition bounds one modality's change and feeds the result into "
+              "the other's bound (the better order); its thresholds are answered from the same "
+              "label streams as the joint certificate's. The per-modality check is UNSOUND: "
+              "its claims are counted, not reported as certificates.", "",
+              "| setting | level | threat | cell | joint | sequential | inputs where the "
+              "per-modality check claims a cell the joint certificate did not certify (per seed) |",
+              "|---" * 7 + "|"]
+    for key in sorted(metrics):
+        m = metrics[key]
+        for setting in ("detector", "majority"):
+            if f"{setting}_sequential" not in m:
+                continue
+            over = m[f"{setting}_overclaims"]
+            gaps = []
+            joint_mean = np.asarray(m[setting]["mean"]).ravel()
+            seq_mean = np.asarray(m[f"{setting}_sequential"]["mean"]).ravel()
+            for j in np.argsort(-(joint_mean - seq_mean), kind="stable")[:2]:
+                if joint_mean[j] - seq_mean[j] <= 0:
+                    continue
+                e, r = EPS_GRID[j // 5], TOKEN_GRID[j % 5]
+                gaps.append((f"({e:g}, {r})", _pct(m[setting], j),
+                             _pct(m[f"{setting}_sequential"], j)))
+            if not gaps:
+                gaps = [("all", "= sequential", "= joint")]
+            for k, (cell, joint, seq) in enumerate(gaps):
+                claims = (", ".join(str(v) for v in over["inputs"]) + f" of {over['total']}"
+                          f" ({', '.join(str(v) for v in over['cells'])} cells)") if k == 0 \
+                    else ""
+                lines.append(f"| {setting} | {_level_name(cfg, key[0])} | {key[1]} | {cell} | "
+                             f"{joint} | {seq} | {claims} |")
+    lines += ["", "Rows show the cells where the joint certificate gains most over sequential "
+                  "composition (`all`: no difference at any cell).", ""]
+    baselines = results.get("baselines") or {}
+    if baselines:
+        labels = np.asarray(results["inputs"]["labels"])
+        unsafe = labels == 1
+        lines += [f"### Unimodal smoothing and the factorized AND (seed {cfg.baseline_seed}, "
+                  f"threat anywhere)", "",
+                  "* image-only smoothing: the joint filter with only the image noised (text "
+                  "clean): it can certify image changes only (r = 0);",
+                  "* text-only smoothing: only the text noised: token changes only (eps = 0);",
+                  "* factorized AND: an image-only branch and a text-only branch, trained "
+                  "separately on the v2 label (each sees one modality, so each can reach at most "
+                  "the unimodal ceilings of docs/DATASET.md: 61.6 % and 58.6 % balanced "
+                  "accuracy), each smoothed over its own modality and certified against its "
+                  "own modality's change; the AND flags iff both branches flag, and its flag "
+                  "is certified at (eps, r) iff the image branch's is at eps and the text "
+                  "branch's at r (sound: each branch sees only its modality; each branch is "
+                  "certified at alpha / 2, so the AND's claim holds with probability 1 - alpha "
+                  "like the joint certificate's). The pair of "
+                  "thresholds is chosen on validation for <= 5 % false flags. The cost: the v2 "
+                  "label is a relation between caption and picture, which neither branch sees, "
+                  "so the AND can only flag records both modalities mark on their own.", "",
+                  "| level | method | tau | test false flags | (0, 0) | (0.25, 0) | (0, 1) | "
+                  "(0.25, 1) | (0.5, 2) |", "|---" * 9 + "|"]
+        cells = [(0.0, 0), (0.25, 0), (0.0, 1), (0.25, 1), (0.5, 2)]
+        for li_text, base in sorted(baselines.items()):
+            li = int(li_text)
+            unit = _unit_of(results, cfg.baseline_seed, li)
+            if unit is None:
+                continue
+            det = np.asarray(unit["outcomes"]["detector"], bool)
+            rows = [("joint (same seed)", f"{unit['calibration']['tau']:.4f}",
+                     det[labels == 0, 0].mean(), [det[unsafe, _cell(e, r)] for e, r in cells]),
+                    ("sequential composition", "same",
+                     det[labels == 0, 0].mean(),
+                     [np.asarray(unit["outcomes"]["detector_sequential"], bool)[
+                         unsafe, _cell(e, r)] for e, r in cells])]
+            for name, modality in (("image-only smoothing", "image"),
+                                   ("text-only smoothing", "text")):
+                b = base[f"{modality}_only"]
+                flags = np.asarray(b["outcomes"]["detector"], bool)[labels == 0, 0]
+                rows.append((name, f"{b['calibration']['tau']:.4f}", flags.mean(),
+                             [_single(b, e, r, modality)[unsafe] for e, r in cells]))
+            grid = np.asarray(base["and"]["outcomes"], bool)
+            pair = base["and"]["calibration"]
+            rows.append(("factorized AND", f"{pair['tau_image']:.3f} / {pair['tau_text']:.3f}",
+                         grid[labels == 0, 0].mean(),
+                         [grid[unsafe, _cell(e, r)] for e, r in cells]))
+            for name, tau, ffr, values in rows:
+                cells_text = [_pct(rate_table(np.asarray(v, float)[None, :, None],
+                                              cfg.bootstrap)) for v in values]
+                lines.append(f"| {_level_name(cfg, li)} | {name} | {tau} | {100 * ffr:.1f}% | "
+                             + " | ".join(cells_text) + " |")
+        lines += ["", "Certified unsafe recall (%) [95 % bootstrap interval over inputs]; "
+                      "image-only smoothing certifies nothing at r >= 1 and text-only smoothing "
+                      "nothing at eps > 0 (the other modality is not noised, so no change of it "
+                      "is covered).", ""]
+    return lines
+
+
+def _counterexample_section(results, cfg) -> list[str]:
+    found = results.get("counterexample")
+    if not found:
+        return []
+    lines = ["## A counterexample to the per-modality check", "",
+             f"Search (bench/counterexample.py): {found['candidates']} candidate inputs (seed "
+             f"{cfg.baseline_seed}, threat anywhere) whose per-modality check claimed a cell the "
+             f"joint certificate did not certify; {len(found['attempts'])} tried in "
+             f"{found['seconds']:.0f} s. For each: a Clopper–Pearson lower bound from "
+             f"{found['settings']['claim_n']:,} draws, the budget corner the per-modality check "
+             f"then claims, the adaptive joint attack inside it, a {found['settings']['quick_n']:,}"
+             f"-draw screen and a {found['settings']['confirm_n']:,}-draw confirmation.", ""]
+    f = found.get("found")
+    if f:
+        level = "1/2" if f["setting"] == "majority" else "tau"
+        lines += [f"**Found** ({f['setting']}, {f['unit']}, input {f['id']}, true label "
+                  f"{f['label']}): caption \"{f['caption']}\". With "
+                  f"{found['settings']['claim_n']:,} draws the decided class {f['class']} has "
+                  f"p_lower = {f['p_lower']:.4f}, so "
+                  f"the per-modality check declares the input robust to every change with L2 <= "
+                  f"{f['eps']:.3f} on the image and <= {f['r']} substituted tokens (each change "
+                  f"alone keeps the bound above {level}); the joint bound at that budget is "
+                  f"{f['joint_lower']:.4f} (not certified). The attack changed the image by L2 "
+                  f"{f['image_change']:.3f} and {f['tokens_changed']} token(s) "
+                  f"({' '.join(f['original_tokens'])} -> {' '.join(f['adversarial_tokens'])}); "
+                  f"on {found['settings']['confirm_n']:,} fresh draws the class's frequency is "
+                  f"{f['confirm_estimate']:.4f}, upper confidence bound {f['confirm_upper']:.4f} "
+                  f"< {level} (each bound of the search at alpha / (2 x attempts) = "
+                  f"{found.get('alpha_each', cfg.settings.alpha):.2g}, so the whole search "
+                  f"errs with probability at most alpha = {cfg.settings.alpha}): the smoothed "
+                  f"decision flipped inside the claimed region.", ""]
+    else:
+        best = [a for a in found["attempts"] if "quick_estimate" in a]
+        lines += ["**Not found** within the time box."]
+        if best:
+            b = min(best, key=lambda a: a["quick_estimate"] - a.get(
+                "level", 0.5 if a["setting"] == "majority" else 0.0))
+            lines += [f" Closest: {b['id']} ({b['unit']}, {b['setting']}): p_lower "
+                      f"{b['p_lower']:.4f}, claimed (eps {b['eps']:.3f}, r {b['r']}), joint "
+                      f"lower bound {b['joint_lower']:.4f}; after the attack the class's "
+                      f"estimated probability was {b['quick_estimate']:.3f}."]
+        lines += [""]
+    lines += ["| input | unit | setting | p_lower | claimed eps | claimed r | joint lower bound "
+              "| estimate after attack | confirmed |", "|---" * 9 + "|"]
+    for a in found["attempts"]:
+        if "eps" not in a:
+            continue
+        lines.append(f"| {a['id']} | {a['unit']} | {a['setting']} | {a['p_lower']:.4f} | "
+                     f"{a['eps']:.3f} | {a['r']} | {a['joint_lower']:.4f} | "
+                     f"{a.get('quick_estimate', float('nan')):.3f} | "
+                     f"{a.get('confirmed', False)} |")
+    return lines + [""]
+
+
+def _attack_section(results, cfg) -> list[str]:
+    attacks = results.get("attacks")
+    if not attacks or not attacks.get("levels"):
+        return []
+    a = cfg.attack
+    lines = ["## Attacks at the same budget: base vs smoothed detector", "",
+             f"Up to {a.inputs} unsafe test inputs per level (seed {cfg.baseline_seed}, threat "
+             f"anywhere; inputs flagged on the clean input by either detector first, at random, "
+             f"then others), each attacked at every budget whatever its certified region (so "
+             f"also beyond it). Base detector: its softmax thresholded for <= "
+             f"{100 * cfg.false_flag_rate:g} % validation false flags, attacked by PGD "
+             f"({a.steps} steps) + greedy substitution (gradient-ranked candidates) on its "
+             f"logits. Smoothed detector: the same budget and steps, the adaptive attack on the "
+             f"expectation over noise ({a.samples} copies per evaluation, {a.candidates} token "
+             f"candidates per round), then re-decided by a two-sided sequential decision at tau "
+             f"(cap {a.check_n:,} draws): still flagged (flag side certified), evaded (benign "
+             f"side certified: upper bound < tau) or undecided. Counts need the clean input "
+             f"flagged.", "",
+             "| level | budget (eps, r) | clean flagged: base / smoothed | base still flagged "
+             "| smoothed still flagged / evaded / undecided | certified at the budget | "
+             "certified and evaded | s |", "|---" * 8 + "|"]
+    for li_text, res in sorted(attacks["levels"].items()):
+        li = int(li_text)
+        n = len(res["ids"])
+        for b in res["budgets"]:
+            evaded = sum(b.get("smoothed_evaded", []))
+            undecided = sum(b.get("smoothed_undecided", []))
+            lines.append(f"| {_level_name(cfg, li)} | ({b['eps']:g}, {b['r']}) | "
+                         f"{sum(res['clean_base_flagged'])} / "
+                         f"{sum(res['clean_smoothed_flagged'])} of {n} | "
+                         f"{sum(b['base_still_flagged'])} | {sum(b['smoothed_still_flagged'])} "
+                         f"/ {evaded} / {undecided} | "
+                         f"{sum(b['certified'])} | {b['broken_inside_certified']} | "
+                         f"{b['seconds']:.0f} |")
+    lines += ["", "The gap between the certified and the attacked columns is the gap between "
+                  "certified and empirical robustness: the certificate is a worst case over all "
+                  "classifiers with the same smoothed probability; a concrete attack on a "
+                  "concrete model achieves less. 'Certified and evaded' must be 0 up to the "
+                  "alpha of the decisions involved.", ""]
+    return lines
+
+
+def _slices_section(metrics, cfg) -> list[str]:
+    lines = ["## Held-out sprites and art style (detector, (0, 0))", "",
+             "| level | threat | seen sprites | held-out sprites | Noto style |", "|---" * 5 + "|"]
+    for key in sorted(metrics):
+        m = metrics[key]
+        if "slices" not in m or not m["slices"]:
+            continue
+        cells = [_pct(m["slices"][s]) if s in m["slices"] else "-"
+                 for s in ("seen", "heldout", "noto")]
+        lines.append(f"| {_level_name(cfg, key[0])} | {key[1]} | " + " | ".join(cells) + " |")
+    return lines + ["", "Certified unsafe recall (%) at (0, 0) per test slice.", ""]

@@ -1,0 +1,102 @@
+"""The benchmark end to end at a tiny size: every output is written, every finished unit is
+reused by a rerun, and the command line and the demo checkpoint are wired."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hybridcert import benchmark, demo
+from hybridcert.bench.attack_eval import AttackSettings
+from hybridcert.bench.counterexample import CounterexampleSettings
+from hybridcert.bench.units import Settings
+
+
+def _tiny(tmp_path: Path) -> benchmark.BenchmarkConfig:
+    return benchmark.BenchmarkConfig(
+        levels=[(0.25, 0.25)], seeds=(0, 1), majority_seeds=(0,), append_seeds=(0,),
+        n_train=60, n_val=40, n_test=40, epochs=1,
+        test_inputs=8, val_inputs=12, val_copies=4, val_copies_top=8,
+        settings=Settings(n_max=300, price_detector=100, price_majority=100),
+        baseline_levels=(0,),
+        attack=AttackSettings(inputs=1, levels=(0,), budgets=((0.25, 1),), samples=2, steps=1,
+                              candidates=2, check_n=50),
+        counterexample=CounterexampleSettings(seconds=5, claim_n=100, quick_n=20, confirm_n=50,
+                                              samples=2, steps=1, candidates=2,
+                                              max_attempts=1),
+        bootstrap=50, out=tmp_path / "out", cache=tmp_path / "cache")
+
+
+def test_tiny_benchmark_writes_everything_and_resumes(tmp_path, capsys):
+    cfg = _tiny(tmp_path)
+    results = benchmark.run(cfg)
+    out = cfg.out
+    report = (out / "REPORT.md").read_text()
+    for heading in ("## Filters: clean, noisy and smoothed accuracy per class",
+                    "## Headline: certified unsafe recall, detector, threat anywhere",
+                    "## Headline: certified unsafe recall, detector, threat append",
+                    "## Majority vote", "## Baselines on the same inputs",
+                    "## Attacks at the same budget", "## Files"):
+        assert heading in report
+    stored = json.loads((out / "results.json").read_text())
+    assert set(stored["units"]) == {"seed0_level0_anywhere", "seed0_level0_append",
+                                    "seed1_level0_anywhere"}
+    # the detector is certified for both seeds, the majority vote for seed 0 only
+    assert "seeds [0, 1]: tau" in report and "threat anywhere, seeds [0]" in report
+    assert stored["units"]["seed0_level0_append"]["threat"] == "append"
+    tsv = (out / "inputs" / "seed0_level0_anywhere_detector.tsv").read_text().splitlines()
+    assert tsv[0].startswith("idx\tlabel\tpredict\tradius\tcorrect\ttime\tid") and len(tsv) == 9
+    cells = (out / "inputs" / "seed0_level0_anywhere_cells.tsv").read_text().splitlines()
+    assert "detector_per_modality[0.25,1]" in cells[0].split("\t")
+    assert len(results["inputs"]["test"]) == 8 and sorted(results["inputs"]["labels"]) == \
+        [0] * 4 + [1] * 4
+    for figure in ("detector_anywhere.png", "majority_anywhere.png", "baselines.png",
+                   "attacks.png"):
+        assert (out / figure).stat().st_size > 1000
+    capsys.readouterr()
+    benchmark.run(cfg)                 # every unit is reused, nothing is trained again
+    log = capsys.readouterr().out
+    assert "reusing unit seed0_level0_anywhere" in log and "training" not in log
+
+
+def test_stratified_subset_keeps_the_proportions():
+    from hybridcert.data import safety
+
+    data = safety.build(40, seed=1)
+    index = benchmark.stratified_subset(data, 10, seed=0, by_slice=False)
+    assert len(set(index.tolist())) == 10 and data.labels[index].sum() == 5
+
+
+def test_command_line(tmp_path):
+    assert demo.parse([]).test_inputs == benchmark.BenchmarkConfig().test_inputs
+    full = demo.parse(["--full", "--out", str(tmp_path)])
+    assert full.out == tmp_path and full.test_inputs >= 500 and len(full.seeds) >= 3
+    assert full.settings.n_max >= 10_000
+    assert {0.75, 0.5, 0.25, 0.1} <= {k for _, k in full.levels}
+    with pytest.raises(ValueError, match="unknown arguments"):
+        demo.parse(["--fast"])
+    assert demo.main(["--nope"]) == 2
+
+
+def test_demo_checkpoint_is_the_benchmark_checkpoint(tmp_path, monkeypatch):
+    from hybridcert.bench.models import checkpoint_dir
+    from hybridcert.serve import demo as serve_demo
+
+    monkeypatch.chdir(tmp_path)
+    bench = benchmark.BenchmarkConfig()
+    config = serve_demo.demo_config()
+    assert config == bench.filter_config(bench.levels[0], bench.seeds[0])
+    directory = checkpoint_dir(bench.cache, config, bench.epochs, bench.n_train)
+    directory.mkdir(parents=True)
+    (directory / "config.json").write_text("{}")
+    (directory / "model.safetensors").write_bytes(b"")
+    assert serve_demo.demo_checkpoint(log=lambda m: None) == directory
+
+
+def test_configuration_errors():
+    with pytest.raises(ValueError, match="threats"):
+        benchmark.BenchmarkConfig(threats=("everywhere",))
+    with pytest.raises(ValueError, match="baseline_seed"):
+        benchmark.BenchmarkConfig(seeds=(1,))
+    with pytest.raises(ValueError, match="levels"):
+        benchmark.BenchmarkConfig(levels=[(0.25, 0.0)])
