@@ -450,3 +450,22 @@ def test_radius_looks_family_validity():
         if rule.label != ABSTAIN:
             over += rule.label != 1 or frontier(rule.p_lower)[0] >= sigma * 1.0
     assert over <= int(binom.ppf(1 - 1e-6, RUNS // 4, ALPHA))
+
+
+def test_give_up_bound_with_no_draw_of_the_class_yet():
+    """A flag decision at a low tau with a price used to crash (math domain error) while the
+    flagged class had not been drawn: the futility bound evaluated 0 * log(0)."""
+    from scipy.special import betaln
+
+    from hybridcert.smoothing.stopping import _kt_upper
+
+    for n in (1, 7, 100, 5000):
+        level = 0.01
+        # k = 0: the bound u solves log KT(n, 0) - n log(1 - u) = log(1 / level)
+        log_kt = betaln(0.5, n + 0.5) - betaln(0.5, 0.5)
+        exact = 1 - np.exp((log_kt - np.log(1 / level)) / n)
+        assert _kt_upper(n, 0, level) == pytest.approx(exact, rel=1e-9, abs=1e-12)
+    rule = DecisionTest([0.05, 0.3], 0.001, 10_000, mode="flag", target_class=1, price=100.0,
+                        boundary="looks")
+    rule.observe(np.zeros(500, dtype=np.int64))
+    assert (rule.outcome != ABOVE).all()

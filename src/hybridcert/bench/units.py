@@ -31,9 +31,6 @@ from hybridcert.smoothing import Detector, SmoothedClassifier, certification_row
 from hybridcert.smoothing.sequential import SequentialQuestion
 from hybridcert.smoothing.stopping import ABOVE, DecisionTest
 
-#: Detector thresholds below this are certified without a price (see certify_unit).
-LOW_TAU = 0.25
-
 
 @dataclass
 class Settings:
@@ -90,12 +87,6 @@ def certify_unit(clf: SmoothedClassifier, records: Sequence[dict], seeds: Sequen
     thresholds: dict[str, dict] = {}
     detector = Detector(tau, 1, "flag") if tau is not None else None
     price_detector = settings.price_detector
-    if detector is not None and tau < LOW_TAU:
-        # DecisionTest's price look fails on an arm with no draw of its class yet (a
-        # math-domain error in the give-up bound at k = 0), which only happens while a
-        # threshold below about 0.1 is still open: settle every cell instead (more draws,
-        # same validity).
-        price_detector = None
     if detector is not None:
         questions["detector"] = SequentialQuestion(
             noise, 2, settings.alpha, settings.n_max, targets=list(cells), detector=detector,

@@ -945,7 +945,8 @@ def _kt_upper(n: int, k: int, level: float) -> float:
     log_q = float(_log_kt(n, k))
 
     def excess(p):
-        return log_q - k * math.log(p) - (n - k) * math.log1p(-p) - target
+        log_p = (k * math.log(p) if k else 0.0) + (n - k) * math.log1p(-p)   # 0 log 0 = 0
+        return log_q - log_p - target
 
     if excess(1 - 1e-16) < 0:
         return 1.0
