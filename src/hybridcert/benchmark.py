@@ -137,8 +137,9 @@ class BenchmarkConfig:
     majority_seeds: tuple[int, ...] | None = None
     baseline_seed: int = 0
     baseline_levels: tuple[int, ...] | None = (1,)
-    attack: AttackSettings = field(default_factory=lambda: AttackSettings(levels=(0,)))
-    counterexample: CounterexampleSettings = field(default_factory=CounterexampleSettings)
+    attack: AttackSettings = field(default_factory=lambda: AttackSettings(inputs=4, levels=(0,)))
+    counterexample: CounterexampleSettings = field(
+        default_factory=lambda: CounterexampleSettings(seconds=30.0))
     quality_votes: int = 16
     bootstrap: int = 2000
     batch_size: int = 128
