@@ -17,7 +17,8 @@ the target's p*?" at alpha, with a cap of ``--n-max`` draws:
   two-sided Clopper–Pearson at alpha/2 over 4 stages; the class given for free;
 * **fixed n** — 100 selection + n_max estimation draws, Clopper–Pearson at alpha.
 
-Per-input rates (no model run needed): ``docs/benchmark/full/certify_s0.5_a0.1.tsv`` — the
+Per-input rates (no model run needed): ``benchmarks/data/v1_full_certify_s0.5_a0.1.tsv`` (the
+previous (v1) full benchmark's per-input results, kept as this benchmark's input distribution) — the
 full benchmark's 200 test inputs at sigma 0.5 / keep 0.1, certified with n = 2,000 at alpha
 0.001.  Its ``p_lower`` is inverted to the exact count of the selected class (Clopper–Pearson
 is monotone in the count; every row inverts exactly), and pA = max(count, 2000 - count)/2000:
@@ -54,7 +55,7 @@ from hybridcert.smoothing.stopping import (
     clopper_pearson,
 )
 
-TSV = Path(__file__).resolve().parents[1] / "docs/benchmark/full/certify_s0.5_a0.1.tsv"
+TSV = Path(__file__).resolve().parent / "data/v1_full_certify_s0.5_a0.1.tsv"
 TARGETS = [(0.25, 1), (0.5, 2)]
 GRID_EPS, GRID_R = (0.0, 0.25, 0.5, 0.75, 1.0), (0, 1, 2, 4, 8)
 #: The benchmark's token vocabulary (all-MiniLM-L6-v2 WordPiece words kept by the dataset).
