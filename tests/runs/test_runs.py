@@ -47,10 +47,13 @@ def start_slow_run(dataset, store):
     """A 12-input run of several seconds (0.3 s per model call), long enough to be
     interrupted midway even on a slow, loaded machine."""
     env = dict(os.environ, TOY_MODEL_DELAY="0.3", PYTHONPATH=str(ROOT))
+    # as in a terminal: SIGINT delivered (a test run started in the background by a
+    # non-interactive shell inherits SIGINT ignored, and Python then keeps ignoring it)
     return subprocess.Popen(
         [sys.executable, "-m", "hybridcert.cli.main", "certify", "--dataset", str(dataset),
          "--store", str(store), *ARGS], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+        stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for_rows(store, at_least, seconds=120):
