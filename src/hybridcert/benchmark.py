@@ -605,20 +605,8 @@ def _load_unit(path: Path):
 
 def _save_unit(path: Path, unit: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(unit, default=_json_default))
+    tmp.write_text(json.dumps(unit, default=bench_report.json_default))
     tmp.replace(path)
-
-
-def _json_default(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
 def _write_unit_files(folder: Path, name: str, unit: dict) -> None:

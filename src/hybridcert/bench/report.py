@@ -170,12 +170,14 @@ def write(results: dict, units: dict, cfg) -> Path:
     text = _markdown(results, metrics, cfg, figures)
     (out / "REPORT.md").write_text(text)
     compact = _compact(results, metrics)
-    (out / "results.json").write_text(json.dumps(compact, indent=1, default=_plain,
+    (out / "results.json").write_text(json.dumps(compact, indent=1, default=json_default,
                                                  allow_nan=True))
     return out / "REPORT.md"
 
 
-def _plain(value):
+def json_default(value):
+    """JSON for the numpy scalars and arrays and the paths a benchmark's results hold (the one
+    converter of results.json and the cached units); anything else is an error."""
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, (np.integer,)):
@@ -184,7 +186,9 @@ def _plain(value):
         return float(value)
     if isinstance(value, np.bool_):
         return bool(value)
-    return str(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
 def _compact(results: dict, metrics: dict) -> dict:
