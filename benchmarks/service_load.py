@@ -14,7 +14,9 @@ highest measured (at the service's batch size before and after the load, at 1/8,
 of it before — on a CPU a smaller batch can be faster per row — and in the main thread).
 Printed per concurrency: p50 / p99 latency (client side), decisions/s, mean queries (evaluations the
 decisions used) and drawn (copies evaluated, speculative ones included), mean batch fill,
-and decisions/s as a share of the limit.
+decisions/s as a share of the limit, and the rows/s the decisions used as a share of the
+model's rate on batches that mix 8 inputs (as the service's batches do under concurrent load;
+a model that trims padding runs those at its longest text).
 
 Usage::
 
@@ -70,19 +72,24 @@ def jsonl_inputs(path: Path, count: int) -> list[tuple[bytes, str]]:
     return out
 
 
-def raw_forward_rate(run, inputs, batch_size: int, seconds: float) -> float:
+def raw_forward_rate(run, inputs, batch_size: int, seconds: float, mixed: int = 1) -> float:
     """Samples/s of the model alone on 8 pre-made noisy batches of ``batch_size`` rows
-    (the labels computed as the service computes them: forward pass and argmax)."""
+    (the labels computed as the service computes them: forward pass and argmax); each batch
+    holds the copies of one input, or with ``mixed=m`` equal shares of ``m`` inputs, as the
+    service's batches do under concurrent load (a model that trims padding pays for the
+    longest text in a batch)."""
     from PIL import Image
 
     records = []
-    for image, text in inputs[:8]:
+    for image, text in inputs[:8 * mixed]:
         block, _ = _processor(run).process(Image.open(io.BytesIO(image)))
         tokens = next(iter(run.adapter.text.values())).encode(text)
         records.append(run.classifier.validate({_image_block(run): block,
                                                 next(iter(run.adapter.text)): tokens}))
-    batches = [run.classifier.stream(r, 1000 + i).copies(batch_size)
-               for i, r in enumerate(records)]
+    share = max(1, batch_size // mixed)
+    parts = [run.classifier.stream(r, 1000 + i).copies(share) for i, r in enumerate(records)]
+    batches = [{key: torch.cat([part[key] for part in parts[j * mixed:(j + 1) * mixed]])
+                for key in parts[0]} for j in range(8)]
     base = run.classifier.base
     for batch in batches:
         base.labels(batch)
@@ -220,6 +227,8 @@ def main(argv: list[str] | None = None) -> None:
         by_size = {size: in_thread(raw_forward_rate, run, inputs, size, args.raw_seconds)
                    for size in sizes}
         main_thread = raw_forward_rate(run, inputs, args.batch_size, args.raw_seconds)
+        mixed_rate = in_thread(raw_forward_rate, run, inputs, args.batch_size,
+                               args.raw_seconds, min(8, max(1, len(inputs) // 8)))
         raw = [by_size[args.batch_size]]
         asyncio.run(load(url, inputs, 2, 4, "warmup"))
         rows = []
@@ -237,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
             server.wait(60)
         except subprocess.TimeoutExpired:
             server.kill()
-    _report(args, config, raw, rows, by_size, main_thread)
+    _report(args, config, raw, rows, by_size, main_thread, mixed_rate)
 
 
 def _config_from_flags(flags: list[str]) -> dict:
@@ -279,7 +288,7 @@ def _wait_ready(url: str, server: subprocess.Popen) -> None:
     raise SystemExit("the service did not start")
 
 
-def _report(args, config, raw, rows, by_size, main_thread) -> None:
+def _report(args, config, raw, rows, by_size, main_thread, mixed_rate) -> None:
     rate = max(max(raw), max(by_size.values()), main_thread)
     device = args.device
     if device.startswith("cuda"):
@@ -294,9 +303,12 @@ def _report(args, config, raw, rows, by_size, main_thread) -> None:
           f"in the main thread: {main_thread:,.0f}/s; by batch size (worker thread, before): "
           + ", ".join(f"{size}: {value:,.0f}/s" for size, value in by_size.items()))
     print(f"limit = {rate:,.0f} samples/s (the highest of these) / mean queries per decision")
+    print(f"mixed-traffic reference: {mixed_rate:,.0f} samples/s at batch {args.batch_size} "
+          f"when each batch holds equal shares of 8 inputs (worker thread); the last column "
+          f"is decisions/s x mean queries against it (concurrency > 1: batches mix inputs)")
     print()
     header = ("conc", "requests", "ok", "p50 ms", "p99 ms", "decisions/s", "mean queries",
-              "mean drawn", "batch fill", "limit/s", "share of limit")
+              "mean drawn", "batch fill", "limit/s", "share of limit", "share of mixed")
     print(" | ".join(header))
     print(" | ".join("---" for _ in header))
     for level, requests, result, fill in rows:
@@ -311,7 +323,8 @@ def _report(args, config, raw, rows, by_size, main_thread) -> None:
             decisions[answer["decision"]] = decisions.get(answer["decision"], 0) + 1
         print(f"{level} | {requests} | {len(answers)} | {np.percentile(lat, 50):.0f} | "
               f"{np.percentile(lat, 99):.0f} | {per_s:.2f} | {queries:.0f} | {drawn:.0f} | "
-              f"{fill:.2f} | {limit:.2f} | {per_s / limit:.0%}")
+              f"{fill:.2f} | {limit:.2f} | {per_s / limit:.0%} | "
+              + (f"{per_s * queries / mixed_rate:.0%}" if level > 1 else "–"))
     print()
     for level, _, result, _ in rows:
         decisions = {}
