@@ -90,7 +90,8 @@ def joint_attack(model, image: torch.Tensor, tokens: torch.Tensor, label: int, e
                  r: int, vocab: Vocabulary, *, attention: torch.Tensor | None = None,
                  positions: torch.Tensor | None = None, noise: HybridNoise | None = None,
                  samples: int = 0, steps: int = 20, candidates: int = 16, seed: int = 0,
-                 image_first: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                 image_first: bool = False, rounds: int = 1,
+                 common_noise: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (adversarial image, adversarial tokens) within L2 ``eps`` and ``r`` tokens.
 
     Parameters
@@ -129,9 +130,19 @@ def joint_attack(model, image: torch.Tensor, tokens: torch.Tensor, label: int, e
         Run PGD first, choose the substitutions at the attacked image, then run PGD again
         from there (tokens chosen where the image already pushes towards the boundary);
         default: tokens, then PGD.
+    rounds : int
+        Rounds of (token choice, PGD): each later round chooses the substitutions afresh,
+        from the input's own ids, at the image the previous round reached, and continues PGD
+        from there (coordinate descent over the two modalities).
+    common_noise : bool
+        Score every candidate substitution at a position on the same noisy copies (common
+        random numbers: the comparison between candidates is not swamped by the noise of
+        independent estimates); default: fresh copies per candidate.
     """
     if eps < 0 or r < 0:
         raise ValueError(f"eps and r must be >= 0, got eps={eps!r}, r={r!r}")
+    if not (isinstance(rounds, int) and rounds >= 1):
+        raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
     if noise is not None and samples < 1:
         raise ValueError(f"samples must be >= 1 to attack the smoothed classifier, got "
                          f"{samples!r}")
@@ -150,23 +161,30 @@ def joint_attack(model, image: torch.Tensor, tokens: torch.Tensor, label: int, e
     start = x
     if image_first and eps > 0:
         start = _pgd(model, x, ids, attention, label, eps, steps, noise, samples, generator)
-    for _ in range(r):
-        free = attackable & ~changed
-        if not bool(free.any()):
-            break
-        pairs = _candidates(model, start, ids, attention, label, free, vocab, noise, samples,
-                            candidates, generator)
-        scores = [_score(model, start, ids, attention, label, pos, tok, noise, samples,
-                         generator) for pos, tok in pairs]
-        best = min(range(len(pairs)), key=scores.__getitem__)
-        pos, tok = pairs[best]
-        ids = ids.clone()
-        ids[pos] = tok
-        changed[pos] = True
-    if eps > 0:
-        x = _pgd(model, x, ids, attention, label, eps, steps, noise, samples, generator,
-                 start=start - x)
-    return x[0].detach(), ids
+    original = ids
+    for _ in range(rounds):
+        ids, changed = original.clone(), torch.zeros_like(attackable)
+        for _ in range(r):
+            free = attackable & ~changed
+            if not bool(free.any()):
+                break
+            pairs = _candidates(model, start, ids, attention, label, free, vocab, noise,
+                                samples, candidates, generator)
+            if common_noise and noise is not None and samples:
+                scores = _scores_shared(model, start, ids, attention, label, pairs, noise,
+                                        samples, generator)
+            else:
+                scores = [_score(model, start, ids, attention, label, pos, tok, noise,
+                                 samples, generator) for pos, tok in pairs]
+            best = min(range(len(pairs)), key=scores.__getitem__)
+            pos, tok = pairs[best]
+            ids = ids.clone()
+            ids[pos] = tok
+            changed[pos] = True
+        if eps > 0:
+            start = _pgd(model, x, ids, attention, label, eps, steps, noise, samples,
+                         generator, start=start - x)
+    return start[0].detach(), ids
 
 
 def _candidates(model, x, ids, attention, label, free, vocab, noise, samples, count,
@@ -201,6 +219,26 @@ def _candidates(model, x, ids, attention, label, free, vocab, noise, samples, co
     positions = free_positions[: gain.shape[0]]
     return [(int(positions[i]), int(vocab.noisable_ids[j])) for i, j in
             zip(rows.tolist(), cols.tolist(), strict=True)]
+
+
+def _scores_shared(model, x, ids, attention, label, pairs, noise, samples,
+                   generator) -> list[float]:
+    """``_score`` of every (position, token) pair, the pairs at one position sharing one set
+    of noisy copies (the candidate token written into each)."""
+    scores = [0.0] * len(pairs)
+    by_position: dict[int, list[int]] = {}
+    for j, (pos, _) in enumerate(pairs):
+        by_position.setdefault(pos, []).append(j)
+    with torch.no_grad():
+        for pos, members in by_position.items():
+            fixed = _noisable_positions(noise, ids, attention).clone()
+            fixed[pos] = False
+            batch = _noisy(noise, x, ids[None], attention, samples, generator, fixed)
+            for j in members:
+                trial = dict(batch, text=batch["text"].clone())
+                trial["text"][:, pos] = pairs[j][1]
+                scores[j] = float(_probs(model, trial)[:, label].mean())
+    return scores
 
 
 def _score(model, x, ids, attention, label, pos, tok, noise, samples, generator) -> float:

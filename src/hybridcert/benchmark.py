@@ -205,7 +205,9 @@ def full_config(out: Path = Path("artifacts/full")) -> BenchmarkConfig:
         test_inputs=500, val_inputs=1000, append_seeds=None, majority_seeds=(0,),
         baseline_levels=(0, 2),
         attack=AttackSettings(inputs=30, levels=(0, 2)),
-        counterexample=CounterexampleSettings(seconds=300.0),
+        counterexample=CounterexampleSettings(seconds=1200.0, samples=128, steps=100,
+                                              candidates=512, rounds=2, common_noise=True,
+                                              screen_share=0.4),
         out=out)
 
 
@@ -586,7 +588,7 @@ def _baselines(cfg, model, level, data, test_index, val_index, log) -> dict:
 #: Versions of the attack and counterexample procedures: a cached result of another version
 #: is recomputed.
 ATTACK_VERSION = 2
-COUNTEREXAMPLE_VERSION = 2
+COUNTEREXAMPLE_VERSION = 3
 
 
 def _procedure_key(settings, version: int) -> dict:

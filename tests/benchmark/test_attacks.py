@@ -2,6 +2,7 @@
 the noise (the changed position scored while it shows the new token), and respects the
 positions the threat allows."""
 
+import pytest
 import torch
 
 from hybridcert.attacks import joint_attack, true_class_probability
@@ -52,3 +53,32 @@ def test_smoothed_attack_scores_the_position_while_it_shows_the_token():
     after = true_class_probability(model, image, adv, 1, attention, noise, 400, gen)
     # the trigger survives the noise with probability keep (0.3): the class drops by ~0.3
     assert after < before - 0.15
+
+
+def test_common_noise_ranks_candidates_on_the_same_copies():
+    # One noisy copy per candidate: with fresh copies a candidate can score low because the
+    # trigger happened to be drawn elsewhere; on shared copies only the shown token differs,
+    # so the trigger wins every time.
+    image, tokens, attention = _input()
+    model = Trigger()
+    noise = HybridNoise([Continuous("image", Gaussian(0.2)),
+                         Tokens("text", Substitution(0.3, VOCAB.size), VOCAB)])
+    for seed in range(8):
+        _, adv = joint_attack(model, image, tokens, 1, 0.0, 1, VOCAB, attention=attention,
+                              noise=noise, samples=1, candidates=40, seed=seed,
+                              common_noise=True)
+        assert 17 in adv.tolist()
+
+
+def test_rounds_choose_tokens_afresh_within_the_budget():
+    image, tokens, attention = _input()
+    model = Trigger()
+    noise = HybridNoise([Continuous("image", Gaussian(0.2)),
+                         Tokens("text", Substitution(0.3, VOCAB.size), VOCAB)])
+    adv_image, adv = joint_attack(model, image, tokens, 1, 0.3, 1, VOCAB, attention=attention,
+                                  noise=noise, samples=4, steps=3, candidates=20, rounds=3,
+                                  common_noise=True)
+    assert int((adv != tokens).sum()) == 1 and 17 in adv.tolist()
+    assert float((adv_image - image).norm()) <= 0.3 + 1e-5
+    with pytest.raises(ValueError, match="rounds must be an integer >= 1"):
+        joint_attack(model, image, tokens, 1, 0.3, 1, VOCAB, attention=attention, rounds=0)

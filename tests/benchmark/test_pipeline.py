@@ -23,7 +23,9 @@ def _tiny(tmp_path: Path) -> benchmark.BenchmarkConfig:
                               candidates=2, check_n=50),
         counterexample=CounterexampleSettings(seconds=5, claim_n=100, quick_n=20, confirm_n=50,
                                               samples=2, steps=1, candidates=2,
-                                              max_attempts=1),
+                                              max_attempts=1, rounds=2, common_noise=True,
+                                              screen_share=0.5, screen_n=20, screen_steps=1,
+                                              screen_samples=2),
         bootstrap=50, out=tmp_path / "out", cache=tmp_path / "cache")
 
 
@@ -53,6 +55,10 @@ def test_tiny_benchmark_writes_everything_and_resumes(tmp_path, capsys):
     for figure in ("detector_anywhere.png", "majority_anywhere.png", "baselines.png",
                    "attacks.png"):
         assert (out / figure).stat().st_size > 1000
+    search = stored["counterexample"]
+    assert isinstance(search["screened"], list) and search["attempts"]
+    for row in search["screened"]:     # the screen's budget is a radius, its result a share
+        assert row["eps"] > 0 and 0 <= row["after_image_attack"] <= 1
     capsys.readouterr()
     benchmark.run(cfg)                 # every unit is reused, nothing is trained again
     log = capsys.readouterr().out

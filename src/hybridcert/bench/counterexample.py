@@ -62,6 +62,17 @@ class CounterexampleSettings:
         candidates per round).
     max_attempts : int
         Largest number of candidates tried.
+    rounds, common_noise : int, bool
+        The attack's rounds of (token choice, PGD) and its common-random-number scoring of
+        token candidates (:func:`hybridcert.attacks.joint_attack`).
+    screen_share : float
+        Share of the time box spent screening candidates before any attempt (0: none): each
+        screened input gets an image-only PGD (``screen_steps`` steps, ``screen_samples``
+        copies) at the image radius its ``screen_n``-draw estimate would give, and the
+        attempts then take the inputs whose image alone removed the largest share of their
+        margin above the decision level first.  The screen makes no claim (its draws are
+        separate from the claim's and the confirmation's), so the search's error budget is
+        unchanged.
     """
 
     seconds: float = 60.0
@@ -72,6 +83,12 @@ class CounterexampleSettings:
     steps: int = 30
     candidates: int = 32
     max_attempts: int = 40
+    rounds: int = 1
+    common_noise: bool = False
+    screen_share: float = 0.0
+    screen_n: int = 500
+    screen_steps: int = 20
+    screen_samples: int = 32
 
 
 def _candidates(results: dict, units: dict, seed: int) -> list[tuple]:
@@ -122,6 +139,12 @@ def search_counterexample(cfg, models: dict, results: dict, test, test_index, lo
            "alpha_each": each}
     log(f"counterexample search: {len(candidates)} candidate inputs with a per-modality claim "
         f"the joint certificate did not certify")
+    if settings.screen_share > 0:
+        candidates, screened = _screen(cfg, models, results, units, candidates, test,
+                                       start + settings.screen_share * settings.seconds)
+        out["screened"] = screened
+        log(f"counterexample screen: {len(screened)} inputs in "
+            f"{time.perf_counter() - start:.0f} s")
     for _, name, k, setting in candidates[: settings.max_attempts]:
         if time.perf_counter() - start > settings.seconds:
             break
@@ -167,7 +190,8 @@ def search_counterexample(cfg, models: dict, results: dict, test, test_index, lo
         adv_image, adv_tokens = joint_attack(
             model, record["image"], record["text"].ids, decided, eps_c, r_c, vocab,
             attention=record["text"].attention, noise=noise, samples=settings.samples,
-            steps=settings.steps, candidates=settings.candidates, seed=k, image_first=True)
+            steps=settings.steps, candidates=settings.candidates, seed=k, image_first=True,
+            rounds=settings.rounds, common_noise=settings.common_noise)
         adversarial = clf.validate({"image": adv_image,
                                     "text": TokenBlock(adv_tokens,
                                                        attention=record["text"].attention)})
@@ -205,6 +229,57 @@ def search_counterexample(cfg, models: dict, results: dict, test, test_index, lo
             break
     out.update(attempts=attempts, found=found, seconds=round(time.perf_counter() - start, 1))
     return out
+
+
+def _screen(cfg, models, results, units, candidates, test, until: float):
+    """(candidates reordered, screen rows): the screened inputs by the share of their margin
+    an image-only attack removed (largest first), then the rest in their order."""
+    from hybridcert.attacks import _pgd
+    from hybridcert.benchmark import noise_for
+
+    settings: CounterexampleSettings = cfg.counterexample
+    rows, ranked = [], []
+    for position, (_, name, k, setting) in enumerate(candidates):
+        if time.perf_counter() > until:
+            break
+        unit, info = units[name], results["units"][name]
+        if setting != "majority":
+            continue            # the detector's claims are screened by the attempts alone
+        decided = int(unit["baseline_labels"]["majority_per_modality"][k])
+        if decided < 0:
+            continue
+        level = cfg.levels[info["level"]]
+        model = FastFilter(models[(info["seed"], info["level"])])
+        noise = noise_for(level, "anywhere")
+        clf = SmoothedClassifier(model, noise, 2, batch_size=cfg.batch_size)
+        input_id = unit["ids"][k]
+        i = int(input_id.split("-")[1])
+        text = TokenBlock(torch.from_numpy(test.tokens[i]),
+                          attention=torch.from_numpy(test.attention[i]))
+        prepared = clf.validate({"image": test.image(i), "text": text})
+        n = settings.screen_n
+        before = clf.sample_counts(prepared, n, input_seed(cfg.run_seed, f"{input_id}/screen"),
+                                   Stage.ESTIMATION)[decided] / n
+        # a budget for the screen only: the radius a 95 % bound on this estimate would give
+        region = noise.frontier([lower_confidence_bound(int(before * n), n, 0.05)],
+                                rule=MAJORITY, max_tokens=8,
+                                noised_positions=[noise.noised_positions(prepared)])[0]
+        if not region.certified or region.l2_radius(0) <= 0:
+            continue
+        eps = float(region.l2_radius(0))
+        attacked = _pgd(model, test.image(i)[None], text.ids, text.attention.long(), decided,
+                        eps, settings.screen_steps, noise, settings.screen_samples,
+                        torch.Generator().manual_seed(k))
+        after = clf.sample_counts(clf.validate({"image": attacked[0], "text": text}), n,
+                                  input_seed(cfg.run_seed, f"{input_id}/screen-after"),
+                                  Stage.ESTIMATION)[decided] / n
+        share = float((before - after) / max(before - 0.5, 1e-9))
+        rows.append({"unit": name, "id": input_id, "estimate": float(before), "eps": eps,
+                     "after_image_attack": float(after), "margin_removed": share})
+        ranked.append((-share, position))
+    order = [candidates[j] for _, j in sorted(ranked)]
+    chosen = {j for _, j in ranked}
+    return order + [c for j, c in enumerate(candidates) if j not in chosen], rows
 
 
 __all__ = ["CounterexampleSettings", "search_counterexample"]
