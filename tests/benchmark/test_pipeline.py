@@ -60,9 +60,11 @@ def test_tiny_benchmark_writes_everything_and_resumes(tmp_path, capsys):
     for row in search["screened"]:     # the screen's budget is a radius, its result a share
         assert row["eps"] > 0 and 0 <= row["after_image_attack"] <= 1
     capsys.readouterr()
-    benchmark.run(cfg)                 # every unit is reused, nothing is trained again
+    again = benchmark.run(cfg)         # every unit is reused, nothing is trained again
     log = capsys.readouterr().out
     assert "reusing unit seed0_level0_anywhere" in log and "training" not in log
+    # a reused checkpoint reports the training time recorded when it was trained
+    assert again["training"] == stored["training"] and min(stored["training"].values()) > 0
 
 
 def test_stratified_subset_keeps_the_proportions():

@@ -8,6 +8,7 @@ version>`` (safetensors + JSON, :func:`hybridcert.models.fusion.save`).
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,16 +26,24 @@ def checkpoint_dir(cache: Path, config: fusion.FilterConfig, epochs: int, n_trai
     return Path(cache) / "models" / f"{config.name}_e{epochs}_n{n_train}_v{safety.VERSION}"
 
 
+#: File beside a checkpoint recording how long its training took.
+TRAINING_RECORD = "training.json"
+
+
 def load_or_train(cache: Path, config: fusion.FilterConfig, train_data: safety.SafetyData,
                   epochs: int, log: Callable[[str], None] = print
                   ) -> tuple[fusion.SafetyFilter, float]:
-    """The checkpoint of ``config`` (trained first if absent) and the training time in
-    seconds (0 when reused)."""
+    """The checkpoint of ``config`` (trained first if absent) and its training time in
+    seconds (when reused: the time recorded beside it when it was trained, 0 without one)."""
     directory = checkpoint_dir(cache, config, epochs, len(train_data))
     try:
         model = fusion.load(directory)
         log(f"reusing {directory}")
-        return model, 0.0
+        try:
+            recorded = json.loads((directory / TRAINING_RECORD).read_text())["seconds"]
+            return model, float(recorded)
+        except (OSError, ValueError, KeyError, TypeError):
+            return model, 0.0
     except FileNotFoundError:
         pass
     log(f"training {directory.name} ...")
@@ -42,6 +51,7 @@ def load_or_train(cache: Path, config: fusion.FilterConfig, train_data: safety.S
     model = training.train(config, train_data, epochs=epochs, log=lambda m: log("  " + m))
     seconds = time.perf_counter() - start
     fusion.save(model, directory)
+    (directory / TRAINING_RECORD).write_text(json.dumps({"seconds": round(seconds, 1)}))
     log(f"  trained in {seconds:.0f} s")
     return model, seconds
 

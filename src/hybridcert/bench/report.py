@@ -512,8 +512,9 @@ def _models_section(results, metrics, cfg) -> list[str]:
                      f"| {train:.0f} | {m['taus'][k]:.4f} | {100 * m['val_rates'][k]:.1f}% | "
                      f"{100 * m['test_rates'][k]:.1f}% | {summary['mean_draws']:.0f} | "
                      f"{summary['seconds']:.0f} |")
-    lines += ["", "train s = 0: the checkpoint was reused from an earlier run (see run.log of "
-                  "the run that trained it).", ""]
+    lines += ["", "train s: as recorded beside the checkpoint when it was trained (0: reused "
+                  "from a run that recorded no time; see run.log of the run that trained it).",
+              ""]
     return lines
 
 
