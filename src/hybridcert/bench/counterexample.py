@@ -122,7 +122,7 @@ def _candidates(results: dict, units: dict, seed: int) -> list[tuple]:
 
 def search_counterexample(cfg, models: dict, results: dict, test, test_index, log) -> dict:
     """Run the search (see module doc) and return every attempt and the counterexample."""
-    from hybridcert.benchmark import _load_unit, noise_for
+    from hybridcert.benchmark import _load_unit
 
     settings: CounterexampleSettings = cfg.counterexample
     start = time.perf_counter()
@@ -148,13 +148,8 @@ def search_counterexample(cfg, models: dict, results: dict, test, test_index, lo
     for _, name, k, setting in candidates[: settings.max_attempts]:
         if time.perf_counter() - start > settings.seconds:
             break
-        unit, info = units[name], results["units"][name]
-        level = cfg.levels[info["level"]]
-        model = FastFilter(models[(info["seed"], info["level"])])
-        noise = noise_for(level, "anywhere")
-        clf = SmoothedClassifier(model, noise, 2, batch_size=cfg.batch_size)
-        input_id = unit["ids"][k]
-        i = int(input_id.split("-")[1])
+        unit = units[name]
+        model, noise, clf, input_id, i = _candidate(cfg, models, results, unit, name, k)
         tau = unit["calibration"]["tau"] if setting == "detector" else None
         rule = Rule.flag(tau) if setting == "detector" else MAJORITY
         level_p = tau if setting == "detector" else 0.5
@@ -231,29 +226,35 @@ def search_counterexample(cfg, models: dict, results: dict, test, test_index, lo
     return out
 
 
+def _candidate(cfg, models, results, unit, name, k):
+    """(model, noise, smoothed classifier, input id, test row) of candidate ``k`` of a unit."""
+    from hybridcert.benchmark import noise_for
+
+    info = results["units"][name]
+    model = FastFilter(models[(info["seed"], info["level"])])
+    noise = noise_for(cfg.levels[info["level"]], "anywhere")
+    clf = SmoothedClassifier(model, noise, 2, batch_size=cfg.batch_size)
+    input_id = unit["ids"][k]
+    return model, noise, clf, input_id, int(input_id.split("-")[1])
+
+
 def _screen(cfg, models, results, units, candidates, test, until: float):
     """(candidates reordered, screen rows): the screened inputs by the share of their margin
     an image-only attack removed (largest first), then the rest in their order."""
     from hybridcert.attacks import _pgd
-    from hybridcert.benchmark import noise_for
 
     settings: CounterexampleSettings = cfg.counterexample
     rows, ranked = [], []
     for position, (_, name, k, setting) in enumerate(candidates):
         if time.perf_counter() > until:
             break
-        unit, info = units[name], results["units"][name]
+        unit = units[name]
         if setting != "majority":
             continue            # the detector's claims are screened by the attempts alone
         decided = int(unit["baseline_labels"]["majority_per_modality"][k])
         if decided < 0:
             continue
-        level = cfg.levels[info["level"]]
-        model = FastFilter(models[(info["seed"], info["level"])])
-        noise = noise_for(level, "anywhere")
-        clf = SmoothedClassifier(model, noise, 2, batch_size=cfg.batch_size)
-        input_id = unit["ids"][k]
-        i = int(input_id.split("-")[1])
+        model, noise, clf, input_id, i = _candidate(cfg, models, results, unit, name, k)
         text = TokenBlock(torch.from_numpy(test.tokens[i]),
                           attention=torch.from_numpy(test.attention[i]))
         prepared = clf.validate({"image": test.image(i), "text": text})
