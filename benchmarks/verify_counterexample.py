@@ -24,11 +24,12 @@ import numpy as np
 import torch
 
 from hybridcert.attacks import joint_attack
-from hybridcert.bench.models import FastFilter, load_or_train
-from hybridcert.benchmark import _load_unit, full_config, noise_for
+from hybridcert.bench.counterexample import _candidate
+from hybridcert.bench.models import load_or_train
+from hybridcert.benchmark import _load_unit, full_config
 from hybridcert.blocks import TokenBlock
 from hybridcert.data import safety
-from hybridcert.smoothing import SmoothedClassifier, Stage
+from hybridcert.smoothing import Stage
 from hybridcert.smoothing.core import input_seed, upper_confidence_bound
 
 
@@ -39,6 +40,11 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=0.001)
     args = parser.parse_args()
     cfg = full_config(args.out)
+    if not (args.out / "results.json").is_file():
+        raise SystemExit(f"--out: no results.json in {args.out} (run `make full-benchmark` "
+                         f"first, or give its output folder)")
+    if args.n < 1 or not 0 < args.alpha < 1:
+        raise SystemExit(f"--n must be >= 1 and --alpha in (0, 1), got {args.n}, {args.alpha}")
     results = json.loads((args.out / "results.json").read_text())
     found = (results.get("counterexample") or {}).get("found")
     if not found:
@@ -46,16 +52,17 @@ def main() -> None:
     info = results["units"][found["unit"]]
     units_dir = cfg.cache / "bench" / args.out.name / cfg.signature()
     unit = _load_unit(units_dir / f"{found['unit']}.json")
+    if unit is None:
+        raise SystemExit(f"the unit {found['unit']} is not cached under {units_dir}: run "
+                         f"`make full-benchmark` on this machine first")
     k = unit["ids"].index(found["id"])
     data = safety.splits(cfg.n_train, cfg.n_val, cfg.n_test, cfg.data_seed, cfg.cache / "data")
-    level = cfg.levels[info["level"]]
-    model, _ = load_or_train(cfg.cache, cfg.filter_config(level, info["seed"]), data["train"],
-                             cfg.epochs, log=lambda _: None)
-    model = FastFilter(model)
-    noise = noise_for(level, "anywhere")
-    clf = SmoothedClassifier(model, noise, 2, batch_size=cfg.batch_size)
+    trained, _ = load_or_train(cfg.cache, cfg.filter_config(cfg.levels[info["level"]],
+                                                           info["seed"]),
+                               data["train"], cfg.epochs, log=lambda _: None)
+    model, noise, clf, _, i = _candidate(cfg, {(info["seed"], info["level"]): trained},
+                                         results, unit, found["unit"], k)
     test = data["test"]
-    i = int(found["id"].split("-")[1])
     image = test.image(i)
     text = TokenBlock(torch.from_numpy(test.tokens[i]),
                       attention=torch.from_numpy(test.attention[i]))

@@ -170,12 +170,8 @@ def joint_attack(model, image: torch.Tensor, tokens: torch.Tensor, label: int, e
                 break
             pairs = _candidates(model, start, ids, attention, label, free, vocab, noise,
                                 samples, candidates, generator)
-            if common_noise and noise is not None and samples:
-                scores = _scores_shared(model, start, ids, attention, label, pairs, noise,
-                                        samples, generator)
-            else:
-                scores = [_score(model, start, ids, attention, label, pos, tok, noise,
-                                 samples, generator) for pos, tok in pairs]
+            scores = _scores(model, start, ids, attention, label, pairs, noise, samples,
+                             generator, common_noise)
             best = min(range(len(pairs)), key=scores.__getitem__)
             pos, tok = pairs[best]
             ids = ids.clone()
@@ -221,39 +217,29 @@ def _candidates(model, x, ids, attention, label, free, vocab, noise, samples, co
             zip(rows.tolist(), cols.tolist(), strict=True)]
 
 
-def _scores_shared(model, x, ids, attention, label, pairs, noise, samples,
-                   generator) -> list[float]:
-    """``_score`` of every (position, token) pair, the pairs at one position sharing one set
-    of noisy copies (the candidate token written into each)."""
-    scores = [0.0] * len(pairs)
-    by_position: dict[int, list[int]] = {}
+def _scores(model, x, ids, attention, label, pairs, noise, samples, generator,
+            shared: bool) -> list[float]:
+    """Probability of ``label`` with ``ids[pos] = tok`` for each (pos, tok) pair: on the
+    input itself, or averaged over noisy copies in which that position shows the new token
+    and every other one is noised — fresh copies per pair, or with ``shared`` one set of
+    copies per position for all its pairs (the candidate token written into each)."""
+    groups: dict = {}
     for j, (pos, _) in enumerate(pairs):
-        by_position.setdefault(pos, []).append(j)
+        groups.setdefault(pos if shared else j, []).append(j)
+    scores = [0.0] * len(pairs)
     with torch.no_grad():
-        for pos, members in by_position.items():
-            fixed = _noisable_positions(noise, ids, attention).clone()
-            fixed[pos] = False
+        for members in groups.values():
+            pos = pairs[members[0]][0]
+            fixed = None
+            if noise is not None and samples:
+                fixed = _noisable_positions(noise, ids, attention).clone()
+                fixed[pos] = False
             batch = _noisy(noise, x, ids[None], attention, samples, generator, fixed)
             for j in members:
                 trial = dict(batch, text=batch["text"].clone())
                 trial["text"][:, pos] = pairs[j][1]
                 scores[j] = float(_probs(model, trial)[:, label].mean())
     return scores
-
-
-def _score(model, x, ids, attention, label, pos, tok, noise, samples, generator) -> float:
-    """Probability of ``label`` with ``ids[pos] = tok``: on the input itself, or averaged over
-    noisy copies in which that position shows the new token and every other one is noised."""
-    trial = ids.clone()
-    trial[pos] = tok
-    fixed = None
-    if noise is not None and samples:
-        fixed = torch.ones_like(trial, dtype=torch.bool)
-        fixed &= _noisable_positions(noise, trial, attention)
-        fixed[pos] = False
-    with torch.no_grad():
-        batch = _noisy(noise, x, trial[None], attention, samples, generator, fixed)
-        return float(_probs(model, batch)[:, label].mean())
 
 
 def _noisable_positions(noise: HybridNoise, ids, attention) -> torch.Tensor:

@@ -259,10 +259,11 @@ def _screen(cfg, models, results, units, candidates, test, until: float):
                           attention=torch.from_numpy(test.attention[i]))
         prepared = clf.validate({"image": test.image(i), "text": text})
         n = settings.screen_n
-        before = clf.sample_counts(prepared, n, input_seed(cfg.run_seed, f"{input_id}/screen"),
-                                   Stage.ESTIMATION)[decided] / n
+        hits = int(clf.sample_counts(prepared, n, input_seed(cfg.run_seed, f"{input_id}/screen"),
+                                     Stage.ESTIMATION)[decided])
+        before = hits / n
         # a budget for the screen only: the radius a 95 % bound on this estimate would give
-        region = noise.frontier([lower_confidence_bound(int(before * n), n, 0.05)],
+        region = noise.frontier([lower_confidence_bound(hits, n, 0.05)],
                                 rule=MAJORITY, max_tokens=8,
                                 noised_positions=[noise.noised_positions(prepared)])[0]
         if not region.certified or region.l2_radius(0) <= 0:
