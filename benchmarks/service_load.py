@@ -72,13 +72,17 @@ def jsonl_inputs(path: Path, count: int) -> list[tuple[bytes, str]]:
     return out
 
 
-def raw_forward_rate(run, inputs, batch_size: int, seconds: float, mixed: int = 1) -> float:
+def raw_forward_rate(run, inputs, batch_size: int, seconds: float, mixed: int = 1,
+                     group_rows: int = 0) -> float:
     """Samples/s of the model alone on 8 pre-made noisy batches of ``batch_size`` rows
     (the labels computed as the service computes them: forward pass and argmax); each batch
     holds the copies of one input, or with ``mixed=m`` equal shares of ``m`` inputs, as the
     service's batches do under concurrent load (a model that trims padding pays for the
-    longest text in a batch)."""
+    longest text in a batch).  With ``group_rows`` a mixed batch runs as the service's engine
+    runs it: its inputs ordered by text length, one forward pass per slice of one length."""
     from PIL import Image
+
+    from hybridcert.serve.engine import attended_lengths, labels_in_slices, slice_ends
 
     records = []
     for image, text in inputs[:8 * mixed]:
@@ -88,18 +92,24 @@ def raw_forward_rate(run, inputs, batch_size: int, seconds: float, mixed: int = 
                                                 next(iter(run.adapter.text)): tokens}))
     share = max(1, batch_size // mixed)
     parts = [run.classifier.stream(r, 1000 + i).copies(share) for i, r in enumerate(records)]
-    batches = [{key: torch.cat([part[key] for part in parts[j * mixed:(j + 1) * mixed]])
-                for key in parts[0]} for j in range(8)]
+    lengths = [attended_lengths(r) for r in records]
+    batches = []
+    for j in range(8):
+        members = range(j * mixed, (j + 1) * mixed)
+        if group_rows:
+            members = sorted(members, key=lambda i: lengths[i])
+        batch = {key: torch.cat([parts[i][key] for i in members]) for key in parts[0]}
+        ends = slice_ends([(lengths[i], share) for i in members], group_rows)
+        batches.append((batch, ends))
     base = run.classifier.base
-    for batch in batches:
-        base.labels(batch)
+    for batch, ends in batches:
+        labels_in_slices(base, batch, ends)
     done, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        labels = base.labels(batches[done % len(batches)])
-        if labels.is_cuda:
-            torch.cuda.synchronize()
+        batch, ends = batches[done % len(batches)]
+        labels_in_slices(base, batch, ends)       # ends in .cpu(): waits for a GPU
         done += 1
-    return done * batch_size / (time.perf_counter() - start)
+    return done * share * mixed / (time.perf_counter() - start)
 
 
 def in_thread(function, *args):
@@ -184,6 +194,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="requests per level (default: max(32, 4 x concurrency))")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--group-rows", type=int, default=None,
+                        help="the service's --group-rows (default: its own, 32 on CPU, 0 on "
+                             "GPU)")
     parser.add_argument("--raw-seconds", type=float, default=8.0)
     parser.add_argument("serve_args", nargs="*", help="more `hybridcert serve` options "
                         "(after --)")
@@ -218,7 +231,10 @@ def main(argv: list[str] | None = None) -> None:
     command = [sys.executable, "-m", "hybridcert.cli.main", "serve", *source, "--port",
                str(port), "--batch-size", str(args.batch_size), "--device", args.device,
                "--timeout", "600", "--max-pending", "4096", "--log-level", "warning",
+               *([] if args.group_rows is None else ["--group-rows", str(args.group_rows)]),
                *args.serve_args]
+    if args.group_rows is None:
+        args.group_rows = 32 if args.device == "cpu" else 0
     server = subprocess.Popen(command, cwd=os.getcwd(), stderr=subprocess.PIPE, text=True)
     try:
         _wait_ready(url, server)
@@ -227,8 +243,12 @@ def main(argv: list[str] | None = None) -> None:
         by_size = {size: in_thread(raw_forward_rate, run, inputs, size, args.raw_seconds)
                    for size in sizes}
         main_thread = raw_forward_rate(run, inputs, args.batch_size, args.raw_seconds)
+        mixing = min(8, max(1, len(inputs) // 8))
         mixed_rate = in_thread(raw_forward_rate, run, inputs, args.batch_size,
-                               args.raw_seconds, min(8, max(1, len(inputs) // 8)))
+                               args.raw_seconds, mixing)
+        sliced_rate = in_thread(raw_forward_rate, run, inputs, args.batch_size,
+                                args.raw_seconds, mixing, args.group_rows) \
+            if args.group_rows else mixed_rate
         raw = [by_size[args.batch_size]]
         asyncio.run(load(url, inputs, 2, 4, "warmup"))
         rows = []
@@ -246,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
             server.wait(60)
         except subprocess.TimeoutExpired:
             server.kill()
-    _report(args, config, raw, rows, by_size, main_thread, mixed_rate)
+    _report(args, config, raw, rows, by_size, main_thread, mixed_rate, sliced_rate)
 
 
 def _config_from_flags(flags: list[str]) -> dict:
@@ -288,7 +308,7 @@ def _wait_ready(url: str, server: subprocess.Popen) -> None:
     raise SystemExit("the service did not start")
 
 
-def _report(args, config, raw, rows, by_size, main_thread, mixed_rate) -> None:
+def _report(args, config, raw, rows, by_size, main_thread, mixed_rate, sliced_rate) -> None:
     rate = max(max(raw), max(by_size.values()), main_thread)
     device = args.device
     if device.startswith("cuda"):
@@ -304,8 +324,10 @@ def _report(args, config, raw, rows, by_size, main_thread, mixed_rate) -> None:
           + ", ".join(f"{size}: {value:,.0f}/s" for size, value in by_size.items()))
     print(f"limit = {rate:,.0f} samples/s (the highest of these) / mean queries per decision")
     print(f"mixed-traffic reference: {mixed_rate:,.0f} samples/s at batch {args.batch_size} "
-          f"when each batch holds equal shares of 8 inputs (worker thread); the last column "
-          f"is decisions/s x mean queries against it (concurrency > 1: batches mix inputs)")
+          f"when each batch holds equal shares of 8 inputs, in one forward pass (worker "
+          f"thread); {sliced_rate:,.0f} samples/s in slices of one text length as the service "
+          f"runs them (--group-rows {args.group_rows}); the last column is decisions/s x mean "
+          f"queries against the higher (concurrency > 1: batches mix inputs)")
     print()
     header = ("conc", "requests", "ok", "p50 ms", "p99 ms", "decisions/s", "mean queries",
               "mean drawn", "batch fill", "limit/s", "share of limit", "share of mixed")
@@ -324,7 +346,7 @@ def _report(args, config, raw, rows, by_size, main_thread, mixed_rate) -> None:
         print(f"{level} | {requests} | {len(answers)} | {np.percentile(lat, 50):.0f} | "
               f"{np.percentile(lat, 99):.0f} | {per_s:.2f} | {queries:.0f} | {drawn:.0f} | "
               f"{fill:.2f} | {limit:.2f} | {per_s / limit:.0%} | "
-              + (f"{per_s * queries / mixed_rate:.0%}" if level > 1 else "–"))
+              + (f"{per_s * queries / max(mixed_rate, sliced_rate):.0%}" if level > 1 else "–"))
     print()
     for level, _, result, _ in rows:
         decisions = {}

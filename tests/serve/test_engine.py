@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from hybridcert.runs.runner import plan
-from hybridcert.serve.engine import BatchingEngine, JobTimeout, QueueFull, ShuttingDown
+from hybridcert.serve.engine import (BatchingEngine, JobTimeout, QueueFull, ShuttingDown,
+                                     slice_ends)
 from hybridcert.serve.rules import DecisionRules
 from hybridcert.smoothing.core import Stage
 from tests.serve.conftest import png, png_even, toy_config
@@ -77,11 +78,12 @@ def test_jobs_share_batches_and_get_their_own_stream_in_order():
     assert sum(rule.calls for rule in rules) > engine.stats.batches   # several jobs per batch
 
 
-@pytest.mark.parametrize("speculation", [0.0, 1.0])
-def test_decisions_equal_driving_each_rule_alone(speculation):
+@pytest.mark.parametrize("speculation,group_rows", [(0.0, 0), (1.0, 0), (0.0, 8), (1.0, 1)])
+def test_decisions_equal_driving_each_rule_alone(speculation, group_rows):
     run, rules = _setup()
     records = _records(run, 8)
-    engine = BatchingEngine(run.classifier, batch_size=64, speculation=speculation).start()
+    engine = BatchingEngine(run.classifier, batch_size=64, speculation=speculation,
+                            group_rows=group_rows).start()
     jobs = [engine.submit(r, 50 + i, rules.new(), 60) for i, r in enumerate(records)]
     outcomes = [job.future.result(60) for job in jobs]
     engine.close()
@@ -101,6 +103,58 @@ def test_decisions_equal_driving_each_rule_alone(speculation):
             assert outcome.drawn == rule.queries     # next_draws never over-asks
         labels.add(int(rule.label))
     assert {0, 1} <= labels                          # both classes decided
+
+
+def test_slice_ends_cut_where_the_length_changes_once_a_slice_is_full():
+    parts = [((3,), 10), ((3,), 10), ((4,), 5), ((5,), 40)]
+    assert slice_ends(parts, 0) == [65]                 # off: the whole batch
+    assert slice_ends(parts, 16) == [20, 65]            # (4,) joins the (5,) slice: 5 < 16
+    assert slice_ends(parts, 1) == [20, 25, 65]         # never inside one length
+    assert slice_ends(parts, 100) == [65]
+    assert slice_ends([((2, 7), 3), ((2, 8), 3)], 1) == [3, 6]   # every token block counts
+
+
+@pytest.mark.parametrize("group_rows", [0, 1])
+def test_group_rows_runs_the_model_on_slices_of_one_text_length(group_rows):
+    run, rules = _setup()
+    records = _records(run, 8)                        # texts of 4, 5 and 6 attended ids
+    events, lock = [], threading.Lock()
+    base = run.classifier.base
+    original = base.labels
+
+    def spy(batch):
+        with lock:
+            events.append(sorted(set(batch["text_attention"].sum(1).tolist())))
+        return original(batch)
+
+    def on_batch(rows, seconds):           # after a batch's passes, before the next batch's
+        with lock:
+            events.append("end of batch")
+
+    base.labels = spy
+    engine = BatchingEngine(run.classifier, batch_size=64, group_rows=group_rows,
+                            on_batch=on_batch).start()
+    jobs = [engine.submit(r, 50 + i, rules.new(), 60) for i, r in enumerate(records)]
+    for job in jobs:
+        job.future.result(60)
+    engine.close()
+    batches, current = [], []
+    for event in events:
+        if event == "end of batch":
+            batches.append(current)
+            current = []
+        else:
+            current.append(event)
+    assert len(batches) == engine.stats.batches
+    if group_rows == 0:
+        assert all(len(passes) == 1 for passes in batches)
+        assert any(len(passes[0]) > 1 for passes in batches)      # batches mix lengths
+        return
+    assert any(len(passes) > 1 for passes in batches)             # some batches were cut
+    for passes in batches:
+        assert all(len(lengths) == 1 for lengths in passes)       # one length per pass
+        order = [lengths[0] for lengths in passes]
+        assert order == sorted(set(order))          # jobs ordered by length: one pass each
 
 
 def test_cancelled_job_stops_drawing_and_reports_timeout():
@@ -175,6 +229,8 @@ def test_refuses_bad_arguments():
         BatchingEngine(run.classifier, batch_size=0)
     with pytest.raises(ValueError, match="speculation"):
         BatchingEngine(run.classifier, speculation=float("nan"))
+    with pytest.raises(ValueError, match="group_rows must be an integer >= 0"):
+        BatchingEngine(run.classifier, group_rows=-1)
     engine = BatchingEngine(run.classifier)
     record = _records(run, 1)[0]
     with pytest.raises(ValueError, match="timeout_s"):

@@ -26,6 +26,9 @@ class Vocabulary:
     noisable_ids: torch.Tensor
     mask_id: int | None = None
     _index_of: torch.Tensor = field(init=False, repr=False, compare=False)
+    # Copies of the two lookup tables per accelerator, made once: copying them to a GPU for
+    # every noise chunk would wait for the model's forward pass queued before it.
+    _on_device: dict = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         ids = torch.as_tensor(self.noisable_ids, dtype=torch.long).unique()
@@ -54,20 +57,32 @@ class Vocabulary:
         """Noise indices ``0..V-1`` of ``ids``, -1 where an id is not noisable."""
         inside = (ids >= 0) & (ids < self._index_of.numel())
         safe = torch.where(inside, ids, torch.zeros_like(ids))
-        return torch.where(inside, self._index_of.to(ids.device)[safe], torch.full_like(ids, -1))
+        return torch.where(inside, self._table("_index_of", ids.device)[safe],
+                           torch.full_like(ids, -1))
 
     def to_ids(self, indices: torch.Tensor, original: torch.Tensor,
                where: torch.Tensor) -> torch.Tensor:
         """Model ids of noise ``indices`` at positions ``where``; MASK becomes ``mask_id``;
         other positions keep ``original``."""
-        table = self.noisable_ids.to(indices.device)
+        table = self._table("noisable_ids", indices.device)
         out = torch.where(where & (indices >= 0), table[indices.clamp(min=0)], original)
         masked = where & (indices == MASK_INDEX)
-        if masked.any():
-            if self.mask_id is None:
+        if self.mask_id is None:           # checked only here: a check is a GPU sync
+            if masked.any():
                 raise ValueError("Mask noise needs a Vocabulary with mask_id")
-            out = torch.where(masked, torch.full_like(out, self.mask_id), out)
-        return out
+            return out
+        return torch.where(masked, torch.full_like(out, self.mask_id), out)
+
+    def _table(self, name: str, device: torch.device) -> torch.Tensor:
+        table = getattr(self, name)
+        if device.type == "cpu":
+            return table
+        if device not in self._on_device:
+            self._on_device[device] = {}
+        return self._on_device[device].setdefault(name, table.to(device))
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_on_device": {}}     # device copies are not pickled
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,10 @@ def serve(
                                              "draws so far (fewer passes at low load; same "
                                              "decisions). Default 0 on CPU, 1 on GPU.")]
     = None,
+    group_rows: Annotated[int | None, Opt("--group-rows", help="Run each forward batch in "
+                                          "slices of one text length, each of at least this "
+                                          "many rows (0: whole batches; same decisions). "
+                                          "Default 32 on CPU, 0 on GPU.")] = None,
     max_image_bytes: Annotated[int, Opt("--max-image-bytes")] = 8 * 1024 * 1024,
     max_image_pixels: Annotated[int, Opt("--max-image-pixels")] = 16_000_000,
     max_text_chars: Annotated[int, Opt("--max-text-chars")] = 4096,
@@ -141,8 +145,10 @@ def serve(
         max_tokens=max_tokens, targets=targets or _config_targets(config) or [[0.0, 0]])
     if speculation is not None and not 0 <= speculation < float("inf"):
         raise ConfigError(f"--speculation must be a finite number >= 0, got {speculation}")
+    if group_rows is not None and group_rows < 0:
+        raise ConfigError(f"--group-rows must be an integer >= 0, got {group_rows}")
     settings = ServeSettings(batch_size=batch_size, max_pending=max_pending, timeout_s=timeout,
-                             speculation=speculation,
+                             speculation=speculation, group_rows=group_rows,
                              limits=Limits(max_image_bytes, max_image_pixels, max_text_chars),
                              api_keys=keys, audit_path=audit_log)
     service = ModerationService(plan(run_config, device, batch_size, adapter=adapter),

@@ -25,7 +25,13 @@ it, rows that no rule asked for go to running jobs as extra copies (fewer forwar
 decision at low load; a rule ignores labels past its decision, so decisions are unchanged).
 
 Jobs whose records have different shapes never share a batch (the oldest job's shape goes
-first).  The queue is bounded: :meth:`BatchingEngine.submit` raises :class:`QueueFull` when
+first).  With ``group_rows`` a batch's jobs are ordered by the attended length of their texts
+and the batch goes to the model in slices of equal length (each of at least ``group_rows``
+rows, where lengths allow): a model that trims padding then pays for each slice's own longest
+text rather than for the batch's (``benchmarks/service_load.py`` measures both on mixed
+batches).  Each row's label is its own whatever slice it is in, so decisions are unchanged.
+
+The queue is bounded: :meth:`BatchingEngine.submit` raises :class:`QueueFull` when
 ``max_pending`` jobs are waiting or running.
 """
 
@@ -44,6 +50,7 @@ import numpy as np
 import torch
 
 from hybridcert._validation import check_count
+from hybridcert.blocks.tokens import TokenBlock
 from hybridcert.smoothing.core import SmoothedClassifier, Stage, _shape_key
 
 
@@ -99,6 +106,7 @@ class Job:
     rule: object
     deadline: float
     shape: tuple
+    lengths: tuple = ()
     submitted: float = field(default_factory=time.monotonic)
     future: Future = field(default_factory=Future)
     cancelled: bool = False
@@ -147,12 +155,17 @@ class BatchingEngine:
         multiple of the copies it has drawn so far beyond its rule's ``next_draws`` (0: never).
         Fewer, fuller forward passes per decision at low load, at the price of copies that
         may go unused; the decisions are the same (a rule ignores labels past its stop).
+    group_rows : int
+        When > 0, order each batch's jobs by the attended length of their token blocks and
+        run the model on slices of one length, each of at least this many rows (0: the whole
+        batch in one forward pass).  Pays off for models that trim padding (the per-pass
+        overhead grows with the number of slices); decisions are the same.
     on_batch : callable, optional
         Called as ``on_batch(rows, seconds)`` after every forward pass (metrics).
     """
 
     def __init__(self, classifier: SmoothedClassifier, batch_size: int = 256,
-                 max_pending: int = 256, speculation: float = 0.0,
+                 max_pending: int = 256, speculation: float = 0.0, group_rows: int = 0,
                  on_batch: Callable[[int, float], None] | None = None):
         if not isinstance(classifier, SmoothedClassifier):
             raise ValueError(f"classifier must be a SmoothedClassifier, got "
@@ -163,6 +176,7 @@ class BatchingEngine:
         if not (isinstance(speculation, (int, float)) and 0 <= speculation < math.inf):
             raise ValueError(f"speculation must be a finite number >= 0, got {speculation!r}")
         self.speculation = float(speculation)
+        self.group_rows = check_count("group_rows", group_rows, minimum=0)
         self.on_batch = on_batch
         self.stats = BatchStats()
         self._jobs: OrderedDict[int, Job] = OrderedDict()
@@ -243,7 +257,7 @@ class BatchingEngine:
             if len(self._jobs) >= self.max_pending:
                 raise QueueFull(f"{len(self._jobs)} requests are already queued or running")
             job = Job(next(self._numbers), stream, rule, time.monotonic() + timeout_s,
-                      _shape_key(record))
+                      _shape_key(record), attended_lengths(record))
             self._jobs[job.number] = job
             self._cond.notify_all()
         return job
@@ -269,7 +283,7 @@ class BatchingEngine:
                     flight = None
                 if ready is not None:
                     plan, batch = ready
-                    flight = (plan, model.submit(self._forward, batch))
+                    flight = (plan, model.submit(self._forward, batch, self._slices(plan)))
                 # Hold no finished job while waiting for the next one.
                 jobs = live = ready = plan = batch = None
 
@@ -320,7 +334,13 @@ class BatchingEngine:
                 if extra > 0:
                     takes[job.number] = takes.get(job.number, 0) + extra
                     room -= extra
-        return [(job, takes[job.number]) for job in group if takes.get(job.number)]
+        chosen = [(job, takes[job.number]) for job in group if takes.get(job.number)]
+        if self.group_rows:
+            chosen.sort(key=lambda pair: pair[0].lengths)      # stable: oldest first within
+        return chosen
+
+    def _slices(self, plan: list[tuple[Job, int]]) -> list[int]:
+        return slice_ends([(job.lengths, take) for job, take in plan], self.group_rows)
 
     def _draw(self, plan: list[tuple[Job, int]]):
         """(plan, batch) with each job's next copies, or None for an empty plan."""
@@ -330,7 +350,7 @@ class BatchingEngine:
         parts, drawn = [], []
         for job, take in plan:
             try:
-                parts.append(job.stream.copies(take))
+                parts.extend(job.stream.copy_parts(take))
             except Exception as err:  # noise on this record failed: fail the job only
                 self._fail(job, err)
                 continue
@@ -345,10 +365,10 @@ class BatchingEngine:
             {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         return drawn, batch
 
-    def _forward(self, batch: dict) -> tuple[np.ndarray, float]:
+    def _forward(self, batch: dict, ends: list[int]) -> tuple[np.ndarray, float]:
         torch.set_grad_enabled(False)
         start = time.perf_counter()
-        labels = self.classifier.base.labels(batch).cpu().numpy().astype(np.int64)
+        labels = labels_in_slices(self.classifier.base, batch, ends)
         seconds = time.perf_counter() - start
         self.classifier._check_labels(labels)
         return labels, seconds
@@ -399,6 +419,37 @@ class BatchingEngine:
         with self._cond:
             self._jobs.pop(job.number, None)
             self._cond.notify_all()
+
+
+def slice_ends(parts: list[tuple[tuple, int]], group_rows: int) -> list[int]:
+    """Row offsets where the forward slices of a batch end.
+
+    ``parts`` are the batch's consecutive (text lengths, rows) pieces, one per job, already
+    ordered by length; a slice ends where the length changes once it holds at least
+    ``group_rows`` rows (0: one slice, the whole batch)."""
+    ends, rows, start = [], 0, 0
+    for i, (lengths, count) in enumerate(parts):
+        rows += count
+        if i + 1 == len(parts) or (group_rows and rows - start >= group_rows
+                                   and parts[i + 1][0] != lengths):
+            ends.append(rows)
+            start = rows
+    return ends
+
+
+def labels_in_slices(base, batch: dict, ends: list[int]) -> np.ndarray:
+    """``base.labels`` of a batch, one forward pass per slice ``[previous end, end)``."""
+    if len(ends) == 1:
+        return base.labels(batch).cpu().numpy().astype(np.int64)
+    return np.concatenate([base.labels({k: v[begin:end] for k, v in batch.items()})
+                           .cpu().numpy().astype(np.int64)
+                           for begin, end in zip([0, *ends[:-1]], ends, strict=True)])
+
+
+def attended_lengths(record) -> tuple[int, ...]:
+    """Attended positions of each token block of a record, in block-name order."""
+    return tuple(int(block.ids.numel() if block.attention is None else block.attention.sum())
+                 for _, block in sorted(record.items()) if isinstance(block, TokenBlock))
 
 
 def _set(future: Future, result=None, exception: BaseException | None = None) -> None:

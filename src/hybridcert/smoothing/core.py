@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -363,12 +363,24 @@ class LabelStream:
     """
 
     def __init__(self, classifier: SmoothedClassifier, record: Record, seed: int, stage: int):
-        self.classifier, self.record, self.seed, self.stage = classifier, record, seed, stage
+        self.classifier, self.seed, self.stage = classifier, seed, stage
+        # On a GPU the record goes there once (a copy per chunk would wait for the forward
+        # pass queued before it); the noise is the same.
+        self.record = _record_on(record, classifier.base.device)
         self.drawn = 0
         self._chunk: tuple[int, dict] | None = None
 
     def copies(self, num: int) -> dict[str, torch.Tensor]:
         """The next ``num`` noisy copies as a model batch (advances the stream)."""
+        parts = self.copy_parts(num)
+        if len(parts) == 1:
+            return parts[0]
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+    def copy_parts(self, num: int) -> list[dict[str, torch.Tensor]]:
+        """The next ``num`` noisy copies as consecutive pieces (views of the drawn chunks, in
+        draw order), for a caller that concatenates them with other streams' copies anyway
+        (advances the stream)."""
         parts = []
         for chunk, begin, end in _chunk_span(self.drawn, num, STREAM_CHUNK):
             if self._chunk is None or self._chunk[0] != chunk:
@@ -377,9 +389,7 @@ class LabelStream:
                 self._chunk = (chunk, batch)
             parts.append({k: v[begin:end] for k, v in self._chunk[1].items()})
         self.drawn += num
-        if len(parts) == 1:
-            return parts[0]
-        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        return parts
 
     def labels(self, num: int) -> np.ndarray:
         """The base model's labels on the next ``num`` copies."""
@@ -464,6 +474,21 @@ def check_can_certify(n: int, alpha: float) -> None:
         need = math.floor(math.log(alpha) / math.log(0.5)) + 1
         raise ValueError(f"n={n} can never certify at alpha={alpha}: even if all samples "
                          f"agree the lower bound on pA is {best:.4f} <= 1/2; use n >= {need}")
+
+
+def _record_on(record: Record, device: torch.device) -> Record:
+    """The record's tensors on ``device`` (the record itself on a CPU)."""
+    if device.type == "cpu":
+        return record
+    out = {}
+    for name, block in record.items():
+        if isinstance(block, TokenBlock):
+            out[name] = replace(block, **{
+                f: getattr(block, f).to(device) for f in ("ids", "noisable", "attention")
+                if getattr(block, f) is not None})
+        else:
+            out[name] = block.to(device)
+    return out
 
 
 def _shape_key(x: Record) -> tuple:
