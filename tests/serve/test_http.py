@@ -25,6 +25,11 @@ def moderate(url, body=None, **kwargs):
     return httpx.post(url + "/v1/moderate", json=body, timeout=60, **kwargs)
 
 
+def test_engine_defaults_on_a_cpu(toy_server):
+    _, service = toy_server
+    assert service.engine.group_rows == 32 and service.engine.speculation == 0.0
+
+
 def test_healthz_and_decision_contract(toy_server):
     url, service = toy_server
     assert httpx.get(url + "/healthz").json() == {"status": "ok"}

@@ -72,7 +72,8 @@ def test_bad_options_are_one_line_errors(tmp_path):
     short = tmp_path / "keys"
     short.write_text("abc\n")
     for args, message in ((["--api-key-file", str(short)], "shorter than"),
-                          (["--timeout", "0"], "--timeout")):
+                          (["--timeout", "0"], "--timeout"),
+                          (["--group-rows", "-1"], "--group-rows must be an integer >= 0")):
         process = _serve(*args)
         _, err = process.communicate(timeout=60)
         assert process.returncode == 2, err
