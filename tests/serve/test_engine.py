@@ -10,8 +10,7 @@ import pytest
 from PIL import Image
 
 from hybridcert.runs.runner import plan
-from hybridcert.serve.engine import (BatchingEngine, JobTimeout, QueueFull, ShuttingDown,
-                                     slice_ends)
+from hybridcert.serve.engine import BatchingEngine, JobTimeout, QueueFull, ShuttingDown, slice_ends
 from hybridcert.serve.rules import DecisionRules
 from hybridcert.smoothing.core import Stage
 from tests.serve.conftest import png, png_even, toy_config
