@@ -10,13 +10,24 @@ from hybridcert.blocks import TokenBlock, Vocabulary
 from hybridcert.smoothing.core import _record_on
 
 
-def test_vocabulary_copies_its_tables_to_a_device_once_and_never_pickles_them():
+def test_vocabulary_copies_its_tables_to_a_device_once_and_never_pickles_them(monkeypatch):
     vocab = Vocabulary(torch.tensor([7, 5, 9, 11]), mask_id=3)
     meta = torch.device("meta")
+    copies = []
+    to = torch.Tensor.to
+
+    def counting_to(self, *args, **kwargs):
+        copies.append(args)
+        return to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", counting_to)
     first = vocab._table("noisable_ids", meta)
     assert first.device.type == "meta" and first.shape == (4,)
-    assert vocab._table("noisable_ids", meta) is first           # reused, not re-copied
-    assert vocab._table("_index_of", meta) is vocab._table("_index_of", meta)
+    for _ in range(5):
+        assert vocab._table("noisable_ids", meta) is first       # reused ...
+        vocab._table("_index_of", meta)
+    assert len(copies) == 2                                      # ... and copied once each
+    monkeypatch.undo()
     assert vocab._table("noisable_ids", torch.device("cpu")) is vocab.noisable_ids
     back = pickle.loads(pickle.dumps(vocab))
     assert back._on_device == {} and torch.equal(back.noisable_ids, vocab.noisable_ids)

@@ -111,6 +111,8 @@ def test_slice_ends_cut_where_the_length_changes_once_a_slice_is_full():
     assert slice_ends(parts, 1) == [20, 25, 65]         # never inside one length
     assert slice_ends(parts, 100) == [65]
     assert slice_ends([((2, 7), 3), ((2, 8), 3)], 1) == [3, 6]   # every token block counts
+    assert slice_ends([((5,), 40), ((9,), 1)], 32) == [41]       # no 1-row last pass
+    assert slice_ends([((5,), 40), ((7,), 40), ((9,), 1)], 32) == [40, 81]
 
 
 @pytest.mark.parametrize("group_rows", [0, 1])

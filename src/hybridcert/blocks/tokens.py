@@ -77,9 +77,10 @@ class Vocabulary:
         table = getattr(self, name)
         if device.type == "cpu":
             return table
-        if device not in self._on_device:
-            self._on_device[device] = {}
-        return self._on_device[device].setdefault(name, table.to(device))
+        cache = self._on_device.setdefault(device, {})
+        if name not in cache:
+            cache[name] = table.to(device)
+        return cache[name]
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_on_device": {}}     # device copies are not pickled

@@ -126,7 +126,8 @@ class Job:
 
 @dataclass
 class BatchStats:
-    """Running totals of the engine (read them for metrics): forward passes, rows evaluated,
+    """Running totals of the engine (read them for metrics): batches (one or, with
+    ``group_rows``, several model calls each), rows evaluated,
     copies drawn (a batch in flight is drawn but not yet evaluated), model seconds, jobs
     expired, finished and failed."""
 
@@ -161,7 +162,8 @@ class BatchingEngine:
         batch in one forward pass).  Pays off for models that trim padding (the per-pass
         overhead grows with the number of slices); decisions are the same.
     on_batch : callable, optional
-        Called as ``on_batch(rows, seconds)`` after every forward pass (metrics).
+        Called as ``on_batch(rows, seconds)`` after every batch (metrics; with ``group_rows``
+        a batch may take several model calls, counted together).
     """
 
     def __init__(self, classifier: SmoothedClassifier, batch_size: int = 256,
@@ -426,7 +428,8 @@ def slice_ends(parts: list[tuple[tuple, int]], group_rows: int) -> list[int]:
 
     ``parts`` are the batch's consecutive (text lengths, rows) pieces, one per job, already
     ordered by length; a slice ends where the length changes once it holds at least
-    ``group_rows`` rows (0: one slice, the whole batch)."""
+    ``group_rows`` rows, and a last slice shorter than that joins the one before it (0: one
+    slice, the whole batch)."""
     ends, rows, start = [], 0, 0
     for i, (lengths, count) in enumerate(parts):
         rows += count
@@ -434,6 +437,8 @@ def slice_ends(parts: list[tuple[tuple, int]], group_rows: int) -> list[int]:
                                    and parts[i + 1][0] != lengths):
             ends.append(rows)
             start = rows
+    if len(ends) > 1 and ends[-1] - ends[-2] < group_rows:
+        del ends[-2]
     return ends
 
 

@@ -363,10 +363,8 @@ class LabelStream:
     """
 
     def __init__(self, classifier: SmoothedClassifier, record: Record, seed: int, stage: int):
-        self.classifier, self.seed, self.stage = classifier, seed, stage
-        # On a GPU the record goes there once (a copy per chunk would wait for the forward
-        # pass queued before it); the noise is the same.
-        self.record = _record_on(record, classifier.base.device)
+        self.classifier, self.record, self.seed, self.stage = classifier, record, seed, stage
+        self._on_device: Record | None = None
         self.drawn = 0
         self._chunk: tuple[int, dict] | None = None
 
@@ -381,10 +379,14 @@ class LabelStream:
         """The next ``num`` noisy copies as consecutive pieces (views of the drawn chunks, in
         draw order), for a caller that concatenates them with other streams' copies anyway
         (advances the stream)."""
+        if self._on_device is None:
+            # On a GPU the record goes there once, at the first draw (in the drawing thread: a
+            # copy waits for the forward pass queued before it); the noise is the same.
+            self._on_device = _record_on(self.record, self.classifier.base.device)
         parts = []
         for chunk, begin, end in _chunk_span(self.drawn, num, STREAM_CHUNK):
             if self._chunk is None or self._chunk[0] != chunk:
-                batch = self.classifier.noisy_copies(self.record, STREAM_CHUNK,
+                batch = self.classifier.noisy_copies(self._on_device, STREAM_CHUNK,
                                                      _chunk_seed(self.seed, self.stage, chunk))
                 self._chunk = (chunk, batch)
             parts.append({k: v[begin:end] for k, v in self._chunk[1].items()})
