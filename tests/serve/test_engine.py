@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from hybridcert.runs.runner import plan
@@ -113,6 +114,22 @@ def test_slice_ends_cut_where_the_length_changes_once_a_slice_is_full():
     assert slice_ends([((2, 7), 3), ((2, 8), 3)], 1) == [3, 6]   # every token block counts
     assert slice_ends([((5,), 40), ((9,), 1)], 32) == [41]       # no 1-row last pass
     assert slice_ends([((5,), 40), ((7,), 40), ((9,), 1)], 32) == [40, 81]
+
+
+def test_a_bad_output_in_a_slice_names_its_rows_in_the_batch():
+    from hybridcert.serve.engine import labels_in_slices
+    from hybridcert.smoothing.base import BaseClassifier, ModelOutputError
+
+    def model(batch):
+        logits = torch.zeros(batch["x"].shape[0], 2)
+        logits[batch["x"] == 7] = float("nan")
+        return logits
+
+    base = BaseClassifier(model)
+    batch = {"x": torch.arange(10)}
+    assert labels_in_slices(base, {"x": torch.arange(7)}, [3, 7]).tolist() == [0] * 7
+    with pytest.raises(ModelOutputError, match=r"row 3 of 6\).*rows 4\.\.9 of a batch of 10"):
+        labels_in_slices(base, batch, [4, 10])
 
 
 @pytest.mark.parametrize("group_rows", [0, 1])

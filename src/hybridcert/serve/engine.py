@@ -51,6 +51,7 @@ import torch
 
 from hybridcert._validation import check_count
 from hybridcert.blocks.tokens import TokenBlock
+from hybridcert.smoothing.base import ModelOutputError
 from hybridcert.smoothing.core import SmoothedClassifier, Stage, _shape_key
 
 
@@ -443,12 +444,19 @@ def slice_ends(parts: list[tuple[tuple, int]], group_rows: int) -> list[int]:
 
 
 def labels_in_slices(base, batch: dict, ends: list[int]) -> np.ndarray:
-    """``base.labels`` of a batch, one forward pass per slice ``[previous end, end)``."""
+    """``base.labels`` of a batch, one forward pass per slice ``[previous end, end)``; a
+    :class:`~hybridcert.smoothing.base.ModelOutputError` names the slice's rows in the batch."""
     if len(ends) == 1:
         return base.labels(batch).cpu().numpy().astype(np.int64)
-    return np.concatenate([base.labels({k: v[begin:end] for k, v in batch.items()})
-                           .cpu().numpy().astype(np.int64)
-                           for begin, end in zip([0, *ends[:-1]], ends, strict=True)])
+    out = []
+    for begin, end in zip([0, *ends[:-1]], ends, strict=True):
+        try:
+            labels = base.labels({k: v[begin:end] for k, v in batch.items()})
+        except ModelOutputError as err:
+            raise ModelOutputError(f"{err} (the call held rows {begin}..{end - 1} of a batch "
+                                   f"of {ends[-1]})") from None
+        out.append(labels.cpu().numpy().astype(np.int64))
+    return np.concatenate(out)
 
 
 def attended_lengths(record) -> tuple[int, ...]:
