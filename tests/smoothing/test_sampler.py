@@ -71,3 +71,27 @@ def test_special_positions_and_non_noisable_ids_are_untouched():
             expected = np.full(20, 0.9 / 19 * 4000)
             expected[0] = 0.1 * 4000
             assert chisquare(counts, expected).pvalue > P_FLOOR
+
+
+def test_a_stream_is_its_seeded_chunks_whatever_the_split():
+    from hybridcert.smoothing.core import STREAM_CHUNK, Stage, _chunk_seed
+
+    vocab = Vocabulary(torch.arange(100, 120), mask_id=5)
+    clf = SmoothedClassifier(lambda b: torch.zeros(len(b["text"]), dtype=torch.long),
+                             {"image": Gaussian(0.5), "text": Substitution(0.3, 20)}, 2,
+                             {"text": vocab})
+    record = clf.validate({"image": torch.rand(3, 4, 4),
+                           "text": TokenBlock(torch.tensor([1, 100, 105, 119, 2]))})
+    total = 3 * STREAM_CHUNK + 5
+    # reference: the seeded chunks drawn directly, not through a stream
+    chunks = [clf.noisy_copies(record, STREAM_CHUNK, _chunk_seed(9, Stage.SEQUENTIAL, c))
+              for c in range(4)]
+    reference = {k: torch.cat([c[k] for c in chunks])[:total] for k in chunks[0]}
+    for split in ([total], [1, 63, 1, 64, 65, 3], [130, 2, total - 132], [37] * 5 + [12]):
+        assert sum(split) == total
+        stream = clf.stream(record, 9, Stage.SEQUENTIAL)
+        pieces = [stream.copies(n) for n in split[:-1]]
+        pieces += stream.copy_parts(split[-1])           # the last call as views
+        for key, value in reference.items():
+            assert torch.equal(torch.cat([p[key] for p in pieces]), value), (split, key)
+        assert stream.drawn == total

@@ -108,3 +108,8 @@ class TokenBlock:
     @property
     def length(self) -> int:
         return int(torch.as_tensor(self.ids).numel())
+
+    @property
+    def attended(self) -> int:
+        """Positions the model attends to (all of them without an attention mask)."""
+        return self.length if self.attention is None else int(self.attention.sum())

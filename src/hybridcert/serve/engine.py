@@ -52,7 +52,7 @@ import torch
 from hybridcert._validation import check_count
 from hybridcert.blocks.tokens import TokenBlock
 from hybridcert.smoothing.base import ModelOutputError
-from hybridcert.smoothing.core import SmoothedClassifier, Stage, _shape_key
+from hybridcert.smoothing.core import SmoothedClassifier, Stage, _shape_key, concat_batches
 
 
 class EngineError(RuntimeError):
@@ -364,9 +364,7 @@ class BatchingEngine:
             drawn.append((job, take))
         if not drawn:
             return None
-        batch = parts[0] if len(parts) == 1 else \
-            {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-        return drawn, batch
+        return drawn, concat_batches(parts)
 
     def _forward(self, batch: dict, ends: list[int]) -> tuple[np.ndarray, float]:
         torch.set_grad_enabled(False)
@@ -461,8 +459,8 @@ def labels_in_slices(base, batch: dict, ends: list[int]) -> np.ndarray:
 
 def attended_lengths(record) -> tuple[int, ...]:
     """Attended positions of each token block of a record, in block-name order."""
-    return tuple(int(block.ids.numel() if block.attention is None else block.attention.sum())
-                 for _, block in sorted(record.items()) if isinstance(block, TokenBlock))
+    return tuple(block.attended for _, block in sorted(record.items())
+                 if isinstance(block, TokenBlock))
 
 
 def _set(future: Future, result=None, exception: BaseException | None = None) -> None:

@@ -340,6 +340,7 @@ class SmoothedClassifier:
                 stop.set()                # e.g. Ctrl-C here: the workers stop, not finish
 
     def _noise_chunks(self, x: Record, num: int, seed: int, stage: int):
+        x = _record_on(x, self.base.device)          # once per record, not per chunk
         for chunk in range(math.ceil(num / NOISE_CHUNK)):
             copies = min(NOISE_CHUNK, num - chunk * NOISE_CHUNK)
             yield self.noisy_copies(x, copies, _chunk_seed(seed, stage, chunk))
@@ -370,10 +371,7 @@ class LabelStream:
 
     def copies(self, num: int) -> dict[str, torch.Tensor]:
         """The next ``num`` noisy copies as a model batch (advances the stream)."""
-        parts = self.copy_parts(num)
-        if len(parts) == 1:
-            return parts[0]
-        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        return concat_batches(self.copy_parts(num))
 
     def copy_parts(self, num: int) -> list[dict[str, torch.Tensor]]:
         """The next ``num`` noisy copies as consecutive pieces (views of the drawn chunks, in
@@ -478,6 +476,13 @@ def check_can_certify(n: int, alpha: float) -> None:
                          f"agree the lower bound on pA is {best:.4f} <= 1/2; use n >= {need}")
 
 
+def concat_batches(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Model batches (same keys) stacked row-wise, in order; one part is returned as is."""
+    if len(parts) == 1:
+        return parts[0]
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
 def _record_on(record: Record, device: torch.device) -> Record:
     """The record's tensors on ``device`` (the record itself on a CPU)."""
     if device.type == "cpu":
@@ -537,8 +542,7 @@ def _rebatch(streams, batch_size: int):
 
 
 def _flush(pending: list, owners: list, take: int):
-    merged = pending[0] if len(pending) == 1 else \
-        {k: torch.cat([p[k] for p in pending]) for k in pending[0]}
+    merged = concat_batches(pending)
     owner = np.concatenate(owners)
     total = owner.size
     if take == total:
