@@ -150,3 +150,27 @@ def test_concurrent_writers_share_one_run(tmp_path):
     db = sqlite3.connect(path)
     assert db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1
     assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 120
+
+
+def test_schema_check_reads_one_snapshot(tmp_path, monkeypatch):
+    """Another process creating the schema between the check's reads of the table list and
+    of the header must not make the check see half a store (the concurrent-writer test
+    failed once on 'has schema 2, this hybridcert reads schema 2')."""
+    path = tmp_path / "race.sqlite"
+    query, injected = RunStore._query, []
+
+    def query_then_let_another_writer_in(self, sql, args):
+        result = query(self, sql, args)
+        if "sqlite_master" in sql and not injected:
+            injected.append(True)
+            try:                      # the other writer, between the reads
+                RunStore(path, CONFIG, timeout=0.3).close()
+                injected.append("committed")
+            except StoreError:
+                injected.append("kept out")       # the check holds its snapshot
+        return result
+
+    monkeypatch.setattr(RunStore, "_query", query_then_let_another_writer_in)
+    with RunStore(path, CONFIG) as store:
+        assert store.run_id == 1
+    assert injected[1] == "kept out"

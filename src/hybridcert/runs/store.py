@@ -180,10 +180,19 @@ class RunStore:
 
     def _has_schema(self) -> bool:
         """True for a hybridcert store, False for an empty database; raises otherwise."""
-        tables = {r[0] for r in self._query(
-            "SELECT name FROM sqlite_master WHERE type = 'table'", ())}
-        app = self._query("PRAGMA application_id", ()).fetchone()[0]
-        version = self._query("PRAGMA user_version", ()).fetchone()[0]
+        # One snapshot: read one at a time, another process's schema commit could fall between
+        # the tables and the header ("has schema 2, this hybridcert reads schema 2").
+        own = not self.db.in_transaction
+        if own:
+            self._query("BEGIN", ())
+        try:
+            tables = {r[0] for r in self._query(
+                "SELECT name FROM sqlite_master WHERE type = 'table'", ())}
+            app = self._query("PRAGMA application_id", ()).fetchone()[0]
+            version = self._query("PRAGMA user_version", ()).fetchone()[0]
+        finally:
+            if own and self.db.in_transaction:
+                self.db.execute("COMMIT")
         if not tables and app == 0:
             if self.readonly:
                 raise StoreError(f"no run stored in {self.path}")
