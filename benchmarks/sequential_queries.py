@@ -203,6 +203,7 @@ def rule_factories(threshold: float, args) -> dict:
     return {
         "new": lambda top: DecisionTest([threshold], a, n),
         "new (looks)": lambda top: DecisionTest([threshold], a, n, boundary="looks"),
+        "new (spending)": lambda top: DecisionTest([threshold], a, n, boundary="spending"),
         "current": lambda top: BonferroniLooks(a, n, [threshold]),
         "betting (a/2 per side)": lambda top: Betting(threshold, a / 2, n, top),
         "betting (a per side)": lambda top: Betting(threshold, a, n, top),
@@ -260,8 +261,8 @@ def synthetic_mode(args) -> None:
     """Mean queries per rule on a grid of pA x p* (top class = right class)."""
     p_as = [0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0]
     stars = [0.6, 0.765, 0.921, 0.99]
-    names = ["new", "new (looks)", "current", "betting (a/2 per side)", "betting (a per side)",
-             "adaptive"]
+    names = ["new", "new (looks)", "new (spending)", "current", "betting (a/2 per side)",
+             "betting (a per side)", "adaptive"]
     print(f"\n### synthetic pA x p*: mean queries (certified share), {args.synthetic_runs} "
           f"paths per cell\n")
     print("| p* | pA | " + " | ".join(names) + " |")
@@ -317,17 +318,21 @@ def grid_mode(rates, correct, tops, args) -> None:
                 fixed_all.append(rules)
             rows[name][0].append(np.array([r.queries for r in rules]))
             rows[name][1].append(_cell_accuracy(rules, tops, correct, thresholds))
-    print("\n| rule | mean queries | median | x fewer than fixed n | grid-mean accuracy | "
-          "points vs fixed n | largest cell difference |")
+    print("\n| rule | mean queries | median | x fewer than fixed n (seeds: min..max) | "
+          "grid-mean accuracy | points vs fixed n (seeds: min..max) | largest cell difference |")
     print("|---|---|---|---|---|---|---|")
     base_q = np.concatenate(rows["fixed n"][0]).mean()
     base_acc = np.mean(rows["fixed n"][1], axis=0)
+    base_seed = [a.mean() for a in rows["fixed n"][1]]
     for name, (qs, accs) in rows.items():
         q, acc = np.concatenate(qs), np.mean(accs, axis=0)
-        print(f"| {name} | {q.mean():,.0f} | {np.median(q):,.0f} | {base_q / q.mean():.1f} | "
-              f"{acc.mean():.2f}% | {acc.mean() - base_acc.mean():+.2f} | "
+        ratio = [base_q / x.mean() for x in qs]
+        points = [a.mean() - b for a, b in zip(accs, base_seed, strict=True)]
+        print(f"| {name} | {q.mean():,.0f} | {np.median(q):,.0f} | {base_q / q.mean():.2f} "
+              f"({min(ratio):.2f}..{max(ratio):.2f}) | {acc.mean():.2f}% | "
+              f"{acc.mean() - base_acc.mean():+.2f} ({min(points):+.2f}..{max(points):+.2f}) | "
               f"{np.abs(acc - base_acc).max():.1f} |")
-    name = next((n for n in rows if "price 14,000" in n), None)
+    name = next((n for n in rows if n == args.grid_cells_of), None)
     if name:
         diff = np.mean(rows[name][1], axis=0) - base_acc
         print(f"\n{name}: certified accuracy minus fixed n's per cell (points; rows eps, "
@@ -339,7 +344,7 @@ def grid_mode(rates, correct, tops, args) -> None:
     print(f"\noracle (knows pA; one Clopper–Pearson bound at alpha at its chosen n; loses <= 1 "
           f"point of the grid mean, seed 0's fixed n as reference): mean {mean:,.0f} queries "
           f"({base_q / mean:.1f}x fewer than fixed n)")
-    for family in ("mixture", "looks"):
+    for family in ("mixture", "looks", "spending"):
         plan = DecisionTest(flat, args.alpha, args.n_max, boundary=family)._plans[0]
         mean = sequential_oracle(rates, tops, correct, fixed, plan, 1)
         print(f"sequential oracle, {family} boundary (knows pA, crosses when pA * n reaches the "
@@ -488,18 +493,21 @@ def exact_mode(args) -> None:
     print(f"\n### exact worst case at pA = p*: P(wrong certification), summed over the "
           f"stopping boundary (alpha = {args.alpha:g}, cap {args.n_max})\n")
     print("| target | p* | new: class A at p* | new: other class (1 - p*) | new: total | "
-          "new (looks): total | betting a/2 | betting a |")
-    print("|---|---|---|---|---|---|---|---|")
+          "new (looks): total | new (spending): total | betting a/2 | betting a |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for eps, r in TARGETS:
         t = p_star(eps, r, args.sigma, args.keep)
         b = DecisionTest([t], args.alpha, args.n_max).per_draw_boundary(0, 0)
         own, other = crossing_probability(b, t), crossing_probability(b, 1 - t)
         looks = DecisionTest([t], args.alpha, args.n_max, boundary="looks").per_draw_boundary()
         own_l = crossing_probability(looks, t) + crossing_probability(looks, 1 - t)
+        spend = DecisionTest([t], args.alpha, args.n_max,
+                             boundary="spending").per_draw_boundary()
+        own_s = crossing_probability(spend, t) + crossing_probability(spend, 1 - t)
         bet = [crossing_probability(Betting(t, lv, args.n_max, 0).upper, t)
                for lv in (args.alpha / 2, args.alpha)]
         print(f"| ({eps}, {r}) | {t:.4f} | {own:.3e} | {other:.3e} | {own + other:.3e} | "
-              f"{own_l:.3e} | {bet[0]:.3e} | {bet[1]:.3e} |")
+              f"{own_l:.3e} | {own_s:.3e} | {bet[0]:.3e} | {bet[1]:.3e} |")
 
 
 def main() -> None:
@@ -512,9 +520,11 @@ def main() -> None:
     parser.add_argument("--modes", default="decision,synthetic,grid,radius,exact")
     parser.add_argument("--synthetic-runs", type=int, default=50)
     parser.add_argument("--grid-rules",
-                        default="mixture,looks,mixture:10000,mixture:20000,looks:10000,"
-                                "looks:14000,looks:20000",
+                        default="mixture,looks,spending,mixture:10000,looks:10000,looks:14000,"
+                                "spending:8000,spending:9000,spending:10000,spending:12000",
                         help="new rule on the grid: boundary family[:price], comma-separated")
+    parser.add_argument("--grid-cells-of", default="new (spending, price 9,000)",
+                        help="grid rule whose per-cell differences are printed")
     parser.add_argument("--tolerance", default="0.05,0.1",
                         help="radius mode: comma-separated L2 tolerances")
     parser.add_argument("--max-radius", type=float, default=1.0)

@@ -40,6 +40,9 @@ BASE = {"model": "tests.runs.toy_model:factory", "sigma": 0.25, "keep_prob": 0.3
     ({"p_upper": "bonferroni", "mode": "decision", "targets": [[0.1, 0]]},
      "in mode fixed only"),
     ({"unknown_option": 1}, "unknown option"),
+    ({"mode": "decision", "targets": [[0.1, 0]], "boundary": "bonferroni"},
+     "boundary must be one of mixture, looks, spending"),
+    ({"mode": "radius", "boundary": "spending"}, "spending is for the decision mode"),
 ])
 def test_bad_options_are_refused(changes, message):
     with pytest.raises(ConfigError, match=message):

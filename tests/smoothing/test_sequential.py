@@ -146,16 +146,19 @@ def test_arguments_are_checked():
         certify_sequential(clf, {"image": W}, 0.01, max_radius=-1.0)
     with pytest.raises(ValueError, match="needs targets"):
         certify_sequential(clf, {"image": W}, 0.01, detector=Detector(0.1))
+    with pytest.raises(ValueError, match="spending' is for the decision mode"):
+        certify_sequential(clf, {"image": W}, 0.01, boundary="spending")
 
 
-def test_looks_boundary_and_price_reach_the_rule():
+@pytest.mark.parametrize("boundary", ["looks", "spending"])
+def test_long_run_boundaries_and_price_reach_the_rule(boundary):
     """The options for long runs and tables are passed through (and a grid of targets is
     answered with the same guarantee: a target beyond the true margin is never claimed)."""
     clf = linear_classifier()
     record = {"image": (0.4 + 1.0) * W}
     targets = [(eps, 0) for eps in (0.1, 0.2, 0.3, 0.5)]
     result = certify_sequential(clf, record, 0.01, seed=3, targets=targets, n_max=20_000,
-                                boundary="looks", price=2000)
+                                boundary=boundary, price=2000)
     assert result.label == 1
     assert result.certified_targets[-1] is False          # 0.5 > the true margin 0.4
     assert result.certified_targets[0] is True

@@ -30,6 +30,7 @@ from hybridcert.smoothing.stopping import (
     doubling_looks,
     overlap_factor,
     schedule_points,
+    spending_boundary,
 )
 
 RUNS, ALPHA = 1000, 0.1
@@ -365,6 +366,10 @@ def test_bad_arguments_are_refused():
         DecisionTest([0.7], 0.01, 100, boundary="stitched")
     with pytest.raises(ValueError, match="price"):
         DecisionTest([0.7], 0.01, 100, price=-1)
+    with pytest.raises(ValueError, match="choice_share"):
+        DecisionTest([0.7], 0.01, 100, boundary="spending", choice_share=1.0)
+    with pytest.raises(ValueError, match="spending"):
+        RadiusTest(lambda p: np.zeros(1), 0.01, 100, 0.1, boundary="spending")
     det = DecisionTest([0.2], 0.01, 100, mode="detector", target_class=0)
     assert det.outcome[0] not in (ABOVE, BELOW)
 
@@ -469,3 +474,139 @@ def test_give_up_bound_with_no_draw_of_the_class_yet():
                         boundary="looks")
     rule.observe(np.zeros(500, dtype=np.int64))
     assert (rule.outcome != ABOVE).all()
+
+
+# -- the spending family ----------------------------------------------------------------------
+def _mp_crossing(boundary, p):
+    """P_p(count >= boundary[n] at some n) by dynamic programming over every draw in
+    40-digit arithmetic (an independent, slow computation of what spending_boundary
+    calibrates with float convolutions between looks)."""
+    mpmath.mp.dps = 40
+    p = mpmath.mpf(p)
+    probs, crossed = [mpmath.mpf(1)], mpmath.mpf(0)
+    for n in range(1, len(boundary)):
+        nxt = [mpmath.mpf(0)] * (n + 1)
+        for k, q in enumerate(probs):
+            nxt[k] += q * (1 - p)
+            nxt[k + 1] += q * p
+        b = int(boundary[n])
+        if b <= n:
+            crossed += mpmath.fsum(nxt[b:])
+            nxt[b:] = [mpmath.mpf(0)] * (n + 1 - b)
+        probs = nxt
+    return crossed
+
+
+@pytest.mark.parametrize("t, level", [(0.6, 0.01), (0.9, 0.001), (0.5, 0.05)])
+def test_spending_boundary_against_high_precision(t, level):
+    """The error spending_boundary reports, and its per-look budget, against a 40-digit
+    per-draw computation of the same boundary: it spends what it says (to 1e-9), never more
+    than the level, nearly all of it, and every crossing count is above p* n."""
+    looks = np.array([5, 9, 14, 20, 30, 45, 60, 90, 130, 200, 300])
+    counts, error = spending_boundary(t, looks, level)
+    per_draw = np.full(looks[-1] + 1, looks[-1] + 1)
+    prev = 0
+    for n, c in zip(looks, counts, strict=True):
+        per_draw[prev + 1:n] = looks[-1] + 1
+        per_draw[n] = c
+        prev = n
+    exact = _mp_crossing(per_draw, t)
+    assert float(exact) <= level
+    assert float(exact) == pytest.approx(error, rel=1e-9, abs=1e-300)
+    assert float(exact) > 0.8 * level
+    assert all(c > t * n for n, c in zip(looks, counts, strict=True) if c <= n)
+    # cumulative spending at each look within the schedule's share
+    for i in range(len(looks)):
+        head = per_draw.copy()
+        head[looks[i] + 1:] = looks[-1] + 1
+        assert float(_mp_crossing(head[:looks[i] + 1], t)) <= level * (i + 1) / len(looks)
+
+
+@pytest.mark.parametrize("t, alpha", [(0.765, 0.001), (0.921, 0.001), (0.5 + 1e-9, 0.05),
+                                      (0.99, 0.01)])
+def test_spending_family_exact_worst_case(t, alpha):
+    """Majority mode, true pA = p*: class A crossing at p* plus the other class crossing at
+    1 - p*, summed exactly over the per-draw boundary, is <= alpha, for every rate in
+    between too; and it uses nearly all of alpha (the Bonferroni looks use about half)."""
+    rule = DecisionTest([t], alpha, N_MAX, boundary="spending")
+    boundary = rule.per_draw_boundary(0, 0)
+    assert np.array_equal(boundary, rule.per_draw_boundary(0, 1))
+    wrong = crossing_probability(boundary, t) + crossing_probability(boundary, 1 - t)
+    assert 0.9 * alpha < wrong <= alpha
+    for p in np.linspace(1 - t, t, 9):
+        assert crossing_probability(boundary, p) + crossing_probability(boundary, 1 - p) \
+            <= alpha
+    looks = DecisionTest([t], alpha, N_MAX, boundary="looks").per_draw_boundary()
+    assert wrong > crossing_probability(looks, t) + crossing_probability(looks, 1 - t)
+
+
+def test_spending_tiers_exact_worst_case_of_a_grid():
+    """A grid whose lowest threshold is 1/2: the thresholds where two classes can both be
+    claimed (0.5, 0.6) get choice_share * alpha, the others the rest without the factor 2.
+    Exact error at every threshold p (class A needs the boundary of the lowest threshold
+    >= p, class B at 1 - p needs the lowest boundary) and at rates in between: <= alpha."""
+    grid = [0.5 + 1e-9, 0.6, 0.69, 0.84, 0.93, 0.98]
+    alpha = 0.05
+    rule = DecisionTest(grid, alpha, N_MAX, boundary="spending")
+    levels = rule.threshold_levels[0]
+    assert levels[0] == levels[1] < levels[2] == levels[-1]
+    assert levels[2] > 1.6 * rule.level          # the high tier no longer pays for the choice
+    single = DecisionTest(grid, alpha, N_MAX, boundary="spending", choice_share=0)
+    assert np.all(single.threshold_levels[0] == single.level)
+    bounds = [rule.per_draw_boundary(j, 0) for j in range(len(grid))]
+    for lower, upper in zip(bounds, bounds[1:], strict=False):
+        assert np.all(lower <= upper)
+    rates = sorted(set(grid) | set(np.linspace(0.5, 0.98, 25)))
+    for p in rates:
+        j = next(i for i, t in enumerate(grid) if t >= p)
+        wrong = crossing_probability(bounds[j], p) + crossing_probability(bounds[0], 1 - p)
+        assert wrong <= alpha, p
+    for j, t in enumerate(grid):            # each tier uses what it was given
+        if j in (0, 2):
+            assert crossing_probability(bounds[j], t) > 0.5 * levels[j]
+
+
+@pytest.mark.parametrize("mode, t", [("majority", 0.8), ("flag", 0.3), ("benign", 0.3)])
+def test_spending_error_rate_at_the_threshold(mode, t):
+    """Seeded runs at the worst case p = p*: wrong claims within the binomial margin."""
+    kwargs = {} if mode == "majority" else {"mode": mode, "target_class": 1}
+    wrong = 0
+    for seed in range(RUNS):
+        rule = DecisionTest([t], ALPHA, N_MAX, boundary="spending", **kwargs)
+        rule.observe(stream(seed, t))
+        wrong += bool(rule.certified[0])
+    assert wrong <= ALLOWED
+
+
+def test_spending_grid_and_detector_error_rates():
+    """Grid with tiers and the class chosen from the draws (class 0 at 0.7: a claim of
+    class 1 or of 0.7 and above is wrong), and a detector with both sides at p_c = 0.1."""
+    grid = [0.5 + 1e-9, 0.6, 0.7, 0.8, 0.9]
+    wrong_grid = wrong_det = 0
+    for seed in range(RUNS):
+        rule = DecisionTest(grid, ALPHA, N_MAX, boundary="spending", price=300.0)
+        rule.observe(stream(seed, 0.7, hit=0, miss=1))
+        wrong_grid += rule.label == 1 or bool(rule.certified[2:].any())
+        det = DecisionTest([0.1], ALPHA, N_MAX, num_classes=3, mode="detector",
+                           target_class=2, boundary="spending")
+        det.observe(np.where(stream(seed, 0.1) == 1, 2, seed % 2))
+        wrong_det += bool(det.certified[0])
+    assert wrong_grid <= ALLOWED and wrong_det <= ALLOWED
+
+
+def test_spending_reports_only_certified_thresholds_and_decides_clear_cases():
+    """No confidence sequence is left over: p_lower is the highest certified threshold; an
+    always-right model certifies a high threshold no later than the looks family does."""
+    ones = np.ones(100_000, dtype=np.int64)
+    rule = drive(DecisionTest([0.7, 0.99], 0.001, 100_000, boundary="spending"), ones)
+    assert rule.certified.all() and rule.p_lower == 0.99
+    looks = drive(DecisionTest([0.7, 0.99], 0.001, 100_000, boundary="looks"), ones)
+    assert rule.queries <= looks.queries
+    rng = np.random.default_rng(5)
+    labels = stream(11, 0.97, 100_000)
+    whole = DecisionTest([0.6, 0.9, 0.95], 0.001, 100_000, boundary="spending", price=3000)
+    whole.observe(labels)
+    other = drive(DecisionTest([0.6, 0.9, 0.95], 0.001, 100_000, boundary="spending",
+                               price=3000), labels, rng)
+    assert other.queries == whole.queries
+    assert np.array_equal(other.certified, whole.certified)

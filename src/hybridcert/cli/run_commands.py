@@ -92,9 +92,9 @@ def certify(
                                            "tolerance.")] = None,
     max_radius: Annotated[float | None, Opt("--max-radius", help="Radius mode: largest L2 "
                                             "radius of interest.")] = None,
-    boundary: Annotated[str | None, Opt("--boundary", help="Sequential confidence sequence: "
-                                        "mixture (per draw) or looks (long runs, "
-                                        "tables).")] = None,
+    boundary: Annotated[str | None, Opt("--boundary", help="Sequential boundary: mixture "
+                                        "(per draw), looks (long runs) or spending "
+                                        "(decision mode: exact, cheapest for tables).")] = None,
     price: Annotated[float | None, Opt("--price", help="Decision mode with many targets: "
                                        "give up a target projected to cost more draws.")]
     = None,

@@ -114,7 +114,8 @@ class RunConfig:
     thresholded at ``threshold`` on ``flagged_class``), ``mode`` (fixed n, sequential
     ``decision`` at ``targets``, sequential ``radius``), ``n0`` (fixed n's selection draws;
     sequential modes need none), ``n`` (the cap in sequential modes), ``alpha``, ``p_upper``,
-    ``max_tokens``, ``seed``, ``tolerance``, ``max_radius``, ``boundary`` (mixture or looks)
+    ``max_tokens``, ``seed``, ``tolerance``, ``max_radius``, ``boundary`` (mixture, looks or
+    spending)
     and ``price`` (sequential tables: give up targets that would cost more draws).
     """
 
@@ -328,8 +329,14 @@ class RunConfig:
         _guard(check_positive, "tolerance", self.tolerance)
         if self.max_radius is not None:
             _guard(check_positive, "max_radius", self.max_radius)
-        if self.boundary not in ("mixture", "looks"):
-            raise ConfigError(f"boundary must be mixture or looks, got {self.boundary!r}")
+        from hybridcert.smoothing.stopping import BOUNDARIES  # the rules own the list
+
+        if self.boundary not in BOUNDARIES:
+            raise ConfigError(f"boundary must be one of {', '.join(BOUNDARIES)}, got "
+                              f"{self.boundary!r}")
+        if self.boundary == "spending" and self.mode == "radius":
+            raise ConfigError("boundary spending is for the decision mode (it is calibrated "
+                              "at the targets' thresholds); use mixture or looks for radius")
         if self.price is not None:
             _guard(check_positive, "price", self.price)
             if self.mode != "decision":

@@ -73,10 +73,11 @@ class SequentialQuestion:
         deciding to stop; the reported region is not).
     first_look : int
         Radius mode: draws before the first look.
-    boundary : {"mixture", "looks"}
+    boundary : {"mixture", "looks", "spending"}
         The confidence sequence: a mixture martingale checked at (almost) every draw, or
         Clopper–Pearson at geometric looks with the level split over them (better for long
-        runs and large tables; docs/SEQUENTIAL.md).
+        runs), or (decision mode only) exact alpha-spending boundaries at the targets'
+        thresholds (the cheapest for large tables; docs/SEQUENTIAL.md).
     price : float, optional
         Decision mode with many targets (a table): give up a target once settling it is
         projected to cost more than this many draws (a trade of accuracy for queries; validity
@@ -96,6 +97,9 @@ class SequentialQuestion:
                                                                          max_radius)
         self.first_look = first_look
         self.boundary, self.price = boundary, price
+        if targets is None and boundary == "spending":
+            raise ValueError("boundary 'spending' is for the decision mode (targets); the "
+                             "radius mode needs 'mixture' or 'looks'")
         if targets is None:
             if detector is not None:
                 raise ValueError("the sequential radius mode is for majority votes; a detector "

@@ -48,6 +48,16 @@ when settling it is projected to cost more draws than it is worth (many threshol
 
 *Looks family* (``boundary="looks"``): Clopper–Pearson at level/K at K geometric looks (a
 union bound over the looks) instead of the mixture; cheaper for long runs, dearer for short.
+
+*Spending family* (``boundary="spending"``, decisions only): at the same kind of looks, each
+threshold's boundary is the exact group-sequential one: the count distribution of the paths
+that have not crossed is carried forward from look to look at p = p* (binomial convolution),
+and each look's boundary is the lowest count whose newly crossing mass keeps the cumulative
+error within ``level * (i + 1) / K`` (Lan & DeMets alpha spending, Biometrika 1983; exact
+binomial computation as in Jennison & Turnbull, *Group Sequential Methods*, 2000, ch. 12).
+Crossing is monotone in the true rate, so p = p* is the worst case of the null p <= p*; the
+boundaries are ordered across thresholds, so the union over thresholds is free.  It spends
+what the Bonferroni looks leave unused (about half of it) and makes fine looks nearly free.
 """
 
 from __future__ import annotations
@@ -61,6 +71,7 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.special import betaincc, betaln
 from scipy.stats import beta as beta_dist
+from scipy.stats import binom as binom_dist
 
 from hybridcert._validation import check_count, check_positive
 
@@ -77,6 +88,8 @@ PRICE_START, PRICE_GROWTH = 64, 1.1
 #: Log-evidence margin: float rounding can never turn a non-crossing into a crossing.
 _LOG_MARGIN = 1e-9
 _MODES = ("majority", "flag", "benign", "detector")
+#: Boundary families of ``DecisionTest``.
+BOUNDARIES = ("mixture", "looks", "spending")
 
 
 # -- mixtures -------------------------------------------------------------------------------
@@ -195,7 +208,10 @@ class _Plan:
     def lower_bound(self, n: int, k: int) -> float:
         """Lower confidence bound on the arm's probability after k of n, valid with the
         rest of the rule's claims.  Mixture: the confidence sequence (every p <= the value
-        has E_p >= 1/level).  Looks: Clopper–Pearson at level/K where n is a look, else 0."""
+        has E_p >= 1/level).  Looks: Clopper–Pearson at level/K where n is a look, else 0.
+        Spending: 0 (its level is spent on the thresholds; the certified ones are the bound)."""
+        if self.family == "spending":
+            return 0.0
         if self.family == "looks":
             at = np.searchsorted(self.sched, n)
             if at < len(self.sched) and self.sched[at] == n:
@@ -260,15 +276,83 @@ def look_points(n_max: int, growth: float, first: int = 16) -> np.ndarray:
     return points[points >= min(first, n_max)]
 
 
+#: Look spacing per family when ``look_growth`` is not given.
+LOOK_GROWTH = {"looks": 1.25, "spending": 1.1}
+#: Spending family: the far tails of the count distribution beyond this many standard
+#: deviations are not carried (their mass is charged to the error budget as if it crossed).
+_SPEND_BAND = 12.0
+#: ... and the level is calibrated with this relative margin for float rounding.
+_SPEND_MARGIN = 1e-6
+
+
+def spending_boundary(p: float, looks: Sequence[int], level: float
+                      ) -> tuple[np.ndarray, float]:
+    """Exact alpha-spending boundary of the null "rate <= p" at the given looks.
+
+    Parameters
+    ----------
+    p : float
+        The threshold, in (0, 1).
+    looks : sequence of int
+        Increasing draw counts at which the boundary is checked.
+    level : float
+        Total probability, at rate p, of ever reaching the boundary.
+
+    Returns
+    -------
+    counts : ndarray of int
+        Per look, the count at or above which the look crosses (``n + 1``: it cannot).  Every
+        crossing count exceeds ``p * n``; at look i the cumulative crossing probability is at
+        most ``level * (i + 1) / len(looks)`` (unspent budget carries over).
+    error : float
+        Upper bound on the probability at rate p of crossing at some look: the crossed mass,
+        plus every mass not carried (tails beyond ``_SPEND_BAND`` standard deviations).
+    """
+    looks = np.asarray(looks, dtype=np.int64)
+    counts = np.empty(len(looks), dtype=np.int64)
+    budget_step = level * (1 - _SPEND_MARGIN) / len(looks)
+    lo, dist = 0, np.ones(1)           # mass of the not-crossed paths at counts lo, lo + 1, ...
+    prev, charged = 0, 0.0
+    for i, n in enumerate(looks):
+        step = int(n) - prev
+        sd = math.sqrt(step * p * (1 - p))
+        k_lo = max(0, math.floor(step * p - _SPEND_BAND * sd) - 1)
+        k_hi = min(step, math.ceil(step * p + _SPEND_BAND * sd) + 1)
+        kernel = binom_dist.pmf(np.arange(k_lo, k_hi + 1), step, p)
+        charged += max(0.0, 1.0 - math.fsum(kernel)) * math.fsum(dist)
+        dist = np.convolve(dist, kernel)
+        lo += k_lo
+        budget = budget_step * (i + 1) - charged
+        tail = np.cumsum(dist[::-1])[::-1]             # mass at counts >= lo + index
+        fits = np.nonzero(tail <= budget)[0]
+        first = lo + (int(fits[0]) if fits.size else dist.size)
+        c = max(first, math.floor(p * n) + 1)
+        if c > n:
+            counts[i] = n + 1
+        else:
+            counts[i] = c
+            charged += math.fsum(dist[c - lo:])
+            dist = dist[:c - lo]
+        prev = int(n)
+        low_tail = np.cumsum(dist)                    # drop what can no longer matter
+        cut = int(np.searchsorted(low_tail, 1e-40 * budget_step))
+        if cut:
+            charged += float(low_tail[cut - 1])
+            dist, lo = dist[cut:], lo + cut
+    return counts, charged
+
+
 @lru_cache(maxsize=64)
 def _plan(thresholds: tuple, level: float, n_max: int, w: float, a: float, b: float,
           futility: float, dense: int, growth: float, family: str = "mixture",
-          look_growth: float = 1.25) -> _Plan:
+          look_growth: float = 1.25, levels: tuple | None = None) -> _Plan:
+    """Boundaries of one arm.  ``levels``: spending family only, one level per threshold
+    (default ``level`` for all)."""
     t = np.array(thresholds, dtype=float)
     reachable = t < 1
     floor = float(t[reachable].min()) if reachable.any() else 0.0
     mixture = Mixture(floor, w, a, b)
-    if family == "looks":
+    if family in ("looks", "spending"):
         sched = look_points(n_max, look_growth)
     else:
         sched = schedule_points(n_max, dense, growth)
@@ -284,12 +368,22 @@ def _plan(thresholds: tuple, level: float, n_max: int, w: float, a: float, b: fl
             return (k > 0) & (bound > tt)
 
         low = np.floor(tt * n).astype(np.int64) + 1
-    else:
+    elif family == "mixture":
         def crosses(k):
             return mixture.log_e(n, k, tt) >= target
 
         low = np.maximum(np.floor(tt * n).astype(np.int64) + 1, mixture.monotone_from(n, tt))
-    raw = _bisect_count(crosses, low, n)
+    if family == "spending":
+        raw = np.full(n.shape, n_max + 1, dtype=np.int64)
+        for j in np.nonzero(reachable)[0]:
+            own = level if levels is None else levels[j]
+            raw[j] = spending_boundary(float(t[j]), sched, own)[0]
+        # a higher threshold never crosses below a lower one: raising a boundary only
+        # lowers its error, and ordered boundaries make the union over thresholds free
+        order = np.argsort(t, kind="stable")
+        raw[order] = np.maximum.accumulate(raw[order], axis=0)
+    else:
+        raw = _bisect_count(crosses, low, n)
     raw = np.where(raw > n, n_max + 1, raw)
     raw[~reachable] = n_max + 1
     cert = np.minimum.accumulate(raw[:, ::-1], axis=1)[:, ::-1]
@@ -342,10 +436,12 @@ def _arm_level(specs: tuple, alpha: float, n_max: int, w: float, a: float, b: fl
         floors.append(min(reach) if reach else 0.0)
         if not reach:
             taus.append(n_max + 1)
-        elif family == "looks":
-            # first look whose all-success Clopper–Pearson bound (even at alpha) clears it
+        elif family in ("looks", "spending"):
+            # first look at which all successes could be a claim at level <= alpha: the
+            # all-success path has probability floor^n under p = floor
             looks = look_points(n_max, look_growth)
-            ok = alpha ** (1.0 / looks) > floors[-1]
+            ok = (looks * math.log(floors[-1]) <= math.log(alpha) if floors[-1] > 0
+                  else np.ones(len(looks), dtype=bool))
             taus.append(int(looks[np.argmax(ok)]) if ok.any() else n_max + 1)
         else:
             taus.append(_earliest_tau(Mixture(floors[-1], w, a, b), floors[-1], alpha, n_max))
@@ -355,6 +451,42 @@ def _arm_level(specs: tuple, alpha: float, n_max: int, w: float, a: float, b: fl
     factor = overlap_factor([floors[c] for c in active], [taus[c] for c in active],
                             complementary=len(specs) == 2)
     return alpha / factor, floors
+
+
+#: Tiers of the spending family: the class choice is "free" above a cut when the overlap
+#: factor of the thresholds above it is at most this.
+_FREE_CHOICE = 1.01
+
+
+@lru_cache(maxsize=256)
+def _tier_levels(specs: tuple, alpha: float, n_max: int, w: float, a: float, b: float,
+                 look_growth: float, share: float) -> tuple[tuple[float, ...], ...]:
+    """Per-arm, per-threshold levels of the spending family.
+
+    Choosing the class costs a factor up to 2 on every threshold when the lowest one is near
+    1/2, though only thresholds near 1/2 can be claimed by two classes at once.  Split them:
+    the thresholds below the lowest cut above which the choice is free (overlap factor <=
+    ``_FREE_CHOICE``) form a low tier accounted at ``share * alpha``, the rest a high tier at
+    ``(1 - share) * alpha``, each tier with its own overlap factor (the accounting of a rule
+    with only that tier's thresholds).  A union bound over the two tiers keeps the total at
+    alpha.  One tier (every threshold at ``_arm_level``'s level) when no such cut exists or
+    the choice is already free.
+    """
+    level, _ = _arm_level(specs, alpha, n_max, w, a, b, "spending", look_growth)
+    single = tuple(tuple(level for _ in t) for t in specs)
+    if level * _FREE_CHOICE >= alpha or not 0 < share < 1:
+        return single
+    for cut in sorted({v for t in specs for v in t if v < 1}):
+        high = tuple(tuple(v for v in t if v >= cut) for t in specs)
+        low = tuple(tuple(v for v in t if v < cut) for t in specs)
+        if not any(low):
+            continue
+        top, _ = _arm_level(high, (1 - share) * alpha, n_max, w, a, b, "spending", look_growth)
+        if top * _FREE_CHOICE < (1 - share) * alpha:
+            continue
+        bottom, _ = _arm_level(low, share * alpha, n_max, w, a, b, "spending", look_growth)
+        return tuple(tuple(top if v >= cut else bottom for v in t) for t in specs)
+    return single
 
 
 def overlap_factor(floors: Sequence[float], taus: Sequence[int], complementary: bool) -> float:
@@ -507,14 +639,22 @@ class DecisionTest(StoppingRule):
         (the upper bound at level ``futility``), would come so late that
         ``price * thresholds kept - draws still needed`` is smaller than without them.
         None: settle every threshold the cap can.  Cost and power only, never validity.
-    boundary : {"mixture", "looks"}
+    boundary : {"mixture", "looks", "spending"}
         ``mixture``: the mixture confidence sequence, exact at every draw up to ``dense``
         and then every ``growth`` factor (best for few thresholds and short runs).
         ``looks``: Clopper–Pearson at level / K at K looks (16, then every ``look_growth``
         factor), union bound over the looks (cheaper when runs are long, e.g. many
-        thresholds near the input's rate).
-    look_growth : float
-        Spacing of the ``looks`` family.
+        thresholds near the input's rate).  ``spending``: at the same kind of looks, each
+        threshold's exact alpha-spending boundary (module docstring): spends the whole
+        level, so it is the cheapest for long runs (tables of many thresholds); the
+        reported bound is the highest certified threshold.
+    look_growth : float, optional
+        Spacing of the looks (default 1.25 for ``looks``, 1.1 for ``spending``).
+    choice_share : float
+        Spending family, majority mode with thresholds near 1/2: the share of alpha for the
+        thresholds where two classes can both be claimed (below the lowest cut above which
+        choosing the class is free); the others get the rest without paying for the choice
+        (see ``_tier_levels``).  0: one tier, every threshold at the same level.
     dense, growth : int, float
         The schedule at which the mixture boundary is computed exactly.
 
@@ -534,6 +674,9 @@ class DecisionTest(StoppingRule):
         Most frequent class so far (a point prediction, not a certified one).
     level : float
         The per-arm level after paying for the class choice / two sides.
+    threshold_levels : list of ndarray
+        Per arm, the level of each threshold: ``level`` everywhere, except where the
+        spending family splits the thresholds into two tiers (``choice_share``).
     """
 
     def __init__(self, thresholds: Sequence[float], alpha: float, n_max: int,
@@ -541,10 +684,14 @@ class DecisionTest(StoppingRule):
                  benign_thresholds: Sequence[float] | None = None, futility: float = 0.01,
                  point_mass: float = 0.5, prior: tuple[float, float] = (1.0, 1.0),
                  price: float | None = None, boundary: str = "mixture",
-                 look_growth: float = 1.25, dense: int = DENSE, growth: float = GROWTH):
+                 look_growth: float | None = None, choice_share: float = 0.1,
+                 dense: int = DENSE, growth: float = GROWTH):
         super().__init__(num_classes, n_max)
-        if boundary not in ("mixture", "looks"):
-            raise ValueError(f"boundary must be 'mixture' or 'looks', got {boundary!r}")
+        if not 0 <= choice_share < 1:
+            raise ValueError(f"choice_share must lie in [0, 1), got {choice_share!r}")
+        if boundary not in BOUNDARIES:
+            raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
+        look_growth = LOOK_GROWTH.get(boundary, 1.25) if look_growth is None else look_growth
         if not look_growth > 1:
             raise ValueError(f"look_growth must be > 1, got {look_growth!r}")
         self.boundary = boundary
@@ -598,10 +745,17 @@ class DecisionTest(StoppingRule):
         self.level, floors = _arm_level(specs, self.alpha, self.n_max, float(point_mass), a, b,
                                         boundary, float(look_growth))
         self._floors = floors
-        self._plans = [_plan(tuple(float(v) for v in t), self.level, self.n_max,
-                             float(point_mass), a, b, self.futility, dense, float(growth),
-                             boundary, float(look_growth))
-                       for _, _, t in arms]
+        if boundary == "spending" and mode == "majority":
+            tiers = _tier_levels(specs, self.alpha, self.n_max, float(point_mass), a, b,
+                                 float(look_growth), float(choice_share))
+        else:
+            tiers = tuple(tuple(self.level for _ in t) for t in specs)
+        #: per arm, the level of each threshold (one value unless spending splits tiers)
+        self.threshold_levels = [np.array(t) for t in tiers]
+        self._plans = [_plan(t, self.level, self.n_max, float(point_mass), a, b,
+                             self.futility, dense, float(growth), boundary,
+                             float(look_growth), tier if boundary == "spending" else None)
+                       for t, tier in zip(specs, tiers, strict=True)]
         n_t, n_a = len(self.thresholds), len(arms)
         self._arm_count = np.zeros(n_a, dtype=np.int64)
         self._cert_at = np.full((n_a, n_t), -1, dtype=np.int64)     # draw of the crossing
@@ -864,9 +1018,11 @@ class RadiusTest(StoppingRule):
         if not 0 <= point_mass < 1:
             raise ValueError(f"point_mass must lie in [0, 1), got {point_mass!r}")
         if boundary not in ("mixture", "looks"):
-            raise ValueError(f"boundary must be 'mixture' or 'looks', got {boundary!r}")
+            raise ValueError(f"boundary must be 'mixture' or 'looks' (the radius mode needs a "
+                             f"bound at every rate; 'spending' is for decisions), got "
+                             f"{boundary!r}")
         if look_growth is None:
-            look_growth = 1.25 if boundary == "looks" else 1.1
+            look_growth = LOOK_GROWTH["looks"] if boundary == "looks" else 1.1
         if not look_growth > 1:
             raise ValueError(f"look_growth must be > 1, got {look_growth!r}")
         first_look = check_count("first_look", first_look, 1)
