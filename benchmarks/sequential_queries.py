@@ -7,6 +7,9 @@ the target's p*?" at alpha, with a cap of ``--n-max`` draws:
 
 * **new** — ``DecisionTest``: mixture confidence sequence per class (point mass at 1 + Beta
   above p*), anytime-valid at every draw, class chosen from the same draws, cap give-up;
+* **new (looks)** / **new (spending)** — the same rule with Clopper–Pearson at level/K at
+  geometric looks, or with exact alpha-spending boundaries at looks every 10 % (and, on the
+  grid, the class choice paid only near 1/2);
 * **current** — ``BonferroniLooks``: 100 selection draws, then Clopper–Pearson at alpha/11
   at doubling looks 100 .. 100,000 (what ``certify_sequential`` did);
 * **betting** — Voráček, *Treatment of statistical estimation problems in randomized
@@ -216,7 +219,7 @@ def run_decision(threshold, rates, correct, tops, args, names=None):
     """queries, certified, certified-and-right per rule, shape (seeds * inputs,)."""
     factories = rule_factories(threshold, args)
     out = {name: ([], [], []) for name in (names or factories)}
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for i, (p_a, top) in enumerate(zip(rates, tops, strict=True)):
             labels = path(seed, i, p_a, top, args.n_max + 100)
             for name in out:
@@ -293,7 +296,7 @@ def grid_mode(rates, correct, tops, args) -> None:
     thresholds = grid_thresholds(args)
     flat = thresholds.ravel()
     print(f"\n### the grid question: all {flat.size} cells at once ({len(rates)} inputs x "
-          f"{args.seeds} seeds)\n")
+          f"{args.seeds} seeds from {args.first_seed})\n")
     print("p* per cell (rows eps " + ", ".join(map(str, GRID_EPS)) + "; columns r "
           + ", ".join(map(str, GRID_R)) + "):")
     for row in thresholds:
@@ -302,14 +305,17 @@ def grid_mode(rates, correct, tops, args) -> None:
                ("fixed n / 10", lambda: FixedN(flat, args.alpha, args.n_max // 10)),
                ("current", lambda: BonferroniLooks(args.alpha, args.n_max, flat))]
     for spec in args.grid_rules:
-        family, _, price = spec.partition(":")
-        configs.append((f"new ({family}" + (f", price {int(price):,})" if price else ")"),
-                        lambda family=family, price=price: DecisionTest(
-                            flat, args.alpha, args.n_max, boundary=family,
-                            price=float(price) if price else None)))
+        family, _, rest = spec.partition(":")
+        price, _, share = rest.partition(":")
+        name = f"new ({family}" + (f", price {int(price):,}" if price else "") + (
+            f", choice share {share}" if share else "") + ")"
+        extra = {"choice_share": float(share)} if share else {}
+        configs.append((name, lambda family=family, price=price, extra=extra: DecisionTest(
+            flat, args.alpha, args.n_max, boundary=family,
+            price=float(price) if price else None, **extra)))
     rows = {name: ([], []) for name, _ in configs}
     fixed_all = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         labels_all = [path(seed, i, p_a, top, args.n_max + 100)
                       for i, (p_a, top) in enumerate(zip(rates, tops, strict=True))]
         for name, make in configs:
@@ -342,8 +348,8 @@ def grid_mode(rates, correct, tops, args) -> None:
     fixed = fixed_all[0]
     mean = oracle_queries(rates, tops, correct, fixed, thresholds, args.alpha, args.n_max, 1)
     print(f"\noracle (knows pA; one Clopper–Pearson bound at alpha at its chosen n; loses <= 1 "
-          f"point of the grid mean, seed 0's fixed n as reference): mean {mean:,.0f} queries "
-          f"({base_q / mean:.1f}x fewer than fixed n)")
+          f"point of the grid mean, the first seed's fixed n as reference): mean "
+          f"{mean:,.0f} queries ({base_q / mean:.1f}x fewer than fixed n)")
     for family in ("mixture", "looks", "spending"):
         plan = DecisionTest(flat, args.alpha, args.n_max, boundary=family)._plans[0]
         mean = sequential_oracle(rates, tops, correct, fixed, plan, 1)
@@ -513,6 +519,8 @@ def exact_mode(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds first-seed .. first-seed + seeds - 1 (held-out paths)")
     parser.add_argument("--alpha", type=float, default=0.001)
     parser.add_argument("--n-max", type=int, default=100_000)
     parser.add_argument("--sigma", type=float, default=0.5)
@@ -521,9 +529,10 @@ def main() -> None:
     parser.add_argument("--synthetic-runs", type=int, default=50)
     parser.add_argument("--grid-rules",
                         default="mixture,looks,spending,mixture:10000,looks:10000,looks:14000,"
-                                "spending:8000,spending:9000,spending:10000,spending:12000",
-                        help="new rule on the grid: boundary family[:price], comma-separated")
-    parser.add_argument("--grid-cells-of", default="new (spending, price 9,000)",
+                                "spending:8000,spending:9000,spending:9500,spending:10000,"
+                                "spending:12000",
+                        help="new rule on the grid: family[:price[:choice_share]], comma-separated")
+    parser.add_argument("--grid-cells-of", default="new (spending, price 10,000)",
                         help="grid rule whose per-cell differences are printed")
     parser.add_argument("--tolerance", default="0.05,0.1",
                         help="radius mode: comma-separated L2 tolerances")

@@ -105,6 +105,15 @@ def test_decisions_equal_driving_each_rule_alone(speculation, group_rows):
     assert {0, 1} <= labels                          # both classes decided
 
 
+def test_the_configured_boundary_and_price_reach_the_service_rules():
+    """A run config's sequential options are the service's too (they were silently dropped:
+    every service rule used the mixture without a price)."""
+    for boundary, price in (("mixture", None), ("looks", 500.0), ("spending", 800.0)):
+        _, rules = _setup(boundary=boundary, price=price)
+        rule = rules.new()
+        assert rule.boundary == boundary and rule.price == price
+
+
 def test_slice_ends_cut_where_the_length_changes_once_a_slice_is_full():
     parts = [((3,), 10), ((3,), 10), ((4,), 5), ((5,), 40)]
     assert slice_ends(parts, 0) == [65]                 # off: the whole batch

@@ -610,3 +610,31 @@ def test_spending_reports_only_certified_thresholds_and_decides_clear_cases():
                                price=3000), labels, rng)
     assert other.queries == whole.queries
     assert np.array_equal(other.certified, whole.certified)
+
+
+@pytest.mark.parametrize("t, alpha", [(0.001, 1e-9), (0.0003, 1e-8), (0.00144, 1e-12)])
+def test_spending_small_rates_and_tiny_alpha(t, alpha):
+    """Rates near 0 and tiny alpha, where a draw-count step is nearly Poisson and its far tail
+    is not negligible against the level: a look may not cross where only uncarried mass lies
+    (it did, and over-claimed 2.4x to 10^4x alpha).  40-digit exact error <= alpha, equal to
+    the error spending_boundary reports; a detector's benign side mirrors it."""
+    flag = DecisionTest([t], alpha, 30, mode="flag", target_class=1, boundary="spending")
+    exact = float(_mp_crossing(flag.per_draw_boundary(0, 0), t))
+    assert exact <= alpha
+    _, reported = spending_boundary(t, flag._plans[0].sched, alpha)
+    assert exact == pytest.approx(reported, rel=1e-9)
+    benign = DecisionTest([1 - t], alpha, 30, mode="benign", target_class=1,
+                          boundary="spending")
+    assert float(_mp_crossing(benign.per_draw_boundary(0, 0), t)) <= alpha
+
+
+@pytest.mark.parametrize("t, alpha", [(0.99, 1e-9), (0.999, 1e-6)])
+def test_spending_keeps_its_power_at_tiny_alpha(t, alpha):
+    """High thresholds at small alpha: the low counts not carried are moved up (conservative)
+    instead of being charged as crossings, which used to exhaust the budget (0.999 at 1e-7
+    never certified).  An always-right model certifies no later than with the looks family."""
+    ones = np.ones(100_000, dtype=np.int64)
+    spend = drive(DecisionTest([t], alpha, 100_000, boundary="spending"), ones)
+    looks = drive(DecisionTest([t], alpha, 100_000, boundary="looks"), ones)
+    assert spend.certified[0] and looks.certified[0]
+    assert spend.queries <= looks.queries

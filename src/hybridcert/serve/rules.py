@@ -74,7 +74,7 @@ class DecisionRules:
             self.question = SequentialQuestion(
                 noise, config.num_classes, config.alpha, config.n,
                 targets=config.target_budgets(), detector=self.detector,
-                max_tokens=config.max_tokens)
+                max_tokens=config.max_tokens, boundary=config.boundary, price=config.price)
         except ValueError as err:
             raise ConfigError(str(err)) from None
         self.budgets = self.question.budgets

@@ -278,9 +278,11 @@ def look_points(n_max: int, growth: float, first: int = 16) -> np.ndarray:
 
 #: Look spacing per family when ``look_growth`` is not given.
 LOOK_GROWTH = {"looks": 1.25, "spending": 1.1}
-#: Spending family: the far tails of the count distribution beyond this many standard
-#: deviations are not carried (their mass is charged to the error budget as if it crossed).
-_SPEND_BAND = 12.0
+#: Spending family: per look, each draw-count step's upper tail beyond the count whose tail
+#: probability is ``level * _SPEND_TAIL / K`` is not carried (its mass is charged as if it
+#: crossed); lower tails are moved up to the lowest carried count (counts only rise, so a
+#: path moved up crosses no later than it would have: conservative, and nothing is charged).
+_SPEND_TAIL = 1e-9
 #: ... and the level is calibrated with this relative margin for float rounding.
 _SPEND_MARGIN = 1e-6
 
@@ -305,28 +307,30 @@ def spending_boundary(p: float, looks: Sequence[int], level: float
         crossing count exceeds ``p * n``; at look i the cumulative crossing probability is at
         most ``level * (i + 1) / len(looks)`` (unspent budget carries over).
     error : float
-        Upper bound on the probability at rate p of crossing at some look: the crossed mass,
-        plus every mass not carried (tails beyond ``_SPEND_BAND`` standard deviations).
+        Upper bound on the probability at rate p of crossing at some look: the crossing mass
+        of a process whose counts are never below the true ones (lower tails moved up), plus
+        the upper-tail mass not carried.  At most ``level``.
     """
     looks = np.asarray(looks, dtype=np.int64)
     counts = np.empty(len(looks), dtype=np.int64)
     budget_step = level * (1 - _SPEND_MARGIN) / len(looks)
+    tail_tol = level * _SPEND_TAIL / len(looks)
     lo, dist = 0, np.ones(1)           # mass of the not-crossed paths at counts lo, lo + 1, ...
     prev, charged = 0, 0.0
     for i, n in enumerate(looks):
         step = int(n) - prev
-        sd = math.sqrt(step * p * (1 - p))
-        k_lo = max(0, math.floor(step * p - _SPEND_BAND * sd) - 1)
-        k_hi = min(step, math.ceil(step * p + _SPEND_BAND * sd) + 1)
+        k_lo = int(binom_dist.ppf(tail_tol, step, p))
+        k_hi = max(k_lo, int(binom_dist.isf(tail_tol, step, p)))
         kernel = binom_dist.pmf(np.arange(k_lo, k_hi + 1), step, p)
-        charged += max(0.0, 1.0 - math.fsum(kernel)) * math.fsum(dist)
+        kernel[0] += binom_dist.cdf(k_lo - 1, step, p)             # moved up: conservative
+        charged += float(binom_dist.sf(k_hi, step, p)) * math.fsum(dist)
         dist = np.convolve(dist, kernel)
         lo += k_lo
         budget = budget_step * (i + 1) - charged
         tail = np.cumsum(dist[::-1])[::-1]             # mass at counts >= lo + index
         fits = np.nonzero(tail <= budget)[0]
-        first = lo + (int(fits[0]) if fits.size else dist.size)
-        c = max(first, math.floor(p * n) + 1)
+        # no crossing where even the highest carried count would overspend
+        c = max(lo + int(fits[0]), math.floor(p * n) + 1) if fits.size else n + 1
         if c > n:
             counts[i] = n + 1
         else:
@@ -334,10 +338,10 @@ def spending_boundary(p: float, looks: Sequence[int], level: float
             charged += math.fsum(dist[c - lo:])
             dist = dist[:c - lo]
         prev = int(n)
-        low_tail = np.cumsum(dist)                    # drop what can no longer matter
+        low_tail = np.cumsum(dist)                    # move what can no longer matter up
         cut = int(np.searchsorted(low_tail, 1e-40 * budget_step))
-        if cut:
-            charged += float(low_tail[cut - 1])
+        if 0 < cut < dist.size:
+            dist[cut] += low_tail[cut - 1]
             dist, lo = dist[cut:], lo + cut
     return counts, charged
 
@@ -377,7 +381,11 @@ def _plan(thresholds: tuple, level: float, n_max: int, w: float, a: float, b: fl
         raw = np.full(n.shape, n_max + 1, dtype=np.int64)
         for j in np.nonzero(reachable)[0]:
             own = level if levels is None else levels[j]
-            raw[j] = spending_boundary(float(t[j]), sched, own)[0]
+            raw[j], error = spending_boundary(float(t[j]), sched, own)
+            if not error <= own:      # a bound, computed: refuse rather than over-claim
+                raise ValueError(f"boundary 'spending' cannot calibrate threshold "
+                                 f"{float(t[j])!r} at level {own:g} (error bound {error:g}); "
+                                 f"use boundary 'looks'")
         # a higher threshold never crosses below a lower one: raising a boundary only
         # lowers its error, and ordered boundaries make the union over thresholds free
         order = np.argsort(t, kind="stable")
