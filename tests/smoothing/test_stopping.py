@@ -638,3 +638,15 @@ def test_spending_keeps_its_power_at_tiny_alpha(t, alpha):
     looks = drive(DecisionTest([t], alpha, 100_000, boundary="looks"), ones)
     assert spend.certified[0] and looks.certified[0]
     assert spend.queries <= looks.queries
+
+
+def test_spending_crosses_above_the_carried_counts_when_that_is_free():
+    """At the cap, the paths still carried for p* = 0.999905 all had a failure (the
+    all-success path crossed at an earlier look), so a count of n_max has no carried mass:
+    crossing there costs nothing, and an always-right model certifies a cell that needs every
+    one of 100,000 draws right with a prior look's budget (the grid's r = 8 cells)."""
+    looks = DecisionTest([0.999905], 0.001, 100_000, boundary="spending")._plans[0].sched
+    counts, error = spending_boundary(0.999905, looks, 8.97e-4)
+    assert counts[-1] == 100_000 and error <= 8.97e-4
+    grid = DecisionTest([0.5 + 1e-9, 0.999905], 0.001, 100_000, boundary="spending")
+    assert drive(grid, np.ones(100_000, dtype=np.int64)).certified.all()

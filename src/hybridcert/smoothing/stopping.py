@@ -329,8 +329,10 @@ def spending_boundary(p: float, looks: Sequence[int], level: float
         budget = budget_step * (i + 1) - charged
         tail = np.cumsum(dist[::-1])[::-1]             # mass at counts >= lo + index
         fits = np.nonzero(tail <= budget)[0]
-        # no crossing where even the highest carried count would overspend
-        c = max(lo + int(fits[0]), math.floor(p * n) + 1) if fits.size else n + 1
+        # Above every carried count only uncarried mass lies, already charged: a crossing
+        # there is free while the charges are within the budget, and refused once they are not
+        first = lo + (int(fits[0]) if fits.size else dist.size)
+        c = max(first, math.floor(p * n) + 1) if budget >= 0 else n + 1
         if c > n:
             counts[i] = n + 1
         else:
