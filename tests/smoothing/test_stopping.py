@@ -370,6 +370,8 @@ def test_bad_arguments_are_refused():
         DecisionTest([0.7], 0.01, 100, boundary="spending", choice_share=1.0)
     with pytest.raises(ValueError, match="spending"):
         RadiusTest(lambda p: np.zeros(1), 0.01, 100, 0.1, boundary="spending")
+    with pytest.raises(ValueError, match="alpha must be >= 1e-200 with boundary 'spending'"):
+        DecisionTest([0.7], 1e-320, 100, boundary="spending")
     det = DecisionTest([0.2], 0.01, 100, mode="detector", target_class=0)
     assert det.outcome[0] not in (ABOVE, BELOW)
 

@@ -285,6 +285,9 @@ LOOK_GROWTH = {"looks": 1.25, "spending": 1.1}
 _SPEND_TAIL = 1e-9
 #: ... and the level is calibrated with this relative margin for float rounding.
 _SPEND_MARGIN = 1e-6
+#: Smallest alpha of the spending family: far below it the masses would be subnormal floats,
+#: whose rounding the margin no longer covers.
+_SPEND_MIN_ALPHA = 1e-200
 
 
 def spending_boundary(p: float, looks: Sequence[int], level: float
@@ -307,9 +310,10 @@ def spending_boundary(p: float, looks: Sequence[int], level: float
         crossing count exceeds ``p * n``; at look i the cumulative crossing probability is at
         most ``level * (i + 1) / len(looks)`` (unspent budget carries over).
     error : float
-        Upper bound on the probability at rate p of crossing at some look: the crossing mass
-        of a process whose counts are never below the true ones (lower tails moved up), plus
-        the upper-tail mass not carried.  At most ``level``.
+        Upper bound (to float rounding, about 1e-14 relative, which the level's 1e-6 margin
+        covers) on the probability at rate p of crossing at some look: the crossing mass of a
+        process whose counts are never below the true ones (lower tails moved up), plus the
+        upper-tail mass not carried.  At most ``level``.
     """
     looks = np.asarray(looks, dtype=np.int64)
     counts = np.empty(len(looks), dtype=np.int64)
@@ -702,6 +706,9 @@ class DecisionTest(StoppingRule):
         if boundary not in BOUNDARIES:
             raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
         look_growth = LOOK_GROWTH.get(boundary, 1.25) if look_growth is None else look_growth
+        if boundary == "spending" and not alpha >= _SPEND_MIN_ALPHA:
+            raise ValueError(f"alpha must be >= {_SPEND_MIN_ALPHA:g} with boundary 'spending' "
+                             f"(its exact computation runs in floating point), got {alpha!r}")
         if not look_growth > 1:
             raise ValueError(f"look_growth must be > 1, got {look_growth!r}")
         self.boundary = boundary
