@@ -43,6 +43,7 @@ BASE = {"model": "tests.runs.toy_model:factory", "sigma": 0.25, "keep_prob": 0.3
     ({"mode": "decision", "targets": [[0.1, 0]], "boundary": "bonferroni"},
      "boundary must be one of mixture, looks, spending"),
     ({"mode": "radius", "boundary": "spending"}, "spending is for the decision mode"),
+    ({"boundary": "looks"}, "boundary looks is for the sequential modes"),
 ])
 def test_bad_options_are_refused(changes, message):
     with pytest.raises(ConfigError, match=message):

@@ -334,6 +334,9 @@ class RunConfig:
         if self.boundary not in BOUNDARIES:
             raise ConfigError(f"boundary must be one of {', '.join(BOUNDARIES)}, got "
                               f"{self.boundary!r}")
+        if self.boundary != "mixture" and self.mode == "fixed":
+            raise ConfigError(f"boundary {self.boundary} is for the sequential modes (decision, "
+                              f"radius); mode fixed draws n copies")
         if self.boundary == "spending" and self.mode == "radius":
             raise ConfigError("boundary spending is for the decision mode (it is calibrated "
                               "at the targets' thresholds); use mixture or looks for radius")
