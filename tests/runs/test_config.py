@@ -79,6 +79,8 @@ def test_toml_errors_are_one_line(tmp_path, capsys):
     ["--mode", "decision", "--target", "0.25,100000"],
     ["--device", "foo"],
     ["--model", "tests.runs.toy_model:bare_factory"],
+    ["--mode", "decision", "--target", "0.1,0", "--boundary", "spending", "--alpha", "1e-250"],
+    ["--boundary", "spending"],
 ])
 def test_refused_before_the_store_is_created(tmp_path, capsys, argv):
     store = tmp_path / "never.sqlite"
@@ -90,6 +92,19 @@ def test_refused_before_the_store_is_created(tmp_path, capsys, argv):
     assert err.startswith("hybridcert: error:") and len(err.splitlines()) == 1
     assert "not found" not in err         # refused before the dataset was even looked at
     assert not store.exists()
+
+
+def test_serve_takes_the_sequential_options(capsys):
+    """hybridcert serve passes --boundary and --price to the run config (refused in one line
+    before anything is loaded when wrong)."""
+    for argv, message in ((["--boundary", "spendng"], "boundary must be one of"),
+                          (["--price", "-3"], "price must be a finite number > 0")):
+        code = main(["serve", "--model", "tests.runs.toy_model:factory", "--sigma", "0.25",
+                     "--keep-prob", "0.3", *argv])
+        assert code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("hybridcert: error:") and len(err.splitlines()) == 1
+        assert message in err
 
 
 def test_toml_accepts_the_flags_spelling(tmp_path):

@@ -49,6 +49,15 @@ def test_healthz_and_decision_contract(toy_server):
         assert answer["region"] and answer["region"][0]["tokens"] == 0
 
 
+def test_info_names_the_sequential_boundary_and_price():
+    """A service configured with the spending boundary and a price says so, and decides."""
+    with live_service(boundary="spending", price=500.0) as (url, service):
+        info = httpx.get(url + "/v1/info").json()
+        assert info["boundary"] == "spending" and info["price"] == 500.0
+        assert service.rules.new().boundary == "spending"
+        assert moderate(url, UNSAFE).json()["decision"] == "unsafe"
+
+
 def test_multipart_upload_gives_the_same_answer(toy_server):
     url, _ = toy_server
     as_json = moderate(url, UNSAFE).json()

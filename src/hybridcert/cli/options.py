@@ -50,6 +50,12 @@ Seed = Annotated[int | None, Opt("--seed", help="Run seed: each input's noise se
                                  "from it and the input's id.")]
 MaxTokens = Annotated[int | None, Opt("--max-tokens", help="Largest token budget of the "
                                       "reported region.")]
+Boundary = Annotated[str | None, Opt("--boundary", help="Sequential boundary: mixture (per "
+                                     "draw), looks (long runs) or spending (decision mode: "
+                                     "exact, cheapest for tables).")]
+Price = Annotated[float | None, Opt("--price", help="Decision mode with many targets: draws one "
+                                    "target is worth; targets projected to cost more than "
+                                    "they are worth are given up (docs/SEQUENTIAL.md).")]
 Targets = Annotated[list[str] | None, Opt("--target", help="Target region EPS,R or "
                                           "BLOCK=SIZE,... (repeatable).")]
 Device = Annotated[str, Opt("--device", help="cpu, cuda or cuda:N.")]

@@ -13,6 +13,7 @@ from hybridcert.cli.options import (
     AppendPlaceholder,
     AppendSlots,
     Blocks,
+    Boundary,
     Checkpoint,
     ConfigFile,
     Device,
@@ -23,6 +24,7 @@ from hybridcert.cli.options import (
     Model,
     NoiseKind,
     NumClasses,
+    Price,
     RuleKind,
     Seed,
     Sigma,
@@ -92,12 +94,8 @@ def certify(
                                            "tolerance.")] = None,
     max_radius: Annotated[float | None, Opt("--max-radius", help="Radius mode: largest L2 "
                                             "radius of interest.")] = None,
-    boundary: Annotated[str | None, Opt("--boundary", help="Sequential boundary: mixture "
-                                        "(per draw), looks (long runs) or spending "
-                                        "(decision mode: exact, cheapest for tables).")] = None,
-    price: Annotated[float | None, Opt("--price", help="Decision mode with many targets: "
-                                       "give up a target projected to cost more draws.")]
-    = None,
+    boundary: Boundary = None,
+    price: Price = None,
     store: Annotated[Path, Opt("--store", help="SQLite file of the run.")] = Path(
         "runs/run.sqlite"),
     new_run: Annotated[bool, Opt("--new-run", help="Start a new run in the store.")] = False,

@@ -14,6 +14,7 @@ from hybridcert.cli.options import (
     AppendPlaceholder,
     AppendSlots,
     Blocks,
+    Boundary,
     Checkpoint,
     ConfigFile,
     Device,
@@ -24,6 +25,7 @@ from hybridcert.cli.options import (
     Model,
     NoiseKind,
     NumClasses,
+    Price,
     RuleKind,
     Seed,
     Sigma,
@@ -64,6 +66,8 @@ def serve(
                                  "evaluations one decision may spend.")] = None,
     seed: Seed = None,
     max_tokens: MaxTokens = None,
+    boundary: Boundary = None,
+    price: Price = None,
     target: Annotated[list[str] | None, Opt("--target", help="Target region EPS,R or "
                                             "BLOCK=SIZE,... (repeatable; default 0,0: the "
                                             "input itself).")] = None,
@@ -142,7 +146,8 @@ def serve(
         suffix_length=suffix_length, append_slots=append_slots,
         append_placeholder=append_placeholder, rule=rule, threshold=threshold,
         flagged_class=flagged_class, mode="decision", alpha=alpha, n=n, seed=seed,
-        max_tokens=max_tokens, targets=targets or _config_targets(config) or [[0.0, 0]])
+        max_tokens=max_tokens, targets=targets or _config_targets(config) or [[0.0, 0]],
+        boundary=boundary, price=price)
     if speculation is not None and not 0 <= speculation < float("inf"):
         raise ConfigError(f"--speculation must be a finite number >= 0, got {speculation}")
     if group_rows is not None and group_rows < 0:
@@ -155,7 +160,9 @@ def serve(
                                 settings)
     typer.echo(f"serving {service.model_id} on http://{host}:{port} (alpha "
                f"{run_config.alpha:g}, {len(service.rules.budgets)} target(s), query cap "
-               f"{run_config.n:,}{', API keys required' if keys else ''}"
+               f"{run_config.n:,}, boundary {run_config.boundary}"
+               f"{f', price {run_config.price:g}' if run_config.price else ''}"
+               f"{', API keys required' if keys else ''}"
                f"{', audit log ' + str(audit_log) if audit_log else ''})", err=True)
     run_server(service, host, port, log_level)
 

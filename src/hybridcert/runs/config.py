@@ -329,7 +329,7 @@ class RunConfig:
         _guard(check_positive, "tolerance", self.tolerance)
         if self.max_radius is not None:
             _guard(check_positive, "max_radius", self.max_radius)
-        from hybridcert.smoothing.stopping import BOUNDARIES  # the rules own the list
+        from hybridcert.smoothing.stopping import BOUNDARIES, SPEND_MIN_ALPHA  # the rules own
 
         if self.boundary not in BOUNDARIES:
             raise ConfigError(f"boundary must be one of {', '.join(BOUNDARIES)}, got "
@@ -337,6 +337,9 @@ class RunConfig:
         if self.boundary != "mixture" and self.mode == "fixed":
             raise ConfigError(f"boundary {self.boundary} is for the sequential modes (decision, "
                               f"radius); mode fixed draws n copies")
+        if self.boundary == "spending" and not self.alpha >= SPEND_MIN_ALPHA:
+            raise ConfigError(f"alpha must be >= {SPEND_MIN_ALPHA:g} with boundary spending "
+                              f"(its exact computation runs in floating point), got {self.alpha}")
         if self.boundary == "spending" and self.mode == "radius":
             raise ConfigError("boundary spending is for the decision mode (it is calibrated "
                               "at the targets' thresholds); use mixture or looks for radius")

@@ -354,6 +354,7 @@ class ModerationService:
         return {"model": self.model_id, "config_hash": self.config_hash,
                 "alpha": self.config.alpha, "rule": self.config.rule,
                 "targets": self.rules.targets(), "max_queries": self.config.n,
+                "boundary": self.config.boundary, "price": self.config.price,
                 "timeout_s": self.settings.timeout_s, "auth": self.auth_required,
                 "image_size": list(self.processor.size) if self.processor.size else None,
                 "limits": {"max_image_bytes": self.settings.limits.max_image_bytes,

@@ -287,7 +287,7 @@ _SPEND_TAIL = 1e-9
 _SPEND_MARGIN = 1e-6
 #: Smallest alpha of the spending family: far below it the masses would be subnormal floats,
 #: whose rounding the margin no longer covers.
-_SPEND_MIN_ALPHA = 1e-200
+SPEND_MIN_ALPHA = 1e-200
 
 
 def spending_boundary(p: float, looks: Sequence[int], level: float
@@ -706,8 +706,8 @@ class DecisionTest(StoppingRule):
         if boundary not in BOUNDARIES:
             raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
         look_growth = LOOK_GROWTH.get(boundary, 1.25) if look_growth is None else look_growth
-        if boundary == "spending" and not alpha >= _SPEND_MIN_ALPHA:
-            raise ValueError(f"alpha must be >= {_SPEND_MIN_ALPHA:g} with boundary 'spending' "
+        if boundary == "spending" and not alpha >= SPEND_MIN_ALPHA:
+            raise ValueError(f"alpha must be >= {SPEND_MIN_ALPHA:g} with boundary 'spending' "
                              f"(its exact computation runs in floating point), got {alpha!r}")
         if not look_growth > 1:
             raise ValueError(f"look_growth must be > 1, got {look_growth!r}")
