@@ -352,6 +352,24 @@ def spending_boundary(p: float, looks: Sequence[int], level: float
     return counts, charged
 
 
+def _spending_counts(t, reachable, sched, n_max, level, levels) -> np.ndarray:
+    """Spending family: each reachable threshold's boundary at the looks ``sched``, at its own
+    level (``levels``, default ``level``), made ordered across thresholds."""
+    raw = np.full((len(t), len(sched)), n_max + 1, dtype=np.int64)
+    for j in np.nonzero(reachable)[0]:
+        own = level if levels is None else levels[j]
+        raw[j], error = spending_boundary(float(t[j]), sched, own)
+        if not error <= own:      # a bound, computed: refuse rather than over-claim
+            raise ValueError(f"boundary 'spending' cannot calibrate threshold "
+                             f"{float(t[j])!r} at level {own:g} (error bound {error:g}); "
+                             f"use boundary 'looks'")
+    # a higher threshold never crosses below a lower one: raising a boundary only lowers its
+    # error, and ordered boundaries make the union over thresholds free
+    order = np.argsort(t, kind="stable")
+    raw[order] = np.maximum.accumulate(raw[order], axis=0)
+    return raw
+
+
 @lru_cache(maxsize=64)
 def _plan(thresholds: tuple, level: float, n_max: int, w: float, a: float, b: float,
           futility: float, dense: int, growth: float, family: str = "mixture",
@@ -370,33 +388,21 @@ def _plan(thresholds: tuple, level: float, n_max: int, w: float, a: float, b: fl
     tt = np.broadcast_to(np.where(reachable, t, 0.5)[:, None], n.shape)
     target = math.log(1 / level) + _LOG_MARGIN
 
-    if family == "looks":
+    if family == "spending":
+        raw = _spending_counts(t, reachable, sched, n_max, level, levels)
+    elif family == "looks":
         # Clopper–Pearson lower bound at level / K above t (increasing in k)
         def crosses(k):
             with np.errstate(invalid="ignore"):
                 bound = beta_dist.ppf(level / len(sched), np.maximum(k, 1), n - k + 1)
             return (k > 0) & (bound > tt)
 
-        low = np.floor(tt * n).astype(np.int64) + 1
-    elif family == "mixture":
+        raw = _bisect_count(crosses, np.floor(tt * n).astype(np.int64) + 1, n)
+    else:
         def crosses(k):
             return mixture.log_e(n, k, tt) >= target
 
         low = np.maximum(np.floor(tt * n).astype(np.int64) + 1, mixture.monotone_from(n, tt))
-    if family == "spending":
-        raw = np.full(n.shape, n_max + 1, dtype=np.int64)
-        for j in np.nonzero(reachable)[0]:
-            own = level if levels is None else levels[j]
-            raw[j], error = spending_boundary(float(t[j]), sched, own)
-            if not error <= own:      # a bound, computed: refuse rather than over-claim
-                raise ValueError(f"boundary 'spending' cannot calibrate threshold "
-                                 f"{float(t[j])!r} at level {own:g} (error bound {error:g}); "
-                                 f"use boundary 'looks'")
-        # a higher threshold never crosses below a lower one: raising a boundary only
-        # lowers its error, and ordered boundaries make the union over thresholds free
-        order = np.argsort(t, kind="stable")
-        raw[order] = np.maximum.accumulate(raw[order], axis=0)
-    else:
         raw = _bisect_count(crosses, low, n)
     raw = np.where(raw > n, n_max + 1, raw)
     raw[~reachable] = n_max + 1
