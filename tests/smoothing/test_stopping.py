@@ -652,3 +652,25 @@ def test_spending_crosses_above_the_carried_counts_when_that_is_free():
     assert counts[-1] == 100_000 and error <= 8.97e-4
     grid = DecisionTest([0.5 + 1e-9, 0.999905], 0.001, 100_000, boundary="spending")
     assert drive(grid, np.ones(100_000, dtype=np.int64)).certified.all()
+
+
+def test_spending_three_classes_exact_worst_case():
+    """Three classes, class chosen from the draws, thresholds from 1/2 (tiers split): each
+    class's count is Bernoulli(p_c), so the exact error at rates (p_0, p_1, p_2) is the sum
+    over classes of the crossing probability of the lowest boundary >= p_c; <= alpha over a
+    grid of rate vectors, the worst ones (two classes at 1/2, one at a threshold) included."""
+    grid, alpha = [0.5, 0.6, 0.8], 0.05
+    rule = DecisionTest(grid, alpha, 1000, num_classes=3, boundary="spending")
+    bounds = [rule.per_draw_boundary(j, 0) for j in range(len(grid))]
+    assert all(np.array_equal(bounds[j], rule.per_draw_boundary(j, c))
+               for j in range(len(grid)) for c in (1, 2))
+
+    def wrong(p):
+        j = next((i for i, t in enumerate(grid) if t >= p), None)
+        return 0.0 if j is None else crossing_probability(bounds[j], p)
+
+    rates = [(0.5, 0.5, 0.0), (0.6, 0.4, 0.0), (0.8, 0.2, 0.0), (0.5, 0.25, 0.25),
+             (0.45, 0.45, 0.1), (0.6, 0.3, 0.1), (0.34, 0.33, 0.33)]
+    worst = max(sum(wrong(p) for p in r) for r in rates)
+    assert worst <= alpha
+    assert worst > 0.5 * alpha          # the level is used, not wasted
