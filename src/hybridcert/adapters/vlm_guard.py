@@ -33,6 +33,7 @@ from torch import nn
 from hybridcert.adapters.base import ModelAdapter
 from hybridcert.adapters.hf import HFImageProcessor, Normalize, special_ids
 from hybridcert.blocks import TextEncoder, Vocabulary
+from hybridcert.blocks.text import hf_id_to_token, hf_special_tokens
 
 DEFAULT_POLICY = (
     "You are a content safety classifier. Judge the user's content below, the image and the "
@@ -212,7 +213,9 @@ def vlm_guard(model: nn.Module, processor, *, policy: str = DEFAULT_POLICY,
     vocabulary = Vocabulary(torch.tensor(noisable), mask_id=None if mask is None else int(mask))
     encoder = TextEncoder(encode_ids, vocabulary, int(pad),
                           max_text_tokens, truncate=truncate,
-                          name=getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)
+                          name=getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__,
+                          special_tokens=hf_special_tokens(tokenizer),
+                          id_to_token=hf_id_to_token(tokenizer))
     classes = label_token_ids if label_token_ids is not None else \
         [label_tokens(tokenizer, label) for label in labels]
     if len(classes) != len(labels):

@@ -45,6 +45,12 @@ class TextEncoder:
         (True; the run reports how many texts were cut).
     name : str
         Shown in errors and run reports (e.g. the tokenizer's name).
+    special_tokens : tuple of str
+        The tokenizer's special-token strings (``"[SEP]"``, ``"<image>"``): ``hybridcert
+        inspect`` warns when a user's text contains one.  Filled by the builders.
+    id_to_token : callable, optional
+        ``id -> token string``, to show a text as the model's tokens (``hybridcert inspect``);
+        filled by the builders, ids are shown as numbers without it.
     """
 
     encode_ids: Callable[[str], Sequence[int]]
@@ -54,6 +60,8 @@ class TextEncoder:
     pad_to_max_length: bool = True
     truncate: bool = False
     name: str = "tokenizer"
+    special_tokens: tuple[str, ...] = ()
+    id_to_token: Callable[[int], str] | None = None
 
     def __post_init__(self) -> None:
         check_count("max_length", self.max_length, minimum=1)
@@ -135,7 +143,9 @@ class TextEncoder:
             return tokenizer(text, add_special_tokens=True)["input_ids"]
 
         return cls(encode_ids, vocab, int(pad), int(limit), truncate=truncate,
-                   name=getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)
+                   name=getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__,
+                   special_tokens=hf_special_tokens(tokenizer),
+                   id_to_token=hf_id_to_token(tokenizer))
 
     @classmethod
     def from_tokenizers(cls, tokenizer, max_length: int, *, pad_id: int,
@@ -156,5 +166,23 @@ class TextEncoder:
         if noisable_ids is None:
             noisable_ids = [i for i in range(tok.get_vocab_size()) if i not in special]
         vocab = Vocabulary(torch.tensor(list(noisable_ids)), mask_id=mask_id)
+        strings = {t.content for t in tok.get_added_tokens_decoder().values() if t.special}
+        strings |= {s for i in special if (s := tok.id_to_token(i)) is not None}
         return cls(lambda text: tok.encode(text).ids, vocab, int(pad_id), max_length,
-                   truncate=truncate, name=name)
+                   truncate=truncate, name=name, special_tokens=tuple(sorted(strings)),
+                   id_to_token=tok.id_to_token)
+
+
+def hf_special_tokens(tokenizer) -> tuple[str, ...]:
+    """The special-token strings of a ``transformers`` tokenizer: its named specials and every
+    added token marked special."""
+    strings = {str(t) for t in getattr(tokenizer, "all_special_tokens", ())}
+    decoder = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    strings |= {str(t.content) for t in decoder.values() if getattr(t, "special", False)}
+    return tuple(sorted(s for s in strings if s))
+
+
+def hf_id_to_token(tokenizer) -> Callable[[int], str] | None:
+    """``id -> token string`` of a ``transformers`` tokenizer (None if it has no such map)."""
+    convert = getattr(tokenizer, "convert_ids_to_tokens", None)
+    return None if convert is None else (lambda i: str(convert(int(i))))

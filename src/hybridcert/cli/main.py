@@ -14,6 +14,7 @@ import typer
 from hybridcert.cli import (
     certificate_commands,
     dataset_command,
+    inspect_command,
     run_commands,
     serve_command,
     train_command,
@@ -32,6 +33,7 @@ app.command()(certificate_commands.radius)
 app.command()(train_command.train)
 app.command()(run_commands.certify)
 app.command()(run_commands.report)
+app.command()(inspect_command.inspect)
 app.command()(serve_command.serve)
 app.add_typer(dataset_command.app, name="dataset")
 

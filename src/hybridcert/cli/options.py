@@ -1,7 +1,8 @@
-"""Options shared by ``certify`` and ``serve``: declared once (name, help), parsed once.
+"""Options shared by ``certify``, ``inspect`` and ``serve``: declared once (name, help), parsed
+once.
 
-Both commands build the same :class:`~hybridcert.runs.config.RunConfig` from them, so a model,
-its noise and its decision rule mean the same in an offline run and in the service.
+They build the same :class:`~hybridcert.runs.config.RunConfig` from them, so a model, its
+noise and its decision rule mean the same in an offline run, in ``inspect`` and in the service.
 """
 
 from __future__ import annotations
@@ -16,6 +17,20 @@ Opt = typer.Option
 ConfigFile = Annotated[Path | None, Opt("--config", help="TOML file of run options (flags "
                                         "override it). A config is code: it names the model "
                                         "entry point that will run.")]
+Dataset = Annotated[str | None, Opt("--dataset", help="safety:test[:N], a .jsonl/.parquet "
+                                    "file, a folder of .jsonl files, hateful_memes:PATH or "
+                                    "mm_safetybench:PATH.")]
+Columns = Annotated[str | None, Opt("--columns", help="Block=column map, e.g. "
+                                    "image=img,text=caption.")]
+ImageColumn = Annotated[str | None, Opt("--image-column", help="Column of the image block.")]
+TextColumn = Annotated[str | None, Opt("--text-column", help="Column of the text block.")]
+LabelColumn = Annotated[str | None, Opt("--label-column")]
+Limit = Annotated[int | None, Opt("--limit", help="Only the first N rows.")]
+IdColumn = Annotated[str | None, Opt("--id-column")]
+LabelMap = Annotated[str | None, Opt("--label-map", help="String labels to classes, e.g. "
+                                     "safe=0,unsafe=1.")]
+AllowOutsidePaths = Annotated[bool | None, Opt("--allow-outside-paths", help="Read image "
+                                               "paths outside the dataset's folder.")]
 Checkpoint = Annotated[str | None, Opt("--checkpoint", help="Folder from `hybridcert train`.")]
 Model = Annotated[str | None, Opt("--model", help="Entry point module:factory returning a "
                                   "ModelAdapter or a model. It RUNS THAT CODE.")]
@@ -59,6 +74,27 @@ Price = Annotated[float | None, Opt("--price", help="Decision mode with many tar
 Targets = Annotated[list[str] | None, Opt("--target", help="Target region EPS,R or "
                                           "BLOCK=SIZE,... (repeatable).")]
 Device = Annotated[str, Opt("--device", help="cpu, cuda or cuda:N.")]
+
+
+def column_map(columns: str | None, image_column: str | None,
+               text_column: str | None) -> dict[str, str] | None:
+    """``--columns`` with ``--image-column`` / ``--text-column`` folded in (they win)."""
+    from hybridcert.runs.config import parse_mapping
+
+    out = parse_mapping("--columns", columns) if columns else None
+    if image_column or text_column:
+        out = dict(out or {})
+        if image_column:
+            out["image"] = image_column
+        if text_column:
+            out["text"] = text_column
+    return out
+
+
+def parse_label_map(value: str | None) -> dict[str, int] | None:
+    from hybridcert.runs.config import parse_mapping
+
+    return parse_mapping("--label-map", value, int) if value else None
 
 
 def parse_size(value: str | None) -> list[int] | None:

@@ -9,17 +9,25 @@ from typing import Annotated
 import typer
 
 from hybridcert.cli.options import (
+    AllowOutsidePaths,
     Alpha,
     AppendPlaceholder,
     AppendSlots,
     Blocks,
     Boundary,
     Checkpoint,
+    Columns,
     ConfigFile,
+    Dataset,
     Device,
     FlaggedClass,
+    IdColumn,
+    ImageColumn,
     ImageSize,
     KeepProb,
+    LabelColumn,
+    LabelMap,
+    Limit,
     MaxTokens,
     Model,
     NoiseKind,
@@ -31,9 +39,12 @@ from hybridcert.cli.options import (
     Strict,
     SuffixLength,
     Targets,
+    TextColumn,
     Threat,
     Threshold,
+    column_map,
     parse_blocks,
+    parse_label_map,
     parse_size,
     parse_targets,
 )
@@ -46,24 +57,16 @@ CODE_WARNING = ("--model and a --config naming a model RUN THAT CODE: a config i
 
 def certify(
     config: ConfigFile = None,
-    dataset: Annotated[str | None, Opt("--dataset", help="safety:test[:N], a .jsonl/.parquet "
-                                       "file, a folder of .jsonl files, hateful_memes:PATH or "
-                                       "mm_safetybench:PATH.")] = None,
-    columns: Annotated[str | None, Opt("--columns", help="Block=column map, e.g. "
-                                       "image=img,text=caption.")] = None,
-    image_column: Annotated[str | None, Opt("--image-column", help="Column of the image "
-                                            "block.")] = None,
-    text_column: Annotated[str | None, Opt("--text-column", help="Column of the text "
-                                           "block.")] = None,
-    label_column: Annotated[str | None, Opt("--label-column")] = None,
-    limit: Annotated[int | None, Opt("--limit", help="Only the first N rows.")] = None,
-    id_column: Annotated[str | None, Opt("--id-column")] = None,
-    label_map: Annotated[str | None, Opt("--label-map", help="String labels to classes, e.g. "
-                                         "safe=0,unsafe=1.")] = None,
+    dataset: Dataset = None,
+    columns: Columns = None,
+    image_column: ImageColumn = None,
+    text_column: TextColumn = None,
+    label_column: LabelColumn = None,
+    limit: Limit = None,
+    id_column: IdColumn = None,
+    label_map: LabelMap = None,
     image_size: ImageSize = None,
-    allow_outside_paths: Annotated[bool | None, Opt("--allow-outside-paths", help="Read image "
-                                                    "paths outside the dataset's folder.")]
-    = None,
+    allow_outside_paths: AllowOutsidePaths = None,
     strict: Strict = None,
     checkpoint: Checkpoint = None,
     model: Model = None,
@@ -117,24 +120,16 @@ def certify(
 
     --model and --config name code that runs in this process: a config is code.
     """
-    from hybridcert.runs.config import ConfigError, RunConfig, parse_mapping
+    from hybridcert.runs.config import ConfigError, RunConfig
     from hybridcert.runs.runner import check_fit, load_items, plan
     from hybridcert.runs.store import RunStore
     from hybridcert.smoothing import result_row
 
     # 1. Every option, checked before anything is read or written.
-    column_map = parse_mapping("--columns", columns) if columns else None
-    if image_column or text_column:
-        column_map = dict(column_map or {})
-        if image_column:
-            column_map["image"] = image_column
-        if text_column:
-            column_map["text"] = text_column
     run_config = RunConfig.from_sources(
-        config, dataset=dataset, columns=column_map, label_column=label_column,
-        id_column=id_column, limit=limit,
-        label_map=parse_mapping("--label-map", label_map, int) if label_map else None,
-        image_size=parse_size(image_size),
+        config, dataset=dataset, columns=column_map(columns, image_column, text_column),
+        label_column=label_column, id_column=id_column, limit=limit,
+        label_map=parse_label_map(label_map), image_size=parse_size(image_size),
         allow_outside_paths=allow_outside_paths, strict=strict, checkpoint=checkpoint,
         model=model, num_classes=num_classes, sigma=sigma, keep_prob=keep_prob, noise=noise,
         blocks=parse_blocks(block), threat=threat,

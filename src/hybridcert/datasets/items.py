@@ -30,9 +30,13 @@ from hybridcert.datasets.spec import DataError, DataSpec, finite_integral
 
 @dataclass(frozen=True)
 class TokenData:
-    """A token block, encoded when the dataset was loaded."""
+    """A token block, encoded when the dataset was loaded; ``text`` is the row's text (None
+    for pre-tokenized ids) and ``cut`` says whether it was cut to the model's maximum length
+    (both for :mod:`hybridcert.inspect`)."""
 
     block: TokenBlock
+    text: str | None = field(default=None, repr=False)
+    cut: bool = False
 
     def load(self, where: str) -> TokenBlock:
         return self.block
@@ -50,16 +54,24 @@ class ImageData:
     data: bytes | None = field(default=None, repr=False)
 
     def load(self, where: str) -> torch.Tensor:
+        image = self.decode(where)
+        try:
+            tensor, _ = self.processor.process(image)
+        except ImageError as err:
+            raise DataError(f"{where}: {err}") from None
+        return tensor
+
+    def decode(self, where: str):
+        """The image as read (a PIL image, before the processor), its bytes checked against
+        the ones validated."""
         try:
             raw = self.data if self.data is not None else read_image_file(self.path)
             if hashlib.sha256(raw).hexdigest() != self.digest:
                 raise DataError(f"{where}: image {self.name} changed since the dataset was "
                                 f"checked; load the dataset again")
-            tensor, _ = self.processor.process(decode_image(raw, self.name,
-                                                            self.processor.max_pixels))
+            return decode_image(raw, self.name, self.processor.max_pixels)
         except ImageError as err:
             raise DataError(f"{where}: {err}") from None
-        return tensor
 
 
 @dataclass(frozen=True)
@@ -421,7 +433,7 @@ def _text(value, block: str, column: str, where: str, ctx: _Context,
                             f"({type(err).__name__}: {err})") from None
         if cut:
             notes.append(f"{block}: text cut to the model's {encoder.max_length} tokens")
-        return TokenData(tokens), {"text": value}
+        return TokenData(tokens, value, cut), {"text": value}
     if isinstance(value, list) and value and all(
             isinstance(i, int) and not isinstance(i, bool) for i in value):
         return _pretokenized(value, block, field_name, encoder, ctx, notes), {"ids": value}
@@ -455,13 +467,16 @@ def _pretokenized(ids: list[int], block: str, field_name: str, encoder: TextEnco
                             f"truncate=True to cut them, which the run reports)")
         ids = ids[: encoder.max_length]
         notes.append(f"{block}: ids cut to the model's {encoder.max_length} tokens")
+        cut = True
+    else:
+        cut = False
     attention = [1] * len(ids)
     if encoder.pad_to_max_length:
         pad = encoder.max_length - len(ids)
         ids = ids + [encoder.pad_id] * pad
         attention += [0] * pad
     return TokenData(TokenBlock(torch.tensor(ids, dtype=torch.long), None,
-                                torch.tensor(attention, dtype=torch.long)))
+                                torch.tensor(attention, dtype=torch.long)), None, cut)
 
 
 def _id_bound(encoder: TextEncoder) -> int:
