@@ -59,6 +59,7 @@ class TokenView:
     text: str | None
     special_strings: list[str]
     special_ids: list[int]
+    unnoisable_ids: list[int]
     tokens: list[Token] = field(repr=False)
     kind: str = "tokens"
 
@@ -266,7 +267,7 @@ def _tokens(name: str, block: TokenBlock, spec: Tokens | None, encoder, data) ->
                  "before": None if after is None else after.token}
     original = data.block if data is not None and hasattr(data, "block") else block
     text = getattr(data, "text", None)
-    strings, extra = _specials(text, original, encoder, vocabulary)
+    strings, extra, unnoisable = _specials(text, original, encoder, vocabulary)
     content = sum(1 for t in tokens if t.role in ("noised", "text"))
     from hybridcert.noise import Substitution
 
@@ -279,7 +280,7 @@ def _tokens(name: str, block: TokenBlock, spec: Tokens | None, encoder, data) ->
         attended=sum(1 for a in attention if a), content=content,
         noised=sum(1 for n in noisable if n), slots=slots,
         truncated=bool(getattr(data, "cut", False)), text=text,
-        special_strings=strings, special_ids=extra, tokens=tokens)
+        special_strings=strings, special_ids=extra, unnoisable_ids=unnoisable, tokens=tokens)
 
 
 def _token_string(name_of, i: int) -> str:
@@ -291,13 +292,15 @@ def _token_string(name_of, i: int) -> str:
 
 
 def _specials(text: str | None, block: TokenBlock, encoder, vocabulary
-              ) -> tuple[list[str], list[int]]:
-    """Special-token strings found in the raw text, and special ids in the encoded text
-    beyond those the encoder adds around any text (those of an empty text)."""
+              ) -> tuple[list[str], list[int], list[int]]:
+    """Special-token strings found in the raw text; the ids outside the noisable vocabulary
+    that the text brought (beyond those the encoder adds around any text, i.e. around an
+    empty one), split into special ids whose string is in the text and the others (an
+    unknown word's [UNK], or ids without a known string)."""
     strings = [] if text is None or encoder is None else \
         sorted(s for s in encoder.special_tokens if s and s in text)
     if vocabulary is None or encoder is None:
-        return strings, []
+        return strings, [], []
     attention = torch.ones_like(block.ids) if block.attention is None else block.attention
     outside = (~vocabulary.contains(block.ids)) & (attention != 0)
     found = Counter(int(i) for i in block.ids[outside].tolist())
@@ -308,7 +311,10 @@ def _specials(text: str | None, block: TokenBlock, encoder, vocabulary
     except Exception:  # a tokenizer may refuse an empty text: count the ends as added
         attended = block.ids[attention != 0].tolist()
         added = Counter(i for i in (attended[:1] + attended[-1:]) if found[int(i)])
-    return strings, sorted((found - added).elements())
+    extra = sorted((found - added).elements())
+    named = [i for i in extra if text is not None and encoder.id_to_token is not None
+             and _token_string(encoder.id_to_token, i) in text]
+    return strings, named, [i for i in extra if i not in named]
 
 
 def _token_warnings(view: TokenView, spec: Tokens | None) -> list[str]:
@@ -329,6 +335,11 @@ def _token_warnings(view: TokenView, spec: Tokens | None) -> list[str]:
         how = (f"encoded as special id(s) {view.special_ids}: control tokens from user data, "
                f"never noised") if view.special_ids else "encoded as ordinary text"
         out.append(f"{name}: the user's text contains special token(s) {found} ({how})")
+    if view.unnoisable_ids and view.noise != "none":
+        out.append(f"{name}: {len(view.unnoisable_ids)} position(s) of the text hold ids "
+                   f"outside the noisable vocabulary {sorted(set(view.unnoisable_ids))} "
+                   f"(e.g. an unknown word's [UNK]): never noised, and a change there is "
+                   f"outside the certificate")
     if spec is not None and spec.noise is not None:
         if isinstance(spec.threat, Suffix) and view.content > view.noised:
             out.append(f"{name}: threat suffix noises only the last {view.noised} of "

@@ -106,13 +106,14 @@ def inspect(
         return
     from rich.console import Console
 
-    console = Console(highlight=False, soft_wrap=not summary)
+    console = Console(highlight=False, soft_wrap=summary)
     if summary:
         for view in result.rows:
             console.print(summary_line(view), markup=False)
     else:
         print_rows(result, console)
-    typer.echo(f"{len(result.rows)} row(s), {result.warnings} warning(s)", err=True)
+        console.print(f"\n{len(result.rows)} row(s), {result.warnings} warning(s)",
+                      markup=False)
 
 
 def summary_line(view) -> str:
