@@ -124,7 +124,18 @@ def bound(
 ) -> None:
     """Worst-case probability of the top (or flagged) class under a joint (L2, tokens)
     change.  "certified" is the claim of the rule asked for: two classes (lower > 1/2), or
-    with --threshold the detector's flag (lower >= tau; --side benign: upper < tau)."""
+    with --threshold the detector's flag (lower >= tau; --side benign: upper < tau).
+
+    The rows (majority vote and --side flag), at --l2 and --tokens:
+    lower bound: the joint certificate (what certify reports), the worst case
+      when the image moves by --l2 and --tokens tokens change at once;
+    sequential bound: the two one-modality bounds composed (tokens then image,
+      or image then tokens, the better one): sound for the joint change too,
+      never above the joint bound;
+    continuous only bound: the worst case when only the image changes;
+    discrete only bound: the worst case when only the tokens change.
+    The last two do not cover the joint change: both above 1/2 does not
+    certify it (per_modality_certified_unsound in --json)."""
     rule = _rule(threshold, side)
     p = _bound_arg(rule, p_lower, p_upper, "bound")
     if not (0.0 <= p <= 1.0):
