@@ -1,7 +1,6 @@
 """A user's own model with a word-level ``tokenizers`` tokenizer (entry point for the tests of
-``hybridcert inspect``): [CLS] words [SEP], 16 ids at most (longer texts cut), 32x32 images."""
+``hybridcert inspect``): [CLS] words [SEP], 8 ids at most (longer texts cut), 32x32 images."""
 
-import torch
 from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
 from tokenizers.normalizers import Lowercase
