@@ -175,3 +175,27 @@ def test_cli_errors_are_one_line(rows_file, capsys, argv, message):
                  "--keep-prob", "0.5", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("hybridcert: error:") and message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("threat", [[], ["--threat", "append", "--append-slots", "2"],
+                                    ["--threat", "suffix", "--suffix-length", "1"]])
+def test_certify_feeds_the_model_exactly_the_ids_inspect_shows(rows_file, tmp_path,
+                                                               monkeypatch, capsys, threat):
+    """With keep probability 1 the noise changes nothing, so every copy certify hands the
+    model is the row as prepared: it must be the row inspect shows (ids and attention)."""
+    data = rows_file({"a": "we bake a cake", "b": "how do [SEP] i", "c": ""})
+    log = tmp_path / "spy.jsonl"
+    monkeypatch.setenv("SPY_LOG", str(log))
+    options = ["--model", "tests.inspect.word_model:spy_factory", "--dataset", str(data),
+               "--sigma", "0.25", "--keep-prob", "1", *threat]
+    assert main(["certify", *options, "--n0", "4", "--n", "16", "--alpha", "0.01", "--store",
+                 str(tmp_path / "s.sqlite"), "--quiet"]) == 0
+    seen = {line for line in log.read_text().splitlines()}
+    assert main(["inspect", *options, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)["rows"]
+    expected = set()
+    for row in shown:
+        tokens = row["blocks"][1]["tokens"]
+        expected.add(json.dumps({"ids": [t["id"] for t in tokens],
+                                 "attention": [int(t["role"] != "padding") for t in tokens]}))
+    assert seen == expected and len(expected) == 3

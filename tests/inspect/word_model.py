@@ -38,3 +38,24 @@ def factory():
     return ModelAdapter(model, text={"text": text},
                         images={"image": ImageProcessor(size=(32, 32), resize="resize")},
                         num_classes=2, name="words")
+
+
+def spy_factory():
+    """``factory``'s adapter whose model appends each distinct (ids, attention) row it
+    receives to the file named by ``SPY_LOG``."""
+    import json
+    import os
+
+    adapter = factory()
+    inner = adapter.model
+
+    def model(batch):
+        rows = {(tuple(i), tuple(a)) for i, a in zip(batch["text"].tolist(),
+                                                     batch["text_attention"].tolist(),
+                                                     strict=True)}
+        with open(os.environ["SPY_LOG"], "a") as log:
+            for ids, attention in sorted(rows):
+                log.write(json.dumps({"ids": ids, "attention": attention}) + "\n")
+        return inner(batch)
+
+    return ModelAdapter(model, text=adapter.text, images=adapter.images, num_classes=2)
