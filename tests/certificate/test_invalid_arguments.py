@@ -132,3 +132,16 @@ def test_cli_tables_print(capsys):
     assert main(["radius", "--p-lower", "0.9", "--sigma", "0.5", "--keep-prob", "0.1",
                  "--vocab-size", "30522"]) == 0
     assert "L2 radius" in capsys.readouterr().out
+
+
+def test_cli_bound_help_explains_every_row(capsys):
+    """Each row `bound` prints is explained in its --help (GUIDE section 8 says the same)."""
+    assert main(["bound", "--p-lower", "0.9", "--sigma", "0.5", "--l2", "0.6", "--tokens", "1",
+                 "--keep-prob", "0.1", "--vocab-size", "30522"]) == 0
+    table = capsys.readouterr().out
+    assert main(["bound", "--help"]) == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    for row in ("lower bound", "sequential bound", "continuous only bound",
+                "discrete only bound"):
+        assert row in table and f"{row}:" in help_text, row
+    assert "joint certificate" in help_text and "do not cover the joint change" in help_text
