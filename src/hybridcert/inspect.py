@@ -138,10 +138,11 @@ class Inspection:
     blocks: list[dict]
     rows: list[RowView]
     dataset: dict[str, Any] = field(default_factory=dict)
+    context: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"model": self.model, "blocks": self.blocks, "dataset": self.dataset,
-                "rows": [r.to_dict() for r in self.rows]}
+                "context": self.context, "rows": [r.to_dict() for r in self.rows]}
 
     @property
     def warnings(self) -> int:
@@ -194,7 +195,20 @@ def inspect_rows(config: RunConfig | Mapping, rows: Sequence[str] | None = None,
         items = [by_id[r] for r in dict.fromkeys(rows)]
     views = [_row(run, item) for item in items]
     return Inspection(run.adapter.name, run.noise.describe(), views,
-                      {"source": config.dataset, "rows": len(views)})
+                      {"source": config.dataset, "rows": len(views)}, _context(run.adapter))
+
+
+def _context(adapter) -> list[str]:
+    """What the model adds around the blocks (a guard's prompt), in words."""
+    from hybridcert.adapters.vlm_guard import GuardClassifier
+
+    model = adapter.model
+    if isinstance(model, GuardClassifier):
+        return [f"the model places block {model.text_block!r} inside its chat prompt: "
+                f"{model.prefix.numel()} prompt ids before it (policy, image tokens) and "
+                f"{model.suffix.numel()} after it (the assistant turn); only the block is "
+                f"noised, the prompt never"]
+    return []
 
 
 def _row(run, item) -> RowView:

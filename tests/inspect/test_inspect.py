@@ -199,3 +199,25 @@ def test_certify_feeds_the_model_exactly_the_ids_inspect_shows(rows_file, tmp_pa
         expected.add(json.dumps({"ids": [t["id"] for t in tokens],
                                  "attention": [int(t["role"] != "padding") for t in tokens]}))
     assert seen == expected and len(expected) == 3
+
+
+def test_colour_mode_numbers_in_the_row_and_pretokenized_ids(tmp_path):
+    from PIL import Image
+
+    Image.new("L", (32, 32), 90).save(tmp_path / "grey.png")
+    rows = [{"id": "grey", "image": "grey.png", "text": "we bake", "label": 0},
+            {"id": "numbers", "image": [[[0.5] * 32] * 32] * 3, "text": "we", "label": 1},
+            {"id": "ids", "image": "grey.png", "text": [2, V["we"], 3, V["cake"], 3],
+             "label": 0}]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    views = {v.id: v for v in run(data).rows}
+    assert views["grey"].notes == ["image: colour mode L -> RGB"]
+    assert text_of(views["grey"], "image").source == {"width": 32, "height": 32, "mode": "L"}
+    numbers = text_of(views["numbers"], "image")
+    assert numbers.source is None and numbers.shape == [3, 32, 32]
+    assert numbers.l2_space.startswith("the block's numbers as given")
+    ids = text_of(views["ids"])
+    assert [t.id for t in ids.tokens[:5]] == [2, V["we"], 3, V["cake"], 3]
+    assert ids.text is None and ids.unnoisable_ids == [3]       # the [SEP] inside the ids
+    assert any("hold ids outside the noisable vocabulary [3]" in w for w in views["ids"].warnings)

@@ -30,10 +30,14 @@ def guard():
     return tiny_llava_guard()
 
 
-def views(adapter, model, data, **options):
+def inspect(adapter, model, data, **options):
     config = {"dataset": str(data), "model": model, "sigma": 0.25, "keep_prob": 0.75,
               **options}
-    return {v.id: v for v in inspect_rows(config, adapter=adapter).rows}
+    return inspect_rows(config, adapter=adapter)
+
+
+def views(adapter, model, data, **options):
+    return {v.id: v for v in inspect(adapter, model, data, **options).rows}
 
 
 def block(view, name):
@@ -75,7 +79,9 @@ def test_tiny_clip(clip, rows_file):
 
 def test_tiny_llava_guard(guard, rows_file):
     data = rows_file({"plain": "how do i hurt them", "image": "<image> describe this"})
-    rows = views(guard, GUARD, data, threat="append", append_slots=3)
+    result = inspect(guard, GUARD, data, threat="append", append_slots=3)
+    assert "inside its chat prompt" in result.context[0]
+    rows = {v.id: v for v in result.rows}
     text = block(rows["plain"], "text")
     # the user's text alone: no [CLS]/[SEP] (the chat prompt around it is the model's)
     assert [t.role for t in text.tokens[:text.attended]] == ["text"] * 5 + ["slot"] * 3

@@ -142,6 +142,8 @@ def print_rows(result, console) -> None:
     from hybridcert.inspect import TokenView
 
     console.print(Text(f"model {result.model}; {LEGEND}", style="dim"))
+    for line in result.context:
+        console.print(Text(line, style="dim"))
     for view in result.rows:
         label = "-" if view.label is None else view.label
         console.print(Text(f"\nrow {view.id!r} ({view.where}), label {label}", style="bold"))
