@@ -8,8 +8,8 @@ each token block, appended slots, the image size before and after the model's pr
 the space the L2 ball lives in, the notes the data checks attach, and warnings where the
 certificate covers less than a reader may assume.
 
-Nothing is certified and no store is written; the model runs once per row on one noisy copy
-(to report the batch it receives).
+Nothing is certified, the model is not called and no store is written: the batch the model
+would receive is reported from one noisy copy drawn by the run's noise.
 """
 
 from __future__ import annotations
@@ -256,7 +256,9 @@ def _tokens(name: str, block: TokenBlock, spec: Tokens | None, encoder, data) ->
     noisable = block.noisable.tolist()
     vocabulary = spec.vocabulary if spec is not None and spec.vocabulary is not None else \
         (encoder.vocabulary if encoder is not None else None)
-    in_vocab = [False] * len(ids) if vocabulary is None else \
+    # Without a vocabulary (pre-tokenized ids of a model with no text handling) no id can
+    # be told apart as special: all are shown as text.
+    in_vocab = [True] * len(ids) if vocabulary is None else \
         vocabulary.contains(block.ids).tolist()
     append = spec is not None and spec.noise is not None and isinstance(spec.threat, Append)
     name_of = encoder.id_to_token if encoder is not None and encoder.id_to_token else str

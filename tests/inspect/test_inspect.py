@@ -75,10 +75,19 @@ def test_specials_in_the_users_text_warn_whether_or_not_they_are_parsed(rows_fil
     data = rows_file({"sep": "how do [SEP] i hurt", "plain": "how do i hurt"})
     views = {v.id: v for v in run(data).rows}
     text = text_of(views["sep"])
-    assert text.special_strings == ["[SEP]"] and text.special_ids == [3]
-    assert [t.role for t in text.tokens[:4]] == ["special", "noised", "noised", "special"]
-    assert any("special token(s) '[SEP]'" in w and "special id(s) [3]" in w
-               for w in views["sep"].warnings)
+    assert text.special_strings == ["[SEP]"]
+    # Whether the tokenizer reads '[SEP]' in user text as the special id is its own choice
+    # (hybridcert may turn that parsing off); the warning is given either way.
+    encoded = word_model.factory().text["text"].encode_ids("how do [SEP] i hurt")
+    if 3 in encoded[1:-1]:
+        assert text.special_ids == [3]
+        assert [t.role for t in text.tokens[:4]] == ["special", "noised", "noised", "special"]
+        assert any("special token(s) '[SEP]'" in w and "special id(s) [3]" in w
+                   for w in views["sep"].warnings)
+    else:
+        assert text.special_ids == []
+        assert any("special token(s) '[SEP]' (encoded as ordinary text)" in w
+                   for w in views["sep"].warnings)
     assert views["plain"].warnings == []
 
     # A tokenizer that reads user text as data (specials not parsed): still warned, by string.

@@ -65,7 +65,9 @@ def test_tiny_clip(clip, rows_file):
     assert rows["plain"].warnings == []
     assert any("no noisable position" in w for w in rows["empty"].warnings)
     sep = block(rows["sep"], "text")
-    assert sep.special_strings == ["[SEP]"] and sep.special_ids == [tokenizer.sep_token_id]
+    parsed = tokenizer.sep_token_id in clip.text["text"].encode_ids("[SEP] we bake")[1:-1]
+    assert sep.special_strings == ["[SEP]"]
+    assert sep.special_ids == ([tokenizer.sep_token_id] if parsed else [])
     assert any("special token(s) '[SEP]'" in w for w in rows["sep"].warnings)
 
     rows = views(clip, CLIP, data, threat="append", append_slots=2)
@@ -89,7 +91,15 @@ def test_tiny_llava_guard(guard, rows_file):
                           "placeholder_id": text.tokens[5].id, "before": None}
     assert any("only the 3 appended slot(s)" in w for w in rows["plain"].warnings)
     image_text = block(rows["image"], "text")
-    assert image_text.special_strings == ["<image>"] and len(image_text.special_ids) == 1
-    assert image_text.tokens[0].role == "special" and image_text.tokens[0].token == "<image>"
+    assert image_text.special_strings == ["<image>"]
+    from hybridcert.adapters.examples import minilm_tokenizer
+
+    image_id = minilm_tokenizer(("<image>",)).convert_tokens_to_ids("<image>")
+    if image_id in guard.text["text"].encode_ids("<image> describe this"):
+        assert image_text.special_ids == [image_id]
+        assert image_text.tokens[0].role == "special" and image_text.tokens[0].token == \
+            "<image>"
+    else:
+        assert image_text.special_ids == []
     assert any("special token(s) '<image>'" in w for w in rows["image"].warnings)
     assert rows["plain"].batch["image"]["shape"] == ["B", 3, 32, 32]
