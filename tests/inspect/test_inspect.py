@@ -230,3 +230,16 @@ def test_colour_mode_numbers_in_the_row_and_pretokenized_ids(tmp_path):
     assert [t.id for t in ids.tokens[:5]] == [2, V["we"], 3, V["cake"], 3]
     assert ids.text is None and ids.unnoisable_ids == [3]       # the [SEP] inside the ids
     assert any("hold ids outside the noisable vocabulary [3]" in w for w in views["ids"].warnings)
+
+
+def test_the_same_toml_config_as_certify(rows_file, tmp_path, capsys):
+    """A run's TOML file (certification options included) works as it is; flags override."""
+    data = rows_file({"a": "we bake a cake"})
+    config = tmp_path / "run.toml"
+    config.write_text(f'dataset = "{data}"\nmodel = "{WORDS}"\nsigma = 0.25\nkeep_prob = 0.5\n'
+                      f'threat = "suffix"\nsuffix_length = 3\nmode = "decision"\n'
+                      f'targets = [[0.25, 1]]\nn = 2000\n')
+    assert main(["inspect", "--config", str(config), "--suffix-length", "1", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["rows"]
+    assert row["blocks"][1]["threat"] == {"threat": "suffix", "suffix_length": 1}
+    assert row["blocks"][1]["noised"] == 1

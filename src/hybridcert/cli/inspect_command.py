@@ -76,12 +76,14 @@ def inspect(
 ) -> None:
     """Show, per row, what the model receives and what a certificate would be about.
 
-    Takes certify's data, model, noise and threat options (and --config) and reads the rows
-    exactly as certify would: the model's token ids with the noised positions marked,
-    specials and padding apart, V, appended slots, image sizes before/after the processor and
-    the space of the L2 ball, the data checks' notes, and warnings (no noisable token, a block
-    not noised, a text cut at the model's maximum length, special tokens in the user's text,
-    a threat that noises part of the text).  Certifies nothing, writes nothing.
+    Takes certify's data, model, noise and threat options (and --config) and
+    reads the rows exactly as certify would.  Per row: the model's token ids
+    with the noised positions marked, specials and padding apart, V, appended
+    slots, the image size before and after the processor and the space of the
+    L2 ball, the data checks' notes, and warnings: no noisable token, a block
+    not noised, a text cut at the model's maximum length, special tokens in
+    the user's text, a threat that noises only part of the text.
+    Certifies nothing, writes nothing.
 
     --model and --config name code that runs in this process: a config is code.
     """
