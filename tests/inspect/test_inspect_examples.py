@@ -103,3 +103,23 @@ def test_tiny_llava_guard(guard, rows_file):
         assert image_text.special_ids == []
     assert any("special token(s) '<image>'" in w for w in rows["image"].warnings)
     assert rows["plain"].batch["image"]["shape"] == ["B", 3, 32, 32]
+
+
+def test_tiny_clip_text_not_noised_and_cut(clip, rows_file):
+    from hybridcert.adapters.clip import clip_adapter
+    from hybridcert.adapters.examples import clip_image_processor, minilm_tokenizer
+
+    data = rows_file({"long": "we bake a cake together on a lovely sunny day at the park"})
+    (row,) = views(clip, CLIP, data, sigma=None, keep_prob=None,
+                   blocks={"image": "gaussian:0.25"}).values()
+    assert block(row, "text").noise == "none" and block(row, "text").noised == 0
+    assert any(w.startswith("text: not noised") for w in row.warnings)
+
+    short = clip_adapter(clip.model.clip, image_processor=clip_image_processor(32),
+                         tokenizer=minilm_tokenizer(), head=clip.model.head, max_length=8,
+                         truncate=True)
+    (row,) = views(short, CLIP, data).values()
+    text = block(row, "text")
+    assert text.truncated and text.attended == 8 and text.tokens[0].token == "[CLS]"
+    assert text.tokens[7].role == "noised"           # cut before [SEP]: no [SEP] at the end
+    assert any("cut to the model's 8 tokens" in w for w in row.warnings)
