@@ -89,11 +89,17 @@ def tiny_clip_model(max_length=77):
     return tiny_clip(max_length=max_length).model.clip
 
 
-def stand_ins() -> dict:
-    from hybridcert.adapters.examples import minilm_tokenizer, tiny_clip
+def my_model(batch):
+    """A cheap stand-in for a reader's model on ``image`` + ``text`` batches: logits (B, 2)."""
+    words = (batch["text_attention"].sum(1) > 3).float()
+    p = 0.1 + 0.8 * (0.5 * batch["image"].mean(dim=(1, 2, 3)).clamp(0, 1) + 0.5 * words)
+    return torch.stack([1 - p, p], 1).log()
 
-    adapter = tiny_clip()
-    return {"my_tokenizer": minilm_tokenizer(), "my_model": adapter.model,
+
+def stand_ins() -> dict:
+    from hybridcert.adapters.examples import minilm_tokenizer
+
+    return {"my_tokenizer": minilm_tokenizer(), "my_model": my_model,
             "pixels": torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0)),
             "load_my_diffusion_denoiser": lambda: (lambda x, sigma: x)}
 
