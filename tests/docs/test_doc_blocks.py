@@ -156,7 +156,10 @@ def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return tmp_path
+    yield tmp_path
+    for name, module in list(sys.modules.items()):     # the blocks' modules (my_model, ...)
+        if str(getattr(module, "__file__", "") or "").startswith(str(tmp_path)):
+            del sys.modules[name]
 
 
 # -- running blocks ------------------------------------------------------------------------
