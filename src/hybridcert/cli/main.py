@@ -12,6 +12,7 @@ import sys
 import typer
 
 from hybridcert.cli import (
+    attack_command,
     certificate_commands,
     dataset_command,
     run_commands,
@@ -32,6 +33,7 @@ app.command()(certificate_commands.radius)
 app.command()(train_command.train)
 app.command()(run_commands.certify)
 app.command()(run_commands.report)
+app.command()(attack_command.attack)
 app.command()(serve_command.serve)
 app.add_typer(dataset_command.app, name="dataset")
 
