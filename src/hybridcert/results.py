@@ -79,7 +79,8 @@ def load(store: str | Path, run_id: int | None = None):
         for target in targets:
             budget = target["budget"]
             records.append({**base,
-                            "target": ",".join(f"{k}={v:g}" for k, v in budget.items()),
+                            "target": ",".join(f"{k}={v:g}" for k, v in budget.items()
+                                               if v) or "no change",
                             **{f"target_{k}": v for k, v in budget.items()},
                             "certified": bool(target["certified"])})
     frame = pandas.DataFrame.from_records(records)

@@ -108,6 +108,12 @@ def test_beyond_the_region_a_flip_is_found_and_reported(certified, tmp_path, cap
     report = (tmp_path / "report" / "REPORT.md").read_text()
     assert "## Attacks" in report and "beyond x8" in report and "flipped" in report
     assert (tmp_path / "report" / "attacks.csv").exists()
+    pytest.importorskip("pandas")
+    from hybridcert import results
+
+    frame = results.attacks(store)
+    assert list(frame["outcome"]) == [r["outcome"] for r in rows]
+    assert list(frame["budget_image"]) == [r["budget"]["image"] for r in rows]
 
 
 def test_bad_options_and_models_are_one_line(certified, tmp_path, capsys):

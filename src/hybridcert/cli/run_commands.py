@@ -114,9 +114,11 @@ def certify(
     parallel_batches: Annotated[int, Opt("--parallel-batches", help="Local backend: batches "
                                          "run side by side, one thread each (on a CPU: the "
                                          "number of cores).")] = 1,
-    quiet: Annotated[bool, Opt("--quiet", help="No progress bar.")] = False,
+    quiet: Annotated[bool, Opt("--quiet", help="No progress bar and no per-input lines.")]
+    = False,
 ) -> None:
-    """Certify every input of a dataset into a resumable store.
+    """Certify every input of a dataset into a resumable store; one line per input on
+    stdout (its decision and certified region), the progress bar on stderr.
 
     --model and --config name code that runs in this process: a config is code.
     """
@@ -199,6 +201,7 @@ def certify(
 
 def _run(run, run_config, todo, run_store, replace, backend, device, batch_size, workers,
          address, parallel_batches, quiet, result_row) -> int:
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -213,7 +216,10 @@ def _run(run, run_config, todo, run_store, replace, backend, device, batch_size,
     columns = [TextColumn("certify"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn()]
     state = {"samples": 0, "start": time.perf_counter(), "stored": 0}
-    with Progress(*columns, disable=quiet, transient=False) as progress:
+    names = run.adapter.class_names
+    # the bar on stderr, the per-input lines on stdout (a pipe or file gets only the lines)
+    with Progress(*columns, disable=quiet, transient=False, console=Console(stderr=True),
+                  redirect_stdout=False) as progress:
         task = progress.add_task("certify", total=len(todo), rate="")
 
         def on_result(item, result) -> None:
@@ -222,6 +228,8 @@ def _run(run, run_config, todo, run_store, replace, backend, device, batch_size,
                 row["notes"] = list(item.notes)
             run_store.write(row, item.content_hash, replace=item.input_id in replace)
             state["stored"] += 1
+            if not quiet:
+                typer.echo(summary_line(row, result, names))
             state["samples"] += result.queries
             elapsed = time.perf_counter() - state["start"]
             progress.update(task, advance=1,
@@ -233,6 +241,26 @@ def _run(run, run_config, todo, run_store, replace, backend, device, batch_size,
         else:
             LocalBackend(run).certify(todo, on_result)
     return state["stored"]
+
+
+def summary_line(row: dict, result, class_names=None) -> str:
+    """``id: decision (label L): certified region`` — one input of ``certify``."""
+    predict = row["predict"]
+    if result.decision is not None:
+        decision = result.decision
+    elif predict < 0:
+        decision = "abstain"
+    else:
+        name = class_names[predict] if class_names and predict < len(class_names) else None
+        decision = f"class {predict}" + (f" ({name})" if name else "")
+    line = f"{row['id']}: {decision}" + ("" if row["label"] is None
+                                         else f" (label {row['label']})")
+    if result.region.certified:
+        line += f": {result.region}"
+    if result.targets:
+        done = sum(bool(t["certified"]) for t in result.targets)
+        line += f"; {done} of {len(result.targets)} target region(s) certified"
+    return line
 
 
 def report(
