@@ -8,6 +8,7 @@ import sqlite3
 import numpy as np
 import pytest
 from PIL import Image
+from scipy.stats import beta
 
 from hybridcert.cli.main import main
 from hybridcert.runs.store import RunStore
@@ -69,6 +70,13 @@ def test_inside_the_region_no_flip_and_rows_are_stored(certified, tmp_path, caps
         assert r == min(1, max(frontier)) and eps == pytest.approx(frontier[r])
         assert row["lower_after"] <= row["estimate_after"] <= row["upper_after"]
         assert row["n"] == 400 and row["alpha"] == 0.01
+        # two classes: the bounds at alpha / 2 each; the outcome recomputed from the counts
+        k, n = row["counts_after"][row["predict"]], row["n"]
+        upper = 1.0 if k == n else beta.ppf(1 - 0.005, k + 1, n - k)
+        lower = 0.0 if k == 0 else beta.ppf(0.005, k, n - k + 1)
+        assert row["outcome"] == ("flipped" if upper < 0.5 else "held" if lower > 0.5
+                                  else "undecided")
+        assert row["upper_after"] == pytest.approx(upper)
     err = capsys.readouterr().err
     assert "SOUNDNESS ALARM" not in err and "0 flipped" in err
 
@@ -140,3 +148,26 @@ def test_a_model_that_returns_labels_is_refused(certified, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "needs a model that returns logits" in err and len(err.splitlines()) == 1
     assert attacks(store) == []
+
+
+def test_detector_outcomes_follow_the_clopper_pearson_bounds(certified, tmp_path, capsys):
+    """A flag-side detector run: the stored outcome of each attack agrees with one-sided
+    Clopper-Pearson bounds at alpha computed here from the stored counts (scipy's beta
+    quantiles directly), and nothing flips inside."""
+    folder, _ = certified
+    store = tmp_path / "flag.sqlite"
+    assert main(["certify", "--dataset", str(folder / "data.jsonl"), "--store", str(store),
+                 *MODEL, *CERTIFY, "--rule", "flag", "--threshold", "0.5"]) == 0
+    assert main(["attack", "--store", str(store), "--inside", "--beyond", "10", *FAST]) == 0
+    rows = attacks(store)
+    assert rows and all(r["decision"] == "flag" for r in rows)
+    tau, alpha = 0.5, 0.01
+    for row in rows:
+        n, k = row["n"], row["counts_after"][1]
+        assert sum(row["counts_after"]) == n
+        upper = 1.0 if k == n else beta.ppf(1 - alpha, k + 1, n - k)
+        lower = 0.0 if k == 0 else beta.ppf(alpha, k, n - k + 1)
+        expected = "flipped" if upper < tau else "held" if lower >= tau else "undecided"
+        assert row["outcome"] == expected
+        assert row["kind"] == "beyond" or row["outcome"] != "flipped"
+    assert any(r["outcome"] == "flipped" for r in rows if r["kind"] == "beyond")

@@ -263,6 +263,7 @@ def _attack_one(run, config, view, record, region, row, kind, factor, options, a
         "upper_before": before["upper"], "outcome_before": before["outcome"],
         "estimate_after": after["estimate"], "lower_after": after["lower"],
         "upper_after": after["upper"], "outcome": outcome,
+        "counts_before": before["counts"], "counts_after": after["counts"],
         "alarm": bool(kind == "inside" and outcome == "flipped"),
         "tokens_changed": int((adv_ids != ids.cpu()).sum()) if text is not None else 0,
         "l2_used": float((adv_image - image.cpu()).flatten().norm()),
