@@ -41,6 +41,8 @@ def test_arguments_reach_the_factory_and_are_stored(jsonl_dataset, tmp_path):
     assert set(low_pred) == {1} and set(high_pred) == {0}     # every score is in (0, 5)
     assert low_config["model_args"] == {"threshold": 0.0}
     assert high_config["model_args"] == {"threshold": 5}
+    assert main(["report", str(low), "--out", str(tmp_path / "r")]) == 0
+    assert f"Model: {ENTRY}(threshold=0.0)." in (tmp_path / "r" / "REPORT.md").read_text()
 
 
 def test_resume_must_match_the_arguments(jsonl_dataset, tmp_path, capsys):

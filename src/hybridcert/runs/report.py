@@ -151,6 +151,9 @@ def write_report(store_path: Path, folder: Path, run_id: int | None = None) -> P
     names = _class_names(config)
     noise_text = ", ".join(f"{n} {b.spec()}" for n, b in config.block_noises().items())
     model_text = config.model or f"checkpoint {config.checkpoint}"
+    if config.model_args:
+        model_text += "(" + ", ".join(f"{k}={json.dumps(v)}" for k, v in
+                                      config.model_args.items()) + ")"
     rule_text = "majority vote" if config.rule == "majority" else \
         f"detector ({config.rule}, tau = {config.threshold:g}, flagged class " \
         f"{names[config.flagged_class]})"
