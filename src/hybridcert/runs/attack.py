@@ -124,6 +124,9 @@ def attack_store(store: str | Path, kinds: list[tuple[str, float]], options: Att
     with RunStore(path) as opened:
         config = RunConfig.from_dict(opened.config)
         rows, finished = opened.rows(), opened.finished()
+    if config.rule in ("benign", "detector") and config.num_classes != 2:
+        raise ConfigError("hybridcert attack on the benign side of a detector needs two "
+                          "classes (it lowers the other class's probability)")
     run = plan(config, device, batch_size)
     view = _View.of(run)
     alpha = options.alpha or config.alpha
@@ -279,10 +282,7 @@ def _attack_label(config: RunConfig, row: dict) -> int:
         return int(row["predict"])
     if row.get("decision") == "flag":
         return config.flagged_class
-    if config.num_classes != 2:
-        raise ConfigError("hybridcert attack on the benign side of a detector needs two "
-                          "classes (it lowers the other class's probability)")
-    return 1 - config.flagged_class
+    return 1 - config.flagged_class          # two classes (checked before the run)
 
 
 def _estimate(run, config: RunConfig, record, row, alpha, n, seed) -> dict:
