@@ -22,8 +22,9 @@ def attack(
     inside: Annotated[bool, Opt("--inside", help="Attack at a budget inside each certified "
                                 "region: a flip found is a soundness alarm (exit 3).")]
     = False,
-    beyond: Annotated[float | None, Opt("--beyond", help="Attack at the certified budget "
-                                        "scaled by FACTOR > 1 (L2 and tokens).")] = None,
+    beyond: Annotated[float | None, Opt("--beyond", metavar="FACTOR", help="Attack at the "
+                                        "certified budget scaled by FACTOR > 1 (L2 and "
+                                        "tokens).")] = None,
     tokens: Annotated[int, Opt("--tokens", help="Token budget: R changed tokens, at most the "
                                "input's largest certified R, with the L2 radius certified "
                                "there.")] = 1,

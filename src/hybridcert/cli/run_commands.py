@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -221,6 +222,7 @@ def _run(run, run_config, todo, run_store, replace, backend, device, batch_size,
     with Progress(*columns, disable=quiet, transient=False, console=Console(stderr=True),
                   redirect_stdout=False) as progress:
         task = progress.add_task("certify", total=len(todo), rate="")
+        on_screen = sys.stdout.isatty() and progress.console.is_terminal
 
         def on_result(item, result) -> None:
             row = result_row(item.idx, item.input_id, item.label, result)
@@ -229,7 +231,11 @@ def _run(run, run_config, todo, run_store, replace, backend, device, batch_size,
             run_store.write(row, item.content_hash, replace=item.input_id in replace)
             state["stored"] += 1
             if not quiet:
-                typer.echo(summary_line(row, result, names))
+                line = summary_line(row, result, names)
+                if on_screen:       # above the live bar (both streams are the same terminal)
+                    progress.console.print(line, highlight=False, markup=False, soft_wrap=True)
+                else:
+                    typer.echo(line)
             state["samples"] += result.queries
             elapsed = time.perf_counter() - state["start"]
             progress.update(task, advance=1,
