@@ -92,6 +92,9 @@ def test_toml_model_table(jsonl_dataset, tmp_path):
     # flags override the file's arguments key by key (same factory)
     run = RunConfig.from_sources(config, model_args={"threshold": 0.7})
     assert run.model_args == {"threshold": 0.7, "harmful": ["hurt"]}
+    # another factory on the command line: the file's arguments are not passed to it
+    run = RunConfig.from_sources(config, model="tests.runs.toy_model:factory")
+    assert run.model_args == {}
     via_file, via_flags = tmp_path / "a.sqlite", tmp_path / "b.sqlite"
     assert main(["certify", "--config", str(config), "--dataset", str(jsonl_dataset),
                  "--store", str(via_file), "--n0", "16", "--n", "200", "--alpha", "0.01",

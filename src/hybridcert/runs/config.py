@@ -164,12 +164,16 @@ class RunConfig:
     # -- construction --------------------------------------------------------------------
     @classmethod
     def from_sources(cls, toml_path: Path | None = None, **flags) -> RunConfig:
-        """Defaults, then the TOML file, then the flags that are not None."""
+        """Defaults, then the TOML file, then the flags that are not None (``--model-arg``
+        flags override the file's factory arguments key by key; a ``--model`` flag replaces
+        the file's factory and its arguments)."""
         settings: dict[str, Any] = {}
         if toml_path is not None:
             settings.update(_flatten_model(read_toml(Path(toml_path))))
         flags = {k: v for k, v in flags.items() if v is not None}
-        if "model_args" in flags and "model" not in flags:   # the file's factory: per key
+        if "model" in flags:                   # another factory: the file's arguments go
+            settings.pop("model_args", None)
+        elif "model_args" in flags:            # the file's factory: its arguments, per key
             flags["model_args"] = {**(settings.get("model_args") or {}), **flags["model_args"]}
         settings.update(flags)
         return cls.from_dict(settings)
