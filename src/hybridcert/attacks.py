@@ -63,15 +63,15 @@ class _EmbeddingGrad:
             self.handle.remove()
 
 
-def _noisy(noise: HybridNoise | None, images, ids, attention, samples, generator, fixed=None):
-    """``samples`` noisy copies (image noised, text noised at its noisable positions except
-    ``fixed``), or the input itself without noise."""
+def _noisy(noise: HybridNoise | None, images, ids, attention, samples, generator,
+           noised: torch.Tensor | None = None):
+    """``samples`` noisy copies (image noised, text noised at the positions ``noised``, by
+    default its noisable attended ids), or the input itself without noise."""
     if noise is None or not samples:
         return _batch(images, ids, attention)
-    batch = {"image": images.expand(samples, -1, -1, -1), "text": ids.expand(samples, -1)}
-    noisable = None
-    if fixed is not None:
-        noisable = {"text": fixed.expand(samples, -1)}
+    batch = {"image": images.expand(samples, *images.shape[1:]),
+             "text": ids.expand(samples, -1)}
+    noisable = None if noised is None else {"text": noised.expand(samples, -1)}
     return noise.noise_batch(batch, generator, noisable=noisable,
                              attention={"text": attention.expand(samples, -1)})
 
@@ -114,7 +114,8 @@ def joint_attack(model, image: torch.Tensor, tokens: torch.Tensor, label: int, e
         The input's attention mask (0 over padding), passed with every batch; default all
         ones.
     positions : BoolTensor (L,), optional
-        Positions the threat lets the attacker change (default: attended noisable ids).
+        Positions the threat lets the attacker change (default: attended noisable ids); the
+        smoothing noise acts on the same positions (the threat's noised positions).
     noise : HybridNoise, optional
         The smoothing noise: attack the smoothed classifier (expectation over ``samples``
         noisy copies per evaluation) instead of the base model.
@@ -154,13 +155,15 @@ def joint_attack(model, image: torch.Tensor, tokens: torch.Tensor, label: int, e
                          f"{tuple(attention.shape)}")
     attackable = vocab.contains(tokens) & attention.bool() if positions is None else \
         torch.as_tensor(positions, dtype=torch.bool) & vocab.contains(tokens)
-    model.eval()
+    if hasattr(model, "eval"):
+        model.eval()
     x = image.unsqueeze(0)
     ids = tokens.clone()
     changed = torch.zeros_like(attackable)
     start = x
     if image_first and eps > 0:
-        start = _pgd(model, x, ids, attention, label, eps, steps, noise, samples, generator)
+        start = _pgd(model, x, ids, attention, label, eps, steps, noise, samples, generator,
+                     noised=attackable)
     original = ids
     for _ in range(rounds):
         ids, changed = original.clone(), torch.zeros_like(attackable)
@@ -171,7 +174,7 @@ def joint_attack(model, image: torch.Tensor, tokens: torch.Tensor, label: int, e
             pairs = _candidates(model, start, ids, attention, label, free, vocab, noise,
                                 samples, candidates, generator)
             scores = _scores(model, start, ids, attention, label, pairs, noise, samples,
-                             generator, common_noise)
+                             generator, common_noise, attackable)
             best = min(range(len(pairs)), key=scores.__getitem__)
             pos, tok = pairs[best]
             ids = ids.clone()
@@ -179,7 +182,7 @@ def joint_attack(model, image: torch.Tensor, tokens: torch.Tensor, label: int, e
             changed[pos] = True
         if eps > 0:
             start = _pgd(model, x, ids, attention, label, eps, steps, noise, samples,
-                         generator, start=start - x)
+                         generator, start=start - x, noised=attackable)
     return start[0].detach(), ids
 
 
@@ -197,7 +200,7 @@ def _candidates(model, x, ids, attention, label, free, vocab, noise, samples, co
     with grabber:
         # the image noised (expectation), the text as it is: the gradient at the current ids
         images = x if noise is None or not samples else \
-            noise.noise_batch({"image": x.expand(samples, -1, -1, -1)}, generator)["image"]
+            noise.noise_batch({"image": x.expand(samples, *x.shape[1:])}, generator)["image"]
         batch = _batch(images, ids.expand(images.shape[0], -1), attention)
         loss = -torch.log(_probs(model, batch)[:, label].mean() + 1e-12)
         (grad,) = torch.autograd.grad(loss, grabber.output)
@@ -218,7 +221,7 @@ def _candidates(model, x, ids, attention, label, free, vocab, noise, samples, co
 
 
 def _scores(model, x, ids, attention, label, pairs, noise, samples, generator,
-            shared: bool) -> list[float]:
+            shared: bool, noised: torch.Tensor) -> list[float]:
     """Probability of ``label`` with ``ids[pos] = tok`` for each (pos, tok) pair: on the
     input itself, or averaged over noisy copies in which that position shows the new token
     and every other one is noised — fresh copies per pair, or with ``shared`` one set of
@@ -232,7 +235,7 @@ def _scores(model, x, ids, attention, label, pairs, noise, samples, generator,
             pos = pairs[members[0]][0]
             fixed = None
             if noise is not None and samples:
-                fixed = _noisable_positions(noise, ids, attention).clone()
+                fixed = noised.clone()
                 fixed[pos] = False
             batch = _noisy(noise, x, ids[None], attention, samples, generator, fixed)
             for j in members:
@@ -242,20 +245,14 @@ def _scores(model, x, ids, attention, label, pairs, noise, samples, generator,
     return scores
 
 
-def _noisable_positions(noise: HybridNoise, ids, attention) -> torch.Tensor:
-    block = noise.by_name.get("text")
-    if block is None or block.noise is None:
-        return torch.zeros_like(ids, dtype=torch.bool)
-    return block.vocabulary.contains(ids) & attention.bool()
-
-
-def _pgd(model, x, ids, attention, label, eps, steps, noise, samples, generator, start=None):
+def _pgd(model, x, ids, attention, label, eps, steps, noise, samples, generator, start=None,
+         noised=None):
     target = torch.tensor([label])
     delta = (torch.zeros_like(x) if start is None else start.detach().clone()).requires_grad_()
     step = 2.5 * eps / steps
     for _ in range(steps):
         images = (x + delta).clamp(0, 1)
-        batch = _noisy(noise, images, ids[None], attention, samples, generator)
+        batch = _noisy(noise, images, ids[None], attention, samples, generator, noised)
         probs = _probs(model, batch).mean(0, keepdim=True)
         loss = F.nll_loss(torch.log(probs + 1e-12), target)
         (grad,) = torch.autograd.grad(loss, delta)

@@ -1,6 +1,8 @@
 """CLIP-style classifier: the processor's geometry before the noise, the noise in [0, 1] pixel
 space, normalization after it; text through the model's tokenizer, specials never noised."""
 
+import os
+
 import pytest
 import torch
 
@@ -126,3 +128,46 @@ def test_refuses_what_it_cannot_reproduce(clip_adapter_):
         HFImageProcessor.build(tiles)
     with pytest.raises(ValueError, match="head must be a torch module"):
         clip_adapter(model.clip, image_processor=hf, tokenizer=tokenizer, head=lambda x: x)
+
+
+def test_a_clip_run_prints_no_torchvision_warning(tmp_path):
+    """transformers warns 'CLIPImageProcessor requires torchvision (not installed); falling
+    back to CLIPImageProcessorPil' whenever that name is used without torchvision; hybridcert
+    drops exactly that message, in a fresh interpreter running the command line."""
+    import importlib.util
+    import json
+    import logging
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if importlib.util.find_spec("torchvision") is not None:
+        pytest.skip("torchvision is installed: transformers does not fall back")
+    root = Path(__file__).resolve().parents[2]
+    picture(32, 32).save(tmp_path / "a.png")
+    (tmp_path / "d.jsonl").write_text(json.dumps({"id": "a", "image": "a.png",
+                                                  "text": "look at this", "label": 0}))
+    env = {**os.environ, "PYTHONPATH": f"{root / 'src'}{os.pathsep}{root}",
+           "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "hybridcert.cli.main", "certify", "--model",
+         "tests.adapters.clip_entry:factory", "--dataset", str(tmp_path / "d.jsonl"),
+         "--sigma", "0.25", "--keep-prob", "0.5", "--n0", "4", "--n", "20", "--quiet",
+         "--store", str(tmp_path / "s.sqlite")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "torchvision" not in done.stderr and "torchvision" not in done.stdout
+    # only that message is dropped: the logger's other warnings still pass
+    from hybridcert.adapters.hf import _QuietTorchvisionFallback
+
+    quiet = _QuietTorchvisionFallback()
+
+    def record(message):
+        return logging.LogRecord("transformers.utils.import_utils", logging.WARNING, "", 0,
+                                 message, None, None)
+
+    assert not quiet.filter(record("`CLIPImageProcessor` requires torchvision (not "
+                                   "installed); falling back to `CLIPImageProcessorPil` for "
+                                   "backward compatibility."))
+    assert quiet.filter(record("`CLIPImageProcessor` requires torchvision"))
+    assert quiet.filter(record("torchvision is too old; some other warning"))

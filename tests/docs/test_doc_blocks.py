@@ -23,6 +23,7 @@ models of :mod:`hybridcert.adapters.examples` (``STAND_INS``, ``tiny_weights``):
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import re
 import shlex
@@ -184,7 +185,17 @@ def run_python(block: Block, namespace: dict, folder: Path) -> None:
         factory = namespace.get("factory")
         factory = None if factory is before else factory
     if factory is not None:
-        assert isinstance(factory(), ModelAdapter), f"{block}: factory() is not a ModelAdapter"
+        # A documented factory argument is given as --model-arg; call it with a sample value.
+        required = [p.name for p in inspect.signature(factory).parameters.values()
+                    if p.default is inspect.Parameter.empty]
+        unknown = set(required) - set(FACTORY_ARGS)
+        assert not unknown, f"{block}: no sample value for factory argument(s) {sorted(unknown)}"
+        adapter = factory(**{name: FACTORY_ARGS[name] for name in required})
+        assert isinstance(adapter, ModelAdapter), f"{block}: factory() is not a ModelAdapter"
+
+
+# Sample values for factory arguments the docs introduce (passed as --model-arg there).
+FACTORY_ARGS = {"sigma": 0.25}
 
 
 def commands(block: Block) -> list[list[str]]:

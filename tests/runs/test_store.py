@@ -174,3 +174,24 @@ def test_schema_check_reads_one_snapshot(tmp_path, monkeypatch):
     with RunStore(path, CONFIG) as store:
         assert store.run_id == 1
     assert injected[1] == "kept out"
+
+
+def test_attack_rows_in_a_store_written_before_the_attacks_table(tmp_path):
+    """Stores created before ``hybridcert attack`` existed have no attacks table: they still
+    open, report no attacks, and get the table on their first attack."""
+    path = tmp_path / "old.sqlite"
+    with RunStore(path, {"a": 1}) as store:
+        store.write({"id": "x", "idx": 0, "label": 1, "predict": 1}, "h")
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE attacks")
+    with RunStore(path, readonly=True) as store:
+        assert store.attack_rows() == []
+    row = {"id": "x", "kind": "inside", "factor": 1.0, "outcome": "held"}
+    with RunStore(path) as store:
+        store.write_attack(row)
+        store.write_attack({**row, "outcome": "undecided"})       # same attack: replaced
+        store.write_attack({**row, "kind": "beyond", "factor": 2.0})
+    with RunStore(path, readonly=True) as store:
+        assert [(r["kind"], r["outcome"]) for r in store.attack_rows()] == [
+            ("inside", "undecided"), ("beyond", "held")]
+        assert store.rows()[0]["id"] == "x"

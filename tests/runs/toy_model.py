@@ -61,3 +61,17 @@ def nan_factory():
         return torch.full((len(batch["image"]), 2), float("nan"))
 
     return ModelAdapter(model, text={"text": encoder})
+
+
+def threshold_factory(threshold: float, harmful: list | None = None, *, name: str = "toy"):
+    """The toy model with factory arguments (``--model-arg threshold=0.6``): an input is
+    class 1 iff its image mean plus 0.1 per harmful word exceeds ``threshold``."""
+    encoder, index = word_encoder()
+    words = torch.tensor([index[w] for w in (harmful or ["hurt", "attack"])])
+
+    def model(batch):
+        hits = torch.isin(batch["text"], words) & (batch["text_attention"] > 0)
+        score = batch["image"].flatten(1).mean(1) + 0.1 * hits.sum(1)
+        return (score > float(threshold)).long()
+
+    return ModelAdapter(model, text={"text": encoder}, num_classes=2, name=name)

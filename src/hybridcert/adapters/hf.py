@@ -9,7 +9,9 @@ the pixels the model sees, in [0, 1] units.
 
 from __future__ import annotations
 
+import logging
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +20,31 @@ import torch
 from torch import nn
 
 from hybridcert.adapters.images import MAX_PIXELS, ImageError, ImageProcessor
+
+#: transformers' message when code names ``CLIPImageProcessor`` (or any ``<Model>ImageProcessor``)
+#: without torchvision installed: it then hands out the Pillow class, which is what the
+#: adapters use anyway, so the message is noise on every such run.
+_TORCHVISION_FALLBACK = re.compile(r"^`\w+ImageProcessor` requires torchvision \(not "
+                                   r"installed\); falling back to `\w+ImageProcessorPil`")
+
+
+class _QuietTorchvisionFallback(logging.Filter):
+    """Drops exactly the fallback message above; every other record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _TORCHVISION_FALLBACK.match(record.getMessage())
+
+
+def quiet_torchvision_fallback() -> None:
+    """Silence transformers' torchvision-fallback warning (and nothing else) from its source
+    logger; idempotent.  Importing :mod:`hybridcert.adapters` calls it, and the command line
+    imports the adapters before a ``--model`` entry point."""
+    source = logging.getLogger("transformers.utils.import_utils")
+    if not any(isinstance(f, _QuietTorchvisionFallback) for f in source.filters):
+        source.addFilter(_QuietTorchvisionFallback())
+
+
+quiet_torchvision_fallback()
 
 
 @dataclass(frozen=True)

@@ -506,6 +506,40 @@ class CertifiedRegion:
                          else (radii or 0.0)})
         return rows
 
+    def __str__(self) -> str:
+        """The region as a sentence, e.g. "image within L2 0.52; or image within L2 0.40 and
+        any 2 caption tokens": every certified corner (token budgets with their largest L2
+        radius), radii rounded down."""
+        if not self.certified:
+            return "nothing certified"
+        points = []
+        for index in grid_points(*[range(n) for n in self.gamma.shape]):
+            g = float(self.gamma[index] if index else self.gamma[()])
+            if not np.isnan(g):
+                points.append((index, g))
+        corners = [(i, g) for i, g in points
+                   if not any(j != i and h >= g and all(a >= b for a, b in zip(j, i,
+                                                                                 strict=True))
+                              for j, h in points)]
+        return "; or ".join(self._phrase(index, g) for index, g in corners)
+
+    def _phrase(self, index: tuple, gamma: float) -> str:
+        parts = []
+        if len(self.sigmas) == 1:
+            name, sigma = next(iter(self.sigmas.items()))
+            parts.append(f"any {name} change" if math.isinf(gamma) else
+                         f"{name} within L2 {_down(sigma * gamma)}" if gamma > 0 else
+                         f"{name} unchanged")
+        elif self.sigmas:
+            names = ", ".join(self.sigmas)
+            parts.append(f"any change of {names}" if math.isinf(gamma) else
+                         f"{names} within joint shift {_down(gamma)} (sum of (L2/sigma)^2 "
+                         f"<= {_down(gamma)}^2)" if gamma > 0 else
+                         f"{names} unchanged")
+        parts += [f"any {r} {name} token{'s' if r > 1 else ''}"
+                  for name, r in zip(self.token_blocks, index, strict=True) if r]
+        return " and ".join(parts) or "the input itself"
+
     @classmethod
     def from_rows(cls, token_blocks: Sequence[str], sigmas: Mapping[str, float],
                   rows: Iterable[dict]) -> CertifiedRegion:
@@ -527,6 +561,13 @@ class CertifiedRegion:
         for index, row in zip(indices, rows, strict=True):
             gamma[index] = np.inf if row["gamma"] is None else float(row["gamma"])
         return cls(token_blocks, dict(sigmas), gamma)
+
+
+def _down(value: float) -> str:
+    """A radius rounded down for display (never shown larger than certified)."""
+    if value >= 0.01:
+        return f"{math.floor(value * 100) / 100:.2f}"
+    return f"{math.floor(value * 1e4) / 1e4:.4f}"
 
 
 def _json_number(value: float):

@@ -25,6 +25,7 @@ from hybridcert.cli.options import (
     LabelMap,
     Limit,
     Model,
+    ModelArgs,
     NoiseKind,
     NumClasses,
     Sigma,
@@ -35,6 +36,7 @@ from hybridcert.cli.options import (
     column_map,
     parse_blocks,
     parse_label_map,
+    parse_model_args,
     parse_size,
 )
 
@@ -59,6 +61,7 @@ def inspect(
     strict: Strict = None,
     checkpoint: Checkpoint = None,
     model: Model = None,
+    model_arg: ModelArgs = None,
     num_classes: NumClasses = None,
     sigma: Sigma = None,
     keep_prob: KeepProb = None,
@@ -95,7 +98,8 @@ def inspect(
         label_column=label_column, id_column=id_column, limit=limit,
         label_map=parse_label_map(label_map), image_size=parse_size(image_size),
         allow_outside_paths=allow_outside_paths, strict=strict, checkpoint=checkpoint,
-        model=model, num_classes=num_classes, sigma=sigma, keep_prob=keep_prob, noise=noise,
+        model=model, model_args=parse_model_args(model_arg), num_classes=num_classes,
+        sigma=sigma, keep_prob=keep_prob, noise=noise,
         blocks=parse_blocks(block), threat=threat, suffix_length=suffix_length,
         append_slots=append_slots, append_placeholder=append_placeholder)
     result = inspect_rows(run_config, row)

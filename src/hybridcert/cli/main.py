@@ -12,6 +12,7 @@ import sys
 import typer
 
 from hybridcert.cli import (
+    attack_command,
     certificate_commands,
     dataset_command,
     inspect_command,
@@ -34,6 +35,7 @@ app.command()(train_command.train)
 app.command()(run_commands.certify)
 app.command()(run_commands.report)
 app.command()(inspect_command.inspect)
+app.command()(attack_command.attack)
 app.command()(serve_command.serve)
 app.add_typer(dataset_command.app, name="dataset")
 

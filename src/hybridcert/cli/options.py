@@ -34,6 +34,9 @@ AllowOutsidePaths = Annotated[bool | None, Opt("--allow-outside-paths", help="Re
 Checkpoint = Annotated[str | None, Opt("--checkpoint", help="Folder from `hybridcert train`.")]
 Model = Annotated[str | None, Opt("--model", help="Entry point module:factory returning a "
                                   "ModelAdapter or a model. It RUNS THAT CODE.")]
+ModelArgs = Annotated[list[str] | None, Opt("--model-arg", help="KEY=VALUE passed to the "
+                                            "--model factory (repeatable; VALUE read as JSON "
+                                            "where it parses, else a string).")]
 NumClasses = Annotated[int | None, Opt("--num-classes")]
 ImageSize = Annotated[str | None, Opt("--image-size", help="HxW (or N) when the model states "
                                       "no image size; resizing is reported.")]
@@ -102,6 +105,13 @@ def parse_size(value: str | None) -> list[int] | None:
     from hybridcert.runs.config import _size
 
     return None if value is None else _size(value)
+
+
+def parse_model_args(values: list[str] | None) -> dict | None:
+    """``--model-arg KEY=VALUE`` (repeatable) -> {key: value}."""
+    from hybridcert.runs.config import parse_model_args as parse
+
+    return parse(values)
 
 
 def parse_blocks(values: list[str] | None) -> dict[str, str] | None:

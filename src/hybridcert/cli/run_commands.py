@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -30,6 +31,7 @@ from hybridcert.cli.options import (
     Limit,
     MaxTokens,
     Model,
+    ModelArgs,
     NoiseKind,
     NumClasses,
     Price,
@@ -45,6 +47,7 @@ from hybridcert.cli.options import (
     column_map,
     parse_blocks,
     parse_label_map,
+    parse_model_args,
     parse_size,
     parse_targets,
 )
@@ -70,6 +73,7 @@ def certify(
     strict: Strict = None,
     checkpoint: Checkpoint = None,
     model: Model = None,
+    model_arg: ModelArgs = None,
     num_classes: NumClasses = None,
     sigma: Sigma = None,
     keep_prob: KeepProb = None,
@@ -114,9 +118,11 @@ def certify(
     parallel_batches: Annotated[int, Opt("--parallel-batches", help="Local backend: batches "
                                          "run side by side, one thread each (on a CPU: the "
                                          "number of cores).")] = 1,
-    quiet: Annotated[bool, Opt("--quiet", help="No progress bar.")] = False,
+    quiet: Annotated[bool, Opt("--quiet", help="No progress bar and no per-input lines.")]
+    = False,
 ) -> None:
-    """Certify every input of a dataset into a resumable store.
+    """Certify every input of a dataset into a resumable store; one line per input on
+    stdout (its decision and certified region), the progress bar on stderr.
 
     --model and --config name code that runs in this process: a config is code.
     """
@@ -131,7 +137,8 @@ def certify(
         label_column=label_column, id_column=id_column, limit=limit,
         label_map=parse_label_map(label_map), image_size=parse_size(image_size),
         allow_outside_paths=allow_outside_paths, strict=strict, checkpoint=checkpoint,
-        model=model, num_classes=num_classes, sigma=sigma, keep_prob=keep_prob, noise=noise,
+        model=model, model_args=parse_model_args(model_arg),
+        num_classes=num_classes, sigma=sigma, keep_prob=keep_prob, noise=noise,
         blocks=parse_blocks(block), threat=threat,
         suffix_length=suffix_length, append_slots=append_slots,
         append_placeholder=append_placeholder, rule=rule, threshold=threshold,
@@ -190,6 +197,7 @@ def certify(
 
 def _run(run, run_config, todo, run_store, replace, backend, device, batch_size, workers,
          address, parallel_batches, quiet, result_row) -> int:
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -204,8 +212,12 @@ def _run(run, run_config, todo, run_store, replace, backend, device, batch_size,
     columns = [TextColumn("certify"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn()]
     state = {"samples": 0, "start": time.perf_counter(), "stored": 0}
-    with Progress(*columns, disable=quiet, transient=False) as progress:
+    names = run.adapter.class_names
+    # the bar on stderr, the per-input lines on stdout (a pipe or file gets only the lines)
+    with Progress(*columns, disable=quiet, transient=False, console=Console(stderr=True),
+                  redirect_stdout=False) as progress:
         task = progress.add_task("certify", total=len(todo), rate="")
+        on_screen = sys.stdout.isatty() and progress.console.is_terminal
 
         def on_result(item, result) -> None:
             row = result_row(item.idx, item.input_id, item.label, result)
@@ -213,6 +225,12 @@ def _run(run, run_config, todo, run_store, replace, backend, device, batch_size,
                 row["notes"] = list(item.notes)
             run_store.write(row, item.content_hash, replace=item.input_id in replace)
             state["stored"] += 1
+            if not quiet:
+                line = summary_line(row, result, names)
+                if on_screen:       # above the live bar (both streams are the same terminal)
+                    progress.console.print(line, highlight=False, markup=False, soft_wrap=True)
+                else:
+                    typer.echo(line)
             state["samples"] += result.queries
             elapsed = time.perf_counter() - state["start"]
             progress.update(task, advance=1,
@@ -224,6 +242,26 @@ def _run(run, run_config, todo, run_store, replace, backend, device, batch_size,
         else:
             LocalBackend(run).certify(todo, on_result)
     return state["stored"]
+
+
+def summary_line(row: dict, result, class_names=None) -> str:
+    """``id: decision (label L): certified region`` — one input of ``certify``."""
+    predict = row["predict"]
+    if result.decision is not None:
+        decision = result.decision
+    elif predict < 0:
+        decision = "abstain"
+    else:
+        name = class_names[predict] if class_names and predict < len(class_names) else None
+        decision = f"class {predict}" + (f" ({name})" if name else "")
+    line = f"{row['id']}: {decision}" + ("" if row["label"] is None
+                                         else f" (label {row['label']})")
+    if result.region.certified:
+        line += f": {result.region}"
+    if result.targets:
+        done = sum(bool(t["certified"]) for t in result.targets)
+        line += f"; {done} of {len(result.targets)} target region(s) certified"
+    return line
 
 
 def report(

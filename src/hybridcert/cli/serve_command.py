@@ -23,6 +23,7 @@ from hybridcert.cli.options import (
     KeepProb,
     MaxTokens,
     Model,
+    ModelArgs,
     NoiseKind,
     NumClasses,
     Price,
@@ -34,6 +35,7 @@ from hybridcert.cli.options import (
     Threat,
     Threshold,
     parse_blocks,
+    parse_model_args,
     parse_size,
     parse_targets,
 )
@@ -47,6 +49,7 @@ def serve(
                               "artifacts/ first if absent).")] = False,
     checkpoint: Checkpoint = None,
     model: Model = None,
+    model_arg: ModelArgs = None,
     num_classes: NumClasses = None,
     image_size: ImageSize = None,
     strict: Strict = None,
@@ -139,7 +142,8 @@ def serve(
         keep_prob = trained.keep_prob if keep_prob is None and not block else keep_prob
         targets = targets or [list(t) for t in DEMO_TARGETS]
     run_config = RunConfig.from_sources(
-        config, checkpoint=checkpoint, model=model, num_classes=num_classes,
+        config, checkpoint=checkpoint, model=model, model_args=parse_model_args(model_arg),
+        num_classes=num_classes,
         image_size=parse_size(image_size), strict=strict,
         sigma=sigma, keep_prob=keep_prob, noise=noise,
         blocks=parse_blocks(block), threat=threat,

@@ -103,7 +103,9 @@ class RunConfig:
     ``allow_outside_paths``, ``strict`` (refuse any silent transformation).
 
     Model: ``model`` (entry point ``module:factory``) or ``checkpoint`` (a folder from
-    ``hybridcert train``); ``num_classes``.
+    ``hybridcert train``); ``model_args`` (keyword arguments of the factory, checked against
+    its signature when the model is loaded; in TOML ``[model]`` with ``entry`` and
+    ``[model.args]``); ``num_classes``.
 
     Noise: ``blocks`` (block -> noise spec, e.g. ``{"image": "gaussian:0.25", "text":
     "substitution:0.2"}``); the short form ``sigma`` / ``keep_prob`` / ``noise`` fills the
@@ -130,6 +132,7 @@ class RunConfig:
     strict: bool = False
     checkpoint: str | None = None
     model: str | None = None
+    model_args: dict = field(default_factory=dict)
     num_classes: int = 2
     blocks: dict = field(default_factory=dict)
     sigma: float | None = None
@@ -161,11 +164,18 @@ class RunConfig:
     # -- construction --------------------------------------------------------------------
     @classmethod
     def from_sources(cls, toml_path: Path | None = None, **flags) -> RunConfig:
-        """Defaults, then the TOML file, then the flags that are not None."""
+        """Defaults, then the TOML file, then the flags that are not None (``--model-arg``
+        flags override the file's factory arguments key by key; a ``--model`` flag replaces
+        the file's factory and its arguments)."""
         settings: dict[str, Any] = {}
         if toml_path is not None:
-            settings.update(read_toml(Path(toml_path)))
-        settings.update({k: v for k, v in flags.items() if v is not None})
+            settings.update(_flatten_model(read_toml(Path(toml_path))))
+        flags = {k: v for k, v in flags.items() if v is not None}
+        if "model" in flags:                   # another factory: the file's arguments go
+            settings.pop("model_args", None)
+        elif "model_args" in flags:            # the file's factory: its arguments, per key
+            flags["model_args"] = {**(settings.get("model_args") or {}), **flags["model_args"]}
+        settings.update(flags)
         return cls.from_dict(settings)
 
     @classmethod
@@ -173,7 +183,7 @@ class RunConfig:
         """From a TOML table or keyword options.  Keys may be written as on the command line
         (``keep-prob``); ``label_map``, ``columns`` and ``blocks`` may be tables or the flags'
         strings (``"safe=0,unsafe=1"``), ``image_size`` ``"48x48"``, targets ``"0.25,1"``."""
-        settings = {str(k).replace("-", "_"): v for k, v in settings.items()}
+        settings = _flatten_model(settings)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(settings) - known)
         if unknown:
@@ -191,7 +201,10 @@ class RunConfig:
         return cls(**settings)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if not out["model_args"]:      # runs stored before model_args existed still resume
+            del out["model_args"]
+        return out
 
     def digest(self) -> str:
         """Hash of the configuration (the service and the audit log quote it)."""
@@ -278,6 +291,7 @@ class RunConfig:
             if not module or not attr:
                 raise ConfigError(f"--model must look like 'module:factory', got "
                                   f"{self.model!r}")
+        self._validate_model_args()
         _guard(check_count, "num_classes", self.num_classes, minimum=2)
         if self.noise not in ("substitution", "mask"):
             raise ConfigError(f"noise must be substitution or mask, got {self.noise!r}")
@@ -355,6 +369,24 @@ class RunConfig:
         if self.targets is not None:
             self._validate_targets(noises)
 
+    def _validate_model_args(self) -> None:
+        if self.model_args is None:
+            self.model_args = {}
+        if not isinstance(self.model_args, dict):
+            raise ConfigError(f"model_args must map argument names to values, e.g. "
+                              f"--model-arg sigma=0.5, got {self.model_args!r}")
+        if self.model_args and self.model is None:
+            raise ConfigError("model_args (--model-arg) are arguments of a --model factory; "
+                              "a --checkpoint takes none")
+        for key, value in self.model_args.items():
+            if not isinstance(key, str) or not key.isidentifier():
+                raise ConfigError(f"model argument name {key!r} is not a Python identifier")
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError):
+                raise ConfigError(f"model argument {key!r} must be a JSON value (string, "
+                                  f"number, true/false, list or table), got {value!r}") from None
+
     def _validate_threat(self, noises: dict[str, BlockNoise]) -> None:
         if self.threat not in THREATS:
             raise ConfigError(f"threat must be one of {', '.join(THREATS)}, got {self.threat!r}")
@@ -405,6 +437,24 @@ class RunConfig:
         self.target_budgets()        # raises on an ambiguous [eps, r]
 
 
+def _flatten_model(settings: dict) -> dict:
+    """Keys as on the command line accepted (``keep-prob``), and a TOML ``[model]`` table
+    (``entry`` and ``[model.args]``) read as ``model`` and ``model_args``."""
+    settings = {str(k).replace("-", "_"): v for k, v in settings.items()}
+    if isinstance(settings.get("model"), dict):
+        table = dict(settings["model"])
+        if set(table) - {"entry", "args"} or "entry" not in table:
+            raise ConfigError(f"a [model] table takes entry = 'module:factory' and an "
+                              f"optional [model.args] table, got keys {sorted(table)}")
+        if "args" in table and "model_args" in settings:
+            raise ConfigError("give the factory's arguments once: [model.args] or "
+                              "model_args, not both")
+        settings["model"] = table["entry"]
+        if "args" in table:
+            settings["model_args"] = table["args"]
+    return settings
+
+
 def read_toml(path: Path) -> dict:
     """A TOML configuration as a dict (one-line errors)."""
     if not path.exists():
@@ -435,6 +485,31 @@ def parse_target(value: str) -> list | dict:
     except ValueError:
         raise ConfigError(f"--target must look like EPS,R (e.g. 0.25,1) or BLOCK=SIZE,... "
                           f"(e.g. image=0.25,caption=1), got {value!r}") from None
+
+
+def parse_model_args(values: list[str] | None) -> dict | None:
+    """``--model-arg KEY=VALUE`` (repeatable) -> {key: value}: the value parsed as JSON where
+    it parses (``0.5``, ``true``, ``[1, 2]``, ``"x"``), else kept as the string."""
+    if not values:
+        return None
+    out: dict[str, Any] = {}
+    for value in values:
+        name, sep, text = value.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ConfigError(f"--model-arg must look like KEY=VALUE (e.g. sigma=0.5), got "
+                              f"{value!r}")
+        if name in out:
+            raise ConfigError(f"--model-arg {name!r} is given twice")
+        try:
+            out[name] = json.loads(text, parse_constant=_no_constant)
+        except ValueError:
+            out[name] = text
+    return out
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON value")      # NaN, Infinity: kept as strings
 
 
 def parse_mapping(option: str, value: str, convert=str) -> dict:

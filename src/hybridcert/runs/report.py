@@ -8,6 +8,7 @@ Everything is recomputed from the stored rows (the row format of
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -106,12 +107,13 @@ def run_summary(store_path: Path, run_id: int | None = None) -> dict:
     with RunStore(store_path, readonly=True, run_id=run_id) as store:
         config_dict, version, run_id = store.config, store.library_version, store.run_id
         rows, details = store.rows(), store.details
+        attack_rows = store.attack_rows()
     config = RunConfig.from_dict(config_dict)
     layout = Layout(config)
     regions = tables.rows_regions(rows, layout.token_blocks, layout.sigmas)
     out = {"config": config, "version": version, "run_id": run_id, "rows": rows,
            "layout": layout, "tables": [], "details": details,
-           "targets": target_metrics(rows, config.num_classes)}
+           "targets": target_metrics(rows, config.num_classes), "attacks": attack_rows}
     for block, grid_r, budgets in layout.tables():
         flat = [b for line in budgets for b in line]
         mask = tables.grid_mask(regions, flat)
@@ -149,6 +151,9 @@ def write_report(store_path: Path, folder: Path, run_id: int | None = None) -> P
     names = _class_names(config)
     noise_text = ", ".join(f"{n} {b.spec()}" for n, b in config.block_noises().items())
     model_text = config.model or f"checkpoint {config.checkpoint}"
+    if config.model_args:
+        model_text += "(" + ", ".join(f"{k}={json.dumps(v)}" for k, v in
+                                      config.model_args.items()) + ")"
     rule_text = "majority vote" if config.rule == "majority" else \
         f"detector ({config.rule}, tau = {config.threshold:g}, flagged class " \
         f"{names[config.flagged_class]})"
@@ -255,6 +260,8 @@ def write_report(store_path: Path, folder: Path, run_id: int | None = None) -> P
                 metrics["accuracy"], folder / f"heatmap{suffix}.png", title,
                 eps_grid=layout.continuous, token_grid=grid_r).name)
     text += [f"![{f}]({f})" for f in figures]
+    if summary["attacks"]:
+        text += ["", *attack_section(summary["attacks"], folder / "attacks.csv")]
     write_tsv(folder / "certify.tsv", rows)
     write_json(folder / "certify.json", rows)
     text += ["", "Per-input exports (every input, labelled or not, with its id and time): "
@@ -263,6 +270,59 @@ def write_report(store_path: Path, folder: Path, run_id: int | None = None) -> P
                                            sorted(config.to_dict().items()))]
     (folder / "REPORT.md").write_text("\n".join(text) + "\n")
     return folder
+
+
+#: Columns of attacks.csv (one row per attacked input and attack).
+ATTACK_COLUMNS = ("id", "kind", "factor", "budget", "certified_budget", "quantity",
+                  "estimate_before", "lower_before", "upper_before", "estimate_after",
+                  "lower_after", "upper_after", "outcome", "alarm", "tokens_changed", "l2_used",
+                  "n", "alpha", "samples", "steps", "seed")
+
+
+def attack_section(attacks: list[dict], csv_path: Path) -> list[str]:
+    """REPORT.md lines of the stored ``hybridcert attack`` results, and attacks.csv."""
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(ATTACK_COLUMNS)
+        for row in attacks:
+            writer.writerow([json.dumps(row[c]) if c == "budget" else row[c]
+                             for c in ATTACK_COLUMNS])
+    text = ["## Attacks", "", "The joint attack (PGD on the image and token substitution, "
+            "adaptive to the noise) on each certified input, at a budget inside its certified "
+            "region (any flip there is a soundness alarm) or beyond it; the smoothed "
+            "estimate before and after on fresh noise draws, with two-sided Clopper-Pearson "
+            "bounds.", ""]
+    alarms = [r for r in attacks if r["alarm"]]
+    if alarms:
+        text += [f"**SOUNDNESS ALARM: {len(alarms)} decision(s) flipped inside their "
+                 f"certified regions ({', '.join(r['id'] for r in alarms[:10])}).**", ""]
+    kinds = sorted({(r["kind"], r["factor"]) for r in attacks}, key=lambda k: (k[0] != "inside",
+                                                                               k[1]))
+    for kind, factor in kinds:
+        mine = [r for r in attacks if (r["kind"], r["factor"]) == (kind, factor)]
+        outcomes = {o: sum(r["outcome"] == o for r in mine)
+                    for o in ("flipped", "held", "undecided")}
+        text.append(f"- {_attack_name(kind, factor)}: {len(mine)} input(s), "
+                    f"{outcomes['flipped']} flipped, {outcomes['held']} held, "
+                    f"{outcomes['undecided']} undecided.")
+    text += ["", "| input | attack | budget | estimate before | after | tokens changed | "
+             "L2 used | outcome |", "|---" * 8 + "|"]
+    for row in attacks[:50]:
+        budget = ", ".join(f"{k} L2 {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                           for k, v in row["budget"].items())
+        text.append(f"| {row['id']} | {_attack_name(row['kind'], row['factor'])} | {budget} | "
+                    f"{row['estimate_before']:.3f} [{row['lower_before']:.3f}, "
+                    f"{row['upper_before']:.3f}] | {row['estimate_after']:.3f} "
+                    f"[{row['lower_after']:.3f}, {row['upper_after']:.3f}] | "
+                    f"{row['tokens_changed']} | {row['l2_used']:.3g} | "
+                    f"{'**ALARM** ' if row['alarm'] else ''}{row['outcome']} |")
+    if len(attacks) > 50:
+        text.append(f"| ... {len(attacks) - 50} more in attacks.csv | | | | | | | |")
+    return text + [""]
+
+
+def _attack_name(kind: str, factor: float) -> str:
+    return "inside" if kind == "inside" else f"beyond x{factor:g}"
 
 
 def _class_names(config: RunConfig) -> list[str]:

@@ -13,6 +13,7 @@ not depend on the backend, the worker, the batch or the order in which inputs fi
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -56,8 +57,9 @@ def load_adapter(config: RunConfig) -> ModelAdapter:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as err:
         raise ConfigError(f"entry point {config.model!r} does not load: {err}") from None
+    check_factory_args(factory, config.model, config.model_args)
     try:
-        adapter = ModelAdapter.wrap(factory())
+        adapter = ModelAdapter.wrap(factory(**config.model_args))
     except Exception as err:  # the user's factory failed
         raise ConfigError(f"entry point {config.model!r} failed: {type(err).__name__}: "
                           f"{err}") from None
@@ -65,6 +67,30 @@ def load_adapter(config: RunConfig) -> ModelAdapter:
         raise ConfigError(f"the model predicts {adapter.num_classes} classes but the run says "
                           f"num_classes = {config.num_classes}")
     return adapter
+
+
+def check_factory_args(factory, entry: str, args: dict) -> None:
+    """Refuse, before the factory runs, an argument it does not take or a required one that
+    is missing (one line naming the argument and the ones allowed)."""
+    if not callable(factory):
+        raise ConfigError(f"entry point {entry!r} is not callable")
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):      # a builtin without a signature: let the call decide
+        return
+    params = signature.parameters.values()
+    named = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    allowed = ", ".join(named) or "none"
+    if not any(p.kind == p.VAR_KEYWORD for p in params):
+        unknown = [k for k in args if k not in named]
+        if unknown:
+            raise ConfigError(f"--model-arg {unknown[0]!r} is not an argument of {entry} "
+                              f"(its arguments: {allowed})")
+    missing = [p.name for p in params if p.default is p.empty and p.name not in args
+               and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if missing:
+        raise ConfigError(f"{entry} needs argument {missing[0]!r}: give --model-arg "
+                          f"{missing[0]}=VALUE (its arguments: {allowed})")
 
 
 def build_noise(config: RunConfig, adapter: ModelAdapter) -> HybridNoise:

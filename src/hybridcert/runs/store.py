@@ -48,7 +48,19 @@ CREATE TABLE IF NOT EXISTS results (
     written REAL NOT NULL,
     PRIMARY KEY (run_id, input_id)
 );
+CREATE TABLE IF NOT EXISTS attacks (
+    run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    input_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    factor REAL NOT NULL,
+    row TEXT NOT NULL,
+    written REAL NOT NULL,
+    PRIMARY KEY (run_id, input_id, kind, factor)
+);
 """
+#: ``hybridcert attack`` results; stores created before it get the table on their first
+#: attack (an added table: older readers ignore it, so the schema version is unchanged).
+_ATTACKS = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS attacks"):].strip().rstrip(";")
 
 
 class StoreError(ValueError):
@@ -248,6 +260,34 @@ class RunStore:
         """The stored result rows of this run, ordered by input position."""
         stored = self._query("SELECT row FROM results WHERE run_id = ? ORDER BY idx, input_id",
                              (self.run_id,))
+        return [json.loads(r[0]) for r in stored.fetchall()]
+
+    def write_attack(self, row: dict) -> None:
+        """Store one ``hybridcert attack`` result (``row["id"]``, ``row["kind"]``,
+        ``row["factor"]``), replacing an earlier attack of the same kind and factor."""
+        payload = json.dumps(row, allow_nan=False)
+
+        def write() -> None:
+            with self.db:
+                self.db.execute(_ATTACKS)
+                self.db.execute(
+                    "INSERT OR REPLACE INTO attacks (run_id, input_id, kind, factor, row, "
+                    "written) VALUES (?, ?, ?, ?, ?, ?)",
+                    (self.run_id, str(row["id"]), row["kind"], float(row["factor"]), payload,
+                     time.time()))
+
+        self._retry_locked(write)
+
+    def attack_rows(self) -> list[dict]:
+        """The stored attack results of this run (none before the first attack)."""
+        tables = {r[0] for r in self._query(
+            "SELECT name FROM sqlite_master WHERE type = 'table'", ())}
+        if "attacks" not in tables:
+            return []
+        stored = self._query(
+            "SELECT a.row FROM attacks a LEFT JOIN results r ON r.run_id = a.run_id AND "
+            "r.input_id = a.input_id WHERE a.run_id = ? ORDER BY a.kind DESC, a.factor, r.idx, "
+            "a.input_id", (self.run_id,))
         return [json.loads(r[0]) for r in stored.fetchall()]
 
     @property

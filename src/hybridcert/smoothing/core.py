@@ -61,6 +61,7 @@ class Stage:
     PREDICTION = 2
     FIT_CHECK = 9
     SEQUENTIAL = 100      # sequential rules: one stream, chunk by chunk
+    ATTACK_CHECK = 200    # hybridcert attack: fresh draws before and after an attack
 
 
 @dataclass(frozen=True)
