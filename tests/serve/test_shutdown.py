@@ -72,7 +72,11 @@ def test_bad_options_are_one_line_errors(tmp_path):
     short = tmp_path / "keys"
     short.write_text("abc\n")
     for args, message in ((["--api-key-file", str(short)], "shorter than"),
+                          (["--seed-key-file", str(short)], "--seed-key-file"),
+                          (["--seed-key-file", str(tmp_path / "absent")], "not found"),
                           (["--timeout", "0"], "--timeout"),
+                          (["--header-timeout", "0"], "--header-timeout must be"),
+                          (["--body-timeout", "inf"], "--body-timeout must be"),
                           (["--group-rows", "-1"], "--group-rows must be an integer >= 0")):
         process = _serve(*args)
         _, err = process.communicate(timeout=60)
