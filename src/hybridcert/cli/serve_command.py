@@ -27,7 +27,6 @@ from hybridcert.cli.options import (
     NumClasses,
     Price,
     RuleKind,
-    Seed,
     Sigma,
     Strict,
     SuffixLength,
@@ -64,7 +63,10 @@ def serve(
     alpha: Alpha = None,
     n: Annotated[int | None, Opt("--n", help="Per-request query cap: most base-model "
                                  "evaluations one decision may spend.")] = None,
-    seed: Seed = None,
+    seed: Annotated[int | None, Opt("--seed", help="Run seed, mixed into each request's "
+                                    "noise seed; that seed is keyed by the server's secret "
+                                    "(see --seed-key-file), so this alone predicts "
+                                    "nothing.")] = None,
     max_tokens: MaxTokens = None,
     boundary: Boundary = None,
     price: Price = None,
