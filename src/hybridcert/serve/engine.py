@@ -31,6 +31,12 @@ rows, where lengths allow): a model that trims padding then pays for each slice'
 text rather than for the batch's (``benchmarks/service_load.py`` measures both on mixed
 batches).  Each row's label is its own whatever slice it is in, so decisions are unchanged.
 
+A model failure on a batch fails only the jobs it fails on: the batch's jobs are run again
+in halves on their own (already drawn) rows, a half that fails again is split again, and a
+job that fails alone gets the model's error; the others get their labels as usual.  One job's
+input (a text the model cannot take, a row that gives NaN logits) so never fails another's,
+at the price of about ``2 log2(jobs)`` extra model calls for the batch it is in.
+
 The queue is bounded: :meth:`BatchingEngine.submit` raises :class:`QueueFull` when
 ``max_pending`` jobs are waiting or running.
 """
