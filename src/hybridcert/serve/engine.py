@@ -438,11 +438,10 @@ class BatchingEngine:
             begin = end
             try:
                 labels, spent = self._forward(rows, self._slices(half))
+                found = _split(labels, half)
             except Exception as again:  # noqa: BLE001 - whatever the model raised
                 found, spent = self._isolate(half, rows, again)
-                parts.update(found)
-            else:
-                parts.update(_split(labels, half))
+            parts.update(found)
             seconds += spent
         return parts, seconds
 
