@@ -48,7 +48,12 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones():
 
         worker = threading.Thread(target=slow_request)
         worker.start()
-        time.sleep(0.3)
+        deadline = time.monotonic() + 30         # SIGTERM once it is deciding (a fixed
+        while time.monotonic() < deadline:       # sleep raced a loaded machine)
+            depth = httpx.get(url + "/metrics", timeout=10).text
+            if "\nhybridcert_queue_depth 1.0" in depth:
+                break
+            time.sleep(0.02)
         process.send_signal(signal.SIGTERM)
         time.sleep(0.3)
         try:
