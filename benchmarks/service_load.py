@@ -38,6 +38,7 @@ import platform
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -228,9 +229,16 @@ def main(argv: list[str] | None = None) -> None:
     run = plan(config, args.device, args.batch_size, adapter=adapter)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    # A fixed seed key: the same input gets the same noise in every run of the benchmark
+    # (the service's default is a fresh secret per start).
+    key_file = Path(tempfile.mkdtemp(prefix="service-load-")) / "seed.key"
+    key_file.write_text(BENCHMARK_SEED_KEY)
+    key_args = [] if "--seed-key-file" in args.serve_args else ["--seed-key-file",
+                                                                str(key_file)]
     command = [sys.executable, "-m", "hybridcert.cli.main", "serve", *source, "--port",
                str(port), "--batch-size", str(args.batch_size), "--device", args.device,
                "--timeout", "600", "--max-pending", "4096", "--log-level", "warning",
+               *key_args,
                *([] if args.group_rows is None else ["--group-rows", str(args.group_rows)]),
                *args.serve_args]
     if args.group_rows is None:
@@ -267,6 +275,10 @@ def main(argv: list[str] | None = None) -> None:
         except subprocess.TimeoutExpired:
             server.kill()
     _report(args, config, raw, rows, by_size, main_thread, mixed_rate, sliced_rate)
+
+
+#: Not a secret: it keeps the benchmark's noise the same from run to run.
+BENCHMARK_SEED_KEY = "hybridcert-service-load-benchmark-seed-key-v1\n"
 
 
 def _config_from_flags(flags: list[str]) -> dict:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from hybridcert.runs.config import RunConfig
 from hybridcert.runs.runner import plan
-from hybridcert.serve.app import create_app
+from hybridcert.serve.app import server_config
 from hybridcert.serve.service import ModerationService, ServeSettings
 from tests.serve.toy_model import factory
 
@@ -66,8 +66,7 @@ def live_service(settings: ServeSettings | None = None, delay: float = 0.0,
                                      adapter=adapter or factory(delay)),
                                 settings or ServeSettings())
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
+    server = uvicorn.Server(server_config(service, "127.0.0.1", port, "warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

@@ -266,3 +266,36 @@ def test_refuses_bad_arguments():
     done.observe(np.ones(10_000, dtype=np.int64))
     with pytest.raises(ValueError, match="fresh"):
         engine.submit(record, 0, done, 1)
+
+
+@pytest.mark.parametrize("group_rows", [0, 1])
+def test_a_model_failure_on_one_job_fails_that_job_only(group_rows):
+    """A model that raises on any batch holding the marker row: the marked job alone fails
+    (with the model's error) and every job that shared its batches decides as it would
+    alone (same label, queries and bound as its rule driven alone from its stream)."""
+    from tests.serve.toy_model import MARKER, fragile_factory
+
+    adapter = fragile_factory()
+    run = plan(toy_config(), batch_size=64, adapter=adapter)
+    rules = DecisionRules(run.config, run.noise)
+    benign = [_record(run, 0.05 + 0.3 * i, TEXTS[i]) for i in range(4)]
+    marked = _record(run, 0.5, f"we bake {MARKER} cake")
+    engine = BatchingEngine(run.classifier, batch_size=64, group_rows=group_rows)
+    records = benign[:2] + [marked] + benign[2:]
+    jobs = [engine.submit(r, 70 + i, rules.new(), 60) for i, r in enumerate(records)]
+    engine.start()                                 # all five share the first batch
+    with pytest.raises(ValueError, match="image tokens do not match"):
+        jobs[2].future.result(60)
+    outcomes = {i: job.future.result(60) for i, job in enumerate(jobs) if i != 2}
+    engine.close()
+    assert adapter.model.mixed_failures >= 1       # the marked rows did share a batch
+    assert engine.stats.failed == 1 and engine.stats.finished == 4
+    for i, outcome in outcomes.items():
+        reference = rules.new()
+        stream = run.classifier.stream(records[i], 70 + i, Stage.SEQUENTIAL)
+        while not reference.done:
+            reference.observe(stream.labels(reference.next_draws()))
+        assert outcome.rule.label == reference.label
+        assert outcome.rule.queries == reference.queries
+        assert outcome.rule.p_lower == reference.p_lower
+        assert outcome.drawn == reference.queries

@@ -48,7 +48,12 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones():
 
         worker = threading.Thread(target=slow_request)
         worker.start()
-        time.sleep(0.3)
+        deadline = time.monotonic() + 30         # SIGTERM once it is deciding (a fixed
+        while time.monotonic() < deadline:       # sleep raced a loaded machine)
+            depth = httpx.get(url + "/metrics", timeout=10).text
+            if "\nhybridcert_queue_depth 1.0" in depth:
+                break
+            time.sleep(0.02)
         process.send_signal(signal.SIGTERM)
         time.sleep(0.3)
         try:
@@ -72,7 +77,11 @@ def test_bad_options_are_one_line_errors(tmp_path):
     short = tmp_path / "keys"
     short.write_text("abc\n")
     for args, message in ((["--api-key-file", str(short)], "shorter than"),
+                          (["--seed-key-file", str(short)], "--seed-key-file"),
+                          (["--seed-key-file", str(tmp_path / "absent")], "not found"),
                           (["--timeout", "0"], "--timeout"),
+                          (["--header-timeout", "0"], "--header-timeout must be"),
+                          (["--body-timeout", "inf"], "--body-timeout must be"),
                           (["--group-rows", "-1"], "--group-rows must be an integer >= 0")):
         process = _serve(*args)
         _, err = process.communicate(timeout=60)

@@ -64,3 +64,42 @@ def broken_factory():
         raise RuntimeError("shape mismatch in layer 3")
 
     return ModelAdapter(model, text=adapter.text, images=adapter.images, num_classes=2)
+
+
+#: A text that encodes to a special id the fragile model cannot take (as ``<image>`` does for
+#: a LLaVA guard given no image features): the noise never touches it (not in the vocabulary).
+MARKER = "<image>"
+MARKER_ID = 30
+
+
+class FragileModerator(ToyModerator):
+    """The toy model, but it raises on a batch holding any row with the marker id; it counts
+    the calls it failed that also held rows without it."""
+
+    def __init__(self, harmful_ids, delay=0.0):
+        super().__init__(harmful_ids, delay)
+        self.mixed_failures = 0
+
+    def forward(self, batch):
+        marked = ((batch["text"] == MARKER_ID) & (batch["text_attention"] > 0)).any(1)
+        if marked.any():
+            if not marked.all():
+                self.mixed_failures += 1
+            raise ValueError("Image features and image tokens do not match: tokens 1, "
+                             "features 0")
+        return super().forward(batch)
+
+
+def fragile_factory(delay=0.0):
+    index = {w: 5 + i for i, w in enumerate(WORDS)}
+
+    def encode(text):
+        return [CLS] + [MARKER_ID if w == MARKER else index.get(w, UNK)
+                        for w in text.lower().split()] + [SEP]
+
+    vocab = Vocabulary(torch.arange(5, 5 + len(index)), mask_id=MASK)
+    encoder = TextEncoder(encode, vocab, PAD, 12, name="toy-words")
+    model = FragileModerator([index[w] for w in HARMFUL], delay)
+    return ModelAdapter(model, text={"text": encoder},
+                        images={"image": ImageProcessor((8, 8), resize="resize")},
+                        num_classes=2, class_names=["safe", "unsafe"], name="fragile-moderator")

@@ -28,7 +28,6 @@ from hybridcert.cli.options import (
     NumClasses,
     Price,
     RuleKind,
-    Seed,
     Sigma,
     Strict,
     SuffixLength,
@@ -67,7 +66,10 @@ def serve(
     alpha: Alpha = None,
     n: Annotated[int | None, Opt("--n", help="Per-request query cap: most base-model "
                                  "evaluations one decision may spend.")] = None,
-    seed: Seed = None,
+    seed: Annotated[int | None, Opt("--seed", help="Run seed, mixed into each request's "
+                                    "noise seed; that seed is keyed by the server's secret "
+                                    "(see --seed-key-file), so this alone predicts "
+                                    "nothing.")] = None,
     max_tokens: MaxTokens = None,
     boundary: Boundary = None,
     price: Price = None,
@@ -81,6 +83,17 @@ def serve(
                                              "Bearer <key>'.")] = None,
     timeout: Annotated[float, Opt("--timeout", help="Seconds one request may take (then "
                                   "504 and its sampling stops).")] = 10.0,
+    header_timeout: Annotated[float, Opt("--header-timeout", help="Seconds a client has to "
+                                         "send a request's headers (then the connection is "
+                                         "closed).")] = 10.0,
+    body_timeout: Annotated[float, Opt("--body-timeout", help="Seconds a client has to send "
+                                       "a request's body after its headers (then 408 and the "
+                                       "connection is closed).")] = 30.0,
+    seed_key_file: Annotated[Path | None, Opt("--seed-key-file", help="File holding the "
+                                              "secret (at least 32 characters) that keys each "
+                                              "request's noise seed, so decisions are the same "
+                                              "across restarts; default: a fresh random key "
+                                              "per start.")] = None,
     batch_size: Annotated[int, Opt("--batch-size", help="Most noisy copies per forward pass, "
                                    "shared by concurrent requests.")] = 256,
     max_pending: Annotated[int, Opt("--max-pending", help="Most requests queued or running "
@@ -112,7 +125,13 @@ def serve(
 
     try:
         from hybridcert.serve.app import run_server
-        from hybridcert.serve.service import Limits, ModerationService, ServeSettings, read_api_keys
+        from hybridcert.serve.service import (
+            Limits,
+            ModerationService,
+            ServeSettings,
+            read_api_keys,
+            read_seed_key,
+        )
     except ImportError as err:
         raise ConfigError(f"hybridcert serve needs the serve extra: pip install "
                           f"'hybridcert[serve]' ({err})") from None
@@ -124,9 +143,12 @@ def serve(
             raise ConfigError(f"{name} must be an integer >= 1, got {value}")
     if not 0 < port < 65536:
         raise ConfigError(f"--port must lie in 1..65535, got {port}")
-    if not timeout > 0 or timeout != timeout:
-        raise ConfigError(f"--timeout must be a number of seconds > 0, got {timeout}")
+    for name, value in (("--timeout", timeout), ("--header-timeout", header_timeout),
+                        ("--body-timeout", body_timeout)):
+        if not 0 < value < float("inf"):
+            raise ConfigError(f"{name} must be a number of seconds > 0, got {value}")
     keys = read_api_keys(api_key_file) if api_key_file is not None else ()
+    seed_key = read_seed_key(seed_key_file) if seed_key_file is not None else None
     targets = parse_targets(target)
     adapter = None
     if demo:
@@ -159,7 +181,8 @@ def serve(
     settings = ServeSettings(batch_size=batch_size, max_pending=max_pending, timeout_s=timeout,
                              speculation=speculation, group_rows=group_rows,
                              limits=Limits(max_image_bytes, max_image_pixels, max_text_chars),
-                             api_keys=keys, audit_path=audit_log)
+                             api_keys=keys, audit_path=audit_log, seed_key=seed_key,
+                             header_timeout_s=header_timeout, body_timeout_s=body_timeout)
     service = ModerationService(plan(run_config, device, batch_size, adapter=adapter),
                                 settings)
     typer.echo(f"serving {service.model_id} on http://{host}:{port} (alpha "
@@ -167,6 +190,7 @@ def serve(
                f"{run_config.n:,}, boundary {run_config.boundary}"
                f"{f', price {run_config.price:g}' if run_config.price else ''}"
                f"{', API keys required' if keys else ''}"
+               f", noise seeds keyed by {'--seed-key-file' if seed_key else 'a fresh secret'}"
                f"{', audit log ' + str(audit_log) if audit_log else ''})", err=True)
     run_server(service, host, port, log_level)
 

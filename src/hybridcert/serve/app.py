@@ -14,6 +14,12 @@ Endpoints (the contract tools depend on; docs/SERVICE.md):
 * ``GET /`` -> the page (plain HTML and JavaScript, no framework).
 
 With API keys, ``/v1/*`` and ``/metrics`` need ``Authorization: Bearer <key>`` (401 else).
+
+Slow clients are closed: a request's headers must arrive within ``header_timeout_s`` (the
+connection is closed, :func:`slow_client_protocol`) and its body within ``body_timeout_s``
+after them (408, :class:`Guard`).  Every response to ``/v1/moderate`` is counted in
+``hybridcert_requests_total`` whatever ends it, and every response carries the page's
+security headers (:data:`SECURITY_HEADERS`).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from hybridcert.serve.engine import JobTimeout, QueueFull, ShuttingDown
 from hybridcert.serve.service import InputError, ModerationService
@@ -41,6 +48,19 @@ log = logging.getLogger("hybridcert.serve")
 POLL_S = 0.25
 FIELDS = ("image", "text", "id")
 STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+MODERATE = "/v1/moderate"
+#: Sent with every response: the page loads its own script, style and the chosen image (a
+#: blob: URL) only, talks to this origin only, and may not be framed or sniffed.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+                               "img-src 'self' blob: data:; connect-src 'self'; "
+                               "form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+#: The field a refusal of the HTTP layer names, by status.
+ROUTING_FIELDS = {404: "path", 405: "method"}
 
 
 def error(status: int, field: str | None, message: str, headers: dict | None = None
@@ -68,13 +88,16 @@ def create_app(service: ModerationService) -> FastAPI:
     app.state.service = service
     limits = service.settings.limits
     metrics = service.metrics
+    app.add_middleware(Guard, service=service)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        return error(exc.status_code, None, str(exc.detail), getattr(exc, "headers", None))
+        return error(exc.status_code, ROUTING_FIELDS.get(exc.status_code), str(exc.detail),
+                     getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):
+        # A backstop: the Guard answers (and counts) every exception of a route itself.
         log.error("internal error on %s: %s: %s", request.url.path, type(exc).__name__, exc)
         return error(500, None, "internal error")
 
@@ -112,12 +135,9 @@ def create_app(service: ModerationService) -> FastAPI:
             return error(404, None, "Not Found")
         return Response(_asset(name), media_type=STATIC[name])
 
-    @app.post("/v1/moderate")
+    @app.post(MODERATE)
     async def moderate(request: Request):
-        started = time.perf_counter()
-        response = await _moderate(request, started)
-        metrics.requests.labels(str(response.status_code)).inc()
-        return response
+        return await _moderate(request, time.perf_counter())
 
     async def _moderate(request: Request, started: float) -> Response:
         if (refused := unauthorized(request)) is not None:
@@ -162,9 +182,10 @@ def create_app(service: ModerationService) -> FastAPI:
         except asyncio.CancelledError:
             job.cancel()
             raise
-        except Exception as err:  # the model failed on a batch holding this request
+        except Exception as err:  # the model failed on this request's rows (alone)
             log.error("model failure: %s: %s", type(err).__name__, err)
-            return error(500, None, "the model failed on this request")
+            return error(500, "model", f"the model failed on this request's input "
+                         f"({_one_line(err)}); the other requests are not affected")
         answer = await run_in_threadpool(service.answer, prepared, outcome, started)
         return JSONResponse(answer)
 
@@ -222,7 +243,9 @@ async def _form_fields(request: Request, limits) -> tuple[bytes, object, object]
     from starlette.datastructures import UploadFile
 
     try:
-        form = await request.form(max_files=1, max_fields=len(FIELDS),
+        # Any field may arrive as a file part (each refused below, naming it): the parser's
+        # own limit would answer them all "Too many files".
+        form = await request.form(max_files=len(FIELDS), max_fields=len(FIELDS),
                                   max_part_size=limits.max_body_bytes)
     except Exception as err:  # the multipart parser's refusals
         raise InputError(400, "body", f"the multipart body cannot be parsed ({err})") from None
@@ -262,8 +285,157 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return body
 
 
+class BodyTimeout(Exception):
+    """The client did not send its request body in time."""
+
+
+class Guard:
+    """ASGI middleware around every route: the body read deadline, the security headers,
+    the count of every ``/v1/moderate`` response, and one answer for what a route did not
+    answer itself (a client gone: 499, logged as info; any other exception: 500 JSON and
+    one log line, the traceback at debug level only).
+
+    Parameters
+    ----------
+    app : ASGI application
+    service : ModerationService
+        Its ``settings.body_timeout_s`` and ``metrics``.
+    """
+
+    def __init__(self, app, service: ModerationService):
+        self.app = app
+        self.timeout = service.settings.body_timeout_s
+        self.metrics = service.metrics
+        self.headers = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        status: list[int] = []
+        body_in = False
+
+        async def timed_receive():
+            nonlocal body_in
+            if body_in:                  # later reads only watch for a disconnect
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                raise BodyTimeout from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_in = True
+            return message
+
+        async def guarded_send(message) -> None:
+            if message["type"] == "http.response.start":
+                status.append(int(message["status"]))
+                message = {**message, "headers": [*message.get("headers", []), *self.headers]}
+            await send(message)
+
+        try:
+            await self.app(scope, timed_receive, guarded_send)
+        except BodyTimeout:
+            log.info("closed a client that sent no complete body within %g s", self.timeout)
+            self.metrics.read_timeouts.labels("body").inc()
+            if not status:
+                await error(408, "body", f"the request body did not arrive within "
+                            f"{self.timeout:g} s", {"Connection": "close"}
+                            )(scope, receive, guarded_send)
+        except ClientDisconnect:
+            log.info("client closed the connection before its request was read")
+            if not status:
+                status.append(499)
+        except Exception as err:  # noqa: BLE001 - one line in the log, a JSON 500 out
+            log.error("internal error on %s: %s: %s", scope.get("path"), type(err).__name__,
+                      err, exc_info=log.isEnabledFor(logging.DEBUG))
+            if not status:
+                await error(500, None, "internal error")(scope, receive, guarded_send)
+        finally:
+            if scope.get("path") == MODERATE:
+                self.metrics.requests.labels(str(status[0] if status else 499)).inc()
+
+
+def slow_client_protocol(header_timeout_s: float, on_timeout=None) -> type:
+    """uvicorn's h11 protocol with a header deadline: a connection whose next request's
+    headers are not complete ``header_timeout_s`` after it opened (or after its previous
+    response) gets a 408 and is closed.  uvicorn's own keep-alive timeout does not do this:
+    any byte re-arms it, and a new connection has none."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    body = json.dumps({"error": f"the request headers did not arrive within "
+                                f"{header_timeout_s:g} s", "field": "headers"},
+                      separators=(",", ":")).encode()
+    late = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+            b"connection: close\r\ncontent-length: " + str(len(body)).encode()
+            + b"\r\n\r\n" + body)
+
+    class SlowClientProtocol(H11Protocol):
+        _header_timer = None
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm_header_timer()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm_header_timer()
+
+        def connection_lost(self, exc) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+            super().connection_lost(exc)
+
+        def _arm_header_timer(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+            self._header_timer = None
+            if not self.transport.is_closing():
+                self._header_timer = self.loop.call_later(header_timeout_s, self._headers_late)
+
+        def _headers_late(self) -> None:
+            self._header_timer = None
+            # IDLE: no complete request line and headers since the connection opened or its
+            # last response (a request being read or answered is the body deadline's).
+            if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+                return
+            log.info("closed a client that sent no complete headers within %g s",
+                     header_timeout_s)
+            if on_timeout is not None:
+                on_timeout()
+            self.transport.write(late)
+            self.transport.close()
+
+    return SlowClientProtocol
+
+
+def _one_line(err: BaseException, limit: int = 200) -> str:
+    """``Type: first line of the message`` of an exception, at most ``limit`` characters."""
+    lines = str(err).strip().splitlines()
+    text = type(err).__name__ + (f": {lines[0]}" if lines else "")
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def _asset(name: str) -> bytes:
     return resources.files("hybridcert.serve").joinpath("static").joinpath(name).read_bytes()
+
+
+def server_config(service: ModerationService, host: str = "127.0.0.1", port: int = 8000,
+                  log_level: str = "info"):
+    """The uvicorn configuration of a service: its app, the h11 protocol with the header
+    deadline, and a graceful shutdown of ``timeout_s`` + 5 s."""
+    import uvicorn
+
+    protocol = slow_client_protocol(service.settings.header_timeout_s,
+                                    service.metrics.read_timeouts.labels("headers").inc)
+    return uvicorn.Config(create_app(service), host=host, port=port, log_level=log_level,
+                          http=protocol,
+                          timeout_graceful_shutdown=int(service.settings.timeout_s) + 5,
+                          lifespan="on")
 
 
 def run_server(service: ModerationService, host: str = "127.0.0.1", port: int = 8000,
@@ -278,7 +450,4 @@ def run_server(service: ModerationService, host: str = "127.0.0.1", port: int = 
             service.engine.refuse_new()
             super().handle_exit(sig, frame)
 
-    config = uvicorn.Config(create_app(service), host=host, port=port, log_level=log_level,
-                            timeout_graceful_shutdown=int(service.settings.timeout_s) + 5,
-                            lifespan="on")
-    Server(config).run()
+    Server(server_config(service, host, port, log_level)).run()

@@ -2,10 +2,10 @@
 
 Rows are written by one background thread (a request never waits on the disk); ``close``
 writes what is queued.  Columns: ``time`` (UTC, ISO 8601), ``input_hash`` (SHA-256, see
-docs/SERVICE.md), ``seed`` (the noise seed, so the decision can be reproduced from the
-input), ``decision``, ``label``, ``targets`` (JSON: each target region and whether it is
-certified), ``region`` (JSON rows of the certified region), ``p_lower``, ``p_upper``,
-``queries``, ``alpha``, ``model`` (name and weights hash) and ``config_hash``.
+docs/SERVICE.md), ``seed`` (the noise seed: with the service's seed key the decision can be
+reproduced from the input), ``decision``, ``label``, ``targets`` (JSON: each target region
+and whether it is certified), ``region`` (JSON rows of the certified region), ``p_lower``,
+``p_upper``, ``queries``, ``alpha``, ``model`` (name and weights hash) and ``config_hash``.
 """
 
 from __future__ import annotations

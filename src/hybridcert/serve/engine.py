@@ -31,6 +31,12 @@ rows, where lengths allow): a model that trims padding then pays for each slice'
 text rather than for the batch's (``benchmarks/service_load.py`` measures both on mixed
 batches).  Each row's label is its own whatever slice it is in, so decisions are unchanged.
 
+A model failure on a batch fails only the jobs it fails on: the batch's jobs are run again
+in halves on their own (already drawn) rows, a half that fails again is split again, and a
+job that fails alone gets the model's error; the others get their labels as usual.  One job's
+input (a text the model cannot take, a row that gives NaN logits) so never fails another's,
+at the price of about ``2 log2(jobs)`` extra model calls for the batch it is in.
+
 The queue is bounded: :meth:`BatchingEngine.submit` raises :class:`QueueFull` when
 ``max_pending`` jobs are waiting or running.
 """
@@ -238,7 +244,8 @@ class BatchingEngine:
         record : dict
             A record prepared by ``classifier.validate``.
         seed : int
-            The record's noise seed (``input_seed(run_seed, input_id)``).
+            The record's noise seed (the service's ``request_seed``; ``certify``'s
+            ``input_seed(run_seed, input_id)``).
         rule : stopping rule
             A fresh rule (``next_draws``, ``observe``, ``done``).
         timeout_s : float
@@ -271,7 +278,7 @@ class BatchingEngine:
         batch k + 1 from what the rules are known to need beyond the copies in flight."""
         torch.set_grad_enabled(False)
         with ThreadPoolExecutor(1, thread_name_prefix="hybridcert-forward") as model:
-            flight = None                        # (plan, future of the labels)
+            flight = None                        # (plan, batch, future of the labels)
             while True:
                 with self._cond:
                     while not self._jobs and flight is None and not self._stop:
@@ -286,7 +293,8 @@ class BatchingEngine:
                     flight = None
                 if ready is not None:
                     plan, batch = ready
-                    flight = (plan, model.submit(self._forward, batch, self._slices(plan)))
+                    flight = (plan, batch, model.submit(self._forward, batch,
+                                                        self._slices(plan)))
                 # Hold no finished job while waiting for the next one.
                 jobs = live = ready = plan = batch = None
 
@@ -374,28 +382,27 @@ class BatchingEngine:
         self.classifier._check_labels(labels)
         return labels, seconds
 
-    def _finish(self, plan: list[tuple[Job, int]], pending) -> None:
-        """Hand a batch's labels to its jobs, in draw order."""
+    def _finish(self, plan: list[tuple[Job, int]], batch: dict, pending) -> None:
+        """Hand a batch's labels to its jobs, in draw order; when the model fails on the
+        batch, find the jobs it fails on (:meth:`_isolate`) and fail those only."""
         for job, take in plan:
             job.in_flight -= take
         try:
             labels, seconds = pending.result()
-        except Exception as err:  # the model failed on this batch: fail its jobs only
-            for job, _ in plan:
-                self._fail(job, err)
-            return
-        rows = int(labels.size)
-        self.stats.batches += 1
-        self.stats.rows += rows
-        self.stats.forward_s += seconds
-        if self.on_batch is not None:
-            self.on_batch(rows, seconds)
-        offset = 0
+            parts = _split(labels, plan)
+        except Exception as err:  # noqa: BLE001 - whatever the model raised
+            parts, seconds = self._isolate(plan, batch, err)
+        rows = sum(len(part) for part in parts.values())
+        if rows:
+            self.stats.batches += 1
+            self.stats.rows += rows
+            self.stats.forward_s += seconds
+            if self.on_batch is not None:
+                self.on_batch(rows, seconds)
         end = time.monotonic()
-        for job, take in plan:
-            part = labels[offset: offset + take]
-            offset += take
-            if job.number not in self._jobs:   # dropped (timeout) or decided meanwhile
+        for job, _ in plan:
+            part = parts.get(job.number)
+            if part is None or job.number not in self._jobs:   # failed, dropped or decided
                 continue
             job.batches += 1
             try:
@@ -410,6 +417,34 @@ class BatchingEngine:
                                                 (job.started or end) - job.submitted,
                                                 end - job.submitted))
 
+    def _isolate(self, plan: list[tuple[Job, int]], batch: dict, err: BaseException
+                 ) -> tuple[dict[int, np.ndarray], float]:
+        """The labels of the jobs of a batch the model failed on (``err``), by bisection:
+        each half of the jobs is run again on its own rows; a half that fails again is split
+        again, and a job that fails alone is failed with its error.  One job's input can so
+        never fail another's (a model whose label for a row does not depend on the other
+        rows gives each row the same label in a smaller call).  Returns the labels of the
+        jobs that got them (by job number) and the model seconds spent."""
+        if len(plan) == 1:
+            self._fail(plan[0][0], err)
+            return {}, 0.0
+        parts: dict[int, np.ndarray] = {}
+        seconds = 0.0
+        middle = len(plan) // 2
+        begin = 0
+        for half in (plan[:middle], plan[middle:]):
+            end = begin + sum(take for _, take in half)
+            rows = {k: v[begin:end] for k, v in batch.items()}
+            begin = end
+            try:
+                labels, spent = self._forward(rows, self._slices(half))
+                found = _split(labels, half)
+            except Exception as again:  # noqa: BLE001 - whatever the model raised
+                found, spent = self._isolate(half, rows, again)
+            parts.update(found)
+            seconds += spent
+        return parts, seconds
+
     def _fail(self, job: Job, err: BaseException) -> None:
         if job.number in self._jobs:
             self._remove(job)
@@ -420,6 +455,18 @@ class BatchingEngine:
         with self._cond:
             self._jobs.pop(job.number, None)
             self._cond.notify_all()
+
+
+def _split(labels: np.ndarray, plan: list[tuple[Job, int]]) -> dict[int, np.ndarray]:
+    """A batch's labels cut into each job's part (by job number), in plan order."""
+    if labels.size != sum(take for _, take in plan):
+        raise ValueError(f"the model gave {labels.size} labels for a batch of "
+                         f"{sum(take for _, take in plan)} rows")
+    parts, offset = {}, 0
+    for job, take in plan:
+        parts[job.number] = labels[offset: offset + take]
+        offset += take
+    return parts
 
 
 def slice_ends(parts: list[tuple[tuple, int]], group_rows: int) -> list[int]:

@@ -18,14 +18,16 @@ class Metrics:
     ``hybridcert_rejected_total`` (queue full or shutting down),
     ``hybridcert_request_latency_seconds``, ``hybridcert_queries_per_decision``,
     ``hybridcert_batch_fill`` (rows / batch size), ``hybridcert_batch_rows_total``,
-    ``hybridcert_queue_depth``.
+    ``hybridcert_queue_depth``, ``hybridcert_read_timeouts_total{phase}`` (clients closed
+    for sending their ``headers`` or ``body`` too slowly).
     """
 
     def __init__(self, batch_size: int, pending=None):
         self.registry = CollectorRegistry()
         self.batch_size = batch_size
         r = self.registry
-        self.requests = Counter("hybridcert_requests", "Moderation requests by HTTP status",
+        self.requests = Counter("hybridcert_requests", "Responses to /v1/moderate by HTTP "
+                                "status (499: the client went away first)",
                                 ["status"], registry=r)
         self.decisions = Counter("hybridcert_decisions", "Decisions by outcome", ["decision"],
                                  registry=r)
@@ -33,6 +35,9 @@ class Metrics:
                                    registry=r)
         self.timeouts = Counter("hybridcert_timeouts", "Requests that ran past their timeout",
                                 registry=r)
+        self.read_timeouts = Counter("hybridcert_read_timeouts", "Clients closed for sending "
+                                     "their headers or body too slowly", ["phase"],
+                                     registry=r)
         self.rejected = Counter("hybridcert_rejected", "Requests refused: queue full or "
                                 "shutting down", registry=r)
         self.latency = Histogram("hybridcert_request_latency_seconds", "Latency of decided "

@@ -4,9 +4,9 @@ decision -> JSON answer (+ audit row).
 Requests decode through the model side only: the image through the model's
 :class:`~hybridcert.adapters.ImageProcessor` (its size and resizing policy; safe decoding
 limits), the text through its :class:`~hybridcert.blocks.TextEncoder`, then
-``noise.prepare``.  The noise seed of a request is ``input_seed(run seed, id)``, ``id`` being
-the client's ``id`` field when given, else the input hash (see :func:`input_hash`) — the seed
-rule of ``hybridcert certify``, whose inputs are keyed by their dataset id.
+``noise.prepare``.  The noise seed of a request is :func:`request_seed`: an HMAC, under a
+server secret, of the decoded record the model sees (never of a client field), so a client
+cannot re-draw the noise of an input by re-sending it (docs/SERVICE.md, "Repeated queries").
 """
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
+import secrets
+import struct
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,18 +25,21 @@ import torch
 
 from hybridcert.adapters import ImageError, ImageProcessor
 from hybridcert.blocks.text import TextError
+from hybridcert.blocks.tokens import TokenBlock
 from hybridcert.runs.config import ConfigError
 from hybridcert.runs.runner import Plan
 from hybridcert.serve.audit import AuditLog
 from hybridcert.serve.engine import BatchingEngine, Job, Outcome
 from hybridcert.serve.metrics import Metrics
 from hybridcert.serve.rules import ABSTAIN_WORD, DecisionRules
-from hybridcert.smoothing.core import input_seed
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
 #: Shortest API key accepted from a key file.
 MIN_KEY_LENGTH = 16
+#: Shortest seed key accepted from ``--seed-key-file`` (characters); a generated key has 32
+#: random bytes.
+MIN_SEED_KEY_LENGTH = 32
 
 
 class InputError(ValueError):
@@ -100,6 +106,15 @@ class ServeSettings:
         Bearer keys; empty: no authentication.
     audit_path : Path, optional
         SQLite audit log (off when None).
+    seed_key : bytes, optional
+        The secret that keys every request's noise seed (:func:`request_seed`); None: 32
+        random bytes drawn when the service is built (``secrets``).  Never logged nor shown.
+    header_timeout_s : float
+        Seconds a client has to send a request's headers (from the connection's start or the
+        previous response); slower connections are closed.
+    body_timeout_s : float
+        Seconds a client has to send a request's body once its headers are in; slower ones
+        get 408 and the connection is closed.
     """
 
     batch_size: int = 256
@@ -110,6 +125,9 @@ class ServeSettings:
     limits: Limits = field(default_factory=Limits)
     api_keys: tuple[str, ...] = ()
     audit_path: Path | None = None
+    seed_key: bytes | None = field(default=None, repr=False)
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
 
 
 @dataclass
@@ -143,6 +161,70 @@ def read_api_keys(path: str | Path) -> tuple[str, ...]:
     if any(any(c.isspace() for c in k) for k in keys):
         raise ConfigError(f"--api-key-file {path}: a key may not contain spaces")
     return keys
+
+
+def read_seed_key(path: str | Path) -> bytes:
+    """The seed key held in a file (surrounding whitespace stripped; at least
+    :data:`MIN_SEED_KEY_LENGTH` characters), e.g. ``python -c "import secrets;
+    print(secrets.token_hex(32))" > seed.key``."""
+    path = Path(path)
+    try:
+        key = path.read_bytes().strip()
+    except FileNotFoundError:
+        raise ConfigError(f"--seed-key-file {path} not found") from None
+    except OSError as err:
+        raise ConfigError(f"--seed-key-file {path} cannot be read ({err.strerror})") from None
+    if len(key) < MIN_SEED_KEY_LENGTH:
+        raise ConfigError(f"--seed-key-file {path} holds {len(key)} characters; a seed key "
+                          f"needs at least {MIN_SEED_KEY_LENGTH} (e.g. the 64 hex digits of "
+                          f"secrets.token_hex(32))")
+    return key
+
+
+def record_digest(record: dict) -> bytes:
+    """SHA-256 of what the model is given for an input: every block of a prepared record
+    (name, kind, dtype, shape and the exact bytes of its values), in name order.
+
+    Two requests that decode to the same record (the same pixels after the model's image
+    processor, the same token ids, noised positions and attention) have the same digest,
+    whatever their file encoding, metadata, JSON or multipart form, or spelling of the text."""
+    digest = hashlib.sha256(b"hybridcert-record-v1\0")
+
+    def tensor(tag: bytes, value) -> None:
+        if value is None:
+            digest.update(tag + b":none\0")
+            return
+        value = torch.as_tensor(value).detach().cpu().contiguous()
+        digest.update(tag + f":{value.dtype}:{tuple(value.shape)}\0".encode())
+        digest.update(value.numpy().tobytes())
+
+    for name in sorted(record):
+        value = record[name]
+        digest.update(struct.pack("<Q", len(name.encode())) + name.encode())
+        if isinstance(value, TokenBlock):
+            tensor(b"ids", value.ids)
+            tensor(b"noisable", value.noisable)
+            tensor(b"attention", value.attention)
+        elif isinstance(value, torch.Tensor):
+            tensor(b"tensor", value)
+        else:
+            raise TypeError(f"record block {name!r} is a {type(value).__name__}: the seed "
+                            f"digest takes tensors and token blocks")
+    return digest.digest()
+
+
+def request_seed(key: bytes, run_seed: int, record: dict) -> int:
+    """The noise seed of a request: ``HMAC-SHA256(key, "hybridcert-serve-seed-v1\\0" + run
+    seed (8 bytes, little-endian) + record_digest(record))``, its first 8 bytes little-endian
+    masked to 31 bits (the range of ``input_seed``).
+
+    It depends on the input the model sees and on the server's secret ``key`` only: no client
+    field picks it, the same input always gets it, and without the key it cannot be
+    predicted, so a client can neither choose nor re-draw the noise of its decision."""
+    message = (b"hybridcert-serve-seed-v1\0" + struct.pack("<q", int(run_seed))
+               + record_digest(record))
+    mac = hmac.new(key, message, hashlib.sha256).digest()
+    return int.from_bytes(mac[:8], "little") & 0x7FFF_FFFF
 
 
 def input_hash(image_bytes: bytes, text: str) -> str:
@@ -197,6 +279,7 @@ class ModerationService:
                                      on_batch=self.metrics.on_batch)
         self.metrics.queue_depth.set_function(lambda: self.engine.pending)
         self._keys = [hashlib.sha256(k.encode()).digest() for k in self.settings.api_keys]
+        self._seed_key = self.settings.seed_key or secrets.token_bytes(32)
         self.model_id = f"{plan.adapter.name}@{model_fingerprint(plan.adapter.model)[:16]}"
         self.config_hash = self.config.digest()
         self.class_names = list(plan.adapter.class_names) if plan.adapter.class_names else None
@@ -237,11 +320,7 @@ class ModerationService:
         """Decode and check a request (raises :class:`InputError`)."""
         limits = self.settings.limits
         if client_id is not None:
-            if not isinstance(client_id, str) or not client_id.strip():
-                raise InputError(422, "id", "id must be a non-empty string")
-            if len(client_id) > limits.max_id_chars:
-                raise InputError(413, "id", f"id has {len(client_id)} characters, more than "
-                                 f"the {limits.max_id_chars} allowed")
+            _check_id(client_id, limits.max_id_chars)
         if not isinstance(text, str):
             raise InputError(422, "text", f"text must be a string, got {_json_kind(text)}")
         if len(text) > limits.max_text_chars:
@@ -265,8 +344,12 @@ class ModerationService:
             raise InputError(422, where, str(err)) from None
         content = input_hash(image, text)
         request_id = client_id if client_id is not None else content
-        return Prepared(record, content, request_id, input_seed(self.config.seed, request_id),
-                        notes)
+        return Prepared(record, content, request_id, self.seed_of(record), notes)
+
+    def seed_of(self, record: dict) -> int:
+        """The noise seed of a prepared record (:func:`request_seed` under this service's
+        key); no field of the request but its content takes part."""
+        return request_seed(self._seed_key, self.config.seed, record)
 
     def _image(self, data: bytes) -> tuple[torch.Tensor, list[str]]:
         from PIL import Image
@@ -281,12 +364,20 @@ class ModerationService:
                              f"{limits.max_image_bytes:,} allowed")
         if not (data.startswith(PNG_MAGIC) or data.startswith(JPEG_MAGIC)):
             raise InputError(422, "image", "image must be a PNG or JPEG file")
-        try:
-            with Image.open(io.BytesIO(data)) as header:
-                width, height = header.size
-        except Exception:
-            raise InputError(422, "image", "image is not a PNG or JPEG Pillow can read") \
-                from None
+        # The size is read from the file's own header first: Pillow refuses the largest
+        # files (its decompression-bomb error) before it says their size.
+        size = header_size(data)
+        if size is None:
+            try:
+                with Image.open(io.BytesIO(data)) as header:
+                    size = header.size
+            except Image.DecompressionBombError:
+                raise InputError(413, "image", f"image has more than the "
+                                 f"{limits.max_image_pixels:,} pixels allowed") from None
+            except Exception:
+                raise InputError(422, "image", "image is not a PNG or JPEG Pillow can read") \
+                    from None
+        width, height = size
         if width * height > limits.max_image_pixels:
             raise InputError(413, "image", f"image has {width}x{height} pixels, more than the "
                              f"{limits.max_image_pixels:,} allowed")
@@ -399,6 +490,62 @@ def _processor(plan: Plan, block: str) -> ImageProcessor:
         raise ConfigError("the model states no image size: give --image-size HxW (the "
                           "service draws noise for every pixel, so it needs a fixed size)")
     return processor
+
+
+#: JPEG start-of-frame markers (they hold the image size): C0-CF but DHT, JPG and DAC.
+_JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR chunk or a JPEG's start-of-frame segment, read from
+    the bytes without decoding; None where the header is not where the format puts it (the
+    caller then asks Pillow)."""
+    if data.startswith(PNG_MAGIC):
+        if len(data) >= 24 and data[12:16] == b"IHDR":
+            return struct.unpack(">II", data[16:24])
+        return None
+    if not data.startswith(JPEG_MAGIC):
+        return None
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:                       # fill byte
+            i += 1
+            continue
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:   # segments without a length
+            i += 2
+            continue
+        if marker in (0xD9, 0xDA):               # end of image, start of scan: no frame yet
+            return None
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if marker in _JPEG_FRAMES:
+            if length < 7 or i + 9 > len(data):
+                return None
+            height, width = struct.unpack(">HH", data[i + 5:i + 9])
+            return (width, height) if height else None     # 0: the height comes later (DNL)
+        if length < 2:
+            return None
+        i += 2 + length
+    return None
+
+
+def _check_id(client_id, max_chars: int) -> None:
+    """A client ``id`` is a label echoed in the answer: a non-empty string of at most
+    ``max_chars`` characters, none of them a control character or a lone surrogate."""
+    if not isinstance(client_id, str) or not client_id.strip():
+        raise InputError(422, "id", f"id must be a non-empty string, got "
+                         f"{_json_kind(client_id) if not isinstance(client_id, str) else 'blank'}")
+    if len(client_id) > max_chars:
+        raise InputError(413, "id", f"id has {len(client_id)} characters, more than the "
+                         f"{max_chars} allowed")
+    for position, char in enumerate(client_id):
+        kind = unicodedata.category(char)
+        if kind in ("Cs", "Cc"):
+            what = "a lone surrogate" if kind == "Cs" else "a control character"
+            raise InputError(422, "id", f"id holds {what} (U+{ord(char):04X}) at character "
+                             f"{position}: send printable text")
 
 
 def _json_kind(value) -> str:
