@@ -39,7 +39,8 @@ class HFImageProcessor(ImageProcessor):
     def build(cls, image_processor, *, max_pixels: int = MAX_PIXELS) -> HFImageProcessor:
         """From a ``transformers`` image processor with a fixed output size and rescaling to
         [0, 1]; processors that tile an image into several crops (LLaVA-NeXT/OneVision
-        "anyres") are refused: noise on overlapping crops is not noise on the image."""
+        "anyres") are refused here: noise on overlapping crops is not noise on the image (see
+        :class:`hybridcert.adapters.tiled.RawImageProcessor`)."""
         if not callable(image_processor):
             raise ValueError(f"image_processor must be a transformers image processor, got "
                              f"{type(image_processor).__name__}")
@@ -57,7 +58,8 @@ class HFImageProcessor(ImageProcessor):
         shape = shapes.pop()
         if len(shape) != 3 or shape[0] != 3:
             raise ValueError(f"{name} gives pixel values of shape {shape}, not one (3, H, W) "
-                             f"image (multi-crop 'anyres' processing is not supported)")
+                             f"image: a multi-crop ('anyres') processor must run after the "
+                             f"noise (vlm_guard(..., raw_size=(H, W)))")
         mean = std = None
         if getattr(image_processor, "do_normalize", False):
             mean = tuple(float(m) for m in _per_channel(image_processor.image_mean, "mean"))
@@ -86,9 +88,15 @@ class HFImageProcessor(ImageProcessor):
         """The module the model applies to the (noisy) pixels: ``(x - mean) / std``."""
         return Normalize(self.mean, self.std)
 
+    @property
+    def space(self) -> str:
+        h, w = self.size
+        return (f"pixels in [0, 1] at {w}x{h}, after {type(self.hf).__name__}'s resize and "
+                f"crop, before its normalization")
+
     def describe(self) -> dict:
         return {"size": self.size, "resize": f"{type(self.hf).__name__}: {self.resize}",
-                "mode": self.mode, "mean": self.mean, "std": self.std}
+                "mode": self.mode, "mean": self.mean, "std": self.std, "space": self.space}
 
 
 class Normalize(nn.Module):
