@@ -52,14 +52,17 @@ class HFImageProcessor(ImageProcessor):
                              f"rescale_factor=1/255): the noise is added in [0, 1] pixel space")
         shapes = {tuple(_run(image_processor, _probe(h, w)).shape)
                   for h, w in ((37, 53), (61, 29))}
+        if any(len(s) != 3 for s in shapes):
+            raise ValueError(f"{name} gives pixel values of shape {sorted(shapes)[0]}, not one "
+                             f"(3, H, W) image: a multi-crop ('anyres') processor must run "
+                             f"after the noise (vlm_guard(..., raw_size=(H, W)))")
         if len(shapes) != 1:
             raise ValueError(f"{name} gives images of varying size {sorted(shapes)}; the "
                              f"adapters need a fixed input size")
         shape = shapes.pop()
-        if len(shape) != 3 or shape[0] != 3:
+        if shape[0] != 3:
             raise ValueError(f"{name} gives pixel values of shape {shape}, not one (3, H, W) "
-                             f"image: a multi-crop ('anyres') processor must run after the "
-                             f"noise (vlm_guard(..., raw_size=(H, W)))")
+                             f"image")
         mean = std = None
         if getattr(image_processor, "do_normalize", False):
             mean = tuple(float(m) for m in _per_channel(image_processor.image_mean, "mean"))
