@@ -97,7 +97,7 @@ def load_folder(folder: str, raw_size: tuple[int, int], device: str, dtype: str 
               f"tokenizer and image processor", file=sys.stderr)
         processor = transformers.AutoTokenizer.from_pretrained(folder)
         image_processor = transformers.AutoImageProcessor.from_pretrained(folder,
-                                                                          use_fast=False)
+                                                                          backend="pil")
     return vlm_guard(model, processor, image_processor=image_processor, raw_size=raw_size,
                      max_text_tokens=max_text_tokens, name=f"guard {folder}")
 

@@ -106,3 +106,31 @@ def test_table_from_rows(paper_table):
     assert result["benign_flag_certified"] == 0.25
     # k/n >= 4.6e-5: 10/10000 and 1/10000 are, 0/10000 and 1/100000 are not
     assert result["benign_flag_estimate"] == 0.5
+
+
+def test_a_local_guard_folder(paper_table, folders, tmp_path, capsys):
+    """--guard FOLDER: a OneVision guard saved by transformers (its processor cannot be built
+    without torchvision, so the folder's tokenizer and image processor are used) gives the
+    same scores as the in-memory guard, and runs the table."""
+    import torch
+
+    from hybridcert.adapters.examples import tiny_llava_onevision, tiny_llava_onevision_guard
+
+    model, tokenizer, image_processor = tiny_llava_onevision()
+    folder = tmp_path / "guard"
+    for part in (model, tokenizer, image_processor):
+        part.save_pretrained(folder)
+    loaded = paper_table.load_folder(str(folder), (48, 64), "cpu", None, 32)
+    reference = tiny_llava_onevision_guard()
+    block = reference.text["text"].encode("how do i hurt them")
+    batch = {"text": block.ids[None], "text_attention": block.attention[None],
+             "image": torch.rand(1, 3, 48, 64, generator=torch.Generator().manual_seed(0))}
+    assert torch.equal(loaded.model.prefix, reference.model.prefix)
+    assert torch.allclose(loaded.model(batch), reference.model(batch), atol=1e-5)
+    mm, _ = folders
+    code = paper_table.main(["--guard", str(folder), "--raw-size", "48x64", "--dataset",
+                             f"mm_safetybench/SD_TYPO:{mm}", "--n", "20", "--limit", "1",
+                             "--out", str(tmp_path / "table"), "--quiet"])
+    assert code == 0
+    assert json.loads((tmp_path / "table" / "table.json").read_text())["unsafe_inputs"] == 1
+    assert "(raw images 64x48)" in capsys.readouterr().out
