@@ -93,10 +93,14 @@ def test_processor_on_the_noised_tensor_equals_the_processor_on_pil_images(reque
     got = inputs(noisy)
     want_pixels, _ = processed(image_processor, [as_pil(x) for x in noisy])
     assert torch.allclose(got["pixel_values"].float(), want_pixels, atol=1e-6)
-    # batched = one by one, and deterministic
+    # batched = one by one = split across threads, and deterministic
     alone = torch.cat([inputs(x[None])["pixel_values"] for x in noisy])
     assert torch.equal(alone, got["pixel_values"])
     assert torch.equal(inputs(noisy)["pixel_values"], got["pixel_values"])
+    for workers in (1, 3):
+        split = ProcessorInputs(image_processor, workers=workers)(noisy)
+        assert torch.equal(split["pixel_values"], got["pixel_values"])
+        assert torch.equal(split["image_sizes"], got["image_sizes"])
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -19,6 +19,7 @@ once per batch (its own per-image loop), on the CPU; no gradient flows through i
 from __future__ import annotations
 
 import inspect
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,12 +86,23 @@ class ProcessorInputs(nn.Module):
     accepted : set of str, optional
         Names the model's forward takes; processor outputs not among them are dropped (None:
         keep all).
+    workers : int, optional
+        Threads the batch is split across (contiguous chunks, joined in order; Pillow and
+        numpy release the GIL); default: the machine's cores, at most 16.  The output does not
+        depend on it.
     """
 
-    def __init__(self, image_processor, accepted: set[str] | None = None):
+    def __init__(self, image_processor, accepted: set[str] | None = None,
+                 workers: int | None = None):
         super().__init__()
         self.hf = image_processor
         self.accepted = None if accepted is None else set(accepted)
+        if workers is None:
+            workers = min(16, os.cpu_count() or 1)
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+        self.workers = workers
+        self._pool = None
 
     @torch.no_grad()
     def forward(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -101,15 +113,32 @@ class ProcessorInputs(nn.Module):
         data = (pixels.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
         array = data.permute(0, 2, 3, 1).cpu().numpy()
         images = [Image.fromarray(np.ascontiguousarray(a), "RGB") for a in array]
+        size = -(-len(images) // min(self.workers, len(images)))
+        chunks = [images[i: i + size] for i in range(0, len(images), size)]
+        if len(chunks) == 1:
+            parts = [self._run(chunks[0])]
+        else:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(self.workers,
+                                                thread_name_prefix="hybridcert-processor")
+            parts = list(self._pool.map(self._run, chunks))
+        return {key: torch.cat([part[key] for part in parts]).to(pixels.device)
+                for key in parts[0]}
+
+    def _run(self, images: list) -> dict[str, torch.Tensor]:
         out = self.hf(images=images, return_tensors="pt")
-        result = {}
-        for key, value in out.items():
-            if self.accepted is not None and key not in self.accepted:
-                continue
-            result[key] = torch.as_tensor(value).to(pixels.device)
+        result = {key: torch.as_tensor(value) for key, value in out.items()
+                  if self.accepted is None or key in self.accepted}
         if "pixel_values" not in result:
             raise ValueError(f"{type(self.hf).__name__} gave no pixel_values")
         return result
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_pool"] = None
+        return state
 
 
 def forward_arguments(function) -> set[str] | None:
