@@ -186,3 +186,14 @@ def test_the_region_space_is_stated(onevision_guard, guard):
     single = guard.describe()["images"]["image"]["space"]
     assert single == ("pixels in [0, 1] at 32x32, after CLIPImageProcessorPil's resize and "
                       "crop, before its normalization")
+
+
+def test_a_long_policy_is_never_cut(llava, llava_next):
+    """The prefix holds the whole policy even past a tokenizer's stored max_length (MiniLM's
+    is 128, which a processor call would otherwise truncate to, silently)."""
+    policy = "word " * 200
+    for model, processor, raw in (*llava, None), (*llava_next, RAW):
+        guard = vlm_guard(model, processor, policy=policy, raw_size=raw)
+        words = guard.model.prefix.tolist().count(processor.tokenizer.convert_tokens_to_ids(
+            "word"))
+        assert words == 200

@@ -52,7 +52,7 @@ class HFImageProcessor(ImageProcessor):
                              f"rescale_factor=1/255): the noise is added in [0, 1] pixel space")
         shapes = {tuple(_run(image_processor, _probe(h, w)).shape)
                   for h, w in ((37, 53), (61, 29))}
-        if any(len(s) != 3 for s in shapes):
+        if any(len(s) == 4 for s in shapes):
             raise ValueError(f"{name} gives pixel values of shape {sorted(shapes)[0]}, not one "
                              f"(3, H, W) image: a multi-crop ('anyres') processor must run "
                              f"after the noise (vlm_guard(..., raw_size=(H, W)))")
@@ -60,7 +60,7 @@ class HFImageProcessor(ImageProcessor):
             raise ValueError(f"{name} gives images of varying size {sorted(shapes)}; the "
                              f"adapters need a fixed input size")
         shape = shapes.pop()
-        if shape[0] != 3:
+        if len(shape) != 3 or shape[0] != 3:
             raise ValueError(f"{name} gives pixel values of shape {shape}, not one (3, H, W) "
                              f"image")
         mean = std = None

@@ -299,7 +299,7 @@ def vlm_guard(model: nn.Module, processor, *, policy: str = DEFAULT_POLICY,
 
             probe = Image.new("RGB", images.size[::-1])
             prefix = processor(text=[before], images=[probe], add_special_tokens=False,
-                               return_tensors="pt")["input_ids"][0].tolist()
+                               truncation=False, return_tensors="pt")["input_ids"][0].tolist()
     elif raw_size is not None:
         raise ValueError("raw_size needs an image block (image_block is None)")
     else:
