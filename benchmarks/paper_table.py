@@ -96,10 +96,22 @@ def load_folder(folder: str, raw_size: tuple[int, int], device: str, dtype: str 
         print(f"paper_table: AutoProcessor failed ({type(err).__name__}); using the folder's "
               f"tokenizer and image processor", file=sys.stderr)
         processor = transformers.AutoTokenizer.from_pretrained(folder)
+        if not getattr(processor, "chat_template", None):
+            processor.chat_template = saved_chat_template(Path(folder))
         image_processor = transformers.AutoImageProcessor.from_pretrained(folder,
                                                                           backend="pil")
     return vlm_guard(model, processor, image_processor=image_processor, raw_size=raw_size,
                      max_text_tokens=max_text_tokens, name=f"guard {folder}")
+
+
+def saved_chat_template(folder: Path) -> str | None:
+    """The chat template a processor saved beside the model (``chat_template.jinja``, or
+    ``chat_template.json``'s ``chat_template``), if any."""
+    if (folder / "chat_template.jinja").is_file():
+        return (folder / "chat_template.jinja").read_text()
+    if (folder / "chat_template.json").is_file():
+        return json.loads((folder / "chat_template.json").read_text()).get("chat_template")
+    return None
 
 
 def certify(dataset: str, store: Path, args, settings: dict) -> list[dict]:

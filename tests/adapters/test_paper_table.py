@@ -118,8 +118,12 @@ def test_a_local_guard_folder(paper_table, folders, tmp_path, capsys):
 
     model, tokenizer, image_processor = tiny_llava_onevision()
     folder = tmp_path / "guard"
+    tokenizer.chat_template = None          # saved beside the model, as a processor does
     for part in (model, tokenizer, image_processor):
         part.save_pretrained(folder)
+    from hybridcert.adapters.examples import CHAT_TEMPLATE
+
+    (folder / "chat_template.jinja").write_text(CHAT_TEMPLATE)
     loaded = paper_table.load_folder(str(folder), (48, 64), "cpu", None, 32)
     reference = tiny_llava_onevision_guard()
     block = reference.text["text"].encode("how do i hurt them")
