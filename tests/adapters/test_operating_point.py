@@ -108,6 +108,13 @@ def test_the_smoothed_counts_follow_the_copy_decision(table):
     assert abs(counts[1] / 4000 - share) < 4 * np.sqrt(share * (1 - share) / 4000)
 
 
+def test_a_nan_score_is_refused_not_counted_safe(table):
+    broken = np.array(table)
+    broken[9, SAFE + UNSAFE] = -np.inf          # both label masses exactly 0: margin NaN
+    with pytest.raises(ValueError, match="unsafe score is NaN"):
+        guard_of(broken, score="margin", copy_threshold=0.0)(batch([4, 9]))
+
+
 def test_bad_operating_points_are_refused(llava):
     model, processor = llava
     for kwargs, message in (

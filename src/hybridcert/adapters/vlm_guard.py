@@ -174,7 +174,11 @@ class GuardClassifier(nn.Module):
         masses = self.log_masses(batch)
         if self.copy_threshold is None:
             return masses
-        return (unsafe_score(masses, self.score) >= self.copy_threshold).long()
+        scores = unsafe_score(masses, self.score)
+        if torch.isnan(scores).any():     # NaN >= t is False: it would count as Safe
+            raise ValueError("the guard's unsafe score is NaN for some copies (both label "
+                             "masses 0?); no copy decision is made from it")
+        return (scores >= self.copy_threshold).long()
 
 
 def unsafe_score(log_masses: torch.Tensor, score: str) -> torch.Tensor:
