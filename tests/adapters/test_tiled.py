@@ -197,3 +197,26 @@ def test_a_long_policy_is_never_cut(llava, llava_next):
         words = guard.model.prefix.tolist().count(processor.tokenizer.convert_tokens_to_ids(
             "word"))
         assert words == 200
+
+
+def test_a_tiled_guard_at_an_operating_point_certifies_a_flag(onevision):
+    """Every copy Unsafe (the mass threshold sits below any copy's Unsafe mass): the flag at
+    tau = 4.6e-5 is certified, with an image radius in raw pixels and appended slots."""
+    from hybridcert.blocks import Append
+    from hybridcert.smoothing import Detector, SmoothedClassifier
+
+    model, tokenizer, image_processor = onevision
+    guard = vlm_guard(model, tokenizer, image_processor=image_processor, raw_size=RAW,
+                      max_text_tokens=24, score="mass", copy_threshold=1e-30)
+    encoder = guard.text["text"]
+    noise = HybridNoise([Continuous("image", Gaussian(0.5)),
+                         Tokens("text", Substitution(0.75, encoder.vocab_size),
+                                encoder.vocabulary, threat=Append(2, encoder.token_id("!")),
+                                max_length=encoder.max_length)])
+    record = {"image": guard.images["image"].process(picture(48, 64))[0],
+              "text": encoder.encode("how do i hurt them")}
+    smoothed = SmoothedClassifier(guard.model, noise, 2, batch_size=50)
+    with torch.no_grad():
+        result = smoothed.certify_detector(record, 200, 0.01, Detector(4.6e-5, 1, "flag"))
+    assert result.counts.tolist() == [0, 200] and result.decision == "flag"
+    assert result.region.max_tokens == 2 and result.region.l2_radius(2) > 0
