@@ -41,3 +41,34 @@ def picture(height=40, width=50, seed=0):
 
 def generator(seed=0):
     return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture(scope="session")
+def onevision():
+    from hybridcert.adapters.examples import tiny_llava_onevision
+
+    return tiny_llava_onevision(seed=0)
+
+
+@pytest.fixture(scope="session")
+def llava_next():
+    from hybridcert.adapters.examples import tiny_llava_next
+
+    return tiny_llava_next(seed=0)
+
+
+@pytest.fixture(scope="session")
+def onevision_guard(onevision):
+    from hybridcert.adapters.vlm_guard import vlm_guard
+
+    model, tokenizer, image_processor = onevision
+    return vlm_guard(model, tokenizer, image_processor=image_processor, raw_size=(48, 64),
+                     max_text_tokens=24)
+
+
+@pytest.fixture(scope="session")
+def next_guard(llava_next):
+    from hybridcert.adapters.vlm_guard import vlm_guard
+
+    model, processor = llava_next
+    return vlm_guard(model, processor, raw_size=(48, 64), max_text_tokens=24)

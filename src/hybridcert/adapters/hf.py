@@ -66,7 +66,8 @@ class HFImageProcessor(ImageProcessor):
     def build(cls, image_processor, *, max_pixels: int = MAX_PIXELS) -> HFImageProcessor:
         """From a ``transformers`` image processor with a fixed output size and rescaling to
         [0, 1]; processors that tile an image into several crops (LLaVA-NeXT/OneVision
-        "anyres") are refused: noise on overlapping crops is not noise on the image."""
+        "anyres") are refused here: noise on overlapping crops is not noise on the image (see
+        :class:`hybridcert.adapters.tiled.RawImageProcessor`)."""
         if not callable(image_processor):
             raise ValueError(f"image_processor must be a transformers image processor, got "
                              f"{type(image_processor).__name__}")
@@ -78,13 +79,17 @@ class HFImageProcessor(ImageProcessor):
                              f"rescale_factor=1/255): the noise is added in [0, 1] pixel space")
         shapes = {tuple(_run(image_processor, _probe(h, w)).shape)
                   for h, w in ((37, 53), (61, 29))}
+        if any(len(s) == 4 for s in shapes):
+            raise ValueError(f"{name} gives pixel values of shape {sorted(shapes)[0]}, not one "
+                             f"(3, H, W) image: a multi-crop ('anyres') processor must run "
+                             f"after the noise (vlm_guard(..., raw_size=(H, W)))")
         if len(shapes) != 1:
             raise ValueError(f"{name} gives images of varying size {sorted(shapes)}; the "
                              f"adapters need a fixed input size")
         shape = shapes.pop()
         if len(shape) != 3 or shape[0] != 3:
             raise ValueError(f"{name} gives pixel values of shape {shape}, not one (3, H, W) "
-                             f"image (multi-crop 'anyres' processing is not supported)")
+                             f"image")
         mean = std = None
         if getattr(image_processor, "do_normalize", False):
             mean = tuple(float(m) for m in _per_channel(image_processor.image_mean, "mean"))
@@ -113,9 +118,15 @@ class HFImageProcessor(ImageProcessor):
         """The module the model applies to the (noisy) pixels: ``(x - mean) / std``."""
         return Normalize(self.mean, self.std)
 
+    @property
+    def space(self) -> str:
+        h, w = self.size
+        return (f"pixels in [0, 1] at {w}x{h}, after {type(self.hf).__name__}'s resize and "
+                f"crop, before its normalization")
+
     def describe(self) -> dict:
         return {"size": self.size, "resize": f"{type(self.hf).__name__}: {self.resize}",
-                "mode": self.mode, "mean": self.mean, "std": self.std}
+                "mode": self.mode, "mean": self.mean, "std": self.std, "space": self.space}
 
 
 class Normalize(nn.Module):

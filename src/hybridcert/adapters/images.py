@@ -95,8 +95,17 @@ class ImageProcessor:
             pixels = pixels[:, :, None]
         return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))), changes
 
+    @property
+    def space(self) -> str:
+        """Where the noise is added, hence where a certified L2 radius lives (one line)."""
+        if self.size is None:
+            return "pixels in [0, 1] as loaded"
+        h, w = self.size
+        return f"pixels in [0, 1] at {w}x{h}, the model's input"
+
     def describe(self) -> dict:
-        return {"size": self.size, "resize": self.resize, "mode": self.mode}
+        return {"size": self.size, "resize": self.resize, "mode": self.mode,
+                "space": self.space}
 
     @classmethod
     def from_hf(cls, image_processor, max_pixels: int = MAX_PIXELS) -> ImageProcessor:

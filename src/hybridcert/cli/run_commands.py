@@ -178,6 +178,9 @@ def certify(
                               f"them, or use another --store")
         todo = [it for it in items if finished.get(it.input_id) != it.content_hash]
         replace = set(changed)
+        for name, processor in run.adapter.images.items():
+            typer.echo(f"image block {name}: certified L2 radii are in {processor.space}",
+                       err=True)
         notes = sum(bool(it.notes) for it in items)
         typer.echo(f"run {run_store.run_id} in {store}: {len(items)} inputs, "
                    f"{len(items) - len(todo)} already done, {len(todo)} to go"

@@ -143,6 +143,14 @@ def target_metrics(rows: list[dict], num_classes: int) -> list[dict]:
     return out
 
 
+def image_spaces(details: dict | None) -> dict[str, str]:
+    """Per image block of the stored model, where its noise (so a certified L2 radius) lives:
+    the pixels the model sees, or raw pixels before a tiled processor."""
+    images = ((details or {}).get("model") or {}).get("images") or {}
+    return {name: str(info["space"]) for name, info in images.items()
+            if isinstance(info, dict) and info.get("space")}
+
+
 def write_report(store_path: Path, folder: Path, run_id: int | None = None) -> Path:
     """Write REPORT.md, CSV tables, plots and per-input exports of a stored run."""
     summary = run_summary(store_path, run_id)
@@ -168,6 +176,10 @@ def write_report(store_path: Path, folder: Path, run_id: int | None = None) -> P
             f"Model: {model_text}. Noise: {noise_text}. Rule: {rule_text}. Mode {config.mode}, "
             f"n = {config.n} (cap in sequential modes), alpha = {config.alpha}, threat "
             f"{config.threat}.", ""]
+    spaces = image_spaces(summary["details"])
+    if spaces:
+        text += ["Image radii: " + "; ".join(f"the L2 radius of block {name} is in {space}"
+                                             for name, space in spaces.items()) + ".", ""]
     if times.size:
         text += [f"Per-input time: median {np.median(times):.3f} s, max {times.max():.3f} s; "
                  f"queries per input: mean {np.mean([r['queries'] for r in rows]):.0f}.", ""]

@@ -448,6 +448,7 @@ class ModerationService:
                 "boundary": self.config.boundary, "price": self.config.price,
                 "timeout_s": self.settings.timeout_s, "auth": self.auth_required,
                 "image_size": list(self.processor.size) if self.processor.size else None,
+                "image_space": self.processor.space,
                 "limits": {"max_image_bytes": self.settings.limits.max_image_bytes,
                            "max_image_pixels": self.settings.limits.max_image_pixels,
                            "max_text_chars": self.settings.limits.max_text_chars},
