@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -51,30 +50,30 @@ if str(ROOT) not in sys.path:
 PAPER = {"append_slots": 8, "keep_prob": 0.75, "sigma": 0.5, "n": 10_000, "alpha": 0.01,
          "tau": 4.6e-5}
 ENTRY = "benchmarks.paper_table:guard"
-ENV = "HYBRIDCERT_PAPER_TABLE"        # JSON settings the entry point reads
 
 
-def guard():
-    """The run's guard (entry point of both ``certify`` runs): ``--model``'s adapter, or a
-    local guard folder loaded with ``transformers``, behind ``--denoiser`` when given."""
-    settings = json.loads(os.environ.get(ENV, "{}"))
-    if settings.get("model"):
+def guard(sigma: float, model: str | None = None, guard: str | None = None,
+          raw_size: list[int] | None = None, device: str = "cpu", dtype: str | None = None,
+          max_text_tokens: int = 256, denoiser: str | None = None):
+    """The run's guard (entry point of both ``certify`` runs, its settings given as
+    ``--model-arg``, so they are stored with the run and a resumed run must match):
+    ``model``'s adapter, or a local guard folder loaded with ``transformers``, behind
+    ``denoiser`` when given."""
+    if model:
         from hybridcert.runs.config import RunConfig
         from hybridcert.runs.runner import load_adapter
 
-        adapter = load_adapter(RunConfig(model=settings["model"], sigma=settings["sigma"]))
+        adapter = load_adapter(RunConfig(model=model, sigma=sigma))
     else:
-        adapter = load_folder(settings["guard"], tuple(settings["raw_size"]),
-                              settings.get("device", "cpu"), settings.get("dtype"),
-                              settings.get("max_text_tokens", 256))
-    if settings.get("denoiser"):
+        adapter = load_folder(guard, tuple(raw_size), device, dtype, max_text_tokens)
+    if denoiser:
         import importlib
 
         from hybridcert.adapters import denoised
 
-        module, _, attr = settings["denoiser"].partition(":")
-        denoiser = getattr(importlib.import_module(module), attr)()
-        adapter = denoised(adapter, denoiser, block="image", sigma=settings["sigma"])
+        module, _, attr = denoiser.partition(":")
+        adapter = denoised(adapter, getattr(importlib.import_module(module), attr)(),
+                           block="image", sigma=sigma)
     return adapter
 
 
@@ -119,7 +118,6 @@ def certify(dataset: str, store: Path, args, settings: dict) -> list[dict]:
     from hybridcert.cli.main import main
     from hybridcert.runs.store import RunStore
 
-    os.environ[ENV] = json.dumps(settings)
     argv = ["certify", "--model", ENTRY, "--dataset", dataset, "--store", str(store),
             "--sigma", str(args.sigma), "--keep-prob", str(args.keep_prob),
             "--threat", "append", "--append-slots", str(args.append_slots),
@@ -127,6 +125,9 @@ def certify(dataset: str, store: Path, args, settings: dict) -> list[dict]:
             "--rule", "flag", "--threshold", str(args.tau), "--flagged-class", "1",
             "--n", str(args.n), "--alpha", str(args.alpha), "--seed", str(args.seed),
             "--device", args.device, "--batch-size", str(args.batch_size)]
+    for key, value in settings.items():
+        if value is not None:
+            argv += ["--model-arg", f"{key}={json.dumps(value)}"]
     if args.limit is not None:
         argv += ["--limit", str(args.limit)]
     if args.quiet:
