@@ -112,9 +112,13 @@ def test_hybrid_targets_use_the_joint_threshold():
     result = certify_sequential(clf, record, 0.01, targets=[(0.25, 1), (0.5, 2)], n_max=20000)
     assert result.label == 1 and all(result.certified_targets)
     assert result.queries < 20000
-    # A target beyond what the cap can ever show is given up early, not run to the cap.
+    # A target beyond what the cap can ever show is refuted at once, and the run stops there:
+    # the class at the zero budget is not settled within that one draw, so the answer abstains
+    # (bounded effort: "not certified" is never wrong).
     far = certify_sequential(clf, record, 0.01, targets=[(3.0, 0)], n_max=20000)
-    assert far.label == 1 and far.certified_targets == [False] and far.queries < 20000
+    assert far.certified_targets == [False] and far.queries == 1
+    assert far.targets[0]["status"] == "refuted" and far.targets[0]["decided_at"] == 1
+    assert far.label == ABSTAIN and (far.status, far.decided_at) == ("gave_up", 1)
 
 
 def test_answers_do_not_depend_on_how_the_draws_are_batched():
