@@ -55,6 +55,12 @@ def test_service_decides_as_the_rule_driven_alone(toy_server):
             assert answer["p_lower"] == rule.p_lower, name
         assert [t["certified"] for t in answer["certified"]] == \
             ([bool(c) for c in rule.certified[1:]] if rule.label >= 0 else [False] * 4)
+        # how each target and the decision at the input itself ended, and when
+        assert [(t["status"], t["decided_at"]) for t in answer["certified"]] == \
+            list(zip(rule.status[1:], rule.decided_at[1:].tolist(), strict=True)), name
+        assert (answer["status"], answer["decided_at"]) == \
+            (rule.status[0], int(rule.decided_at[0])), name
+        assert (answer["status"] == "certified") == (answer["decision"] != "abstain")
         if rule.label >= 0:
             region = service.plan.noise.frontier(
                 [rule.p_lower], max_tokens=service.config.max_tokens,
@@ -91,3 +97,7 @@ def test_service_decides_as_certify_in_decision_mode(toy_server, tmp_path):
         assert answer["p_lower"] == row["p_lower"], name
         assert [t["certified"] for t in answer["certified"]] == \
             [t["certified"] for t in row["targets"]], name
+        assert [(t["status"], t["decided_at"]) for t in answer["certified"]] == \
+            [(t["status"], t["decided_at"]) for t in row["targets"]], name
+        assert (answer["status"], answer["decided_at"]) == \
+            (row["status"], row["decided_at"]), name
