@@ -46,7 +46,7 @@ def count_rows(path):
 def start_slow_run(dataset, store):
     """A 12-input run of several seconds (0.3 s per model call), long enough to be
     interrupted midway even on a slow, loaded machine."""
-    env = dict(os.environ, TOY_MODEL_DELAY="0.3", PYTHONPATH=str(ROOT))
+    env = dict(os.environ, TOY_MODEL_DELAY="0.3", PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
     # as in a terminal: SIGINT delivered (a test run started in the background by a
     # non-interactive shell inherits SIGINT ignored, and Python then keeps ignoring it)
     return subprocess.Popen(
@@ -319,7 +319,7 @@ def test_ray_local_cluster_keeps_its_token_private(jsonl_dataset, tmp_path):
     """Issue 11: Ray wrote a world-readable token; the local cluster the Ray backend starts
     (token authentication on) leaves it readable by its owner only."""
     pytest.importorskip("ray")
-    env = dict(os.environ, HOME=str(tmp_path), PYTHONPATH=str(ROOT))
+    env = dict(os.environ, HOME=str(tmp_path), PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
     env.pop("RAY_AUTH_MODE", None)
     result = subprocess.run(
         [sys.executable, "-m", "hybridcert.cli.main", "certify", "--dataset",
