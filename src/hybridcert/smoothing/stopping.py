@@ -46,6 +46,12 @@ count still needed at ``n_max`` would need a rate above an upper confidence boun
 (Krichevsky–Trofimov mixture at level ``futility``), or at ``n_max``.  With ``price``, also
 when settling it is projected to cost more draws than it is worth (many thresholds at once).
 
+*Status.*  Every threshold of a finished ``DecisionTest`` says how it ended (``status``):
+certified, refuted (given up by the futility bound, or unreachable), gave_up (the price), cap.
+``BoundedDecision`` runs the targets and a base question (the class at the zero budget) as two
+tests on the same draws, at ``(1 - base_share) alpha`` and ``base_share alpha`` (union bound),
+and stops when the targets are settled: the base counts only if settled by then.
+
 *Looks family* (``boundary="looks"``): Clopper–Pearson at level/K at K geometric looks (a
 union bound over the looks) instead of the mixture; cheaper for long runs, dearer for short.
 
