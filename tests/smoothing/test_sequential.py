@@ -97,6 +97,9 @@ def test_radius_mode_is_valid_and_saves_queries():
     for seed in range(RUNS // 2):
         result = certify_sequential(clf, record, ALPHA, seed=seed, tolerance=0.1, n_max=6400)
         queries.append(result.queries)
+        assert (result.status == "certified") == (result.label != ABSTAIN)
+        assert result.status in ("certified", "refuted", "cap")
+        assert result.decided_at == result.queries
         if result.label != ABSTAIN:
             failures += result.label != 1 or result.l2_radius[0] > margin
     assert failures <= int(binom.ppf(1 - 1e-6, RUNS // 2, ALPHA))
