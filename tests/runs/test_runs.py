@@ -17,6 +17,8 @@ from hybridcert.cli.main import main
 from hybridcert.runs.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[2]
+#: Subprocesses import the code under test (this checkout's src), then the tests package.
+SUBPROCESS_PATH = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
 ARGS = ["--model", "tests.runs.toy_model:factory", "--sigma", "0.25", "--keep-prob", "0.3",
         "--n0", "16", "--n", "200", "--alpha", "0.01", "--max-tokens", "4", "--quiet"]
 
@@ -46,7 +48,7 @@ def count_rows(path):
 def start_slow_run(dataset, store):
     """A 12-input run of several seconds (0.3 s per model call), long enough to be
     interrupted midway even on a slow, loaded machine."""
-    env = dict(os.environ, TOY_MODEL_DELAY="0.3", PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+    env = dict(os.environ, TOY_MODEL_DELAY="0.3", PYTHONPATH=SUBPROCESS_PATH)
     # as in a terminal: SIGINT delivered (a test run started in the background by a
     # non-interactive shell inherits SIGINT ignored, and Python then keeps ignoring it)
     return subprocess.Popen(
@@ -319,7 +321,7 @@ def test_ray_local_cluster_keeps_its_token_private(jsonl_dataset, tmp_path):
     """Issue 11: Ray wrote a world-readable token; the local cluster the Ray backend starts
     (token authentication on) leaves it readable by its owner only."""
     pytest.importorskip("ray")
-    env = dict(os.environ, HOME=str(tmp_path), PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+    env = dict(os.environ, HOME=str(tmp_path), PYTHONPATH=SUBPROCESS_PATH)
     env.pop("RAY_AUTH_MODE", None)
     result = subprocess.run(
         [sys.executable, "-m", "hybridcert.cli.main", "certify", "--dataset",
