@@ -80,6 +80,9 @@ def test_sequential_detector_is_valid(side, margin):
         result = certify_sequential(clf, record, ALPHA, seed=seed, targets=[(0.1, 0)],
                                     detector=detector, n_max=20_000)
         decided += result.decision == side
+        assert (result.status == "certified") == (result.decision != "abstain")
+        assert [t["status"] == "certified" for t in result.targets] == \
+            result.certified_targets
         if result.decision == side and result.certified_targets[0]:
             failures += not truly
         if result.decision not in (side, "abstain"):

@@ -830,3 +830,21 @@ def test_bounded_detector_error_rate_and_status():
         wrong += bool(rule.outcome[1] == ABOVE or (rule.outcome == BELOW).any()
                       or rule.p_lower >= 0.2 or rule.p_upper <= 0.2)
     assert wrong <= ALLOWED
+
+
+def test_bounded_detector_stops_when_the_targets_are_settled():
+    """Detector at its threshold (flag rate 0.1 = tau, flag above / benign below it at the
+    zero budget; targets: flag above 0.2, benign below 0.05): both targets are refuted within
+    a few hundred draws and the rule stops, the decision at the zero budget left open
+    (gave_up, abstain); one DecisionTest over the zero budget and the target runs over
+    30,000 draws to refute the zero budget too."""
+    for seed in range(3):
+        labels = stream(seed, 0.1, 100_000)
+        rule = drive(BoundedDecision(0.1, [0.2], 0.001, 100_000, mode="detector",
+                                     target_class=1, base_benign=0.1,
+                                     benign_thresholds=[0.05]), labels)
+        both = drive(DecisionTest([0.1, 0.2], 0.001, 100_000, mode="detector", target_class=1,
+                                  benign_thresholds=[0.1, 0.05]), labels)
+        assert rule.status == ["gave_up", "refuted"] and rule.label == ABSTAIN
+        assert rule.queries < 1000 and both.queries > 30_000
+        assert both.status == ["refuted", "refuted"]
