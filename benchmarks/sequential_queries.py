@@ -29,7 +29,15 @@ the model's own rate on that input, with a standard error <= 0.011.  The top cla
 predicted one (wrong for misclassified inputs; for the 10 abstentions, whose pA <= 0.56,
 counted as wrong).  Thresholds p* come from the certificate engine (``p_star``).
 
-Modes (``--modes``): ``decision`` (each target alone), ``synthetic`` (a grid of pA x p*),
+**The product path** (``--modes product``): the rule ``hybridcert certify --mode decision``
+and ``hybridcert serve`` run — ``SequentialQuestion(noise, 2, alpha, cap,
+targets=[target]).new_rule()`` on the benchmark's noise (Gaussian sigma on the image, substitution
+keep on the tokens), i.e. the target together with the class at the zero budget, read with
+``SequentialQuestion.result`` — against the betting sequence, on both readings of pA from the
+TSV: its ``p_lower`` itself, and the point estimate max(k, n - k)/n (``--readings``).
+
+Modes (``--modes``): ``decision`` (each target alone), ``product`` (the product path),
+``synthetic`` (a grid of pA x p*),
 ``grid`` (all 25 cells of the report's (eps, r) grid at once, against fixed n and an oracle),
 ``radius`` (frontier to a tolerance), ``exact`` (worst-case error of each rule's boundary at
 pA = p*, summed exactly over the stopping boundary).
@@ -66,8 +74,11 @@ VOCAB_SIZE = 29_523
 
 
 # -- inputs and thresholds -----------------------------------------------------------------
-def benchmark_rates(path: Path = TSV, n: int = 2000, alpha: float = 0.001):
-    """(pA of the top class, top class == true label) per input of the fixed-n run."""
+def benchmark_rates(path: Path = TSV, n: int = 2000, alpha: float = 0.001,
+                    reading: str = "point"):
+    """(pA of the top class, top class == true label) per input of the fixed-n run.
+    ``reading``: ``point`` (max(k, n - k)/n of the inverted count) or ``p_lower`` (the row's
+    Clopper–Pearson bound itself, a pessimistic reading)."""
     ks = np.arange(1, n + 1)
     bounds = beta_dist.ppf(alpha, ks, n - ks + 1)
     rates, correct = [], []
@@ -76,7 +87,7 @@ def benchmark_rates(path: Path = TSV, n: int = 2000, alpha: float = 0.001):
             k = int(ks[np.argmin(np.abs(bounds - float(row["p_lower"])))])
             if abs(clopper_pearson(k, n, alpha)[0] - float(row["p_lower"])) > 1e-12:
                 raise SystemExit(f"row {row['idx']}: p_lower does not invert to a count")
-            rates.append(max(k, n - k) / n)
+            rates.append(max(k, n - k) / n if reading == "point" else float(row["p_lower"]))
             correct.append(row["predict"] == row["label"] and row["predict"] != "-1")
     return np.array(rates), np.array(correct)
 
@@ -258,6 +269,103 @@ def decision_mode(rates, correct, tops, args) -> None:
             for k, v in results.items()}
     print("\n### both targets pooled\n")
     print(table(pooled, args.seeds))
+
+
+def product_question(eps: float, r: int, args):
+    """What ``certify --mode decision`` and ``serve`` ask for one target on the benchmark's
+    noise: the ``SequentialQuestion`` (its ``new_rule`` holds the class at the zero budget
+    too)."""
+    import torch
+
+    from hybridcert.blocks import Continuous, HybridNoise, Tokens
+    from hybridcert.smoothing import Vocabulary
+    from hybridcert.smoothing.sequential import SequentialQuestion
+
+    noise = HybridNoise([Continuous("image", Gaussian(args.sigma)),
+                         Tokens("text", Substitution(args.keep, VOCAB_SIZE),
+                                Vocabulary(torch.arange(VOCAB_SIZE)))])
+    return SequentialQuestion(noise, 2, args.alpha, args.n_max, targets=[(eps, r)])
+
+
+def run_product(question, threshold, rates, correct, tops, args):
+    """Per seed: (queries, certified & right) of the product path, of the rule it replaced
+    (one ``DecisionTest`` over the class at the zero budget and the target, done when both
+    are settled) and of the betting sequence (alpha/2 per side, the class given), on the
+    same paths."""
+    out = {"product": ([], []), "before": ([], []), "betting": ([], [])}
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        per = {k: ([], []) for k in out}
+        for i, (p_a, top) in enumerate(zip(rates, tops, strict=True)):
+            labels = path(seed, i, p_a, top, args.n_max + 100)
+            rule = drive(question.new_rule(), labels)
+            result = question.result(rule)
+            per["product"][0].append(rule.queries)
+            per["product"][1].append(bool(result.certified_targets[0] and result.label == top
+                                          and correct[i]))
+            old = drive(DecisionTest(question.thresholds, args.alpha, args.n_max), labels)
+            per["before"][0].append(old.queries)
+            per["before"][1].append(bool(old.certified[1] and old.label == top and correct[i]))
+            bet = drive(Betting(threshold, args.alpha / 2, args.n_max, top), labels)
+            per["betting"][0].append(bet.queries)
+            per["betting"][1].append(bool(bet.certified[0] and correct[i]))
+        for k in out:
+            out[k][0].append(np.array(per[k][0]))
+            out[k][1].append(np.array(per[k][1]))
+    return out
+
+
+def _product_line(reading, what, res, seeds) -> str:
+    bq = res["betting"][0]
+    cb = sum(int(c.sum()) for c in res["betting"][1])
+    cells = []
+    for name in ("product", "before"):
+        q, c = res[name]
+        means = [a.mean() / b.mean() for a, b in zip(q, bq, strict=True)]
+        medians = [np.median(a) / np.median(b) for a, b in zip(q, bq, strict=True)]
+        allq, allb = np.concatenate(q), np.concatenate(bq)
+        got = sum(int(x.sum()) for x in c)
+        cells.append(f"{allq.mean():,.0f} / {np.median(allq):,.0f} | "
+                     f"{allq.mean() / allb.mean():.2f} ({min(means):.2f}..{max(means):.2f}) | "
+                     f"{np.median(allq) / np.median(allb):.2f} ({min(medians):.2f}.."
+                     f"{max(medians):.2f}) | {got / seeds:.1f} "
+                     f"({100 * (cb - got) / max(cb, 1):+.2f}%)")
+    allb = np.concatenate(bq)
+    return (f"| {reading} | {what} | {allb.mean():,.0f} / {np.median(allb):,.0f} | "
+            f"{cb / seeds:.1f} | " + " | ".join(cells) + " |")
+
+
+def product_mode(args) -> None:
+    """The product path against the betting sequence, per reading of pA and per target."""
+    print(f"\n### the product path: SequentialQuestion(...).new_rule(), the rule certify "
+          f"--mode decision and serve run (the target, and the class at the zero budget within "
+          f"the target's draws), against betting (alpha/2 per side, the class given); "
+          f"{args.seeds} seeds from {args.first_seed}, alpha {args.alpha}, cap "
+          f"{args.n_max:,}\n")
+    print("Ratios are to betting, pooled over seeds, with the per-seed range in brackets; "
+          "'before' is the rule the product path ran until this change (one DecisionTest "
+          "settling the class at the zero budget and the target).  Certified & right: per "
+          "seed, with the loss against betting in % of betting's (negative: more).\n")
+    print("| reading | target | betting mean / median | betting cert. & right | product mean / "
+          "median | product mean ratio | product median ratio | product cert. & right "
+          "(loss) | before mean / median | before mean ratio | before median ratio | before "
+          "cert. & right (loss) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for reading in args.readings:
+        rates, correct = benchmark_rates(reading=reading)
+        tops = np.where(correct, 1, 0)
+        pooled = None
+        for eps, r in TARGETS:
+            question = product_question(eps, r, args)
+            t = float(question.thresholds[1])
+            if abs(t - p_star(eps, r, args.sigma, args.keep)) > 1e-12:
+                raise SystemExit(f"p* of ({eps}, {r}) differs between the question and p_star")
+            res = run_product(question, t, rates, correct, tops, args)
+            print(_product_line(reading, f"({eps}, {r}), p* {t:.4f}", res, args.seeds))
+            pooled = res if pooled is None else {
+                k: tuple([np.concatenate([a, b]) for a, b in zip(pooled[k][m], v[m],
+                                                                   strict=True)]
+                         for m in range(2)) for k, v in res.items()}
+        print(_product_line(reading, "both targets", pooled, args.seeds))
 
 
 def synthetic_mode(args) -> None:
@@ -525,7 +633,9 @@ def main() -> None:
     parser.add_argument("--n-max", type=int, default=100_000)
     parser.add_argument("--sigma", type=float, default=0.5)
     parser.add_argument("--keep", type=float, default=0.1)
-    parser.add_argument("--modes", default="decision,synthetic,grid,radius,exact")
+    parser.add_argument("--modes", default="decision,product,synthetic,grid,radius,exact")
+    parser.add_argument("--readings", default="p_lower,point",
+                        help="product mode: readings of pA from the TSV (p_lower, point)")
     parser.add_argument("--synthetic-runs", type=int, default=50)
     parser.add_argument("--grid-rules",
                         default="mixture,looks,spending,mixture:10000,looks:10000,looks:14000,"
@@ -541,6 +651,9 @@ def main() -> None:
     args = parser.parse_args()
     args.grid_rules = [c for c in args.grid_rules.split(",") if c]
     args.tolerance = [float(t) for t in args.tolerance.split(",")]
+    args.readings = [r for r in args.readings.split(",") if r]
+    if not set(args.readings) <= {"p_lower", "point"}:
+        parser.error(f"--readings: p_lower and/or point, got {args.readings}")
     rates, correct = benchmark_rates()
     tops = np.where(correct, 1, 0)            # any fixed labelling of the top class
     print(f"{len(rates)} inputs from {TSV.relative_to(TSV.parents[3])}: pA median "
@@ -550,6 +663,8 @@ def main() -> None:
     start = time.perf_counter()
     if "decision" in modes:
         decision_mode(rates, correct, tops, args)
+    if "product" in modes:
+        product_mode(args)
     if "synthetic" in modes:
         synthetic_mode(args)
     if "grid" in modes:

@@ -17,6 +17,8 @@ from hybridcert.cli.main import main
 from hybridcert.runs.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[2]
+#: Subprocesses import the code under test (this checkout's src), then the tests package.
+SUBPROCESS_PATH = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
 ARGS = ["--model", "tests.runs.toy_model:factory", "--sigma", "0.25", "--keep-prob", "0.3",
         "--n0", "16", "--n", "200", "--alpha", "0.01", "--max-tokens", "4", "--quiet"]
 
@@ -46,7 +48,7 @@ def count_rows(path):
 def start_slow_run(dataset, store):
     """A 12-input run of several seconds (0.3 s per model call), long enough to be
     interrupted midway even on a slow, loaded machine."""
-    env = dict(os.environ, TOY_MODEL_DELAY="0.3", PYTHONPATH=str(ROOT))
+    env = dict(os.environ, TOY_MODEL_DELAY="0.3", PYTHONPATH=SUBPROCESS_PATH)
     # as in a terminal: SIGINT delivered (a test run started in the background by a
     # non-interactive shell inherits SIGINT ignored, and Python then keeps ignoring it)
     return subprocess.Popen(
@@ -319,7 +321,7 @@ def test_ray_local_cluster_keeps_its_token_private(jsonl_dataset, tmp_path):
     """Issue 11: Ray wrote a world-readable token; the local cluster the Ray backend starts
     (token authentication on) leaves it readable by its owner only."""
     pytest.importorskip("ray")
-    env = dict(os.environ, HOME=str(tmp_path), PYTHONPATH=str(ROOT))
+    env = dict(os.environ, HOME=str(tmp_path), PYTHONPATH=SUBPROCESS_PATH)
     env.pop("RAY_AUTH_MODE", None)
     result = subprocess.run(
         [sys.executable, "-m", "hybridcert.cli.main", "certify", "--dataset",
@@ -364,3 +366,39 @@ def test_report_of_a_detector_decision_run(jsonl_dataset, tmp_path):
     assert main(["report", str(store), "--out", str(tmp_path / "r2")]) == 0
     assert "False-flag rate" not in (tmp_path / "r2" / "REPORT.md").read_text()
     assert main(["report", str(store), "--run", "7"]) == 2
+
+
+def test_every_answer_says_how_it_ended(jsonl_dataset, tmp_path):
+    """Issue 22 item 3: decision mode stores, exports and reports a status per target and for
+    the class at the zero budget, with the draw it was decided at; fixed n says certified or
+    cap (its sample ran out)."""
+    seq, fixed = tmp_path / "s.sqlite", tmp_path / "f.sqlite"
+    assert certify(jsonl_dataset, seq, "--mode", "decision", "--target", "0.1,0",
+                   "--target", "5.0,0", "--n", "3200") == 0
+    statuses = {"certified", "refuted", "gave_up", "cap"}
+    for row in stored(seq):
+        assert row["status"] in statuses and 1 <= row["decided_at"] <= row["queries"]
+        assert row["targets"][1]["status"] == "refuted"       # 5.0 is out of any reach
+        for target in row["targets"]:
+            assert target["status"] in statuses
+            assert (target["status"] == "certified") == target["certified"]
+            assert 1 <= target["decided_at"] <= row["queries"]
+        assert max(t["decided_at"] for t in row["targets"]) == row["queries"]
+        assert (row["status"] == "certified") == (row["predict"] != -1)
+    db = sqlite3.connect(seq)
+    assert {r[0] for r in db.execute("SELECT status FROM results")} <= statuses
+    db.close()
+    assert main(["report", str(seq), "--out", str(tmp_path / "r")]) == 0
+    report = (tmp_path / "r" / "REPORT.md").read_text()
+    assert "## How the answers ended" in report and "| class (zero budget) |" in report
+    header, *lines = (tmp_path / "r" / "certify.tsv").read_text().splitlines()
+    columns = header.split("\t")
+    for name in ("status", "decided_at", "target0_status", "target1_status",
+                 "target1_decided_at", "target1_certified"):
+        assert name in columns
+    first = dict(zip(columns, lines[0].split("\t"), strict=True))
+    assert first["target1_status"] == "refuted" and first["target1_certified"] == "0"
+    assert certify(jsonl_dataset, fixed, "--target", "0.1,0") == 0
+    for row in stored(fixed):
+        assert row["status"] == ("certified" if row["predict"] != -1 else "cap")
+        assert row["targets"][0]["status"] in ("certified", "cap")

@@ -195,3 +195,31 @@ def test_attack_rows_in_a_store_written_before_the_attacks_table(tmp_path):
         assert [(r["kind"], r["outcome"]) for r in store.attack_rows()] == [
             ("inside", "undecided"), ("beyond", "held")]
         assert store.rows()[0]["id"] == "x"
+
+
+def test_a_store_of_schema_2_is_refused_in_one_line(good_store, capsys):
+    """Schema 3 rows say how each decision ended; a store written before (schema 2) is refused
+    by name, unaltered, both for certifying into it and for reports."""
+    db = sqlite3.connect(good_store)
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    before = digest(good_store)
+    for readonly in (False, True):
+        with pytest.raises(StoreError, match="older hybridcert \\(schema 2: its rows do not "
+                           "say how each decision ended\\).*schema 3"):
+            RunStore(good_store, None if readonly else CONFIG, readonly=readonly)
+    assert main(["report", str(good_store), "--out",
+                 str(good_store.parent / "rep")]) == 2
+    assert "schema 2" in capsys.readouterr().err
+    assert digest(good_store) == before
+
+
+def test_the_class_status_is_a_column(tmp_path):
+    path = tmp_path / "s.sqlite"
+    with RunStore(path, CONFIG) as store:
+        store.write(dict(row(0), status="refuted", decided_at=70), "h0")
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT status FROM results").fetchall() == [("refuted",)]
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    db.close()

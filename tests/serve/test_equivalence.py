@@ -56,6 +56,12 @@ def test_service_decides_as_the_rule_driven_alone(toy_server):
             assert answer["p_lower"] == rule.p_lower, name
         assert [t["certified"] for t in answer["certified"]] == \
             ([bool(c) for c in rule.certified[1:]] if rule.label >= 0 else [False] * 4)
+        # how each target and the decision at the input itself ended, and when
+        assert [(t["status"], t["decided_at"]) for t in answer["certified"]] == \
+            list(zip(rule.status[1:], rule.decided_at[1:].tolist(), strict=True)), name
+        assert (answer["status"], answer["decided_at"]) == \
+            (rule.status[0], int(rule.decided_at[0])), name
+        assert (answer["status"] == "certified") == (answer["decision"] != "abstain")
         if rule.label >= 0:
             region = service.plan.noise.frontier(
                 [rule.p_lower], max_tokens=service.config.max_tokens,
@@ -97,3 +103,41 @@ def test_service_decides_as_certify_in_decision_mode(toy_server, tmp_path):
         assert answer["p_lower"] == row["p_lower"], name
         assert [t["certified"] for t in answer["certified"]] == \
             [t["certified"] for t in row["targets"]], name
+        assert [(t["status"], t["decided_at"]) for t in answer["certified"]] == \
+            [(t["status"], t["decided_at"]) for t in row["targets"]], name
+        assert (answer["status"], answer["decided_at"]) == \
+            (row["status"], row["decided_at"]), name
+
+
+def test_targets_without_the_input_itself_stop_when_the_targets_are_settled():
+    """Issue 22 item 4, through the service: targets (0.1, 0) and (0.1, 1) only.  At the
+    ambiguous input (P(unsafe) = 1/2) both targets are refuted within a few hundred
+    evaluations and the service stops there: abstain, the decision's status gave_up (the
+    rule that also settles the input itself, one DecisionTest over the three thresholds, runs
+    3,278 on this stream).  The answer is that of certify --mode decision's rule
+    (SequentialQuestion) driven alone."""
+    from tests.serve.conftest import live_service
+
+    with live_service(targets=[[0.1, 0], [0.1, 1]]) as (url, service):
+        answer = httpx.post(url + "/v1/moderate", timeout=60, json={
+            "image": b64(png_even()), "text": "unknown words", "id": "even"}).json()
+        assert answer["decision"] == "abstain" and answer["queries"] < 1000
+        assert [t["status"] for t in answer["certified"]] == ["refuted", "refuted"]
+        assert (answer["status"], answer["decided_at"]) == ("gave_up", answer["queries"])
+        rule = service.rules.question.new_rule()
+        _, record = _reference(service, png_even(), "unknown words", "even")
+        assert answer["seed"] == service.seed_of(record)
+        stream = service.plan.classifier.stream(record, answer["seed"], Stage.SEQUENTIAL)
+        while not rule.done:
+            rule.observe(stream.labels(rule.next_draws()))
+        assert answer["queries"] == rule.queries and rule.status[0] == "gave_up"
+        run = service.plan
+        budgets = [run.noise.budget({})] + [run.noise.pair_budget(0.1, r) for r in (0, 1)]
+        both = DecisionTest([run.noise.threshold(b) for b in budgets], 0.001, 10_000)
+        stream = run.classifier.stream(record, answer["seed"], Stage.SEQUENTIAL)
+        while not both.done:
+            both.observe(stream.labels(both.next_draws()))
+        assert both.queries > 3 * answer["queries"]
+        sure = httpx.post(url + "/v1/moderate", timeout=60, json={
+            "image": b64(png(0.95)), "text": "lovely day", "id": "bright"}).json()
+        assert sure["decision"] == "unsafe" and sure["status"] == "certified"

@@ -68,13 +68,18 @@ def test_upload_submit_and_see_decision_and_region(browser, tmp_path):
         rows = browser.find_elements(By.CSS_SELECTOR, "#targets tbody tr")
         assert len(rows) == len(TARGETS)
         first = [td.text for td in rows[0].find_elements(By.TAG_NAME, "td")]
-        assert first == ["0", "0", "yes"]                 # the input itself is certified
+        assert first[:3] == ["0", "0", "yes"]             # the input itself is certified
+        assert first[3].startswith("certified at ")
+        for row in rows:
+            ended = row.find_elements(By.TAG_NAME, "td")[3].text
+            assert ended.split(" at ")[0] in ("certified", "refuted", "gave up", "cap")
         region = browser.find_elements(By.CSS_SELECTOR, "#region tbody tr")
         assert region and region[0].find_elements(By.TAG_NAME, "td")[0].text == "0"
         assert float(region[0].find_elements(By.TAG_NAME, "td")[1].text) > 0
         bars = browser.find_elements(By.CSS_SELECTOR, "#region-chart svg rect")
         assert len(bars) == len(region)
-        assert "model evaluations" in browser.find_element(By.ID, "summary").text
+        summary = browser.find_element(By.ID, "summary").text
+        assert "model evaluations" in summary and summary.startswith("certified at ")
 
         # an input nothing can be certified for: the page says the service abstains
         from tests.serve.conftest import png_even
@@ -84,6 +89,7 @@ def test_upload_submit_and_see_decision_and_region(browser, tmp_path):
         _moderate_in_page(browser, url, even, "unknown words")
         assert browser.find_element(By.ID, "decision").text == "abstain"
         assert "abstains" in browser.find_element(By.ID, "region-chart").text
+        assert not browser.find_element(By.ID, "summary").text.startswith("certified")
 
 
 def test_page_shows_refusals(browser, tmp_path):

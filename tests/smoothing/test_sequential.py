@@ -80,6 +80,9 @@ def test_sequential_detector_is_valid(side, margin):
         result = certify_sequential(clf, record, ALPHA, seed=seed, targets=[(0.1, 0)],
                                     detector=detector, n_max=20_000)
         decided += result.decision == side
+        assert (result.status == "certified") == (result.decision != "abstain")
+        assert [t["status"] == "certified" for t in result.targets] == \
+            result.certified_targets
         if result.decision == side and result.certified_targets[0]:
             failures += not truly
         if result.decision not in (side, "abstain"):
@@ -97,6 +100,9 @@ def test_radius_mode_is_valid_and_saves_queries():
     for seed in range(RUNS // 2):
         result = certify_sequential(clf, record, ALPHA, seed=seed, tolerance=0.1, n_max=6400)
         queries.append(result.queries)
+        assert (result.status == "certified") == (result.label != ABSTAIN)
+        assert result.status in ("certified", "refuted", "cap")
+        assert result.decided_at == result.queries
         if result.label != ABSTAIN:
             failures += result.label != 1 or result.l2_radius[0] > margin
     assert failures <= int(binom.ppf(1 - 1e-6, RUNS // 2, ALPHA))
@@ -112,9 +118,13 @@ def test_hybrid_targets_use_the_joint_threshold():
     result = certify_sequential(clf, record, 0.01, targets=[(0.25, 1), (0.5, 2)], n_max=20000)
     assert result.label == 1 and all(result.certified_targets)
     assert result.queries < 20000
-    # A target beyond what the cap can ever show is given up early, not run to the cap.
+    # A target beyond what the cap can ever show is refuted at once, and the run stops there:
+    # the class at the zero budget is not settled within that one draw, so the answer abstains
+    # (bounded effort: "not certified" is never wrong).
     far = certify_sequential(clf, record, 0.01, targets=[(3.0, 0)], n_max=20000)
-    assert far.label == 1 and far.certified_targets == [False] and far.queries < 20000
+    assert far.certified_targets == [False] and far.queries == 1
+    assert far.targets[0]["status"] == "refuted" and far.targets[0]["decided_at"] == 1
+    assert far.label == ABSTAIN and (far.status, far.decided_at) == ("gave_up", 1)
 
 
 def test_answers_do_not_depend_on_how_the_draws_are_batched():
@@ -162,3 +172,62 @@ def test_long_run_boundaries_and_price_reach_the_rule(boundary):
     assert result.label == 1
     assert result.certified_targets[-1] is False          # 0.5 > the true margin 0.4
     assert result.certified_targets[0] is True
+
+
+def test_an_ambiguous_input_stops_once_the_target_is_settled():
+    """Margin 0: P(class 1) = 1/2 exactly.  The target (0.25, 0) is refuted within a few
+    hundred draws and the run stops there (it used to settle the class at the zero budget
+    as well: tens of thousands of draws); the class is left open: abstain, status gave_up."""
+    clf = linear_classifier()
+    record = {"image": 1.0 * W}
+    for seed in range(3):
+        result = certify_sequential(clf, record, 0.001, seed=seed, targets=[(0.25, 0)],
+                                    n_max=100_000)
+        assert result.queries < 1000
+        assert result.targets[0]["status"] == "refuted"
+        assert result.targets[0]["decided_at"] == result.queries
+        assert result.label == ABSTAIN and result.status == "gave_up"
+        row = result.to_row()
+        assert (row["status"], row["decided_at"]) == ("gave_up", result.queries)
+        assert row["targets"][0]["status"] == "refuted"
+
+
+def test_every_status_through_the_smoothed_classifier():
+    """The closed-form linear rule, P(class 1) = Phi(margin / sigma): certified (margin 0.6,
+    target 0.25), refuted (margin 0.1 < 0.25), gave_up (a price of 20 draws on a target just
+    below the margin; "cap" is pinned on the rule in test_stopping.py); the class says the
+    same at the zero budget as a target (0, 0), refuted at margin 0 with a cap of 3,000."""
+    clf = linear_classifier()
+
+    def run(margin, targets, n_max=20_000, **kw):
+        return certify_sequential(clf, {"image": (margin + 1.0) * W}, 0.01, seed=1,
+                                  targets=targets, n_max=n_max, **kw)
+
+    sure = run(0.6, [(0.25, 0)])
+    assert [t["status"] for t in sure.targets] == ["certified"] and sure.status == "certified"
+    assert sure.decided_at <= sure.targets[0]["decided_at"] == sure.queries
+    low = run(0.1, [(0.25, 0)])
+    assert low.targets[0]["status"] == "refuted" and not low.certified_targets[0]
+    priced = run(0.6, [(0.1, 0), (0.55, 0)], price=20)
+    assert [t["status"] for t in priced.targets] == ["certified", "gave_up"]
+    zero = run(0.0, [(0.0, 0)], n_max=3000)
+    assert zero.label == ABSTAIN and zero.status == "refuted" and zero.decided_at < 3000
+    assert zero.targets[0]["status"] == "refuted"
+
+
+@pytest.mark.parametrize("margin", [-0.1, 0.05])
+def test_the_class_claim_is_valid_near_one_half(margin):
+    """Near P = 1/2 the class at the zero budget is certified only within the target's draws
+    (at a tenth of alpha): over many seeds, a certified class is the true one and its region
+    holds (certified radius at most the true margin) outside the alpha event."""
+    clf = linear_classifier()
+    record = {"image": (margin + 1.0) * W}
+    truth = int(margin > 0)
+    failures = 0
+    for seed in range(RUNS):
+        result = certify_sequential(clf, record, ALPHA, seed=seed, targets=[(0.1, 0)],
+                                    n_max=3200)
+        if result.label != ABSTAIN:
+            failures += result.label != truth or result.l2_radius[0] > abs(margin)
+        assert result.status in ("certified", "refuted", "gave_up", "cap")
+    assert failures <= ALLOWED

@@ -22,6 +22,7 @@ from hybridcert.smoothing.stopping import (
     ABSTAIN,
     BELOW,
     BonferroniLooks,
+    BoundedDecision,
     DecisionTest,
     FixedN,
     Mixture,
@@ -674,3 +675,176 @@ def test_spending_three_classes_exact_worst_case():
     worst = max(sum(wrong(p) for p in r) for r in rates)
     assert worst <= alpha
     assert worst > 0.5 * alpha          # the level is used, not wasted
+
+
+# -- how each threshold ended ------------------------------------------------------------------
+def test_status_certified_refuted_and_unreachable():
+    """certified: an always-right stream crosses p* = 0.765 at the closed-form draw
+    (quadrature of the mixture); refuted: a stream at rate 0.6 is given up on p* = 0.9 long
+    before the cap, and an unreachable threshold (inf) at the first draw."""
+    n_flag = _first_all_success_crossing(0.765, 0.001)
+    points = schedule_points(100_000)
+    rule = drive(DecisionTest([0.765, np.inf], 0.001, 100_000, mode="flag", target_class=1),
+                 np.ones(100_000, dtype=np.int64))
+    assert rule.status == ["certified", "refuted"]
+    assert rule.decided_at.tolist() == [points[points >= n_flag][0], 1]
+    for seed in range(20):
+        low = drive(DecisionTest([0.9], 0.001, 100_000), stream(seed, 0.6, 100_000))
+        assert low.status == ["refuted"] and 0 < low.decided_at[0] == low.queries < 1000
+
+
+def test_status_cap():
+    """The cap reached while the threshold could still be certified: p* needs every one of
+    the n_max draws right (the per-draw boundary is n_max at n_max and out of reach before),
+    the stream is right n_max - 1 times and then wrong."""
+    t = 0.9
+    n_max = int(np.argmax(DecisionTest([t], 0.01, 1000).per_draw_boundary(0, 0)
+                          <= np.arange(1001)))
+    rule = DecisionTest([t], 0.01, n_max)
+    boundary = rule.per_draw_boundary(0, 0)
+    assert boundary[n_max] == n_max and np.all(boundary[1:n_max] > np.arange(1, n_max))
+    labels = np.ones(n_max, dtype=np.int64)
+    labels[-1] = 0
+    drive(rule, labels)
+    assert rule.status == ["cap"] and rule.decided_at[0] == rule.queries == n_max
+    right = drive(DecisionTest([t], 0.01, n_max), np.ones(n_max, dtype=np.int64))
+    assert right.status == ["certified"] and right.decided_at[0] == n_max
+
+
+def test_status_gave_up_by_the_price():
+    """A threshold just below the rate is dear to certify: a price of 50 draws gives it up at
+    a price look (the first at 70 draws), while the cheap one is certified."""
+    rule = drive(DecisionTest([0.6, 0.94], 0.001, 100_000, price=50),
+                 stream(3, 0.95, 100_000))
+    assert rule.status == ["certified", "gave_up"]
+    looks = schedule_points(100_000, dense=1, growth=1.1)
+    assert rule.decided_at[1] in looks[looks >= 64]
+    assert rule.decided_at[0] < rule.decided_at[1] == rule.queries
+
+
+def _bounded(p_star, **kw):
+    return BoundedDecision(0.5, [p_star], 0.001, 100_000, **kw)
+
+
+def test_bounded_decision_stops_when_the_targets_are_settled():
+    """At an ambiguous input (pA = 0.5) the rule that also settles the class at the zero
+    budget (threshold 1/2) runs tens of thousands of draws; the bounded rule stops once the
+    target is refuted, and the class, not settled by then, is left open: abstain, status
+    gave_up.  A clear input still gets its class and target."""
+    t = 0.7649
+    for seed in range(5):
+        labels = stream(seed, 0.5, 100_000)
+        both = drive(DecisionTest([0.5, t], 0.001, 100_000), labels)
+        bounded = drive(_bounded(t), labels)
+        assert both.queries > 10_000
+        assert bounded.queries < 200 and bounded.queries == bounded.decided_at[1]
+        assert bounded.status == ["gave_up", "refuted"] and bounded.label == ABSTAIN
+        assert not bounded.certified.any() and bounded.decided_at[0] == bounded.queries
+        clear = drive(_bounded(t), stream(seed, 0.97, 100_000))
+        assert clear.label == 1 and clear.status == ["certified", "certified"]
+        assert clear.decided_at[0] <= clear.decided_at[1] == clear.queries
+        assert clear.p_lower > t
+
+
+def test_bounded_decision_keeps_the_class_settled_in_time():
+    """pA = 0.85 against p* = 0.921: the target is refuted after a few hundred draws, by
+    which time the class (threshold 1/2, at base_share * alpha) has crossed in most runs: it
+    stays certified, the target says refuted.  The class's own crossing is exactly that of
+    its test run alone on the same draws."""
+    kept = 0
+    for seed in range(40):
+        labels = stream(seed, 0.85, 100_000)
+        rule = drive(_bounded(0.9213), labels)
+        assert rule.status[1] == "refuted"
+        alone = drive(DecisionTest([0.5], 0.0001, 100_000), labels)
+        if rule.status[0] == "certified":
+            kept += 1
+            assert rule.label == 1 and rule.decided_at[0] == alone.queries <= rule.queries
+            assert rule.p_lower == alone.p_lower
+        else:
+            assert rule.status[0] == "gave_up" and alone.queries > rule.queries
+    assert kept >= 25
+
+
+def test_bounded_decision_batching_does_not_change_anything():
+    rng = np.random.default_rng(3)
+    for seed, p in enumerate([0.5, 0.62, 0.75, 0.8, 0.95]):
+        labels = stream(seed, p, 100_000)
+        whole = _bounded(0.7649)
+        whole.observe(labels)
+        for other in (drive(_bounded(0.7649), labels), drive(_bounded(0.7649), labels, rng)):
+            assert (other.queries, other.label, other.p_lower, other.status) == \
+                (whole.queries, whole.label, whole.p_lower, whole.status)
+            assert np.array_equal(other.decided_at, whole.decided_at)
+
+
+@pytest.mark.parametrize("t", [0.6, 0.765, 0.921])
+def test_bounded_decision_exact_worst_case(t):
+    """Exact error of the bounded rule's boundaries, summed over the per-draw stopping
+    boundary at every true rate p of class A (class B at 1 - p): the class claims (base
+    boundary, level base_share * alpha) wrong for A when p <= 1/2 and for B always, the
+    target claims wrong for A when p <= p* and for B always.  Stopping when the targets are
+    settled only removes crossings, so the sum bounds the rule's error: <= alpha, and the
+    budget is used (> 0.5 alpha at the worst case, above the lowest target)."""
+    alpha = 0.01
+    rule = BoundedDecision(0.5, [t], alpha, N_MAX)
+    base, target = rule.per_draw_boundary(0, 0), rule.per_draw_boundary(1, 0)
+    assert np.array_equal(base, rule.per_draw_boundary(0, 1))
+    assert np.array_equal(target, rule.per_draw_boundary(1, 1))
+    worst = 0.0
+    for p in sorted({0.5, t, *np.linspace(0.5, 0.999, 12)}):
+        wrong = ((crossing_probability(base, p) if p <= 0.5 else 0.0)
+                 + crossing_probability(base, 1 - p)
+                 + (crossing_probability(target, p) if p <= t else 0.0)
+                 + crossing_probability(target, 1 - p))
+        assert wrong <= alpha, (p, wrong)
+        worst = max(worst, wrong)
+    if t > 0.6:
+        assert worst > 0.5 * alpha
+
+
+@pytest.mark.parametrize("p", [0.5, 0.7649])
+def test_bounded_decision_error_rate(p):
+    """1,000 seeded runs at alpha 0.1 at the worst cases (pA = 1/2, pA = p*): wrong claims
+    (the class when pA = 1/2, the target when pA = p*, a reported bound above pA) stay
+    under the 1 - 1e-6 quantile of Binomial(1000, alpha)."""
+    wrong = 0
+    for seed in range(RUNS):
+        rule = drive(BoundedDecision(0.5, [0.7649], ALPHA, N_MAX), stream(seed, p))
+        bad = rule.label == 0 or (rule.label == 1 and p <= 0.5) or \
+            (rule.certified[1] and p <= 0.7649) or (rule.label == 1 and rule.p_lower >= p)
+        wrong += bool(bad)
+    assert wrong <= ALLOWED
+
+
+def test_bounded_detector_error_rate_and_status():
+    """Detector (flag class 1 above 0.1 / benign below it; target thresholds 0.2 and 0.05):
+    at the flag target's worst case p = 0.2 no run claims the flag target, and wrong claims
+    overall stay under the binomial quantile."""
+    wrong = 0
+    for seed in range(RUNS):
+        rule = drive(BoundedDecision(0.1, [0.2], ALPHA, N_MAX, mode="detector",
+                                     target_class=1, base_benign=0.1,
+                                     benign_thresholds=[0.05]), stream(seed, 0.2))
+        assert set(rule.status) <= {"certified", "refuted", "gave_up", "cap"}
+        wrong += bool(rule.outcome[1] == ABOVE or (rule.outcome == BELOW).any()
+                      or rule.p_lower >= 0.2 or rule.p_upper <= 0.2)
+    assert wrong <= ALLOWED
+
+
+def test_bounded_detector_stops_when_the_targets_are_settled():
+    """Detector at its threshold (flag rate 0.1 = tau, flag above / benign below it at the
+    zero budget; targets: flag above 0.2, benign below 0.05): both targets are refuted within
+    a few hundred draws and the rule stops, the decision at the zero budget left open
+    (gave_up, abstain); one DecisionTest over the zero budget and the target runs over
+    30,000 draws to refute the zero budget too."""
+    for seed in range(3):
+        labels = stream(seed, 0.1, 100_000)
+        rule = drive(BoundedDecision(0.1, [0.2], 0.001, 100_000, mode="detector",
+                                     target_class=1, base_benign=0.1,
+                                     benign_thresholds=[0.05]), labels)
+        both = drive(DecisionTest([0.1, 0.2], 0.001, 100_000, mode="detector", target_class=1,
+                                  benign_thresholds=[0.1, 0.05]), labels)
+        assert rule.status == ["gave_up", "refuted"] and rule.label == ABSTAIN
+        assert rule.queries < 1000 and both.queries > 30_000
+        assert both.status == ["refuted", "refuted"]

@@ -207,6 +207,7 @@ def write_report(store_path: Path, folder: Path, run_id: int | None = None) -> P
             text.append(f"| {budget} | {100 * t['accuracy']:.1f} | {100 * t['balanced']:.1f} "
                         f"| {per} |")
         text.append("")
+    text += _endings(rows, summary["targets"])
     if config.rule != "majority" and labelled:
         benign = [r for r in labelled if r["label"] != config.flagged_class]
         flagged = [r for r in labelled if r["label"] == config.flagged_class]
@@ -335,6 +336,50 @@ def attack_section(attacks: list[dict], csv_path: Path) -> list[str]:
 
 def _attack_name(kind: str, factor: float) -> str:
     return "inside" if kind == "inside" else f"beyond x{factor:g}"
+
+
+def ending_counts(rows: list[dict]) -> list[dict]:
+    """How the answers ended: for the class at the zero budget, then each target region,
+    ``{"what", "counts": {status: inputs}, "median_at": {status: median decided_at}}``."""
+    items = [("class (zero budget)", [(r.get("status"), r.get("decided_at")) for r in rows])]
+    n_targets = len(rows[0].get("targets") or []) if rows else 0
+    for j in range(n_targets):
+        items.append((f"target {j}", [(r["targets"][j].get("status"),
+                                       r["targets"][j].get("decided_at")) for r in rows]))
+    out = []
+    for what, pairs in items:
+        counts, at = {}, {}
+        for status, when in pairs:
+            status = status or "unknown"
+            counts[status] = counts.get(status, 0) + 1
+            if when is not None:
+                at.setdefault(status, []).append(when)
+        out.append({"what": what, "counts": counts,
+                    "median_at": {k: float(np.median(v)) for k, v in at.items()}})
+    return out
+
+
+def _endings(rows: list[dict], targets: list[dict]) -> list[str]:
+    """The report's "How the answers ended" section (inputs per status, median draw)."""
+    if not rows:
+        return []
+    order = ("certified", "refuted", "gave_up", "cap")
+    lines = ["## How the answers ended", "",
+             "Inputs per status, with the median draw at which each was decided. certified: "
+             "the lower bound crossed; refuted: it can no longer be certified (an upper bound, "
+             "at the stopping rule's futility level, fell below what the cap would need); "
+             "gave_up: stopped open by a cost rule (the price, or every target settled first); "
+             "cap: the draw cap (fixed n: the sample) ran out while open.", "",
+             "| answer | " + " | ".join(order) + " |", "|---" * (1 + len(order)) + "|"]
+    for j, item in enumerate(ending_counts(rows)):
+        what = item["what"]
+        if j and j - 1 < len(targets):
+            what = ", ".join(f"{k} {v:g}" for k, v in targets[j - 1]["budget"].items() if v) \
+                or "no change"
+        cells = [f"{item['counts'][k]} (at {item['median_at'][k]:,.0f})"
+                 if item["counts"].get(k) else "0" for k in order]
+        lines.append(f"| {what} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def _class_names(config: RunConfig) -> list[str]:

@@ -239,9 +239,15 @@ def certify_items(run: Plan, items: Iterable, group: int = 8) -> Iterator[tuple]
         if config.targets:
             budgets = config.target_budgets()
             for result in results:
-                result.targets = [{"budget": b, "certified": result.region.certifies(b),
-                                   "decided_at": config.n} for b in budgets]
+                result.targets = [_fixed_answer(b, result.region.certifies(b), config.n)
+                                  for b in budgets]
         yield from zip(chunk, results, strict=True)
+
+
+def _fixed_answer(budget: dict, certified: bool, n: int) -> dict:
+    """A target of a fixed-n run: certified, or open when its sample ran out ("cap")."""
+    return {"budget": budget, "certified": bool(certified),
+            "status": "certified" if certified else "cap", "decided_at": int(n)}
 
 
 OnResult = Callable[[object, Certification], None]

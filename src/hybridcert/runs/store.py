@@ -25,7 +25,9 @@ from hybridcert import __version__
 
 #: Marks a SQLite file as a hybridcert store (``PRAGMA application_id``): "HYBC".
 APPLICATION_ID = 0x48594243
-SCHEMA_VERSION = 2
+#: 3: rows say how each decision ended (``status`` and ``decided_at``, per target and for the
+#: class; the class's status also as a column).  2: before.
+SCHEMA_VERSION = 3
 _HEADER = b"SQLite format 3\x00"
 
 _SCHEMA = """
@@ -44,6 +46,7 @@ CREATE TABLE IF NOT EXISTS results (
     idx INTEGER NOT NULL,
     label INTEGER,
     predict INTEGER NOT NULL,
+    status TEXT,
     row TEXT NOT NULL,
     written REAL NOT NULL,
     PRIMARY KEY (run_id, input_id)
@@ -215,6 +218,10 @@ class RunStore:
                                  f"(before schema {SCHEMA_VERSION}); use a new --store")
             raise StoreError(f"{self.path} is a SQLite database of another application "
                              f"(tables {sorted(tables)}), not a hybridcert store")
+        if 0 < version < SCHEMA_VERSION and {"runs", "results"} <= tables:
+            raise StoreError(f"store {self.path} was written by an older hybridcert (schema "
+                             f"{version}: its rows do not say how each decision ended); this "
+                             f"hybridcert reads schema {SCHEMA_VERSION}: use a new --store")
         if version != SCHEMA_VERSION or not {"runs", "results"} <= tables:
             raise StoreError(f"store {self.path} has schema {version}, this hybridcert reads "
                              f"schema {SCHEMA_VERSION}")
@@ -244,9 +251,10 @@ class RunStore:
                 with self.db:
                     cursor = self.db.execute(
                         f"{verb} INTO results (run_id, input_id, content_hash, idx, label, "
-                        f"predict, row, written) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        f"predict, status, row, written) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (self.run_id, str(row["id"]), content_hash, int(row["idx"]),
-                         row["label"], int(row["predict"]), payload, time.time()))
+                         row["label"], int(row["predict"]), row.get("status"), payload,
+                         time.time()))
                 return cursor.rowcount > 0
             except sqlite3.OperationalError as err:
                 if "locked" not in str(err) or attempt == 4:

@@ -38,6 +38,11 @@ class Reading:
         Every budget where the decision provably holds (empty when abstaining).
     p_lower, p_upper : float or None
         The bounds the rule reports (valid at its stopping time).
+    endings : list of dict
+        Per target region: ``{"status", "decided_at"}`` (how it ended: ``"certified"``,
+        ``"refuted"``, ``"gave_up"`` or ``"cap"``, and the draw).
+    status, decided_at : str, int
+        How the decision at the zero budget ended, and the draw.
     """
 
     decision: str
@@ -46,6 +51,9 @@ class Reading:
     region: CertifiedRegion
     p_lower: float | None
     p_upper: float | None
+    endings: list[dict]
+    status: str
+    decided_at: int
 
 
 class DecisionRules:
@@ -103,8 +111,11 @@ class DecisionRules:
         else:
             decision = {"flag": UNSAFE, "benign": SAFE}.get(result.decision, ABSTAIN_WORD)
             label = int(result.label)
+        endings = [{"status": t["status"], "decided_at": int(t["decided_at"])}
+                   for t in result.targets]
         return Reading(decision, label, certified, result.region, _number(result.p_lower),
-                       _number(result.p_upper))
+                       _number(result.p_upper), endings, result.status,
+                       int(result.decided_at))
 
 
 def _target_json(noise: HybridNoise, budget: dict) -> dict:

@@ -399,8 +399,8 @@ class ModerationService:
         """The JSON answer of a finished request (and its audit row)."""
         rule = outcome.rule
         reading = self.rules.read(rule, prepared.record)
-        targets = [dict(t, certified=c) for t, c in
-                   zip(self.rules.targets(), reading.certified, strict=True)]
+        targets = [dict(t, certified=c, **ending) for t, c, ending in
+                   zip(self.rules.targets(), reading.certified, reading.endings, strict=True)]
         region = reading.region.rows()
         latency = time.perf_counter() - started
         answer = {
@@ -413,6 +413,8 @@ class ModerationService:
             "region": region,
             "p_lower": reading.p_lower,
             "p_upper": reading.p_upper,
+            "status": reading.status,
+            "decided_at": reading.decided_at,
             "queries": int(rule.queries),
             "drawn": int(outcome.drawn),
             "batches": int(outcome.batches),

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hybridcert.blocks import CertifiedRegion
+from hybridcert.smoothing.stopping import CAP, CERTIFIED
 
 ABSTAIN = -1
 #: Detector label of a certified-benign input when there are more than two classes.
@@ -39,7 +40,8 @@ class Certification:
     looks : int
         Times the sequential rule looked at the data (1 for fixed n).
     targets : list of dict
-        Decision mode: ``{"budget": {block: size}, "certified": bool}`` per target region.
+        Decision mode: ``{"budget": {block: size}, "certified": bool, "status": str,
+        "decided_at": int}`` per target region (``status`` as below).
     time_s : float
         Seconds spent on this input (its share of the shared forward passes).
     mode, rule : str
@@ -47,6 +49,15 @@ class Certification:
         ``detector`` (both sides).
     decision : str or None
         Detector: ``"flag"``, ``"benign"`` or ``"abstain"``.
+    status : str
+        How the answer at the zero budget (the class, or the detector's decision) ended:
+        ``"certified"``; ``"refuted"`` (it can no longer be certified: an upper bound on the
+        rate, at the stopping rule's futility level, fell below what the cap would need);
+        ``"gave_up"`` (stopped open by a cost rule: the price, or every target settled);
+        ``"cap"`` (the draw cap, or fixed n's sample, ran out while open).  Default:
+        ``"certified"`` unless abstaining, then ``"cap"`` (fixed n).
+    decided_at : int
+        The draw at which that happened (default: ``queries``).
     """
 
     label: int
@@ -61,6 +72,14 @@ class Certification:
     mode: str = "fixed"
     rule: str = "majority"
     decision: str | None = None
+    status: str | None = None
+    decided_at: int | None = None
+
+    def __post_init__(self):
+        if self.status is None:
+            self.status = CERTIFIED if self.label != ABSTAIN else CAP
+        if self.decided_at is None:
+            self.decided_at = int(self.queries)
 
     # -- views ----------------------------------------------------------------------------
     @property
@@ -103,6 +122,8 @@ class Certification:
             "targets": self.targets,
             "counts": [int(c) for c in np.asarray(self.counts).ravel()],
             "queries": int(self.queries),
+            "status": self.status,
+            "decided_at": int(self.decided_at),
             "looks": int(self.looks),
             "time": round(float(self.time_s), 6),
             "mode": self.mode,

@@ -5,8 +5,11 @@ every draw, no separate selection sample; docs/SEQUENTIAL.md has the constructio
 proofs).  This module poses the question for one record and its noise:
 
 * **decision** — is the input certified at target regions?  Each target (a per-block budget)
-  has a threshold ``p*`` from the certificate engine; the zero budget is always among them, so
-  the returned class itself is certified (the targets say how far it extends).
+  has a threshold ``p*`` from the certificate engine.  The run stops once every target is
+  settled; the class itself (the zero budget) is certified by a certified target, or by its
+  own test if that settled within the same draws, else the answer abstains
+  (:class:`~hybridcert.smoothing.stopping.BoundedDecision`).  Every target and the class say
+  how they ended (``status``) and at which draw.
 * **radius** — the certified region, to a tolerance of what the sample cap could still add.
 * **detector** (``Detector``): the same decision for a thresholded detector, on the flag side,
   the benign side or both.
@@ -31,7 +34,16 @@ from hybridcert.certificate.baselines import discrete_threshold
 from hybridcert.noise import LikelihoodRatio
 from hybridcert.smoothing.core import Detector, SmoothedClassifier, Stage
 from hybridcert.smoothing.results import ABSTAIN, NOT_FLAGGED, Certification
-from hybridcert.smoothing.stopping import DecisionTest, RadiusTest, StoppingRule
+from hybridcert.smoothing.stopping import (
+    CAP,
+    CERTIFIED,
+    GAVE_UP,
+    REFUTED,
+    BoundedDecision,
+    DecisionTest,
+    RadiusTest,
+    StoppingRule,
+)
 
 
 def threshold(ratio: LikelihoodRatio) -> float:
@@ -82,14 +94,20 @@ class SequentialQuestion:
         Decision mode with many targets (a table): give up a target once settling it is
         projected to cost more than this many draws (a trade of accuracy for queries; validity
         is unaffected).
+    base_share : float
+        Decision mode, when the zero budget is not itself a target: the share of alpha spent
+        on certifying the class at the zero budget within the targets' draws (the targets get
+        the rest; see :class:`~hybridcert.smoothing.stopping.BoundedDecision`).
     """
 
     def __init__(self, noise: HybridNoise, num_classes: int, alpha: float, n_max: int, *,
                  targets: Sequence | None = None, detector: Detector | None = None,
                  tolerance: float = 0.01, max_tokens: int = 16,
                  max_radius: float | None = None, first_look: int = 16,
-                 boundary: str = "mixture", price: float | None = None):
+                 boundary: str = "mixture", price: float | None = None,
+                 base_share: float = 0.1):
         self.noise, self.num_classes = noise, int(num_classes)
+        self.base_share = base_share
         self.alpha, self.n_max = alpha, int(n_max)
         self.detector, self.max_tokens = detector, max_tokens
         self.tolerance = check_positive("tolerance", tolerance)
@@ -124,22 +142,35 @@ class SequentialQuestion:
         return "radius" if self.budgets is None else "decision"
 
     def new_rule(self) -> StoppingRule:
-        """A fresh stopping rule for one input (feed it labels in draw order)."""
+        """A fresh stopping rule for one input (feed it labels in draw order).
+
+        Decision mode: done once every target is settled.  When the zero budget is one of the
+        targets, one :class:`DecisionTest` holds them all; otherwise a
+        :class:`BoundedDecision` answers the class at the zero budget only within the
+        targets' draws (threshold 0 of the rule, either way)."""
         if self.budgets is None:
             return RadiusTest(self._frontier_values, self.alpha, self.n_max, self.tolerance,
                               num_classes=self.num_classes, first_look=self.first_look,
                               boundary=self.boundary)
+        options = {"num_classes": self.num_classes, "boundary": self.boundary}
         if self.detector is None:
-            return DecisionTest(self.thresholds, self.alpha, self.n_max,
-                                num_classes=self.num_classes, boundary=self.boundary,
-                                price=self.price)
-        sides = self.detector.sides
-        mode = {"flag": "flag", "benign": "benign", "both": "detector"}[sides]
-        thresholds = self.benign if sides == "benign" else self.thresholds
-        return DecisionTest(thresholds, self.alpha, self.n_max, num_classes=self.num_classes,
-                            mode=mode, target_class=self.detector.flagged_class,
-                            benign_thresholds=self.benign if sides == "both" else None,
-                            boundary=self.boundary, price=self.price)
+            thresholds, benign = self.thresholds, None
+        else:
+            sides = self.detector.sides
+            options["mode"] = {"flag": "flag", "benign": "benign", "both": "detector"}[sides]
+            options["target_class"] = self.detector.flagged_class
+            thresholds = self.benign if sides == "benign" else self.thresholds
+            benign = self.benign if sides == "both" else None
+        zero_is_target = bool(np.any(thresholds[1:] == thresholds[0]) and (
+            benign is None or np.any((thresholds[1:] == thresholds[0])
+                                     & (benign[1:] == benign[0]))))
+        if zero_is_target:
+            return DecisionTest(thresholds, self.alpha, self.n_max, benign_thresholds=benign,
+                                price=self.price, **options)
+        return BoundedDecision(thresholds[0], thresholds[1:], self.alpha, self.n_max,
+                               base_benign=None if benign is None else benign[0],
+                               benign_thresholds=None if benign is None else benign[1:],
+                               base_share=self.base_share, price=self.price, **options)
 
     def result(self, rule: StoppingRule, noised_positions: Mapping[str, int] | None = None,
                time_s: float = 0.0) -> Certification:
@@ -155,14 +186,21 @@ class SequentialQuestion:
                                          noised_positions=positions)[0]
         label = rule.label if region.certified else ABSTAIN
         answers = []
-        if self.budgets is not None:
-            answers = [{"budget": b, "certified": bool(label != ABSTAIN and ok),
-                        "decided_at": int(at)}
-                       for b, ok, at in zip(self.budgets, rule.certified[1:],
-                                            rule.decided_at[1:], strict=True)]
+        if self.budgets is None:          # radius mode: the class is all it settles
+            status = CERTIFIED if label != ABSTAIN else (
+                CAP if rule.queries >= self.n_max else REFUTED)
+            decided_at = rule.queries
+        else:
+            answers = [_answer(b, label != ABSTAIN and ok, st, at)
+                       for b, ok, st, at in zip(self.budgets, rule.certified[1:],
+                                                rule.status[1:], rule.decided_at[1:],
+                                                strict=True)]
+            status, decided_at = _answer(None, label != ABSTAIN, rule.status[0],
+                                         rule.decided_at[0])["status"], rule.decided_at[0]
         return Certification(label, rule.p_lower, None, region if label != ABSTAIN else empty,
                              counts, rule.queries, looks=rule.looks, targets=answers,
-                             time_s=time_s, mode=self.mode, rule="majority")
+                             time_s=time_s, mode=self.mode, rule="majority", status=status,
+                             decided_at=int(decided_at))
 
     def _detector_result(self, rule, positions, counts, time_s) -> Certification:
         flag, benign = self.detector.rules()
@@ -183,14 +221,16 @@ class SequentialQuestion:
         label = {"flag": c, "abstain": ABSTAIN,
                  "benign": 1 - c if self.num_classes == 2 else NOT_FLAGGED}[decision]
         side = 1 if decision == "flag" else -1
-        answers = [{"budget": b, "certified": bool(decision != "abstain" and o == side),
-                    "decided_at": int(at)}
-                   for b, o, at in zip(self.budgets, outcome[1:], rule.decided_at[1:],
-                                       strict=True)]
+        answers = [_answer(b, decision != "abstain" and o == side, st, at)
+                   for b, o, st, at in zip(self.budgets, outcome[1:], rule.status[1:],
+                                           rule.decided_at[1:], strict=True)]
+        status = _answer(None, decision != "abstain", rule.status[0],
+                         rule.decided_at[0])["status"]
         return Certification(label, rule.p_lower if decision != "benign" else None,
                              rule.p_upper if decision != "flag" else None, region, counts,
                              rule.queries, looks=rule.looks, targets=answers, time_s=time_s,
-                             mode="decision", rule=self.detector.name, decision=decision)
+                             mode="decision", rule=self.detector.name, decision=decision,
+                             status=status, decided_at=int(rule.decided_at[0]))
 
     def _frontier_values(self, p: float) -> np.ndarray:
         """Radius mode: the region at bound ``p`` as a flat array of radii (-inf: not
@@ -202,6 +242,16 @@ class SequentialQuestion:
         if self.max_radius is not None:
             values = np.minimum(values, self.max_radius)
         return values
+
+
+def _answer(budget, certified: bool, status: str, decided_at) -> dict:
+    """One target's answer.  ``status`` is the rule's; a threshold the rule certified but the
+    answer does not claim (another side or class won, or the region is empty: possible only
+    on the alpha event) is reported as given up, so ``certified`` and ``status`` agree."""
+    if not certified and status == CERTIFIED:
+        status = GAVE_UP
+    return {"budget": budget, "certified": bool(certified),
+            "status": CERTIFIED if certified else status, "decided_at": int(decided_at)}
 
 
 def certify_sequential(clf: SmoothedClassifier, x, alpha: float, seed: int = 0, *,

@@ -46,6 +46,12 @@ count still needed at ``n_max`` would need a rate above an upper confidence boun
 (Krichevsky–Trofimov mixture at level ``futility``), or at ``n_max``.  With ``price``, also
 when settling it is projected to cost more draws than it is worth (many thresholds at once).
 
+*Status.*  Every threshold of a finished ``DecisionTest`` says how it ended (``status``):
+certified, refuted (given up by the futility bound, or unreachable), gave_up (the price), cap.
+``BoundedDecision`` runs the targets and a base question (the class at the zero budget) as two
+tests on the same draws, at ``(1 - base_share) alpha`` and ``base_share alpha`` (union bound),
+and stops when the targets are settled: the base counts only if settled by then.
+
 *Looks family* (``boundary="looks"``): Clopper–Pearson at level/K at K geometric looks (a
 union bound over the looks) instead of the mixture; cheaper for long runs, dearer for short.
 
@@ -79,6 +85,14 @@ from hybridcert._validation import check_count, check_positive
 ABSTAIN = -1
 #: Outcome codes per threshold.
 ABOVE, BELOW, OPEN = 1, -1, 0
+#: How a threshold ended (``DecisionTest.status``): its lower bound crossed (certified); an
+#: upper bound on the rate (at level ``futility``) fell below what certifying it within the cap
+#: would need, or it is unreachable (refuted: it can no longer be certified); stopped open by a
+#: cost rule, the price or (``BoundedDecision``'s base) the targets being settled (gave_up);
+#: the draw cap reached while open (cap).  ``STILL_OPEN`` while undecided.
+CERTIFIED, REFUTED, GAVE_UP, CAP = "certified", "refuted", "gave_up", "cap"
+STATUSES = (CERTIFIED, REFUTED, GAVE_UP, CAP)
+STILL_OPEN = "open"
 #: Every draw count up to this is a schedule point ...
 DENSE = 256
 #: ... then the schedule grows by this factor.
@@ -690,6 +704,11 @@ class DecisionTest(StoppingRule):
         Per threshold: ``ABOVE`` (1), ``BELOW`` (-1) or ``OPEN`` (0: given up / undecided).
     decided_at : ndarray of int
         Draw at which each threshold was settled (certified or given up); -1 while open.
+    status : list of str
+        Per threshold, how it ended: ``"certified"``, ``"refuted"`` (given up because even
+        the cap could not clear it, at the upper bound of level ``futility``; not a claim at
+        level alpha), ``"gave_up"`` (the price), ``"cap"`` (open at ``n_max``); ``"open"``
+        while undecided.
     leader : int
         Most frequent class so far (a point prediction, not a certified one).
     level : float
@@ -787,6 +806,7 @@ class DecisionTest(StoppingRule):
         self.decided_at = np.full(n_t, -1, dtype=np.int64)
         self.certified = np.zeros(n_t, dtype=bool)
         self._winner = np.full(n_t, -1, dtype=np.int64)             # arm that certified
+        self._priced = np.zeros(n_t, dtype=bool)                   # given up by the price
         looks = schedule_points(self.n_max, dense=1, growth=PRICE_GROWTH)
         self._price_looks = looks[(looks >= PRICE_START) & (looks < self.n_max)] \
             if self.price is not None else np.zeros(0, dtype=np.int64)
@@ -874,6 +894,7 @@ class DecisionTest(StoppingRule):
         for j in order[best:]:
             self.decided_at[j] = n
             self._closed[:, j] = True
+            self._priced[j] = True
         self.done = bool((self.decided_at >= 0).all())
         if self.done:
             self._finish()
@@ -944,6 +965,23 @@ class DecisionTest(StoppingRule):
                 self.decided_at[j] = max(ends) if ends else self.queries
         self.done = bool((self.decided_at >= 0).all())
 
+    @property
+    def status(self) -> list[str]:
+        """Per threshold, how it ended (class docstring; ``"open"`` while undecided)."""
+        out = []
+        for j in range(len(self.thresholds)):
+            if self.certified[j]:
+                out.append(CERTIFIED)
+            elif self.decided_at[j] < 0:
+                out.append(STILL_OPEN)
+            elif self._priced[j]:
+                out.append(GAVE_UP)
+            elif self.decided_at[j] >= self.n_max:
+                out.append(CAP)
+            else:
+                out.append(REFUTED)
+        return out
+
     def _settle(self, j, when, arm) -> None:
         cls, negate, _ = self._arm_spec[arm]
         self.decided_at[j] = when
@@ -989,6 +1027,147 @@ class DecisionTest(StoppingRule):
         """The count of arm ``arm`` (class ``arm`` in majority mode; flag side, then benign
         side, in detector mode) that certifies ``threshold`` at each draw n = 0..n_max."""
         return self._plans[arm].per_draw(threshold)
+
+
+class BoundedDecision(StoppingRule):
+    """Decide the targets; answer the base question (the class at the zero budget) only with
+    the draws the targets take.
+
+    ``certify --mode decision`` and the service ask the class itself (the zero budget, whose
+    threshold is 1/2 for a majority vote) as well as the user's targets.  Settling the class at
+    an ambiguous input (pA near 1/2) takes tens of thousands of draws, and its threshold near
+    1/2 makes every class a candidate, so a rule holding both pays for the class choice on the
+    targets too.  Here two :class:`DecisionTest` read the same draws:
+
+    * the **targets** at level ``(1 - base_share) * alpha``, with their own floor (the lowest
+      target) and their own class-choice accounting; the rule is done when they are;
+    * the **base** threshold at level ``base_share * alpha``; whatever it has not settled when
+      the targets are is left open (status ``"gave_up"``: not certified, which is never wrong).
+
+    A certified target certifies the base too (the zero budget lies in every target region).
+    Valid with probability at least ``1 - alpha`` for every claim together: each test's claims
+    hold with its own level at any stopping time, and a union bound adds the two levels.
+
+    Parameters
+    ----------
+    base, thresholds
+        The base threshold and the targets' (the flag side in flag / detector mode, the
+        benign side in benign mode, as for :class:`DecisionTest`).
+    alpha, n_max, num_classes, mode, target_class
+        As for :class:`DecisionTest`.
+    base_benign, benign_thresholds : optional
+        Detector mode: the benign side's base threshold and targets.
+    base_share : float
+        Share of alpha spent on the base question, in (0, 1).
+    price : float, optional
+        As for :class:`DecisionTest`, on the targets only.
+    **options
+        Passed to both tests (``boundary``, ``futility``, ``point_mass``, ``prior``,
+        ``look_growth``, ``choice_share``, ``dense``, ``growth``).
+
+    Attributes
+    ----------
+    thresholds, certified, outcome, decided_at, status
+        Per threshold, the base first (as a :class:`DecisionTest` holding ``[base] +
+        thresholds``); the base's status is ``"certified"`` (by its own test or by a
+        certified target), its own test's when that test settled it, else ``"gave_up"``.
+    label, p_lower, p_upper
+        As for :class:`DecisionTest`, from both tests' claims (abstain if they disagree,
+        which happens only on the alpha event).
+    targets_test, base_test : DecisionTest
+    """
+
+    def __init__(self, base: float, thresholds: Sequence[float], alpha: float, n_max: int,
+                 num_classes: int = 2, mode: str = "majority", target_class: int | None = None,
+                 base_benign: float | None = None,
+                 benign_thresholds: Sequence[float] | None = None, base_share: float = 0.1,
+                 price: float | None = None, **options):
+        super().__init__(num_classes, n_max)
+        alpha = _check_alpha(alpha)
+        if not 0 < base_share < 1:
+            raise ValueError(f"base_share must lie in (0, 1), got {base_share!r}")
+        targets = _thresholds("thresholds", thresholds)
+        if (base_benign is None) != (benign_thresholds is None):
+            raise ValueError("give base_benign and benign_thresholds together (detector mode)")
+        common = dict(num_classes=num_classes, mode=mode, target_class=target_class, **options)
+        self.targets_test = DecisionTest(targets, (1 - base_share) * alpha, n_max,
+                                         benign_thresholds=benign_thresholds, price=price,
+                                         **common)
+        self.base_test = DecisionTest(
+            [float(base)], base_share * alpha, n_max,
+            benign_thresholds=None if base_benign is None else [float(base_benign)], **common)
+        self.alpha, self.base_share, self.mode = alpha, float(base_share), mode
+        self.target_class = target_class
+        self.thresholds = np.concatenate([[float(base)], targets])
+        n_t = len(self.thresholds)
+        self.certified = np.zeros(n_t, dtype=bool)
+        self.outcome = np.zeros(n_t, dtype=np.int8)
+        self.decided_at = np.full(n_t, -1, dtype=np.int64)
+        self.status = [STILL_OPEN] * n_t
+
+    def next_draws(self) -> int:
+        return 0 if self.done else self.targets_test.next_draws()
+
+    def observe(self, labels) -> None:
+        arr = self._labels(labels)
+        if not arr.size:
+            return
+        targets = self.targets_test
+        before = targets.queries
+        targets.observe(arr)
+        used = targets.queries - before
+        if used:
+            self.base_test.observe(arr[:used])    # the base sees the targets' draws only
+        self.queries, self.counts = targets.queries, targets.counts.copy()
+        if targets.done:
+            self.done = True
+            self._finish()
+
+    def _finish(self) -> None:
+        targets, base = self.targets_test, self.base_test
+        side = OPEN
+        if self.mode == "majority":
+            labels = {r.label for r in (targets, base) if r.label != ABSTAIN}
+            if len(labels) == 1:
+                self.label = labels.pop()
+                self.p_lower = max(r.p_lower for r in (targets, base) if r.label == self.label)
+                side = ABOVE
+        else:
+            own = int(base.outcome[0])
+            implied = {int(o) for o in targets.outcome if o != OPEN}
+            side = own if own != OPEN else (implied.pop() if len(implied) == 1 else OPEN)
+            every = implied | {own} | {side}
+            flagged, benign = ABOVE in every, BELOW in every
+            if flagged != benign:
+                self.label = self.target_class if flagged else (
+                    1 - self.target_class if self.num_classes == 2 else ABSTAIN)
+            self.p_lower = max(targets.p_lower, base.p_lower)
+            self.p_upper = min(targets.p_upper, base.p_upper)
+        if side != OPEN:
+            when = list(targets.decided_at[targets.certified & (targets.outcome == side)])
+            if base.certified[0] and base.outcome[0] == side:
+                when.append(base.decided_at[0])
+            status, at = CERTIFIED, min(when)
+        elif base.decided_at[0] >= 0 and not base.certified[0]:
+            status, at = base.status[0], int(base.decided_at[0])
+        else:
+            status, at = GAVE_UP, self.queries
+        agree = targets.certified & ((targets.outcome == side) | (self.mode != "majority"))
+        if self.mode == "majority" and side == OPEN:
+            agree[:] = False                    # the two tests disagree on the class
+        self.certified = np.concatenate([[side != OPEN], agree])
+        self.outcome = np.concatenate([[side], np.where(agree, targets.outcome, OPEN)]
+                                      ).astype(np.int8)
+        self.decided_at = np.concatenate([[int(at)], targets.decided_at]).astype(np.int64)
+        self.status = [status] + [s if not (s == CERTIFIED and not ok) else GAVE_UP
+                                  for s, ok in zip(targets.status, agree, strict=True)]
+
+    def per_draw_boundary(self, threshold: int = 0, arm: int = 0) -> np.ndarray:
+        """As :meth:`DecisionTest.per_draw_boundary`, threshold 0 being the base (its own
+        test's boundary) and 1.. the targets."""
+        if threshold == 0:
+            return self.base_test.per_draw_boundary(0, arm)
+        return self.targets_test.per_draw_boundary(threshold - 1, arm)
 
 
 class RadiusTest(StoppingRule):

@@ -27,6 +27,12 @@ function radius(value) {
   return value === "inf" ? "\u221e" : Number(value).toFixed(3);
 }
 
+const ENDINGS = { certified: "certified", refuted: "refuted", gave_up: "gave up", cap: "cap" };
+
+function ending(status, at) {
+  return `${ENDINGS[status] || String(status)} at ${at}`;
+}
+
 function showTargets(targets) {
   const body = document.querySelector("#targets tbody");
   body.replaceChildren();
@@ -36,6 +42,7 @@ function showTargets(targets) {
     cell(row, budget || Number(target.l2).toString());
     cell(row, budget ? "" : String(target.tokens));
     cell(row, target.certified ? "yes" : "no", target.certified ? "yes" : "no");
+    cell(row, ending(target.status, target.decided_at));
     body.appendChild(row);
   }
 }
@@ -117,6 +124,7 @@ form.addEventListener("submit", async (event) => {
     decision.className = answer.decision;
     const bound = answer.p_lower === null ? "n/a" : answer.p_lower.toFixed(4);
     document.getElementById("summary").textContent =
+      `${ending(answer.status, answer.decided_at)} · ` +
       `lower bound ${bound} · ${answer.queries} model evaluations · ` +
       `${answer.latency_ms.toFixed(0)} ms · alpha ${answer.alpha}`;
     showTargets(answer.certified);
