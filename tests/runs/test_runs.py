@@ -17,6 +17,8 @@ from hybridcert.cli.main import main
 from hybridcert.runs.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[2]
+#: A subprocess imports this tree's hybridcert (and the tests' models), not an installed one.
+PATH = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
 ARGS = ["--model", "tests.runs.toy_model:factory", "--sigma", "0.25", "--keep-prob", "0.3",
         "--n0", "16", "--n", "200", "--alpha", "0.01", "--max-tokens", "4", "--quiet"]
 
@@ -46,7 +48,7 @@ def count_rows(path):
 def start_slow_run(dataset, store):
     """A 12-input run of several seconds (0.3 s per model call), long enough to be
     interrupted midway even on a slow, loaded machine."""
-    env = dict(os.environ, TOY_MODEL_DELAY="0.3", PYTHONPATH=str(ROOT))
+    env = dict(os.environ, TOY_MODEL_DELAY="0.3", PYTHONPATH=PATH)
     # as in a terminal: SIGINT delivered (a test run started in the background by a
     # non-interactive shell inherits SIGINT ignored, and Python then keeps ignoring it)
     return subprocess.Popen(
@@ -319,7 +321,7 @@ def test_ray_local_cluster_keeps_its_token_private(jsonl_dataset, tmp_path):
     """Issue 11: Ray wrote a world-readable token; the local cluster the Ray backend starts
     (token authentication on) leaves it readable by its owner only."""
     pytest.importorskip("ray")
-    env = dict(os.environ, HOME=str(tmp_path), PYTHONPATH=str(ROOT))
+    env = dict(os.environ, HOME=str(tmp_path), PYTHONPATH=PATH)
     env.pop("RAY_AUTH_MODE", None)
     result = subprocess.run(
         [sys.executable, "-m", "hybridcert.cli.main", "certify", "--dataset",
@@ -332,15 +334,27 @@ def test_ray_local_cluster_keeps_its_token_private(jsonl_dataset, tmp_path):
         assert token.stat().st_mode & 0o077 == 0
 
 
-def test_noising_only_the_image_of_an_image_text_model(jsonl_dataset, tmp_path):
+def test_noising_only_the_image_of_an_image_text_model(jsonl_dataset, tmp_path, capsys):
     """The model's text block, not noised, still reaches it as a token block (with its
-    attention mask): it used to fail with KeyError 'text_attention'."""
+    attention mask): it used to fail with KeyError 'text_attention'.  Leaving the text
+    un-noised takes --no-text-noise (it used to pass without a word), and the report says no
+    token change is certified."""
     store = tmp_path / "image_only.sqlite"
-    assert main(["certify", "--dataset", str(jsonl_dataset), "--store", str(store),
-                 "--model", "tests.runs.toy_model:factory", "--sigma", "0.25", "--n0", "16",
-                 "--n", "200", "--alpha", "0.01", "--quiet"]) == 0
+    image_only = ["certify", "--dataset", str(jsonl_dataset), "--store", str(store),
+                  "--model", "tests.runs.toy_model:factory", "--sigma", "0.25", "--n0", "16",
+                  "--n", "200", "--alpha", "0.01", "--quiet"]
+    assert main(image_only) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "reads text block(s) ['text']" in err
+    assert "--no-text-noise" in err and not store.exists()
+    assert main(image_only + ["--no-text-noise"]) == 0
     rows = stored(store)
     assert len(rows) == 12 and all(r["max_tokens"] in (-1, 0) for r in rows)
+    assert main(["report", str(store), "--out", str(tmp_path / "rep")]) == 0
+    report = (tmp_path / "rep" / "REPORT.md").read_text()
+    assert "Tokens: none certified" in report
+    assert main(image_only + ["--no-text-noise", "--keep-prob", "0.3"]) == 2
+    assert "no_text_noise contradicts" in capsys.readouterr().err
 
 
 def test_report_of_a_detector_decision_run(jsonl_dataset, tmp_path):

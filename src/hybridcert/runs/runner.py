@@ -69,9 +69,18 @@ def load_adapter(config: RunConfig) -> ModelAdapter:
 
 def build_noise(config: RunConfig, adapter: ModelAdapter) -> HybridNoise:
     """The record's blocks: noise from the configuration, vocabularies and lengths from the
-    model side (never from another model)."""
+    model side (never from another model).  A text block the model reads with no noise named
+    for it needs ``no_text_noise`` (no token change is then certified)."""
+    specs = config.block_noises()
+    silent = [name for name in adapter.text if name not in specs]
+    if silent and not config.no_text_noise:
+        raise ConfigError(
+            f"the model reads text block(s) {silent} but no text noise is configured, so no "
+            f"token change would be certified: give --keep-prob A (or --block "
+            f"{silent[0]}=substitution:A), or pass --no-text-noise to certify image changes "
+            f"alone (the report then says tokens: none certified)")
     blocks = []
-    for name, spec in config.block_noises().items():
+    for name, spec in specs.items():
         encoder = adapter.text.get(name)
         if spec.kind == "gaussian":
             if encoder is not None:
@@ -153,6 +162,35 @@ def load_items(run: Plan) -> list:
 
     noised = {b.name for b in run.noise.blocks if b.noise is not None}
     return load(data_spec(run.config), run.adapter, noised)
+
+
+def check_rows(run: Plan, items: list) -> None:
+    """Refuse, before anything is stored, every row the run would fail on or certify
+    silently on less than it says, naming the row: each noised token block laid out as its
+    threat says (appended slots must fit the model's maximum length) with at least one
+    noisable position.  With ``allow_empty_text`` a row without one is certified on its other
+    blocks alone and says so in its notes."""
+    from hybridcert.datasets import DataError
+
+    for item in items:
+        for spec in run.noise.noised_tokens:
+            data = item.blocks.get(spec.name)
+            if data is None:        # check_fit names a missing block
+                continue
+            try:
+                prepared = run.noise.prepare_block(spec.name, data.load(item.where))
+            except ValueError as err:
+                raise DataError(f"{item.where}: {err}") from None
+            if bool(prepared.noisable.any()):
+                continue
+            if not run.config.allow_empty_text:
+                raise DataError(f"{item.where}: text block {spec.name!r} has no noisable token "
+                                f"(empty, or only unknown or special tokens), so its "
+                                f"certificate would cover the other blocks alone; pass "
+                                f"--allow-empty-text to certify such rows so (noted per row)")
+            note = f"{spec.name}: no noisable token; certified on the other blocks alone"
+            if note not in item.notes:
+                item.notes.append(note)
 
 
 def check_fit(run: Plan, item) -> None:
