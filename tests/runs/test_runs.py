@@ -97,6 +97,29 @@ def test_ctrl_c_stops_cleanly_keeps_work_and_says_how_to_resume(jsonl_dataset, t
     assert len(stored(store)) == 12
 
 
+@pytest.mark.parametrize("stop_at", [3, 6])
+def test_each_input_is_stored_as_soon_as_it_finishes(jsonl_dataset, tmp_path, capsys,
+                                                     monkeypatch, stop_at):
+    """Fixed n: a batch of 216 rows holds exactly one input's draws (n0 16 + n 200), so
+    Ctrl-C during forward pass ``stop_at`` (the first is the pre-run fit check) finds every
+    earlier input stored.  Inputs used to be stored in groups of eight: 0 were."""
+    monkeypatch.setenv("TOY_MODEL_STOP_AT", str(stop_at))
+    store = tmp_path / "each.sqlite"
+    args = [a if a != "tests.runs.toy_model:factory" else
+            "tests.runs.toy_model:interrupting_factory" for a in ARGS]
+    code = main(["certify", "--dataset", str(jsonl_dataset), "--store", str(store), *args,
+                 "--batch-size", "216"])
+    assert code == 130
+    done = stop_at - 2
+    assert count_rows(store) == done
+    assert f"interrupted; {done} of 12 inputs are stored" in capsys.readouterr().err
+    monkeypatch.setenv("TOY_MODEL_STOP_AT", "0")
+    assert main(["certify", "--dataset", str(jsonl_dataset), "--store", str(store), *args]) == 0
+    reference = tmp_path / "reference.sqlite"
+    assert certify(jsonl_dataset, reference) == 0
+    assert comparable(store) == comparable(reference)
+
+
 def test_resume_is_keyed_by_id_and_content_not_position(jsonl_dataset, tmp_path, capsys):
     """Issue 11: inserting a row at the top used to shift every stored result to the wrong
     input.  Now results stay with their ids; a changed row is refused unless re-certified."""

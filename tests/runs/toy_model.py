@@ -61,3 +61,17 @@ def nan_factory():
         return torch.full((len(batch["image"]), 2), float("nan"))
 
     return ModelAdapter(model, text={"text": encoder})
+
+
+def interrupting_factory():
+    """:func:`factory` whose model is interrupted (Ctrl-C) on call ``TOY_MODEL_STOP_AT``."""
+    adapter = factory()
+    stop_at, calls = int(os.environ["TOY_MODEL_STOP_AT"]), []
+
+    def model(batch):
+        calls.append(len(batch["image"]))
+        if len(calls) == stop_at:
+            raise KeyboardInterrupt
+        return adapter.model(batch)
+
+    return ModelAdapter(model, text=adapter.text, num_classes=2, name="toy")

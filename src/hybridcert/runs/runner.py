@@ -221,8 +221,9 @@ def detector_of(config: RunConfig) -> Detector | None:
 def certify_items(run: Plan, items: Iterable, group: int = 8) -> Iterator[tuple]:
     """Certify items; yield ``(item, result)`` as each finishes.
 
-    Fixed-n runs certify small groups that share forward passes; sequential runs stop each
-    input as soon as its answer is settled."""
+    Fixed-n runs certify small groups that share forward passes, each input handed back as
+    soon as its draws are counted (so a run interrupted loses only the inputs in flight);
+    sequential runs stop each input as soon as its answer is settled."""
     config, clf = run.config, run.classifier
     detector = detector_of(config)
     items = list(items)
@@ -238,22 +239,22 @@ def certify_items(run: Plan, items: Iterable, group: int = 8) -> Iterator[tuple]
                 boundary=config.boundary, price=config.price)
             yield item, result
         return
+    budgets = config.target_budgets() if config.targets else None
     for start in range(0, len(items), group):
         chunk = items[start: start + group]
         records = [it.record() for it in chunk]
         seeds = [input_seed(config.seed, it.input_id) for it in chunk]
         if detector is None:
-            results = clf.certify_many(records, config.n0, config.n, config.alpha, seeds,
-                                       config.p_upper, config.max_tokens)
+            finished = clf.certify_each(records, config.n0, config.n, config.alpha, seeds,
+                                        config.p_upper, config.max_tokens)
         else:
-            results = clf.certify_detector_many(records, config.n, config.alpha, detector,
-                                                seeds, config.max_tokens)
-        if config.targets:
-            budgets = config.target_budgets()
-            for result in results:
+            finished = clf.certify_detector_each(records, config.n, config.alpha, detector,
+                                                 seeds, config.max_tokens)
+        for i, result in finished:
+            if budgets is not None:
                 result.targets = [{"budget": b, "certified": result.region.certifies(b),
                                    "decided_at": config.n} for b in budgets]
-        yield from zip(chunk, results, strict=True)
+            yield chunk[i], result
 
 
 OnResult = Callable[[object, Certification], None]
