@@ -120,6 +120,25 @@ def test_each_input_is_stored_as_soon_as_it_finishes(jsonl_dataset, tmp_path, ca
     assert comparable(store) == comparable(reference)
 
 
+def test_report_of_a_run_without_results_says_it_is_incomplete(jsonl_dataset, tmp_path,
+                                                                capsys, monkeypatch):
+    """Interrupted in its first forward pass after the fit check: the run exists, with no
+    results.  Its report used to print empty tables and exit 0."""
+    monkeypatch.setenv("TOY_MODEL_STOP_AT", "2")
+    store = tmp_path / "empty.sqlite"
+    args = [a if a != "tests.runs.toy_model:factory" else
+            "tests.runs.toy_model:interrupting_factory" for a in ARGS]
+    assert main(["certify", "--dataset", str(jsonl_dataset), "--store", str(store),
+                 *args]) == 130
+    assert count_rows(store) == 0
+    capsys.readouterr()
+    assert main(["report", str(store), "--out", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hybridcert: error: run 1 of") and len(err.splitlines()) == 1
+    assert "is incomplete: it holds no results yet" in err
+    assert not (tmp_path / "rep").exists()
+
+
 def test_resume_is_keyed_by_id_and_content_not_position(jsonl_dataset, tmp_path, capsys):
     """Issue 11: inserting a row at the top used to shift every stored result to the wrong
     input.  Now results stay with their ids; a changed row is refused unless re-certified."""

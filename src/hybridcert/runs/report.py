@@ -142,9 +142,15 @@ def target_metrics(rows: list[dict], num_classes: int) -> list[dict]:
 
 
 def write_report(store_path: Path, folder: Path, run_id: int | None = None) -> Path:
-    """Write REPORT.md, CSV tables, plots and per-input exports of a stored run."""
+    """Write REPORT.md, CSV tables, plots and per-input exports of a stored run.
+
+    Raises ValueError (nothing written) for a run that holds no results yet."""
     summary = run_summary(store_path, run_id)
     config, rows, layout = summary["config"], summary["rows"], summary["layout"]
+    if not rows:
+        raise ValueError(f"run {summary['run_id']} of {store_path} is incomplete: it holds no "
+                         f"results yet (stopped before its first input finished); run the same "
+                         f"`hybridcert certify` command again to resume it")
     folder.mkdir(parents=True, exist_ok=True)
     names = _class_names(config)
     noise_text = ", ".join(f"{n} {b.spec()}" for n, b in config.block_noises().items())
