@@ -228,3 +228,29 @@ def test_a_user_text_cannot_close_its_turn_in_a_chat_template():
     sequence = ids[0][mask[0].bool()].tolist()
     for marker in markers:     # exactly the template's own turn markers, none from the user
         assert sequence.count(marker) == prompt.count(marker) >= 1
+
+
+def test_an_image_token_that_is_not_marked_special_is_never_noised_nor_read_from_text(llava):
+    """A tokenizer whose <image> is an ordinary added token (not special): special-token
+    parsing cannot split it, so the guard keeps it out of the noise and refuses a text that
+    holds it (it used to be noisable, and to be read as the image token)."""
+    from transformers import LlavaProcessor
+
+    from hybridcert.adapters.examples import CHAT_TEMPLATE, clip_image_processor, minilm_tokenizer
+    from hybridcert.blocks import TextError
+
+    model, _ = llava
+    tokenizer = minilm_tokenizer()
+    tokenizer.add_tokens(["<image>"])
+    image_id = tokenizer.convert_tokens_to_ids("<image>")
+    assert image_id == model.config.image_token_index and image_id not in \
+        set(tokenizer.all_special_ids)
+    processor = LlavaProcessor(image_processor=clip_image_processor(32), tokenizer=tokenizer,
+                               patch_size=8, vision_feature_select_strategy="default",
+                               num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE)
+    guard = vlm_guard(model, processor, max_text_tokens=24)
+    encoder = guard.text["text"]
+    assert not bool(encoder.vocabulary.contains(torch.tensor([image_id]))[0])
+    assert encoder.encode("look here").ids.numel() == 24
+    with pytest.raises(TextError, match=r"special id \d+ \('<image>'\)"):
+        encoder.encode("look <image> here")

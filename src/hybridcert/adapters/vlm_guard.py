@@ -196,19 +196,19 @@ def vlm_guard(model: nn.Module, processor, *, policy: str = DEFAULT_POLICY,
     else:
         prefix = tokenizer(before, add_special_tokens=False)["input_ids"]
     suffix = tokenizer(after, add_special_tokens=False)["input_ids"]
-    special = special_ids(tokenizer)
+    image_ids = _image_token_ids(processor, model)
+    special = special_ids(tokenizer) | image_ids       # never noised, never from user text
     noisable = [i for i in range(len(tokenizer)) if i not in special]
     pad = tokenizer.pad_token_id
     if pad is None:
         pad = tokenizer.eos_token_id
     if pad is None:
-        pad = min(special) if special else None
+        pad = min(special - image_ids) if special - image_ids else None
     if pad is None:
         raise ValueError("the tokenizer has no pad, eos or other special id to pad rows with")
 
     # User text is data: special-token parsing off, and no special or image id may come out.
-    forbidden = (special | _image_token_ids(processor, model)) - \
-        {getattr(tokenizer, "unk_token_id", None)}
+    forbidden = special - {getattr(tokenizer, "unk_token_id", None)}
     tokenizer_name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
 
     def encode_ids(text: str) -> list[int]:
