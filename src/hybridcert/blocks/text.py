@@ -99,7 +99,11 @@ class TextEncoder:
 
     def encode(self, text: str) -> TokenBlock:
         """Ids (padded if asked), attention 0 over padding.  Raises :class:`TextError` for a
-        text that is not a string, is empty, or is too long (unless ``truncate``)."""
+        text that is not a string, encodes to no ids at all, is too long (unless
+        ``truncate``) or yields a special id from the user's text (builders' check).  A text
+        whose ids hold no noisable token (e.g. only the model's specials around an empty
+        string) is encoded; a run refuses it before it starts
+        (:func:`hybridcert.runs.runner.check_rows`, unless ``allow_empty_text``)."""
         return self.encode_reporting(text)[0]
 
     def encode_reporting(self, text: str) -> tuple[TokenBlock, bool]:
