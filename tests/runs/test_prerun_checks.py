@@ -85,3 +85,11 @@ def test_toml_names_the_store_and_the_new_options(tmp_path):
     other = tmp_path / "flag.sqlite"
     assert main(["certify", "--config", str(config), "--store", str(other), "--quiet"]) == 0
     assert other.exists()
+
+
+def test_a_toml_store_that_is_not_a_path_is_refused(tmp_path, capsys):
+    config = tmp_path / "bad.toml"
+    config.write_text('model = "tests.runs.toy_model:factory"\nsigma = 0.25\nkeep_prob = 0.3\n'
+                      'store = 5\n')
+    assert main(["certify", "--config", str(config), "--quiet"]) == 2
+    assert "store must be a non-empty string, got 5" in one_line(capsys)
