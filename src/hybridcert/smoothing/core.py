@@ -184,8 +184,9 @@ class SmoothedClassifier:
                      max_tokens: int | Mapping | None = 16
                      ) -> Iterator[tuple[int, Certification]]:
         """:meth:`certify_many`, yielding ``(i, result)`` as soon as record ``i``'s draws are
-        all counted (forward passes are still shared; within records of one shape, a record's
-        draws come before the next one's, so results arrive one by one in order)."""
+        all counted.  Forward passes are still shared; within records of one shape a record's
+        draws are queued before the next one's, so results arrive one by one, in order
+        (``parallel_batches > 1``: in the order their last batch finishes)."""
         _check_counts(n0=n0, n=n, alpha=alpha)
         if p_upper not in ("complement", "bonferroni"):
             raise ValueError(f"p_upper must be 'complement' or 'bonferroni', got {p_upper!r}")
