@@ -200,3 +200,20 @@ def test_gaussian_only_radius_with_tiny_sigma():
     frontier = certified_frontier(0.99, sigma=1e-300, discrete=None)
     assert frontier.l2_radius[0, 0] == pytest.approx(1e-300 * norm.ppf(0.99), rel=1e-9)
     assert Gaussian(1e-300).gamma(frontier.l2_radius[0, 0]) <= norm.ppf(0.99)
+
+
+def test_radius_says_why_its_table_stops_before_max_tokens(capsys):
+    """Mask noise, keep 0.1, pA >= 0.9, no L2 change: r changed tokens all stay masked with
+    m = 0.9^r, so the worst case is pA' >= 0.9 - (1 - m) against pB' <= 0.1 + (1 - m);
+    certified iff m > 0.6, i.e. r <= 4.  The table used to end at r = 4 without a word."""
+    code, out, err = run(["radius", "--p-lower", "0.9", "--keep-prob", "0.1", "--noise",
+                          "mask", "--max-tokens", "10"], capsys)
+    assert code == 0, err
+    m = 0.9 ** 5
+    line = out.strip().splitlines()[-1]
+    assert line == (f"Stops at r = 4 (--max-tokens 10): with 5 changed tokens the worst case "
+                    f"leaves pA >= {0.9 - (1 - m):.4g}, not above the runner-up's worst case "
+                    f"{0.1 + (1 - m):.4g}, even with no L2 change.")
+    code, out, err = run(["radius", "--p-lower", "0.9", "--keep-prob", "0.1", "--noise",
+                          "mask", "--max-tokens", "4"], capsys)
+    assert code == 0 and "Stops at" not in out

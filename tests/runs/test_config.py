@@ -44,6 +44,11 @@ BASE = {"model": "tests.runs.toy_model:factory", "sigma": 0.25, "keep_prob": 0.3
      "boundary must be one of mixture, looks, spending"),
     ({"mode": "radius", "boundary": "spending"}, "spending is for the decision mode"),
     ({"boundary": "looks"}, "boundary looks is for the sequential modes"),
+    ({"no_text_noise": True}, r"no_text_noise contradicts the text noise of \['text'\]"),
+    ({"keep_prob": None, "blocks": {"caption": "mask:0.5"}, "no_text_noise": True},
+     r"contradicts the text noise of \['caption'\]"),
+    ({"no_text_noise": "yes"}, "no_text_noise must be true or false"),
+    ({"allow_empty_text": 1}, "allow_empty_text must be true or false"),
 ])
 def test_bad_options_are_refused(changes, message):
     with pytest.raises(ConfigError, match=message):
@@ -119,3 +124,13 @@ def test_toml_accepts_the_flags_spelling(tmp_path):
     assert run.keep_prob == 0.3 and run.label_map == {"safe": 0, "unsafe": 1}
     assert run.image_size == [48, 48] and run.columns == {"text": "caption"}
     assert run.target_budgets() == [{"image": 0.25, "text": 1}, {"image": 0.5, "text": 2}]
+
+
+def test_serve_refuses_an_unnoised_text_model_without_no_text_noise(capsys):
+    """Serving a model that reads text with image noise alone needs --no-text-noise (it used
+    to start and certify image changes only, without a word)."""
+    code = main(["serve", "--model", "tests.runs.toy_model:factory", "--sigma", "0.25"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hybridcert: error:") and len(err.splitlines()) == 1
+    assert "reads text block(s) ['text']" in err and "--no-text-noise" in err

@@ -97,6 +97,48 @@ def test_ctrl_c_stops_cleanly_keeps_work_and_says_how_to_resume(jsonl_dataset, t
     assert len(stored(store)) == 12
 
 
+@pytest.mark.parametrize("stop_at", [3, 6])
+def test_each_input_is_stored_as_soon_as_it_finishes(jsonl_dataset, tmp_path, capsys,
+                                                     monkeypatch, stop_at):
+    """Fixed n: a batch of 216 rows holds exactly one input's draws (n0 16 + n 200), so
+    Ctrl-C during forward pass ``stop_at`` (the first is the pre-run fit check) finds every
+    earlier input stored.  Inputs used to be stored in groups of eight: 0 were."""
+    monkeypatch.setenv("TOY_MODEL_STOP_AT", str(stop_at))
+    store = tmp_path / "each.sqlite"
+    args = [a if a != "tests.runs.toy_model:factory" else
+            "tests.runs.toy_model:interrupting_factory" for a in ARGS]
+    code = main(["certify", "--dataset", str(jsonl_dataset), "--store", str(store), *args,
+                 "--batch-size", "216"])
+    assert code == 130
+    done = stop_at - 2
+    assert count_rows(store) == done
+    assert f"interrupted; {done} of 12 inputs are stored" in capsys.readouterr().err
+    monkeypatch.setenv("TOY_MODEL_STOP_AT", "0")
+    assert main(["certify", "--dataset", str(jsonl_dataset), "--store", str(store), *args]) == 0
+    reference = tmp_path / "reference.sqlite"
+    assert certify(jsonl_dataset, reference) == 0
+    assert comparable(store) == comparable(reference)
+
+
+def test_report_of_a_run_without_results_says_it_is_incomplete(jsonl_dataset, tmp_path,
+                                                                capsys, monkeypatch):
+    """Interrupted in its first forward pass after the fit check: the run exists, with no
+    results.  Its report used to print empty tables and exit 0."""
+    monkeypatch.setenv("TOY_MODEL_STOP_AT", "2")
+    store = tmp_path / "empty.sqlite"
+    args = [a if a != "tests.runs.toy_model:factory" else
+            "tests.runs.toy_model:interrupting_factory" for a in ARGS]
+    assert main(["certify", "--dataset", str(jsonl_dataset), "--store", str(store),
+                 *args]) == 130
+    assert count_rows(store) == 0
+    capsys.readouterr()
+    assert main(["report", str(store), "--out", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hybridcert: error: run 1 of") and len(err.splitlines()) == 1
+    assert "is incomplete: it holds no results yet" in err
+    assert not (tmp_path / "rep").exists()
+
+
 def test_resume_is_keyed_by_id_and_content_not_position(jsonl_dataset, tmp_path, capsys):
     """Issue 11: inserting a row at the top used to shift every stored result to the wrong
     input.  Now results stay with their ids; a changed row is refused unless re-certified."""
@@ -334,15 +376,27 @@ def test_ray_local_cluster_keeps_its_token_private(jsonl_dataset, tmp_path):
         assert token.stat().st_mode & 0o077 == 0
 
 
-def test_noising_only_the_image_of_an_image_text_model(jsonl_dataset, tmp_path):
+def test_noising_only_the_image_of_an_image_text_model(jsonl_dataset, tmp_path, capsys):
     """The model's text block, not noised, still reaches it as a token block (with its
-    attention mask): it used to fail with KeyError 'text_attention'."""
+    attention mask): it used to fail with KeyError 'text_attention'.  Leaving the text
+    un-noised takes --no-text-noise (it used to pass without a word), and the report says no
+    token change is certified."""
     store = tmp_path / "image_only.sqlite"
-    assert main(["certify", "--dataset", str(jsonl_dataset), "--store", str(store),
-                 "--model", "tests.runs.toy_model:factory", "--sigma", "0.25", "--n0", "16",
-                 "--n", "200", "--alpha", "0.01", "--quiet"]) == 0
+    image_only = ["certify", "--dataset", str(jsonl_dataset), "--store", str(store),
+                  "--model", "tests.runs.toy_model:factory", "--sigma", "0.25", "--n0", "16",
+                  "--n", "200", "--alpha", "0.01", "--quiet"]
+    assert main(image_only) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "reads text block(s) ['text']" in err
+    assert "--no-text-noise" in err and not store.exists()
+    assert main(image_only + ["--no-text-noise"]) == 0
     rows = stored(store)
     assert len(rows) == 12 and all(r["max_tokens"] in (-1, 0) for r in rows)
+    assert main(["report", str(store), "--out", str(tmp_path / "rep")]) == 0
+    report = (tmp_path / "rep" / "REPORT.md").read_text()
+    assert "Tokens: none certified" in report
+    assert main(image_only + ["--no-text-noise", "--keep-prob", "0.3"]) == 2
+    assert "no_text_noise contradicts" in capsys.readouterr().err
 
 
 def test_report_of_a_detector_decision_run(jsonl_dataset, tmp_path):

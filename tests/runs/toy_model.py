@@ -75,3 +75,17 @@ def threshold_factory(threshold: float, harmful: list | None = None, *, name: st
         return (score > float(threshold)).long()
 
     return ModelAdapter(model, text={"text": encoder}, num_classes=2, name=name)
+
+
+def interrupting_factory():
+    """:func:`factory` whose model is interrupted (Ctrl-C) on call ``TOY_MODEL_STOP_AT``."""
+    adapter = factory()
+    stop_at, calls = int(os.environ["TOY_MODEL_STOP_AT"]), []
+
+    def model(batch):
+        calls.append(len(batch["image"]))
+        if len(calls) == stop_at:
+            raise KeyboardInterrupt
+        return adapter.model(batch)
+
+    return ModelAdapter(model, text=adapter.text, num_classes=2, name="toy")

@@ -84,7 +84,8 @@ def test_service_decides_as_certify_in_decision_mode(toy_server, tmp_path):
                  config.model, "--sigma", str(config.sigma), "--keep-prob",
                  str(config.keep_prob), "--mode", "decision", "--n", str(config.n),
                  "--alpha", str(config.alpha), "--seed", str(config.seed), *targets,
-                 "--store", str(tmp_path / "run.sqlite"), "--quiet"])
+                 "--store", str(tmp_path / "run.sqlite"), "--quiet",
+                 "--allow-empty-text"])        # "unknown words": no noisable token
     assert code == 0
     store = RunStore(tmp_path / "run.sqlite", None)
     stored = {row["id"]: row for row in store.rows()}

@@ -11,6 +11,7 @@ import torch
 from hybridcert import Gaussian, Mask, Substitution
 from hybridcert.smoothing import (
     ABSTAIN,
+    Detector,
     SmoothedClassifier,
     TokenBlock,
     Vocabulary,
@@ -190,6 +191,35 @@ def test_certify_many_shares_batches_and_matches_certify():
         for single, result in zip(many, threaded.certify_many(records, 50, 700, 0.01, seeds),
                                   strict=True):
             assert np.array_equal(single.counts, result.counts)
+
+
+@pytest.mark.parametrize("detector", [None, Detector(0.3, 1, "both")])
+def test_certify_each_hands_back_each_record_as_soon_as_its_draws_are_counted(detector):
+    """Batches of n0 + n rows (n alone for a detector) hold one record's draws each: the
+    first result comes back after one forward pass, not after the whole group's."""
+    records = [record(image=torch.full((1, 4, 4), v)) for v in (0.2, 0.5, 0.8, 0.35)]
+    seeds = [3, 4, 5, 6]
+    calls = []
+
+    def counted(batch):
+        calls.append(len(batch["image"]))
+        return model(batch)
+
+    rows = 600 if detector is None else 550
+    clf = SmoothedClassifier(counted, {"image": Gaussian(0.25), "text": Substitution(0.2, 50)},
+                             2, {"text": VOCAB}, batch_size=rows)
+    each = clf.certify_each(records, 50, 550, 0.01, seeds) if detector is None else \
+        clf.certify_detector_each(records, 550, 0.01, detector, seeds)
+    seen = []
+    for i, result in each:
+        assert len(calls) == i + 1 == len(seen) + 1       # one pass per finished record
+        seen.append(result)
+    alone = classifier()
+    for x, seed, result in zip(records, seeds, seen, strict=True):
+        single = alone.certify(x, 50, 550, 0.01, seed=seed) if detector is None else \
+            alone.certify_detector(x, 550, 0.01, detector, seed=seed)
+        assert np.array_equal(single.counts, result.counts)
+        assert single.p_lower == result.p_lower and single.label == result.label
 
 
 def test_non_finite_model_outputs_are_refused_not_counted():

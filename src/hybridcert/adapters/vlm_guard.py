@@ -52,7 +52,7 @@ from hybridcert.adapters.tiled import (
     image_token_count,
 )
 from hybridcert.blocks import TextEncoder, Vocabulary
-from hybridcert.blocks.text import hf_id_to_token, hf_special_tokens
+from hybridcert.blocks.text import check_user_ids, hf_id_to_token, hf_special_tokens
 
 DEFAULT_POLICY = (
     "You are a content safety classifier. Judge the user's content below, the image and the "
@@ -310,18 +310,25 @@ def vlm_guard(model: nn.Module, processor, *, policy: str = DEFAULT_POLICY,
     else:
         prefix = tokenizer(before, add_special_tokens=False)["input_ids"]
     suffix = tokenizer(after, add_special_tokens=False)["input_ids"]
-    special = special_ids(tokenizer)
+    image_ids = _image_token_ids(processor, model)
+    special = special_ids(tokenizer) | image_ids       # never noised, never from user text
     noisable = [i for i in range(len(tokenizer)) if i not in special]
     pad = tokenizer.pad_token_id
     if pad is None:
         pad = tokenizer.eos_token_id
     if pad is None:
-        pad = min(special) if special else None
+        pad = min(special - image_ids) if special - image_ids else None
     if pad is None:
         raise ValueError("the tokenizer has no pad, eos or other special id to pad rows with")
 
+    # User text is data: special-token parsing off, and no special or image id may come out.
+    forbidden = special - {getattr(tokenizer, "unk_token_id", None)}
+    tokenizer_name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+
     def encode_ids(text: str) -> list[int]:
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        check_user_ids(ids, forbidden, tokenizer_name, tokenizer.convert_ids_to_tokens)
+        return ids
 
     mask = getattr(tokenizer, "mask_token_id", None)
     vocabulary = Vocabulary(torch.tensor(noisable), mask_id=None if mask is None else int(mask))
@@ -390,6 +397,15 @@ def _check_classes(classes, labels, vocab_size: int) -> None:
                 raise ValueError(f"token id {i} counts for both {labels[seen[int(i)]]!r} and "
                                  f"{labels[c]!r}")
             seen[int(i)] = c
+
+
+def _image_token_ids(processor, model) -> set[int]:
+    """The image placeholder id(s) that the processor expands, wherever the model states it."""
+    config = getattr(model, "config", None)
+    found = (getattr(processor, "image_token_id", None),
+             getattr(getattr(processor, "tokenizer", None), "image_token_id", None),
+             getattr(config, "image_token_index", None), getattr(config, "image_token_id", None))
+    return {int(i) for i in found if isinstance(i, int) and not isinstance(i, bool)}
 
 
 def _dtype(model: nn.Module, default: torch.dtype) -> torch.dtype:

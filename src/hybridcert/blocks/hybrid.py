@@ -309,19 +309,20 @@ class HybridNoise:
         missing = [b.name for b in self.blocks if b.noise is not None and b.name not in record]
         if missing:
             raise ValueError(f"record lacks the noised block(s) {missing}")
-        out: Record = {}
-        for name, data in record.items():
-            block = self.by_name.get(name)
-            if isinstance(data, TokenBlock):
-                if block is not None and not isinstance(block, Tokens):
-                    raise ValueError(f"block {name!r} is continuous but the record holds tokens")
-                out[name] = _prepare_tokens(name, data, block)
-            else:
-                if isinstance(block, Tokens):
-                    raise ValueError(f"token block {name!r} must be a TokenBlock, got "
-                                     f"{type(data).__name__}")
-                out[name] = _check_continuous(name, data)
-        return out
+        return {name: self.prepare_block(name, data) for name, data in record.items()}
+
+    def prepare_block(self, name: str, data):
+        """:meth:`prepare` for one block of a record (e.g. to check every row's text before a
+        run without reading its images)."""
+        block = self.by_name.get(name)
+        if isinstance(data, TokenBlock):
+            if block is not None and not isinstance(block, Tokens):
+                raise ValueError(f"block {name!r} is continuous but the record holds tokens")
+            return _prepare_tokens(name, data, block)
+        if isinstance(block, Tokens):
+            raise ValueError(f"token block {name!r} must be a TokenBlock, got "
+                             f"{type(data).__name__}")
+        return _check_continuous(name, data)
 
     def noised_positions(self, record: Record) -> dict[str, int]:
         """How many positions of each noised token block the (prepared) record noises."""

@@ -7,6 +7,13 @@ back to another model's tokenizer.  Three ways to build one:
 * :meth:`TextEncoder.from_hf` — a Hugging Face ``transformers`` tokenizer;
 * :meth:`TextEncoder.from_tokenizers` — a ``tokenizers.Tokenizer`` (e.g. a tokenizer.json);
 * the constructor — any callable ``text -> list[int]`` plus the noisable ids.
+
+User text is data, never control: the two builders tokenize it with special-token parsing
+off (a caption holding ``<image>``, ``[SEP]`` or ``<|im_end|>`` is read as those characters),
+add the model's own special tokens around it, and refuse a text that would still yield a
+special id (a tokenizer whose specials are ordinary words of its vocabulary).  The unknown
+token is data (an unknown word).  A constructor-built encoder is the caller's to make so;
+:func:`check_user_ids` is the check.
 """
 
 from __future__ import annotations
@@ -22,6 +29,30 @@ from hybridcert.blocks.tokens import TokenBlock, Vocabulary
 
 class TextError(ValueError):
     """A text that the encoder cannot turn into ids without a silent change."""
+
+
+def check_user_ids(ids: Sequence[int], forbidden: set[int] | frozenset[int],
+                   name: str = "tokenizer", describe: Callable[[int], str] | None = None) -> None:
+    """Raise :class:`TextError` if the ids of a user's text hold a control id.
+
+    Parameters
+    ----------
+    ids : sequence of int
+        The user's text alone, tokenized with special-token parsing off and no specials added.
+    forbidden : set of int
+        The ids no user text may yield: the tokenizer's special ids (image placeholders, chat
+        markers, separators), the unknown token excepted.
+    name : str
+        The tokenizer's name, for the message.
+    describe : callable, optional
+        ``id -> token string``, for the message.
+    """
+    for i in ids:
+        if int(i) in forbidden:
+            token = f" ({describe(int(i))!r})" if describe is not None else ""
+            raise TextError(f"text yields the special id {int(i)}{token} of {name} even with "
+                            f"special-token parsing off; user text is data, never a control "
+                            f"token: remove or rewrite that part of the text")
 
 
 @dataclass(frozen=True)
@@ -76,7 +107,11 @@ class TextEncoder:
 
     def encode(self, text: str) -> TokenBlock:
         """Ids (padded if asked), attention 0 over padding.  Raises :class:`TextError` for a
-        text that is not a string, is empty, or is too long (unless ``truncate``)."""
+        text that is not a string, encodes to no ids at all, is too long (unless
+        ``truncate``) or yields a special id from the user's text (builders' check).  A text
+        whose ids hold no noisable token (e.g. only the model's specials around an empty
+        string) is encoded; a run refuses it before it starts
+        (:func:`hybridcert.runs.runner.check_rows`, unless ``allow_empty_text``)."""
         return self.encode_reporting(text)[0]
 
     def encode_reporting(self, text: str) -> tuple[TokenBlock, bool]:
@@ -122,7 +157,9 @@ class TextEncoder:
     @classmethod
     def from_hf(cls, tokenizer, max_length: int | None = None, *, truncate: bool = False,
                 noisable_ids: Sequence[int] | None = None) -> TextEncoder:
-        """From a ``transformers`` tokenizer: its special ids (and padding) are never noised.
+        """From a ``transformers`` tokenizer: its special ids (named, and every added token
+        marked special) and padding are never noised, and never come from the user's text
+        (``split_special_tokens``; see the module's docstring).
 
         ``max_length`` defaults to ``tokenizer.model_max_length`` when that is a real limit.
         """
@@ -133,17 +170,25 @@ class TextEncoder:
         if pad is None:
             raise ValueError("the tokenizer has no pad token: give it one "
                              "(tokenizer.pad_token = ...) or build TextEncoder directly")
-        special = set(int(i) for i in tokenizer.all_special_ids)
+        from hybridcert.adapters.hf import special_ids
+
+        special = special_ids(tokenizer)      # named specials and every added special token
         if noisable_ids is None:
             noisable_ids = [i for i in range(len(tokenizer)) if i not in special]
         mask = getattr(tokenizer, "mask_token_id", None)
         vocab = Vocabulary(torch.tensor(list(noisable_ids)), mask_id=mask)
+        forbidden = special - {getattr(tokenizer, "unk_token_id", None)}
+        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
 
         def encode_ids(text: str) -> list[int]:
-            return tokenizer(text, add_special_tokens=True)["input_ids"]
+            # special-token parsing off for the user's text; the model's own specials added
+            user = tokenizer(text, add_special_tokens=False,
+                             split_special_tokens=True)["input_ids"]
+            check_user_ids(user, forbidden, name, tokenizer.convert_ids_to_tokens)
+            return tokenizer(text, add_special_tokens=True,
+                             split_special_tokens=True)["input_ids"]
 
-        return cls(encode_ids, vocab, int(pad), int(limit), truncate=truncate,
-                   name=getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__,
+        return cls(encode_ids, vocab, int(pad), int(limit), truncate=truncate, name=name,
                    special_tokens=hf_special_tokens(tokenizer),
                    id_to_token=hf_id_to_token(tokenizer))
 
@@ -153,12 +198,15 @@ class TextEncoder:
                         noisable_ids: Sequence[int] | None = None, truncate: bool = False,
                         name: str = "tokenizers") -> TextEncoder:
         """From a ``tokenizers.Tokenizer``; its own padding/truncation settings are ignored
-        (the encoder pads and checks the length itself)."""
+        (the encoder pads and checks the length itself).  Added special tokens in the user's
+        text are not matched (``encode_special_tokens``); a text that still yields one of
+        ``special_ids`` (other than the model's unknown token) is refused."""
         import copy
 
         tok = copy.deepcopy(tokenizer)
         tok.no_padding()
         tok.no_truncation()
+        tok.encode_special_tokens = True
         special = set(int(i) for i in special_ids) | {int(pad_id)}
         special |= {int(i) for i, t in tok.get_added_tokens_decoder().items() if t.special}
         if mask_id is not None:
@@ -168,9 +216,18 @@ class TextEncoder:
         vocab = Vocabulary(torch.tensor(list(noisable_ids)), mask_id=mask_id)
         strings = {t.content for t in tok.get_added_tokens_decoder().values() if t.special}
         strings |= {s for i in special if (s := tok.id_to_token(i)) is not None}
-        return cls(lambda text: tok.encode(text).ids, vocab, int(pad_id), max_length,
-                   truncate=truncate, name=name, special_tokens=tuple(sorted(strings)),
-                   id_to_token=tok.id_to_token)
+        unk = getattr(tok.model, "unk_token", None)
+        forbidden = special - {tok.token_to_id(unk) if unk else None}
+
+        def encode_ids(text: str) -> list[int]:
+            encoding = tok.encode(text)
+            user = [i for i, s in zip(encoding.ids, encoding.special_tokens_mask, strict=True)
+                    if not s]     # the post-processor's own specials are the model's
+            check_user_ids(user, forbidden, name, tok.id_to_token)
+            return encoding.ids
+
+        return cls(encode_ids, vocab, int(pad_id), max_length, truncate=truncate, name=name,
+                   special_tokens=tuple(sorted(strings)), id_to_token=tok.id_to_token)
 
 
 def hf_special_tokens(tokenizer) -> tuple[str, ...]:

@@ -255,3 +255,25 @@ def radius(
         eps = row["l2_radius"]
         table.add_row(str(row["tokens"]), "unbounded" if eps is None else f"{eps:.6f}")
     Console().print(table)
+    asked = max_tokens if max_tokens is not None else 1000
+    last = rows[-1]["tokens"]
+    if discrete is not None and last < asked:
+        typer.echo(_why_stop(p, discrete, last + 1, runner_up, rule, asked))
+
+
+def _why_stop(p: float, discrete, tokens: int, runner_up: float | None, rule: Rule | None,
+              asked: int) -> str:
+    """Why the frontier ends before --max-tokens: the worst case at one more changed token
+    breaks the rule even with no L2 change."""
+    ratio = discrete.likelihood_ratio(tokens)
+    head = f"Stops at r = {tokens - 1} (--max-tokens {asked}): with {tokens} changed tokens"
+    if rule is None:
+        low = float(lower_bound(p, ratio))
+        high = float(upper_bound(1 - p if runner_up is None else runner_up, ratio))
+        return (f"{head} the worst case leaves pA >= {low:.4g}, not above the runner-up's "
+                f"worst case {high:.4g}, even with no L2 change.")
+    if rule.kind == "flag":
+        return (f"{head} the worst case leaves pc >= {float(lower_bound(p, ratio)):.4g}, "
+                f"below tau {rule.tau:g}, even with no L2 change.")
+    return (f"{head} the worst case allows pc up to {float(upper_bound(p, ratio)):.4g}, "
+            f"not below tau {rule.tau:g}, even with no L2 change.")

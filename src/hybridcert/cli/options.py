@@ -57,6 +57,14 @@ AppendSlots = Annotated[int | None, Opt("--append-slots", help="Threat append: s
                                         "and noised.")]
 AppendPlaceholder = Annotated[str | None, Opt("--append-placeholder", help="Threat append: "
                                               "the placeholder token (default '!').")]
+NoTextNoise = Annotated[bool | None, Opt("--no-text-noise", help="The model reads text but "
+                                         "no text noise is wanted: certify image changes "
+                                         "alone (required then; the report says tokens: none "
+                                         "certified).")]
+AllowEmptyText = Annotated[bool | None, Opt("--allow-empty-text", help="Certify a row whose "
+                                            "noised text has no noisable token (empty, or "
+                                            "only unknown words) on its other blocks alone, "
+                                            "noted per row (refused otherwise).")]
 RuleKind = Annotated[str | None, Opt("--rule", help="majority (vote), or a detector: flag, "
                                      "benign, detector (both sides).")]
 Threshold = Annotated[float | None, Opt("--threshold", help="Detector threshold tau: flag iff "

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from hybridcert.cli.options import (
+    AllowEmptyText,
     AllowOutsidePaths,
     Alpha,
     AppendPlaceholder,
@@ -33,6 +34,7 @@ from hybridcert.cli.options import (
     Model,
     ModelArgs,
     NoiseKind,
+    NoTextNoise,
     NumClasses,
     Price,
     RuleKind,
@@ -83,6 +85,8 @@ def certify(
     suffix_length: SuffixLength = None,
     append_slots: AppendSlots = None,
     append_placeholder: AppendPlaceholder = None,
+    no_text_noise: NoTextNoise = None,
+    allow_empty_text: AllowEmptyText = None,
     rule: RuleKind = None,
     threshold: Threshold = None,
     flagged_class: FlaggedClass = None,
@@ -103,8 +107,8 @@ def certify(
                                             "radius of interest.")] = None,
     boundary: Boundary = None,
     price: Price = None,
-    store: Annotated[Path, Opt("--store", help="SQLite file of the run.")] = Path(
-        "runs/run.sqlite"),
+    store: Annotated[Path | None, Opt("--store", help="SQLite file of the run (default: the "
+                                      "config's store, else runs/run.sqlite).")] = None,
     new_run: Annotated[bool, Opt("--new-run", help="Start a new run in the store.")] = False,
     recertify_changed: Annotated[bool, Opt("--recertify-changed", help="Re-certify inputs "
                                            "whose content changed since they were stored "
@@ -126,8 +130,8 @@ def certify(
 
     --model and --config name code that runs in this process: a config is code.
     """
-    from hybridcert.runs.config import ConfigError, RunConfig
-    from hybridcert.runs.runner import check_fit, load_items, plan
+    from hybridcert.runs.config import ConfigError, RunConfig, execution_settings
+    from hybridcert.runs.runner import check_fit, check_rows, load_items, plan
     from hybridcert.runs.store import RunStore
     from hybridcert.smoothing import result_row
 
@@ -141,11 +145,13 @@ def certify(
         num_classes=num_classes, sigma=sigma, keep_prob=keep_prob, noise=noise,
         blocks=parse_blocks(block), threat=threat,
         suffix_length=suffix_length, append_slots=append_slots,
-        append_placeholder=append_placeholder, rule=rule, threshold=threshold,
+        append_placeholder=append_placeholder, no_text_noise=no_text_noise,
+        allow_empty_text=allow_empty_text, rule=rule, threshold=threshold,
         flagged_class=flagged_class, mode=mode, n0=n0, n=n, alpha=alpha, p_upper=p_upper,
         seed=seed, max_tokens=max_tokens,
         targets=parse_targets(target),
         tolerance=tolerance, max_radius=max_radius, boundary=boundary, price=price)
+    store = store or Path(execution_settings(config).get("store", "runs/run.sqlite"))
     if backend not in ("local", "ray"):
         raise ConfigError(f"--backend must be local or ray, got {backend!r}")
     for name, value in (("--workers", workers), ("--batch-size", batch_size),
@@ -159,6 +165,7 @@ def certify(
                           "bonferroni" else run_config.alpha)
     run = plan(run_config, device, batch_size, parallel_batches)
     items = load_items(run)
+    check_rows(run, items)
     if items:
         check_fit(run, items[0])
 

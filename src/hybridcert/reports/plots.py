@@ -37,8 +37,10 @@ def accuracy_curves(predict, labels, max_tokens, radii, path: Path, title: str,
 
 def accuracy_heatmap(acc: np.ndarray, path: Path, title: str, eps_grid=EPS_GRID,
                      token_grid=TOKEN_GRID) -> Path:
+    """Certified accuracy over (eps, r) as a heat map: cells and colour bar in percent."""
     fig, ax = plt.subplots(figsize=(4.8, 3.8))
-    image = ax.imshow(acc, vmin=0, vmax=1, cmap="viridis", origin="lower", aspect="auto")
+    image = ax.imshow(100 * np.asarray(acc), vmin=0, vmax=100, cmap="viridis", origin="lower",
+                      aspect="auto")
     ax.set_xticks(range(len(token_grid)), [str(r) for r in token_grid])
     ax.set_yticks(range(len(eps_grid)), [f"{e:g}" for e in eps_grid])
     ax.set_xlabel("substituted tokens r")
@@ -48,7 +50,7 @@ def accuracy_heatmap(acc: np.ndarray, path: Path, title: str, eps_grid=EPS_GRID,
         for b in range(len(token_grid)):
             ax.text(b, a, f"{100 * acc[a, b]:.0f}", ha="center", va="center",
                     color="white" if acc[a, b] < 0.6 else "black", fontsize=8)
-    fig.colorbar(image, ax=ax, label="certified accuracy")
+    fig.colorbar(image, ax=ax, label="certified accuracy (%)")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

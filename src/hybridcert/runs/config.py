@@ -31,6 +31,9 @@ RULES = ("majority", "flag", "benign", "detector")
 THREATS = ("substitute", "suffix", "append")
 #: Largest token budget a run may ask about (per token block).
 MAX_TOKEN_BUDGET = 1000
+#: Keys a TOML file may hold that say how a command runs, not what it certifies: they are not
+#: part of the configuration (nor of its digest).
+EXECUTION_KEYS = ("store",)
 
 
 class ConfigError(ValueError):
@@ -110,7 +113,11 @@ class RunConfig:
     Noise: ``blocks`` (block -> noise spec, e.g. ``{"image": "gaussian:0.25", "text":
     "substitution:0.2"}``); the short form ``sigma`` / ``keep_prob`` / ``noise`` fills the
     blocks ``image`` and ``text``.  Text threat: ``threat`` (substitute, suffix, append),
-    ``suffix_length``, ``append_slots``, ``append_placeholder``.
+    ``suffix_length``, ``append_slots``, ``append_placeholder``.  ``no_text_noise``: the
+    model reads text but no token block is noised, on purpose (required then; the report says
+    that no token change is certified).  ``allow_empty_text``: certify a row whose noised text
+    has no noisable token (empty, or only unknown words) on its other blocks alone, with a
+    note (refused otherwise).
 
     Certificate: ``rule`` (majority vote; ``flag`` / ``benign`` / ``detector`` for a detector
     thresholded at ``threshold`` on ``flagged_class``), ``mode`` (fixed n, sequential
@@ -142,6 +149,8 @@ class RunConfig:
     suffix_length: int | None = None
     append_slots: int | None = None
     append_placeholder: str | None = None
+    no_text_noise: bool = False
+    allow_empty_text: bool = False
     rule: str = "majority"
     threshold: float | None = None
     flagged_class: int = 1
@@ -166,10 +175,13 @@ class RunConfig:
     def from_sources(cls, toml_path: Path | None = None, **flags) -> RunConfig:
         """Defaults, then the TOML file, then the flags that are not None (``--model-arg``
         flags override the file's factory arguments key by key; a ``--model`` flag replaces
-        the file's factory and its arguments)."""
+        the file's factory and its arguments).  The file's execution keys
+        (:data:`EXECUTION_KEYS`, e.g. ``store``) are the command's, not the configuration's
+        (see :func:`execution_settings`)."""
         settings: dict[str, Any] = {}
         if toml_path is not None:
-            settings.update(_flatten_model(read_toml(Path(toml_path))))
+            settings.update({k: v for k, v in _flatten_model(read_toml(Path(toml_path))).items()
+                             if k not in EXECUTION_KEYS})
         flags = {k: v for k, v in flags.items() if v is not None}
         if "model" in flags:                   # another factory: the file's arguments go
             settings.pop("model_args", None)
@@ -281,7 +293,7 @@ class RunConfig:
                 raise ConfigError(f"image_size must be HEIGHTxWIDTH positive integers (or one "
                                   f"integer), got {self.image_size!r}")
             self.image_size = [int(size[0]), int(size[1])]
-        for name in ("allow_outside_paths", "strict"):
+        for name in ("allow_outside_paths", "strict", "no_text_noise", "allow_empty_text"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if (self.checkpoint is None) == (self.model is None):
@@ -305,6 +317,12 @@ class RunConfig:
         if not any(b.kind != "none" for b in noises.values()):
             raise ConfigError("no block is noised: give --sigma and/or --keep-prob, or "
                               "--block NAME=gaussian:S|substitution:A|mask:A")
+        if self.no_text_noise:
+            noised_text = sorted(n for n, b in noises.items() if b.kind in ("substitution",
+                                                                             "mask"))
+            if noised_text:
+                raise ConfigError(f"no_text_noise contradicts the text noise of {noised_text} "
+                                  f"(--keep-prob or --block): give one or the other")
         self._validate_threat(noises)
         if self.rule not in RULES:
             raise ConfigError(f"rule must be one of {', '.join(RULES)}, got {self.rule!r}")
@@ -467,6 +485,18 @@ def read_toml(path: Path) -> dict:
         raise ConfigError(f"config file {path} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config file {path}: {err}") from None
+
+
+def execution_settings(toml_path: Path | None) -> dict:
+    """The TOML file's execution keys (:data:`EXECUTION_KEYS`), checked: ``store`` a
+    non-empty string (a path, relative to the current directory like the dataset's)."""
+    if toml_path is None:
+        return {}
+    settings = {str(k).replace("-", "_"): v for k, v in read_toml(Path(toml_path)).items()}
+    out = {k: settings[k] for k in EXECUTION_KEYS if k in settings}
+    if "store" in out:
+        _check_str("store", out["store"])
+    return out
 
 
 def parse_target(value: str) -> list | dict:

@@ -152,9 +152,15 @@ def image_spaces(details: dict | None) -> dict[str, str]:
 
 
 def write_report(store_path: Path, folder: Path, run_id: int | None = None) -> Path:
-    """Write REPORT.md, CSV tables, plots and per-input exports of a stored run."""
+    """Write REPORT.md, CSV tables, plots and per-input exports of a stored run.
+
+    Raises ValueError (nothing written) for a run that holds no results yet."""
     summary = run_summary(store_path, run_id)
     config, rows, layout = summary["config"], summary["rows"], summary["layout"]
+    if not rows:
+        raise ValueError(f"run {summary['run_id']} of {store_path} is incomplete: it holds no "
+                         f"results yet (stopped before its first input finished); run the same "
+                         f"`hybridcert certify` command again to resume it")
     folder.mkdir(parents=True, exist_ok=True)
     names = _class_names(config)
     noise_text = ", ".join(f"{n} {b.spec()}" for n, b in config.block_noises().items())
@@ -170,16 +176,23 @@ def write_report(store_path: Path, folder: Path, run_id: int | None = None) -> P
     labelled = [r for r in rows if r["label"] is not None]
     abstain = float(np.mean([r["predict"] == -1 for r in rows])) if rows else 0.0
     times = np.array([r["time"] for r in rows]) if rows else np.zeros(0)
+    threat = f"threat {config.threat}" if layout.token_blocks else "no token threat"
     text = [f"# Run {summary['run_id']} ({store_path})", "",
             f"hybridcert {summary['version']}; {len(rows)} inputs ({len(labelled)} labelled); "
             f"abstain rate {100 * abstain:.1f}%.", "",
             f"Model: {model_text}. Noise: {noise_text}. Rule: {rule_text}. Mode {config.mode}, "
-            f"n = {config.n} (cap in sequential modes), alpha = {config.alpha}, threat "
-            f"{config.threat}.", ""]
+            f"n = {config.n} (cap in sequential modes), alpha = {config.alpha}, {threat}.", ""]
     spaces = image_spaces(summary["details"])
     if spaces:
         text += ["Image radii: " + "; ".join(f"the L2 radius of block {name} is in {space}"
                                              for name, space in spaces.items()) + ".", ""]
+    silent = [b["name"] for b in summary["details"].get("blocks", [])
+              if b.get("kind") == "tokens" and b.get("noise") is None]
+    if silent:
+        where = "" if not layout.token_blocks else f" in {', '.join(silent)}"
+        text += [f"Tokens: none certified{where}: the model reads text block(s) "
+                 f"{', '.join(silent)}, which this run did not noise (no_text_noise, or noise "
+                 f"none); no change of their tokens is covered by any certificate below.", ""]
     if times.size:
         text += [f"Per-input time: median {np.median(times):.3f} s, max {times.max():.3f} s; "
                  f"queries per input: mean {np.mean([r['queries'] for r in rows]):.0f}.", ""]

@@ -95,9 +95,18 @@ def check_factory_args(factory, entry: str, args: dict) -> None:
 
 def build_noise(config: RunConfig, adapter: ModelAdapter) -> HybridNoise:
     """The record's blocks: noise from the configuration, vocabularies and lengths from the
-    model side (never from another model)."""
+    model side (never from another model).  A text block the model reads with no noise named
+    for it needs ``no_text_noise`` (no token change is then certified)."""
+    specs = config.block_noises()
+    silent = [name for name in adapter.text if name not in specs]
+    if silent and not config.no_text_noise:
+        raise ConfigError(
+            f"the model reads text block(s) {silent} but no text noise is configured, so no "
+            f"token change would be certified: give --keep-prob A (or --block "
+            f"{silent[0]}=substitution:A), or pass --no-text-noise to certify image changes "
+            f"alone (the report then says tokens: none certified)")
     blocks = []
-    for name, spec in config.block_noises().items():
+    for name, spec in specs.items():
         encoder = adapter.text.get(name)
         if spec.kind == "gaussian":
             if encoder is not None:
@@ -181,6 +190,35 @@ def load_items(run: Plan) -> list:
     return load(data_spec(run.config), run.adapter, noised)
 
 
+def check_rows(run: Plan, items: list) -> None:
+    """Refuse, before anything is stored, every row the run would fail on or certify
+    silently on less than it says, naming the row: each noised token block laid out as its
+    threat says (appended slots must fit the model's maximum length) with at least one
+    noisable position.  With ``allow_empty_text`` a row without one is certified on its other
+    blocks alone and says so in its notes."""
+    from hybridcert.datasets import DataError
+
+    for item in items:
+        for spec in run.noise.noised_tokens:
+            data = item.blocks.get(spec.name)
+            if data is None:        # check_fit names a missing block
+                continue
+            try:
+                prepared = run.noise.prepare_block(spec.name, data.load(item.where))
+            except ValueError as err:
+                raise DataError(f"{item.where}: {err}") from None
+            if bool(prepared.noisable.any()):
+                continue
+            if not run.config.allow_empty_text:
+                raise DataError(f"{item.where}: text block {spec.name!r} has no noisable token "
+                                f"(empty, or only unknown or special tokens), so its "
+                                f"certificate would cover the other blocks alone; pass "
+                                f"--allow-empty-text to certify such rows so (noted per row)")
+            note = f"{spec.name}: no noisable token; certified on the other blocks alone"
+            if note not in item.notes:
+                item.notes.append(note)
+
+
 def check_fit(run: Plan, item) -> None:
     """One noisy forward pass, so that a noise/model/input mismatch fails fast and clearly."""
     record = item.record()
@@ -209,8 +247,9 @@ def detector_of(config: RunConfig) -> Detector | None:
 def certify_items(run: Plan, items: Iterable, group: int = 8) -> Iterator[tuple]:
     """Certify items; yield ``(item, result)`` as each finishes.
 
-    Fixed-n runs certify small groups that share forward passes; sequential runs stop each
-    input as soon as its answer is settled."""
+    Fixed-n runs certify small groups that share forward passes, each input handed back as
+    soon as its draws are counted (so a run interrupted loses only the inputs in flight);
+    sequential runs stop each input as soon as its answer is settled."""
     config, clf = run.config, run.classifier
     detector = detector_of(config)
     items = list(items)
@@ -226,22 +265,22 @@ def certify_items(run: Plan, items: Iterable, group: int = 8) -> Iterator[tuple]
                 boundary=config.boundary, price=config.price)
             yield item, result
         return
+    budgets = config.target_budgets() if config.targets else None
     for start in range(0, len(items), group):
         chunk = items[start: start + group]
         records = [it.record() for it in chunk]
         seeds = [input_seed(config.seed, it.input_id) for it in chunk]
         if detector is None:
-            results = clf.certify_many(records, config.n0, config.n, config.alpha, seeds,
-                                       config.p_upper, config.max_tokens)
+            finished = clf.certify_each(records, config.n0, config.n, config.alpha, seeds,
+                                        config.p_upper, config.max_tokens)
         else:
-            results = clf.certify_detector_many(records, config.n, config.alpha, detector,
-                                                seeds, config.max_tokens)
-        if config.targets:
-            budgets = config.target_budgets()
-            for result in results:
+            finished = clf.certify_detector_each(records, config.n, config.alpha, detector,
+                                                 seeds, config.max_tokens)
+        for i, result in finished:
+            if budgets is not None:
                 result.targets = [_fixed_answer(b, result.region.certifies(b), config.n)
                                   for b in budgets]
-        yield from zip(chunk, results, strict=True)
+            yield chunk[i], result
 
 
 def _fixed_answer(budget: dict, certified: bool, n: int) -> dict:

@@ -29,9 +29,10 @@ from __future__ import annotations
 import hashlib
 import math
 import numbers
+import queue
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -176,29 +177,38 @@ class SmoothedClassifier:
                      max_tokens: int | Mapping | None = 16) -> list[Certification]:
         """:meth:`certify` for several records, sharing forward passes between records of
         the same shapes.  Each result equals ``certify(records[i], ..., seed=seeds[i])``."""
+        return _in_order(len(records), self.certify_each(records, n0, n, alpha, seeds, p_upper,
+                                                         max_tokens))
+
+    def certify_each(self, records: list[Record], n0: int, n: int, alpha: float,
+                     seeds: list[int], p_upper: str = "complement",
+                     max_tokens: int | Mapping | None = 16
+                     ) -> Iterator[tuple[int, Certification]]:
+        """:meth:`certify_many`, yielding ``(i, result)`` as soon as record ``i``'s draws are
+        all counted.  Forward passes are still shared; within records of one shape a record's
+        draws are queued before the next one's, so results arrive one by one, in order
+        (``parallel_batches > 1``: in the order their last batch finishes)."""
         _check_counts(n0=n0, n=n, alpha=alpha)
         if p_upper not in ("complement", "bonferroni"):
             raise ValueError(f"p_upper must be 'complement' or 'bonferroni', got {p_upper!r}")
         self._check_seeds(records, seeds)
         check_can_certify(n, alpha / 2 if p_upper == "bonferroni" else alpha)
-        prepared = [self.validate(x) for x in records]
-        seconds = np.zeros(len(records))
-        selection = self.sample_counts_many(prepared, n0, seeds, Stage.SELECTION, seconds)
-        counts = self.sample_counts_many(prepared, n, seeds, Stage.ESTIMATION, seconds)
-        top = [int(np.argsort(-s, kind="stable")[0]) for s in selection]
-        p_a, p_b = self._majority_bounds(counts, top, n, alpha, p_upper)
-        regions = self.noise.frontier(p_a, p_upper=p_b, max_tokens=max_tokens,
-                                      noised_positions=[self.noise.noised_positions(x)
-                                                        for x in prepared],
-                                      batch_invariant=True)
-        out = []
-        for i, region in enumerate(regions):
-            label = top[i] if region.certified else ABSTAIN
-            out.append(Certification(
-                label, float(p_a[i]), None if p_b is None else float(p_b[i]),
+        return self._certify_each([self.validate(x) for x in records], n0, n, alpha, seeds,
+                                  p_upper, max_tokens)
+
+    def _certify_each(self, prepared, n0, n, alpha, seeds, p_upper, max_tokens):
+        stages = ((Stage.SELECTION, n0), (Stage.ESTIMATION, n))
+        for i, (selection, counts), seconds in self._counts_each(prepared, seeds, stages):
+            top = int(np.argsort(-selection, kind="stable")[0])
+            p_a, p_b = self._majority_bounds(counts[None], [top], n, alpha, p_upper)
+            region = self.noise.frontier(p_a, p_upper=p_b, max_tokens=max_tokens,
+                                         noised_positions=[self.noise.noised_positions(
+                                             prepared[i])], batch_invariant=True)[0]
+            label = top if region.certified else ABSTAIN
+            yield i, Certification(
+                label, float(p_a[0]), None if p_b is None else float(p_b[0]),
                 region if region.certified else CertifiedRegion.empty(self.noise),
-                counts[i], n0 + n, time_s=float(seconds[i])))
-        return out
+                counts, n0 + n, time_s=float(seconds))
 
     def _majority_bounds(self, counts, top, n, alpha, p_upper):
         """Lower bound on each record's top class; with "bonferroni", the largest upper bound
@@ -224,19 +234,31 @@ class SmoothedClassifier:
                               detector: Detector, seeds: list[int],
                               max_tokens: int | Mapping | None = 16) -> list[Certification]:
         """:meth:`certify_detector` for several records (shared forward passes)."""
+        return _in_order(len(records), self.certify_detector_each(records, n, alpha, detector,
+                                                                  seeds, max_tokens))
+
+    def certify_detector_each(self, records: list[Record], n: int, alpha: float,
+                              detector: Detector, seeds: list[int],
+                              max_tokens: int | Mapping | None = 16
+                              ) -> Iterator[tuple[int, Certification]]:
+        """:meth:`certify_detector_many`, yielding ``(i, result)`` as each record finishes
+        (see :meth:`certify_each`)."""
         _check_counts(n=n, alpha=alpha)
         if detector.flagged_class >= self.num_classes:
             raise ValueError(f"flagged_class must lie in [0, {self.num_classes - 1}], got "
                              f"{detector.flagged_class}")
         self._check_seeds(records, seeds)
-        prepared = [self.validate(x) for x in records]
-        seconds = np.zeros(len(records))
-        counts = self.sample_counts_many(prepared, n, seeds, Stage.ESTIMATION, seconds)
-        hits = counts[:, detector.flagged_class]
+        return self._detector_each([self.validate(x) for x in records], n, alpha, detector,
+                                   seeds, max_tokens)
+
+    def _detector_each(self, prepared, n, alpha, detector, seeds, max_tokens):
         level = detector.level(alpha)
-        positions = [self.noise.noised_positions(x) for x in prepared]
-        return detector_results(self.noise, detector, hits, n, level, positions, max_tokens,
-                                counts, [n] * len(records), seconds, self.num_classes)
+        for i, (counts,), seconds in self._counts_each(prepared, seeds,
+                                                       ((Stage.ESTIMATION, n),)):
+            yield i, detector_results(
+                self.noise, detector, counts[detector.flagged_class], n, level,
+                [self.noise.noised_positions(prepared[i])], max_tokens, counts[None], [n],
+                [seconds], self.num_classes)[0]
 
     def predict(self, x: Record, n: int, alpha: float, seed: int = 0) -> Prediction:
         """Top class, or ABSTAIN unless a two-sided binomial test rejects at ``alpha``."""
@@ -273,19 +295,47 @@ class SmoothedClassifier:
         shapes share batches, and each record's noise comes from its own seed.  ``seconds``
         (optional, per record) accumulates each record's share of the forward passes."""
         out = np.zeros((len(records), self.num_classes), dtype=np.int64)
+        for i, (counts,), spent in self._counts_each(records, seeds, ((stage, num),)):
+            out[i] = counts
+            if seconds is not None:
+                seconds[i] += spent
+        return out
+
+    def _counts_each(self, records: list[Record], seeds: list[int],
+                     stages: tuple[tuple[int, int], ...]
+                     ) -> Iterator[tuple[int, np.ndarray, float]]:
+        """Class counts of each prepared record at each ``(stage, copies)`` of ``stages``,
+        yielded as ``(i, counts (len(stages), num_classes), seconds)`` as soon as record
+        ``i``'s copies are all counted.  Records whose blocks have the same shapes share
+        batches (a record's copies, all its stages, are queued before the next record's);
+        each stream's noise comes from its own seed, so counts do not depend on the
+        batching.  ``seconds``: the record's share of the forward passes."""
+        per = len(stages)
+        expected = np.tile(np.array([num for _, num in stages], dtype=np.int64), len(records))
         groups: dict[tuple, list[int]] = {}
         for i, x in enumerate(records):
             groups.setdefault(_shape_key(x), []).append(i)
         for members in groups.values():
-            streams = ((i, self._noise_chunks(records[i], num, seeds[i], stage))
-                       for i in members)
+            streams = ((i * per + s, self._noise_chunks(records[i], num, seeds[i], stage))
+                       for i in members for s, (stage, num) in enumerate(stages))
             batches = _rebatch(streams, self.batch_size)
+            tally = _Tally(expected, per, self.num_classes)
             if self.parallel_batches > 1:
-                out += self._count_in_threads(batches, len(records), seconds)
-                continue
-            for batch, owner in _prefetched(batches) if self.prefetch else batches:
-                out += self._count(batch, owner, len(records), seconds)
-        return out
+                finished = self._finished_in_threads(batches, tally)
+            else:
+                finished = (i for batch, owner in (_prefetched(batches) if self.prefetch
+                                                   else batches)
+                            for i in tally.add(self._count_slots(batch, owner, tally), owner))
+            left = set(members)
+            for i in finished:
+                left.discard(i)
+                yield i, tally.counts(i), tally.seconds(i)
+            for i in sorted(left):        # no copies asked (num = 0)
+                yield i, tally.counts(i), tally.seconds(i)
+
+    def _count_slots(self, batch, owner, tally: _Tally) -> tuple[np.ndarray, np.ndarray]:
+        spent = np.zeros(tally.expected.size)
+        return self._count(batch, owner, tally.expected.size, spent), spent
 
     def _count(self, batch: dict[str, torch.Tensor], owner: np.ndarray,
                records: int, seconds: np.ndarray | None = None) -> np.ndarray:
@@ -306,37 +356,44 @@ class SmoothedClassifier:
             raise ValueError(f"the base classifier returned a label outside "
                              f"[0, {self.num_classes - 1}]")
 
-    def _count_in_threads(self, batches, records: int, seconds=None) -> np.ndarray:
+    def _finished_in_threads(self, batches, tally: _Tally) -> Iterator[int]:
         """Count over ``batches`` with ``parallel_batches`` threads: each takes the next
-        batch (drawn under a lock, so in the serial order) and runs the model on it."""
-        lock, stop = threading.Lock(), threading.Event()
+        batch (drawn under a lock, so in the serial order) and runs the model on it; yields
+        each record as soon as its copies are all counted."""
+        lock, stop, done = threading.Lock(), threading.Event(), queue.Queue()
+        workers = self.parallel_batches
 
-        def work() -> np.ndarray:
+        def work() -> None:
             torch.set_num_threads(1)      # per thread: the caller's setting is untouched
-            total = np.zeros((records, self.num_classes), dtype=np.int64)
-            mine = None if seconds is None else np.zeros_like(seconds)
             try:
                 while not stop.is_set():
                     with lock:
                         item = next(batches, None)
                     if item is None:
                         break
-                    total += self._count(*item, records, mine)
-            except BaseException:
+                    counted = self._count_slots(*item, tally)
+                    with lock:
+                        for i in tally.add(counted, item[1]):
+                            done.put(i)
+            except BaseException as err:
                 stop.set()
-                raise
-            return total, mine
+                done.put(err)
+            finally:
+                done.put(None)
 
-        with ThreadPoolExecutor(max_workers=self.parallel_batches) as pool:
-            futures = [pool.submit(work) for _ in range(self.parallel_batches)]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for _ in range(workers):
+                pool.submit(work)
             try:
-                out = np.zeros((records, self.num_classes), dtype=np.int64)
-                for future in futures:
-                    total, mine = future.result()
-                    out += total
-                    if seconds is not None:
-                        seconds += mine
-                return out
+                ended = 0
+                while ended < workers:
+                    got = done.get()
+                    if got is None:
+                        ended += 1
+                    elif isinstance(got, BaseException):
+                        raise got
+                    else:
+                        yield got
             finally:
                 stop.set()                # e.g. Ctrl-C here: the workers stop, not finish
 
@@ -475,6 +532,41 @@ def check_can_certify(n: int, alpha: float) -> None:
         need = math.floor(math.log(alpha) / math.log(0.5)) + 1
         raise ValueError(f"n={n} can never certify at alpha={alpha}: even if all samples "
                          f"agree the lower bound on pA is {best:.4f} <= 1/2; use n >= {need}")
+
+
+class _Tally:
+    """Counts and forward-pass seconds per stream slot (``per`` consecutive slots are one
+    record's stages) as batches come in; which records have all their copies counted."""
+
+    def __init__(self, expected: np.ndarray, per: int, num_classes: int):
+        self.expected, self.per = expected, per
+        self.total = np.zeros((expected.size, num_classes), dtype=np.int64)
+        self.seen = np.zeros(expected.size, dtype=np.int64)
+        self.spent = np.zeros(expected.size)
+
+    def add(self, counted: tuple[np.ndarray, np.ndarray], owner: np.ndarray) -> list[int]:
+        """Absorb one batch's counts; the records it completed, in order."""
+        counts, spent = counted
+        self.total += counts
+        self.spent += spent
+        self.seen += np.bincount(owner, minlength=self.seen.size)
+        # a record completes in exactly one batch: the one that brings its last copy
+        return [i for i in np.unique(owner // self.per).tolist()
+                if np.array_equal(self.seen[i * self.per: (i + 1) * self.per],
+                                  self.expected[i * self.per: (i + 1) * self.per])]
+
+    def counts(self, i: int) -> np.ndarray:
+        return self.total[i * self.per: (i + 1) * self.per].copy()
+
+    def seconds(self, i: int) -> float:
+        return float(self.spent[i * self.per: (i + 1) * self.per].sum())
+
+
+def _in_order(size: int, finished: Iterator[tuple[int, Certification]]) -> list:
+    out: list = [None] * size
+    for i, result in finished:
+        out[i] = result
+    return out
 
 
 def concat_batches(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
