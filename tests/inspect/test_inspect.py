@@ -112,7 +112,8 @@ def test_specials_in_the_users_text_warn_whether_or_not_they_are_parsed(rows_fil
 
 def test_a_block_left_unnoised_warns(rows_file):
     data = rows_file({"a": "we bake"})
-    view = run(data, sigma=None, keep_prob=None, blocks={"image": "gaussian:0.5"}).rows[0]
+    view = run(data, sigma=None, keep_prob=None, blocks={"image": "gaussian:0.5"},
+               no_text_noise=True).rows[0]
     assert text_of(view).noise == "none" and text_of(view).noised == 0
     assert [t.role for t in text_of(view).tokens[:4]] == ["special", "text", "text", "special"]
     assert any(w.startswith("text: not noised") for w in view.warnings)
@@ -192,11 +193,11 @@ def test_certify_feeds_the_model_exactly_the_ids_inspect_shows(rows_file, tmp_pa
                                                                monkeypatch, capsys, threat):
     """With keep probability 1 the noise changes nothing, so every copy certify hands the
     model is the row as prepared: it must be the row inspect shows (ids and attention)."""
-    data = rows_file({"a": "we bake a cake", "b": "how do [SEP] i", "c": ""})
+    data = rows_file({"a": "we bake a cake", "b": "do [SEP]", "c": ""})
     log = tmp_path / "spy.jsonl"
     monkeypatch.setenv("SPY_LOG", str(log))
     options = ["--model", "tests.inspect.word_model:spy_factory", "--dataset", str(data),
-               "--sigma", "0.25", "--keep-prob", "1", *threat]
+               "--sigma", "0.25", "--keep-prob", "1", "--allow-empty-text", *threat]
     assert main(["certify", *options, "--n0", "4", "--n", "16", "--alpha", "0.01", "--store",
                  str(tmp_path / "s.sqlite"), "--quiet"]) == 0
     seen = {line for line in log.read_text().splitlines()}

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from hybridcert.cli.options import (
+    AllowEmptyText,
     AllowOutsidePaths,
     AppendPlaceholder,
     AppendSlots,
@@ -27,6 +28,7 @@ from hybridcert.cli.options import (
     Model,
     ModelArgs,
     NoiseKind,
+    NoTextNoise,
     NumClasses,
     Sigma,
     Strict,
@@ -71,6 +73,8 @@ def inspect(
     suffix_length: SuffixLength = None,
     append_slots: AppendSlots = None,
     append_placeholder: AppendPlaceholder = None,
+    no_text_noise: NoTextNoise = None,
+    allow_empty_text: AllowEmptyText = None,
     row: Annotated[list[str] | None, Opt("--row", help="Only the row with this id "
                                          "(repeatable).")] = None,
     summary: Annotated[bool, Opt("--summary", help="One line per row.")] = False,
@@ -101,7 +105,8 @@ def inspect(
         model=model, model_args=parse_model_args(model_arg), num_classes=num_classes,
         sigma=sigma, keep_prob=keep_prob, noise=noise,
         blocks=parse_blocks(block), threat=threat, suffix_length=suffix_length,
-        append_slots=append_slots, append_placeholder=append_placeholder)
+        append_slots=append_slots, append_placeholder=append_placeholder,
+        no_text_noise=no_text_noise, allow_empty_text=allow_empty_text)
     result = inspect_rows(run_config, row)
     if as_json:
         if summary:
