@@ -24,8 +24,11 @@ KEY = "test-key-0123456789abcdef"
 
 
 def toy_config(**overrides) -> RunConfig:
+    # allow_empty_text: the ambiguous test input's text ("unknown words") has no noisable
+    # token, so its P(unsafe) is exactly 1/2 (test_http checks the refusal without it).
     settings = dict(model="tests.serve.toy_model:factory", sigma=0.25, keep_prob=0.8,
-                    mode="decision", targets=TARGETS, n=10_000, alpha=0.001, seed=7)
+                    mode="decision", targets=TARGETS, n=10_000, alpha=0.001, seed=7,
+                    allow_empty_text=True)
     settings.update(overrides)
     return RunConfig(**settings)
 

@@ -86,6 +86,19 @@ def test_abstains_where_nothing_can_be_certified(toy_server):
     answer = moderate(url, {"image": b64(png_even()), "text": "unknown words"}).json()
     assert answer["decision"] == "abstain"
     assert not any(t["certified"] for t in answer["certified"]) and answer["region"] == []
+    assert answer["notes"] == ["text: no noisable token; certified on the image alone"]
+
+
+def test_a_text_without_a_noisable_token_is_refused_unless_allowed():
+    """A text with no noisable token (empty, or only unknown words) would be certified on the
+    image alone: refused 422 naming the text, unless serve --allow-empty-text (then noted)."""
+    with live_service(allow_empty_text=False) as (url, _):
+        for text in ("", "unknown words"):
+            response = moderate(url, {"image": b64(png_even()), "text": text})
+            assert response.status_code == 422 and response.json()["field"] == "text"
+            assert "no noisable token" in response.json()["error"]
+        answer = moderate(url, {"image": b64(png(0.9)), "text": "we bake a cake"})
+        assert answer.status_code == 200 and answer.json()["notes"] == []
 
 
 BAD = [

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from hybridcert.cli.options import (
+    AllowEmptyText,
     Alpha,
     AppendPlaceholder,
     AppendSlots,
@@ -62,6 +63,7 @@ def serve(
     append_slots: AppendSlots = None,
     append_placeholder: AppendPlaceholder = None,
     no_text_noise: NoTextNoise = None,
+    allow_empty_text: AllowEmptyText = None,
     rule: RuleKind = None,
     threshold: Threshold = None,
     flagged_class: FlaggedClass = None,
@@ -172,7 +174,8 @@ def serve(
         sigma=sigma, keep_prob=keep_prob, noise=noise,
         blocks=parse_blocks(block), threat=threat,
         suffix_length=suffix_length, append_slots=append_slots,
-        append_placeholder=append_placeholder, no_text_noise=no_text_noise, rule=rule,
+        append_placeholder=append_placeholder, no_text_noise=no_text_noise,
+        allow_empty_text=allow_empty_text, rule=rule,
         threshold=threshold,
         flagged_class=flagged_class, mode="decision", alpha=alpha, n=n, seed=seed,
         max_tokens=max_tokens, targets=targets or _config_targets(config) or [[0.0, 0]],

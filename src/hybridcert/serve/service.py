@@ -342,6 +342,14 @@ class ModerationService:
         except ValueError as err:
             where = "text" if self.text_block in str(err) else "image"
             raise InputError(422, where, str(err)) from None
+        noised = {b.name for b in self.plan.noise.noised_tokens}
+        if self.text_block in noised and not bool(record[self.text_block].noisable.any()):
+            if not self.config.allow_empty_text:
+                raise InputError(422, "text", "the text has no noisable token (empty, or only "
+                                 "unknown or special tokens), so a certificate would cover the "
+                                 "image alone; this service refuses such texts (serve "
+                                 "--allow-empty-text certifies them so, with a note)")
+            notes.append(f"{self.text_block}: no noisable token; certified on the image alone")
         content = input_hash(image, text)
         request_id = client_id if client_id is not None else content
         return Prepared(record, content, request_id, self.seed_of(record), notes)
