@@ -24,7 +24,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from hybridcert._validation import check_count, check_nonnegative, check_positive
+from hybridcert._validation import check_count, check_level, check_nonnegative, check_positive
 
 MODES = ("fixed", "decision", "radius")
 RULES = ("majority", "flag", "benign", "detector")
@@ -344,9 +344,7 @@ class RunConfig:
             raise ConfigError(f"mode must be fixed, decision or radius, got {self.mode!r}")
         _guard(check_count, "n0", self.n0, minimum=1)
         _guard(check_count, "n", self.n, minimum=1)
-        alpha = _number("alpha", self.alpha)
-        if not 0 < alpha < 1:
-            raise ConfigError(f"alpha must lie in (0, 1), got {self.alpha!r}")
+        _guard(check_level, "alpha", _number("alpha", self.alpha))
         if self.p_upper not in ("complement", "bonferroni"):
             raise ConfigError(f"p_upper must be complement or bonferroni, got {self.p_upper!r}")
         if self.p_upper == "bonferroni" and self.mode != "fixed":
@@ -361,29 +359,25 @@ class RunConfig:
         _guard(check_positive, "tolerance", self.tolerance)
         if self.max_radius is not None:
             _guard(check_positive, "max_radius", self.max_radius)
-        from hybridcert.smoothing.stopping import BOUNDARIES, SPEND_MIN_ALPHA  # the rules own
+        from hybridcert.sequential import check_question, get_boundary
 
-        if self.boundary not in BOUNDARIES:
-            raise ConfigError(f"boundary must be one of {', '.join(BOUNDARIES)}, got "
-                              f"{self.boundary!r}")
+        try:
+            get_boundary(self.boundary)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         if self.boundary != "mixture" and self.mode == "fixed":
             raise ConfigError(f"boundary {self.boundary} is for the sequential modes (decision, "
                               f"radius); mode fixed draws n copies")
-        if self.boundary == "spending" and not self.alpha >= SPEND_MIN_ALPHA:
-            raise ConfigError(f"alpha must be >= {SPEND_MIN_ALPHA:g} with boundary spending "
-                              f"(its exact computation runs in floating point), got {self.alpha}")
-        if self.boundary == "spending" and self.mode == "radius":
-            raise ConfigError("boundary spending is for the decision mode (it is calibrated "
-                              "at the targets' thresholds); use mixture or looks for radius")
+        if self.mode != "fixed":          # the one check of a sequential question
+            try:
+                check_question(self.alpha, self.mode, self.boundary, self.rule,
+                               has_targets=bool(self.targets))
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
         if self.price is not None:
             _guard(check_positive, "price", self.price)
             if self.mode != "decision":
                 raise ConfigError("price is for the sequential decision mode (many targets)")
-        if self.mode == "radius" and self.rule != "majority":
-            raise ConfigError("the sequential radius mode is for majority votes; certify a "
-                              "detector with --mode decision and --target")
-        if self.mode == "decision" and not self.targets:
-            raise ConfigError("mode 'decision' needs targets, e.g. --target 0.25,1")
         if self.targets is not None:
             self._validate_targets(noises)
 

@@ -238,10 +238,7 @@ def check_fit(run: Plan, item) -> None:
 # -- certification -------------------------------------------------------------------------
 
 def detector_of(config: RunConfig) -> Detector | None:
-    if config.rule == "majority":
-        return None
-    sides = {"flag": "flag", "benign": "benign", "detector": "both"}[config.rule]
-    return Detector(config.threshold, config.flagged_class, sides)
+    return Detector.for_rule(config.rule, config.threshold, config.flagged_class)
 
 
 def certify_items(run: Plan, items: Iterable, group: int = 8) -> Iterator[tuple]:
@@ -254,7 +251,7 @@ def certify_items(run: Plan, items: Iterable, group: int = 8) -> Iterator[tuple]
     detector = detector_of(config)
     items = list(items)
     if config.mode != "fixed":
-        from hybridcert.smoothing.sequential import certify_sequential
+        from hybridcert.sequential import certify_sequential
 
         for item in items:
             result = certify_sequential(
