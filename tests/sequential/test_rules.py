@@ -844,3 +844,23 @@ def test_bounded_detector_stops_when_the_targets_are_settled():
         assert rule.status == ["gave_up", "refuted"] and rule.label == ABSTAIN
         assert rule.queries < 1000 and both.queries > 30_000
         assert both.status == ["refuted", "refuted"]
+
+
+@pytest.mark.parametrize("bounded", [False, True])
+def test_certified_benign_with_three_classes_is_not_flagged(bounded):
+    """Issue 23: an input certified benign with more than two classes is NOT_FLAGGED (a
+    certified answer: the flagged class's probability is below the threshold), in the rule as
+    in the results built from it — not ABSTAIN."""
+    from hybridcert.smoothing import NOT_FLAGGED
+
+    labels = np.full(5000, 2, dtype=np.int64)          # class 1 (flagged) never drawn
+    if bounded:
+        rule = BoundedDecision(0.3, [0.2], 0.01, 5000, num_classes=3, mode="benign",
+                               target_class=1)
+    else:
+        rule = DecisionTest([0.3], 0.01, 5000, num_classes=3, mode="benign", target_class=1)
+    rule = drive(rule, labels)
+    assert rule.certified.all() and rule.label == NOT_FLAGGED != ABSTAIN
+    two = drive(DecisionTest([0.3], 0.01, 5000, mode="benign", target_class=1),
+                np.zeros(5000, dtype=np.int64))
+    assert two.label == 0                               # two classes: the other one
