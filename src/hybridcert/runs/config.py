@@ -65,10 +65,12 @@ class BlockNoise:
         else:
             raise ConfigError(f"block {name!r}: noise must look like gaussian:0.25, "
                               f"substitution:0.1, mask:0.3 or none, got {value!r}")
+        from hybridcert.noise import NOISES  # the noise registry names the kinds
+
         kind = str(kind).strip().lower()
-        if kind not in ("gaussian", "substitution", "mask", "none"):
-            raise ConfigError(f"block {name!r}: noise must be gaussian, substitution, mask or "
-                              f"none, got {kind!r}")
+        if kind not in (*NOISES, "none"):
+            raise ConfigError(f"block {name!r}: noise must be {', '.join(NOISES)} or none, got "
+                              f"{kind!r}")
         if kind == "none":
             if level is not None:
                 raise ConfigError(f"block {name!r}: noise 'none' takes no level")
@@ -78,18 +80,32 @@ class BlockNoise:
         except (TypeError, ValueError):
             raise ConfigError(f"block {name!r}: {kind} needs a number, e.g. {kind}:0.25, got "
                               f"{level!r}") from None
-        if kind == "gaussian":
-            if not (number > 0 and math.isfinite(number)):
-                raise ConfigError(f"block {name!r}: gaussian sigma must be a finite number > 0, "
-                                  f"got {number!r}")
-        elif not 0 < number <= 1:
-            raise ConfigError(f"block {name!r}: {kind} keep probability must lie in (0, 1], "
-                              f"got {number!r}")
+        noise = NOISES[kind]
+        try:
+            noise.check_level(number)
+        except ValueError as err:
+            raise ConfigError(f"block {name!r}: {kind} {err}") from None
         return cls(kind, number)
+
+    def build(self, vocab_size: int | None = None):
+        """The noise itself (None for ``none``), for a block of ``vocab_size`` values."""
+        from hybridcert.noise import NOISES
+
+        return None if self.kind == "none" else NOISES[self.kind].build(self.level, vocab_size)
 
     @property
     def continuous(self) -> bool:
-        return self.kind == "gaussian"
+        """Noise on a continuous block (Gaussian)."""
+        from hybridcert.noise import NOISES
+
+        return self.kind in NOISES and NOISES[self.kind].kind == "continuous"
+
+    @property
+    def tokens(self) -> bool:
+        """Noise on a token block (substitution, mask)."""
+        from hybridcert.noise import NOISES
+
+        return self.kind in NOISES and NOISES[self.kind].kind == "discrete"
 
     def spec(self) -> str:
         return self.kind if self.level is None else f"{self.kind}:{self.level:g}"
@@ -237,29 +253,20 @@ class RunConfig:
     def target_budgets(self) -> list[dict[str, float]]:
         """Decision targets as per-block budgets (``[eps, r]`` pairs apply to the one
         Gaussian-noised block and the one noised token block)."""
+        from hybridcert.blocks.hybrid import pair_budget
+
         noises = self.block_noises()
         continuous = [n for n, b in noises.items() if b.continuous]
-        tokens = [n for n, b in noises.items() if b.kind in ("substitution", "mask")]
+        tokens = [n for n, b in noises.items() if b.tokens]
         out = []
         for target in self.targets or []:
             if isinstance(target, dict):
                 out.append(dict(target))
                 continue
-            eps, r = target
-            budget: dict[str, float] = {}
-            if eps:
-                if len(continuous) != 1:
-                    raise ConfigError(f"target {target!r}: an L2 budget needs exactly one "
-                                      f"Gaussian-noised block, there are {continuous}; give "
-                                      f"per-block targets such as image=0.25,text=1")
-                budget[continuous[0]] = eps
-            if r:
-                if len(tokens) != 1:
-                    raise ConfigError(f"target {target!r}: a token budget needs exactly one "
-                                      f"noised token block, there are {tokens}; give per-block "
-                                      f"targets")
-                budget[tokens[0]] = r
-            out.append(budget)
+            try:
+                out.append(pair_budget(*target, continuous, tokens))
+            except ValueError as err:
+                raise ConfigError(f"target {target!r}: {err}") from None
         return out
 
     # -- validation ----------------------------------------------------------------------
