@@ -69,7 +69,8 @@ class BlockNoise:
 
         kind = str(kind).strip().lower()
         if kind not in (*NOISES, "none"):
-            raise ConfigError(f"block {name!r}: noise must be {', '.join(NOISES)} or none, got "
+            names = sorted(NOISES, key=lambda n: NOISES[n].kind != "continuous")
+            raise ConfigError(f"block {name!r}: noise must be {', '.join(names)} or none, got "
                               f"{kind!r}")
         if kind == "none":
             if level is not None:
