@@ -232,3 +232,32 @@ def test_the_class_claim_is_valid_near_one_half(margin):
             failures += result.label != truth or result.l2_radius[0] > abs(margin)
         assert result.status in ("certified", "refuted", "gave_up", "cap")
     assert failures <= ALLOWED
+
+
+@pytest.mark.parametrize(("question", "config", "message"), [
+    ({"boundary": "spending"}, {"mode": "radius", "boundary": "spending"},
+     "spending is for the decision mode"),
+    ({"detector": Detector(0.1)}, {"mode": "radius", "rule": "flag", "threshold": 0.1},
+     "radius mode is for majority votes"),
+    ({"alpha": 1.5, "targets": [(0.1, 0)]}, {"mode": "decision", "alpha": 1.5,
+                                             "targets": [[0.1, 0]]},
+     r"alpha must lie in \(0, 1\)"),
+    ({"alpha": 1e-250, "targets": [(0.1, 0)], "boundary": "spending"},
+     {"mode": "decision", "alpha": 1e-250, "targets": [[0.1, 0]], "boundary": "spending"},
+     "alpha must be >= 1e-200 with boundary 'spending'"),
+    ({"targets": [(0.1, 0)], "boundary": "stitched"},
+     {"mode": "decision", "targets": [[0.1, 0]], "boundary": "stitched"},
+     "boundary must be one of mixture, looks, spending"),
+])
+def test_one_check_of_a_question_for_the_library_and_the_config(question, config, message):
+    """Issue 23: mode x rule x boundary x targets x alpha is checked in one place
+    (check_question): the library and the run config refuse the same question alike."""
+    from hybridcert.runs.config import ConfigError, RunConfig
+
+    question = {"alpha": 0.01, **question}
+    clf = linear_classifier()
+    with pytest.raises(ValueError, match=message):
+        SequentialQuestion(clf.noise, 2, question.pop("alpha"), 1000, **question)
+    with pytest.raises(ConfigError, match=message):
+        RunConfig.from_dict({"model": "tests.runs.toy_model:factory", "sigma": 0.25,
+                             "keep_prob": 0.3, **config})
