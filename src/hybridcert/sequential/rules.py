@@ -407,7 +407,8 @@ class DecisionTest(RuleState):
         (the upper bound at level ``futility``), would come so late that
         ``price * thresholds kept - draws still needed`` is smaller than without them.
         None: settle every threshold the cap can.  Cost and power only, never validity.
-    boundary : {"mixture", "looks", "spending"}
+    boundary : str
+        A registered boundary family (:mod:`hybridcert.sequential.boundaries`).
         ``mixture``: the mixture confidence sequence, exact at every draw up to ``dense``
         and then every ``growth`` factor (best for few thresholds and short runs).
         ``looks``: Clopper–Pearson at level / K at K looks (16, then every ``look_growth``
@@ -918,7 +919,8 @@ class RadiusTest(RuleState):
         Largest acceptable shortfall per entry, in the frontier's units.
     futility, point_mass, prior
         As for :class:`DecisionTest` (the mixture is restricted to (1/2, 1)).
-    boundary : {"mixture", "looks"}
+    boundary : str
+        A registered family that gives a bound at every rate (``mixture`` or ``looks``).
         The bound on the top class: the mixture confidence sequence (valid at any look), or
         Clopper–Pearson at level / K at the K looks (union bound).
     first_look, look_growth : int, float
