@@ -91,3 +91,18 @@ def test_unknown_and_duplicate_names_are_refused():
     with pytest.raises(ValueError, match="must be new"):
         register(get_boundary("looks"))
     assert DecisionTest([0.7], 0.01, 100).label == ABSTAIN
+
+
+def test_every_rule_is_a_stopping_rule():
+    """The drivers need only the StoppingRule protocol: the rules and the baselines have it."""
+    from hybridcert.sequential.baselines import Adaptive, Betting, BonferroniLooks, FixedN
+    from hybridcert.sequential.rules import BoundedDecision, RadiusTest, StoppingRule
+
+    rules = [DecisionTest([0.7], 0.01, 100), BoundedDecision(0.5, [0.7], 0.01, 100),
+             RadiusTest(lambda p: np.zeros(1), 0.01, 100, 0.1),
+             BonferroniLooks(0.01, 100, [0.7]), FixedN([0.7], 0.01, 100),
+             Betting(0.7, 0.005, 100, 1), Adaptive(0.7, 0.01, 100, 1)]
+    for rule in rules:
+        assert isinstance(rule, StoppingRule)
+        assert rule.next_draws() >= 1 and not rule.done
+    assert not isinstance(object(), StoppingRule)
