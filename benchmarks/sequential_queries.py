@@ -1,9 +1,10 @@
 """Base-model queries of the sequential stopping rules, replayed on the same seeded paths.
 
 Every rule reads the same label sequence per (seed, input): draw t is the input's top class
-with probability pA, else the other class.  The rules (``hybridcert.smoothing.stopping`` and
-two peers reimplemented here from their papers) decide the two-class question "is pA above
-the target's p*?" at alpha, with a cap of ``--n-max`` draws:
+with probability pA, else the other class.  The rules (``hybridcert.sequential.rules``, and
+``hybridcert.sequential.baselines`` with two peers reimplemented from their papers) decide
+the two-class question "is pA above the target's p*?" at alpha, with a cap of ``--n-max``
+draws:
 
 * **new** — ``DecisionTest``: mixture confidence sequence per class (point mass at 1 + Beta
   above p*), anytime-valid at every draw, class chosen from the same draws, cap give-up;
@@ -54,17 +55,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.special import betaln
 from scipy.stats import beta as beta_dist
 
 from hybridcert.noise import Gaussian, LikelihoodRatio, Substitution
-from hybridcert.smoothing.stopping import (
-    BonferroniLooks,
-    DecisionTest,
-    FixedN,
-    RadiusTest,
-    clopper_pearson,
-)
+from hybridcert.sequential.baselines import Adaptive, Betting, BonferroniLooks, FixedN
+from hybridcert.sequential.bounds import clopper_pearson
+from hybridcert.sequential.rules import DecisionTest, RadiusTest
 
 TSV = Path(__file__).resolve().parent / "data/v1_full_certify_s0.5_a0.1.tsv"
 TARGETS = [(0.25, 1), (0.5, 2)]
@@ -120,95 +116,6 @@ def drive(rule, labels: np.ndarray):
         rule.observe(labels[pos:pos + k])
         pos += k
     return rule
-
-
-# -- the peers, reimplemented from the papers ------------------------------------------------
-def _kt_boundary(p: float, level: float, n_max: int) -> np.ndarray:
-    """Voráček 2024: per draw n, the smallest count k >= p n at which the KT mixture (Beta(1/2,
-    1/2)) likelihood ratio against p exceeds 1/level, made non-decreasing by a running
-    minimum from the cap back (a count that will cross later anyway decides now)."""
-    n = np.arange(n_max + 1)
-    target = math.log(1 / level)
-
-    def ok(k):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            log_lr = (betaln(k + 0.5, n - k + 0.5) - betaln(0.5, 0.5)
-                      - np.where(k > 0, k * math.log(p), 0.0)
-                      - np.where(n > k, (n - k) * math.log1p(-p), 0.0))
-        return log_lr > target
-
-    lo, hi = np.ceil(p * n).astype(np.int64), n.copy()
-    found = ok(hi)
-    for _ in range(64):
-        if np.all(lo >= hi):
-            break
-        mid = (lo + hi) // 2
-        good = ok(mid)
-        hi, lo = np.where(good, mid, hi), np.where(good, lo, mid + 1)
-    out = np.where(found, hi, n_max + 1)
-    out[0] = n_max + 1
-    return np.minimum.accumulate(out[::-1])[::-1]
-
-
-class Betting:
-    """Per-draw betting thresholds (Voráček 2024) for a given class: certified when the
-    count reaches the upper threshold, rejected when the failures reach the mirrored one,
-    abstain at the cap.  ``side_alpha``: alpha/2 as published."""
-
-    _cache: dict = {}
-
-    def __init__(self, threshold: float, side_alpha: float, n_max: int, target: int):
-        key = (threshold, side_alpha, n_max)
-        if key not in self._cache:
-            upper = _kt_boundary(threshold, side_alpha, n_max)
-            fail = _kt_boundary(1 - threshold, side_alpha, n_max)
-            lower = np.maximum.accumulate(np.arange(n_max + 1) - fail)
-            self._cache[key] = (upper, lower)
-        self.upper, self.lower = self._cache[key]
-        self.n_max, self.target = n_max, target
-        self.done, self.queries, self.count, self.certified = False, 0, 0, np.zeros(1, bool)
-        self.label = target
-
-    def next_draws(self) -> int:
-        return min(4096, self.n_max - self.queries)
-
-    def observe(self, labels) -> None:
-        cum = self.count + np.cumsum(np.asarray(labels) == self.target)
-        n = self.queries + 1 + np.arange(len(labels))
-        up = np.nonzero(cum >= self.upper[n])[0]
-        down = np.nonzero(cum <= self.lower[n])[0]
-        first = min(up[0] if up.size else len(n), down[0] if down.size else len(n))
-        if first < len(n):
-            self.done = True
-            self.certified[0] = bool(up.size and up[0] == first)
-            self.queries, self.count = int(n[first]), int(cum[first])
-            return
-        self.queries, self.count = int(n[-1]), int(cum[-1])
-        self.done = self.queries >= self.n_max
-
-
-class Adaptive:
-    """Horváth et al. 2022 as run by Voráček's code: cumulative stages ns = 100, 1,100,
-    11,100, then the cap; two-sided Clopper–Pearson at alpha * 2 / 4 (alpha/4 per side);
-    certify when the lower end clears p*, stop when the upper end is below it."""
-
-    def __init__(self, threshold: float, alpha: float, n_max: int, target: int):
-        self.stages = [s for s in (100, 1100, 11100) if s < n_max] + [n_max]
-        self.level = alpha / 4
-        self.threshold, self.target = threshold, target
-        self.done, self.queries, self.count, self.certified = False, 0, 0, np.zeros(1, bool)
-        self.label = target
-
-    def next_draws(self) -> int:
-        return next(s for s in self.stages if s > self.queries) - self.queries
-
-    def observe(self, labels) -> None:
-        self.count += int((np.asarray(labels) == self.target).sum())
-        self.queries += len(labels)
-        low, high = clopper_pearson(self.count, self.queries, self.level)
-        if low > self.threshold or high < self.threshold or self.queries >= self.stages[-1]:
-            self.done = True
-            self.certified[0] = low > self.threshold
 
 
 # -- decision mode ---------------------------------------------------------------------------
@@ -278,8 +185,8 @@ def product_question(eps: float, r: int, args):
     import torch
 
     from hybridcert.blocks import Continuous, HybridNoise, Tokens
+    from hybridcert.sequential import SequentialQuestion
     from hybridcert.smoothing import Vocabulary
-    from hybridcert.smoothing.sequential import SequentialQuestion
 
     noise = HybridNoise([Continuous("image", Gaussian(args.sigma)),
                          Tokens("text", Substitution(args.keep, VOCAB_SIZE),

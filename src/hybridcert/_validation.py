@@ -44,6 +44,21 @@ def check_probability(name: str, value, *, open_low: bool = False, open_high: bo
     return arr
 
 
+def check_level(name: str, value) -> float:
+    """A probability of error or a confidence level: a number in the open interval (0, 1)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must lie in (0, 1), got {value!r}")
+    value = _as_float(name, value)
+    if not 0 < value < 1:
+        raise ValueError(f"{name} must lie in (0, 1), got {value!r}")
+    return value
+
+
+def check_alpha(alpha) -> float:
+    """The probability of a wrong claim, in (0, 1): the one check of ``alpha`` everywhere."""
+    return check_level("alpha", alpha)
+
+
 def _as_float(name: str, value) -> float:
     try:
         return float(value)

@@ -241,13 +241,7 @@ def _row(run, item) -> RowView:
 
 def _noise_spec(spec) -> str:
     noise = getattr(spec, "noise", None)
-    if noise is None:
-        return "none"
-    from hybridcert.noise import Gaussian, Mask
-
-    if isinstance(noise, Gaussian):
-        return f"gaussian:{noise.sigma:g}"
-    return f"{'mask' if isinstance(noise, Mask) else 'substitution'}:{noise.keep_prob:g}"
+    return "none" if noise is None else noise.spec()
 
 
 def _tokens(name: str, block: TokenBlock, spec: Tokens | None, encoder, data) -> TokenView:
@@ -285,13 +279,11 @@ def _tokens(name: str, block: TokenBlock, spec: Tokens | None, encoder, data) ->
     text = getattr(data, "text", None)
     strings, extra, unnoisable = _specials(text, original, encoder, vocabulary)
     content = sum(1 for t in tokens if t.role in ("noised", "text"))
-    from hybridcert.noise import Substitution
-
     noise = spec.noise if spec is not None else None
     return TokenView(
         name=name, noise=_noise_spec(spec), threat=spec.threat.describe() if spec is not None
         and noise is not None else {"threat": None},
-        vocab_size=noise.vocab_size if isinstance(noise, Substitution) else None,
+        vocab_size=None if noise is None else noise.describe().get("vocab_size"),
         max_length=None if encoder is None else encoder.max_length, length=len(ids),
         attended=sum(1 for a in attention if a), content=content,
         noised=sum(1 for n in noisable if n), slots=slots,

@@ -56,8 +56,8 @@ def load(store: str | Path, run_id: int | None = None):
         rows, config = opened.rows(), RunConfig.from_dict(opened.config)
         run = opened.run_id
     noises = config.block_noises()
-    sigmas = {n: b.level for n, b in noises.items() if b.kind == "gaussian"}
-    token_blocks = tuple(n for n, b in noises.items() if b.kind in ("substitution", "mask"))
+    sigmas = {n: b.level for n, b in noises.items() if b.continuous}
+    token_blocks = tuple(n for n, b in noises.items() if b.tokens)
     regions = [CertifiedRegion.from_rows(token_blocks, sigmas, r["frontier"]) for r in rows]
     shape = tuple(max([g.gamma.shape[a] for g in regions] + [1])
                   for a in range(len(token_blocks)))

@@ -15,7 +15,7 @@ from hybridcert.bench.metrics import ceiling_probability, eps_ceiling
 from hybridcert.blocks import Continuous, HybridNoise, Tokens, Vocabulary
 from hybridcert.certificate import MAJORITY, Rule, per_modality_check
 from hybridcert.noise import Gaussian, Substitution
-from hybridcert.smoothing.stopping import look_points
+from hybridcert.sequential.bounds import look_points
 
 mp.mp.dps = 50
 V = 29_523

@@ -10,8 +10,8 @@ from hybridcert.bench.models import CachedModality, FastFilter
 from hybridcert.blocks import Continuous, HybridNoise, TokenBlock, Tokens, Vocabulary
 from hybridcert.models import fusion
 from hybridcert.noise import Gaussian, Substitution
+from hybridcert.sequential.question import SequentialQuestion, certify_sequential
 from hybridcert.smoothing import Detector, SmoothedClassifier, Stage
-from hybridcert.smoothing.sequential import SequentialQuestion, certify_sequential
 
 VOCAB = Vocabulary(torch.arange(10, 60))
 

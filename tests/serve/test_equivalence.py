@@ -13,8 +13,8 @@ from PIL import Image
 
 from hybridcert.cli.main import main
 from hybridcert.runs.store import RunStore
+from hybridcert.sequential.rules import DecisionTest
 from hybridcert.smoothing.core import Stage, input_seed
-from hybridcert.smoothing.stopping import DecisionTest
 from tests.serve.conftest import TARGETS, b64, png, png_even
 
 INPUTS = [("dark", png(0.05), "i will hurt you"), ("bright", png(0.95), "lovely day"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import stat
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +61,26 @@ class ImageProcessor:
                 raise ValueError(f"size must be (height, width) positive integers, got "
                                  f"{self.size!r}")
             object.__setattr__(self, "size", size)
+
+    @classmethod
+    def sized(cls, processor: ImageProcessor | None, size: tuple[int, int] | None,
+              block: str = "image") -> ImageProcessor:
+        """The model's processor for ``block`` (None: a default one), sized by ``size``
+        (``--image-size``, height x width) when the model states none: images are then
+        resized to it (unless the model's own resize mode says otherwise).  The one place a
+        run (``certify``) and the service size images; ValueError when ``size`` conflicts
+        with the model's own size."""
+        size = None if size is None else tuple(size)
+        if processor is None:
+            return cls(size=size, resize="resize") if size else cls()
+        if size is None or processor.size == size:
+            return processor
+        if processor.size is not None:
+            raise ValueError(f"image_size {size[1]}x{size[0]} conflicts with the model's image "
+                             f"size {processor.size[1]}x{processor.size[0]} for block "
+                             f"{block!r}")
+        resize = "resize" if processor.resize == "refuse" else processor.resize
+        return replace(processor, size=size, resize=resize)
 
     def load(self, path: str | Path) -> tuple[torch.Tensor, list[str]]:
         """Read an image file; returns the tensor and the changes made (for the run log)."""

@@ -27,9 +27,9 @@ from hybridcert.bench.engine import Job, run_jobs
 from hybridcert.bench.models import FastFilter
 from hybridcert.blocks import TokenBlock
 from hybridcert.data import safety
+from hybridcert.sequential.rules import ABOVE, BELOW, OPEN, DecisionTest
 from hybridcert.smoothing import SmoothedClassifier
 from hybridcert.smoothing.core import input_seed
-from hybridcert.smoothing.stopping import ABOVE, BELOW, OPEN, DecisionTest
 
 
 @dataclass

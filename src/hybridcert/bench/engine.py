@@ -1,6 +1,6 @@
 """Many inputs certified at once: sequential rules driven by shared forward passes.
 
-:func:`hybridcert.smoothing.sequential.certify_sequential` certifies one input at a time, and
+:func:`hybridcert.sequential.certify_sequential` certifies one input at a time, and
 its rules ask for few draws at a time (16, 30, ...): one input's copies make small, slow
 batches.  :func:`run_jobs` keeps a window of inputs in flight, asks every rule of every input
 how many draws it needs next (``next_draws``), takes exactly those copies from each input's
@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from hybridcert.blocks import Record
+from hybridcert.sequential.rules import StoppingRule
 from hybridcert.smoothing import SmoothedClassifier, Stage
-from hybridcert.smoothing.stopping import StoppingRule
 
 #: ``labels_fn(batch, owners)``: base-model labels of a batch whose row j is a copy of job
 #: ``owners[j]`` (the owners let a model reuse what it cached per input).

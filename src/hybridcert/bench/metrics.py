@@ -8,7 +8,7 @@ import numpy as np
 from hybridcert.bench.stats import seed_input_bootstrap
 from hybridcert.blocks import HybridNoise
 from hybridcert.certificate import Rule
-from hybridcert.smoothing.stopping import ABOVE, DecisionTest
+from hybridcert.sequential.rules import ABOVE, DecisionTest
 
 
 def ceiling_probability(zero_threshold: float, alpha: float, n_max: int, boundary: str,

@@ -5,7 +5,7 @@ Every input gets one label stream (seed ``input_seed(run_seed, id)``, stage
 stream answers, in one pass of shared forward passes (:func:`~hybridcert.bench.engine.run_jobs`):
 
 * ``detector``: the thresholded detector's flag side at the 25 grid cells (joint
-  certificate, :class:`~hybridcert.smoothing.sequential.SequentialQuestion`);
+  certificate, :class:`~hybridcert.sequential.SequentialQuestion`);
 * ``majority``: the majority vote at the same cells;
 * ``detector_sequential`` / ``majority_sequential``: the same questions at the thresholds of
   sequential composition (sound, looser);
@@ -27,9 +27,9 @@ from hybridcert.bench.baselines import grid_thresholds
 from hybridcert.bench.engine import Job, LabelFn, run_jobs
 from hybridcert.blocks import HybridNoise
 from hybridcert.certificate import MAJORITY
+from hybridcert.sequential.question import SequentialQuestion
+from hybridcert.sequential.rules import ABOVE, DecisionTest
 from hybridcert.smoothing import Detector, SmoothedClassifier, certification_rows
-from hybridcert.smoothing.sequential import SequentialQuestion
-from hybridcert.smoothing.stopping import ABOVE, DecisionTest
 
 
 @dataclass

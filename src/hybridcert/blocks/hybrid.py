@@ -50,13 +50,13 @@ class Continuous:
 
     def __post_init__(self) -> None:
         _check_name(self.name)
-        if self.noise is not None and not isinstance(self.noise, Gaussian):
+        if self.noise is not None and getattr(self.noise, "kind", None) != "continuous":
             raise ValueError(f"continuous block {self.name!r} takes Gaussian noise, got "
                              f"{type(self.noise).__name__}")
 
     def describe(self) -> dict:
         return {"name": self.name, "kind": "continuous",
-                "noise": None if self.noise is None else {"gaussian": self.noise.sigma}}
+                "noise": None if self.noise is None else self.noise.describe()}
 
 
 @dataclass(frozen=True)
@@ -88,24 +88,15 @@ class Tokens:
         _check_name(self.name)
         if self.noise is None:
             return
-        if not isinstance(self.noise, (Substitution, Mask)):
+        if getattr(self.noise, "kind", None) != "discrete":
             raise ValueError(f"token block {self.name!r} takes Substitution or Mask noise, got "
                              f"{type(self.noise).__name__}")
         if self.vocabulary is None:
             raise ValueError(f"token block {self.name!r} is noised but has no vocabulary")
-        if isinstance(self.noise, Substitution) and \
-                self.noise.vocab_size != self.vocabulary.size:
-            raise ValueError(f"noise on {self.name!r} has vocab_size {self.noise.vocab_size} "
-                             f"but its vocabulary holds {self.vocabulary.size} noisable ids")
-        if isinstance(self.noise, Mask) and self.vocabulary.mask_id is None:
-            raise ValueError(f"Mask noise on {self.name!r} needs a Vocabulary with mask_id")
+        self.noise.check_block(self.name, self.vocabulary)
 
     def describe(self) -> dict:
-        noise = None
-        if isinstance(self.noise, Substitution):
-            noise = {"substitution": self.noise.keep_prob, "vocab_size": self.noise.vocab_size}
-        elif isinstance(self.noise, Mask):
-            noise = {"mask": self.noise.keep_prob}
+        noise = None if self.noise is None else self.noise.describe()
         return {"name": self.name, "kind": "tokens", "noise": noise, **self.threat.describe()}
 
 
@@ -150,7 +141,7 @@ class HybridNoise:
         vocabularies = dict(vocabularies or {})
         blocks: list[Block] = []
         for name, noise in noises.items():
-            if isinstance(noise, Gaussian):
+            if noise.kind == "continuous":
                 blocks.append(Continuous(name, noise))
             else:
                 blocks.append(Tokens(name, noise, vocabularies.get(name)))
@@ -187,21 +178,9 @@ class HybridNoise:
 
     def pair_budget(self, eps: float, r: int) -> dict[str, float]:
         """The budget of the common two-block case: L2 ``eps`` on the noised continuous block
-        and ``r`` changed tokens on the noised token block."""
-        out = {}
-        if eps:
-            if len(self.noised_continuous) != 1:
-                raise ValueError(f"an L2 budget needs exactly one Gaussian-noised block to apply "
-                                 f"to (there are {len(self.noised_continuous)}); give a "
-                                 f"per-block budget")
-            out[self.noised_continuous[0].name] = eps
-        if r:
-            if len(self.noised_tokens) != 1:
-                raise ValueError(f"a token budget needs exactly one noised token block to apply "
-                                 f"to (there are {len(self.noised_tokens)}); give a per-block "
-                                 f"budget")
-            out[self.noised_tokens[0].name] = r
-        return self.budget(out)
+        and ``r`` changed tokens on the noised token block (:func:`pair_budget`)."""
+        return self.budget(pair_budget(eps, r, [b.name for b in self.noised_continuous],
+                                       [b.name for b in self.noised_tokens]))
 
     def gamma(self, budget: Mapping[str, float]) -> float:
         """Joint Gaussian shift in standard deviations, ``sqrt(sum_j (eps_j / sigma_j)^2)``."""
@@ -573,6 +552,27 @@ def _down(value: float) -> str:
 
 def _json_number(value: float):
     return None if value == float("inf") else value
+
+
+def pair_budget(eps: float, r: int, continuous: Sequence[str], tokens: Sequence[str]
+                ) -> dict[str, float]:
+    """An ``[eps, r]`` pair as a per-block budget: L2 ``eps`` on the one Gaussian-noised block
+    (``continuous``: the names of the noised continuous blocks) and ``r`` changed tokens on
+    the one noised token block (``tokens``).  The one place the pair is resolved (the run
+    config and :meth:`HybridNoise.pair_budget`); ValueError when it is ambiguous."""
+    out: dict[str, float] = {}
+    if eps:
+        if len(continuous) != 1:
+            raise ValueError(f"an L2 budget needs exactly one Gaussian-noised block, there are "
+                             f"{list(continuous)}; give a per-block budget such as "
+                             f"image=0.25,text=1")
+        out[continuous[0]] = eps
+    if r:
+        if len(tokens) != 1:
+            raise ValueError(f"a token budget needs exactly one noised token block, there are "
+                             f"{list(tokens)}; give a per-block budget")
+        out[tokens[0]] = r
+    return out
 
 
 def _check_name(name) -> None:

@@ -25,12 +25,11 @@ from hybridcert.certificate import (
     sequential_bound,
     upper_bound,
 )
-from hybridcert.noise import Gaussian, LikelihoodRatio, Mask, Substitution
+from hybridcert.noise import NOISES, Gaussian, LikelihoodRatio
 
-
-class NoiseKind(str, Enum):
-    substitution = "substitution"
-    mask = "mask"
+#: The token noises of the registry (``--noise``).
+NoiseKind = Enum("NoiseKind", {name: name for name, cls in NOISES.items()
+                               if cls.kind == "discrete"}, type=str)
 
 
 class Side(str, Enum):
@@ -61,11 +60,12 @@ def discrete_noise(noise: NoiseKind, keep_prob: float | None, vocab_size: int | 
         if vocab_size is not None:
             raise ValueError("--keep-prob is required with --vocab-size")
         return None
-    if noise is NoiseKind.mask:
-        return Mask(keep_prob)
-    if vocab_size is None:
-        raise ValueError("--vocab-size is required for --noise substitution")
-    return Substitution(keep_prob, vocab_size)
+    try:
+        return NOISES[noise.value].build(keep_prob, vocab_size)
+    except ValueError as err:
+        if vocab_size is None and "vocab_size" in str(err):
+            raise ValueError(f"--vocab-size is required for --noise {noise.value}") from None
+        raise
 
 
 def _rule(threshold: float | None, side: Side | None) -> Rule | None:

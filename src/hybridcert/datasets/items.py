@@ -10,7 +10,6 @@ processes it.  Token ids are kept (a few hundred integers per row).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import re
@@ -314,16 +313,10 @@ def _kinds(columns, text_encoders, processors, model_name) -> dict[str, str]:
 
 
 def _processor(block: str, processor: ImageProcessor | None, spec: DataSpec) -> ImageProcessor:
-    size = spec.image_size
-    if processor is None:
-        return ImageProcessor(size=size, resize="resize") if size else ImageProcessor()
-    if size is None or processor.size == size:
-        return processor
-    if processor.size is None:
-        resize = "resize" if processor.resize == "refuse" else processor.resize
-        return dataclasses.replace(processor, size=size, resize=resize)
-    raise DataError(f"image_size {size[1]}x{size[0]} conflicts with the model's image size "
-                    f"{processor.size[1]}x{processor.size[0]} for block {block!r}")
+    try:
+        return ImageProcessor.sized(processor, spec.image_size, block)
+    except ValueError as err:
+        raise DataError(str(err)) from None
 
 
 # -- rows ----------------------------------------------------------------------------------

@@ -40,6 +40,34 @@ class Substitution(Noise):
     keep_prob: float
     vocab_size: int
     kind = "discrete"
+    name = "substitution"
+    level_name = "keep probability"
+
+    @property
+    def level(self) -> float:
+        return self.keep_prob
+
+    @classmethod
+    def check_level(cls, value: float) -> float:
+        return _check_keep(value, cls.level_name)
+
+    @classmethod
+    def build(cls, level: float, vocab_size: int | None = None) -> Substitution:
+        if vocab_size is None:
+            raise ValueError("substitution noise needs vocab_size (the values it draws)")
+        return cls(level, vocab_size)
+
+    def describe(self) -> dict:
+        return {self.name: self.keep_prob, "vocab_size": self.vocab_size}
+
+    @classmethod
+    def from_spec(cls, spec) -> Substitution:
+        return cls(spec[cls.name], spec["vocab_size"])
+
+    def check_block(self, block, vocabulary):
+        if self.vocab_size != vocabulary.size:
+            raise ValueError(f"noise on {block!r} has vocab_size {self.vocab_size} but its "
+                             f"vocabulary holds {vocabulary.size} noisable ids")
 
     def __post_init__(self) -> None:
         v = check_count("vocab_size", self.vocab_size, minimum=2)
@@ -85,12 +113,24 @@ class Mask(Noise):
 
     keep_prob: float
     kind = "discrete"
+    name = "mask"
+    level_name = "keep probability"
 
     def __post_init__(self) -> None:
-        a = float(self.keep_prob)
-        if not (0.0 < a <= 1.0):
-            raise ValueError(f"keep_prob must lie in (0, 1], got {a!r}")
-        object.__setattr__(self, "keep_prob", a)
+        object.__setattr__(self, "keep_prob", _check_keep(self.keep_prob))
+
+    @property
+    def level(self) -> float:
+        return self.keep_prob
+
+    @classmethod
+    def check_level(cls, value: float) -> float:
+        return _check_keep(value, cls.level_name)
+
+    def check_block(self, block, vocabulary):
+        if vocabulary.mask_id is None:
+            raise ValueError(f"Mask noise on {block!r} needs a Vocabulary with mask_id (a "
+                             f"mask token)")
 
     def sample(self, x, generator=None, where=None):
         masked = torch.rand(x.shape, generator=generator, device=x.device) >= self.keep_prob
@@ -101,6 +141,13 @@ class Mask(Noise):
     def likelihood_ratio(self, size: int) -> LikelihoodRatio:
         """Regions for ``size`` substituted positions: ratios 0, 1 and infinity."""
         return _mask_ratio(self.keep_prob, check_count("tokens", size))
+
+
+def _check_keep(value, name: str = "keep_prob") -> float:
+    a = float(value)
+    if not (0.0 < a <= 1.0):
+        raise ValueError(f"{name} must lie in (0, 1], got {a!r}")
+    return a
 
 
 #: Largest number of substituted positions a :class:`Substitution` ratio is built for.  The

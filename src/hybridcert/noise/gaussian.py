@@ -23,6 +23,16 @@ class Gaussian(Noise):
 
     sigma: float
     kind = "continuous"
+    name = "gaussian"
+    level_name = "sigma"
+
+    @property
+    def level(self) -> float:
+        return self.sigma
+
+    @classmethod
+    def check_level(cls, value: float) -> float:
+        return check_positive(cls.level_name, value)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sigma", check_positive("sigma", self.sigma))

@@ -13,28 +13,6 @@ import numpy as np  # noqa: E402
 from hybridcert.reports.tables import EPS_GRID, TOKEN_GRID  # noqa: E402
 
 
-def accuracy_curves(predict, labels, max_tokens, radii, path: Path, title: str,
-                    token_grid=TOKEN_GRID, eps_max: float = 1.5) -> Path:
-    """Certified accuracy against eps, one curve per r."""
-    eps = np.linspace(0, eps_max, 151)
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    correct = np.asarray(predict) == np.asarray(labels)
-    for r in token_grid:
-        acc = [np.mean([correct[i] and r <= max_tokens[i] and radii[i][r] >= e
-                        for i in range(len(radii))]) for e in eps]
-        ax.plot(eps, acc, label=f"r = {r} tokens")
-    ax.set_xlabel("L2 radius eps (pixels in [0, 1])")
-    ax.set_ylabel("certified accuracy")
-    ax.set_ylim(-0.02, 1.03)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
 def accuracy_heatmap(acc: np.ndarray, path: Path, title: str, eps_grid=EPS_GRID,
                      token_grid=TOKEN_GRID) -> Path:
     """Certified accuracy over (eps, r) as a heat map: cells and colour bar in percent."""

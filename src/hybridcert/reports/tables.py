@@ -1,61 +1,16 @@
-"""Certified accuracy over an (eps, r) grid, and the joint-vs-baselines comparison."""
+"""Certified accuracy over an (eps, r) grid, per-class metrics and Markdown tables."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from hybridcert.certificate import per_modality_check, sequential_bound
-from hybridcert.noise import Gaussian, LikelihoodRatio
-
 EPS_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 TOKEN_GRID = (0, 1, 2, 4, 8)
-
-
-def certified_mask(predict, labels, max_tokens, radii, eps_grid=EPS_GRID, token_grid=TOKEN_GRID):
-    """``(n, len(eps), len(r))`` booleans: correct and certified at (eps, r).
-
-    ``radii[i]`` is input i's frontier (list, r = 0..max_tokens[i])."""
-    predict, labels = np.asarray(predict), np.asarray(labels)
-    out = np.zeros((predict.size, len(eps_grid), len(token_grid)), dtype=bool)
-    for i in range(predict.size):
-        if predict[i] != labels[i]:
-            continue
-        for b, r in enumerate(token_grid):
-            if r <= max_tokens[i]:
-                out[i, :, b] = radii[i][r] >= np.asarray(eps_grid)
-    return out
 
 
 def certified_accuracy(mask: np.ndarray) -> np.ndarray:
     return mask.mean(axis=0) if mask.size else np.zeros(mask.shape[1:])
 
-
-def baseline_masks(p_lower, predict, labels, sigma: float, discrete, eps_grid=EPS_GRID,
-                   token_grid=TOKEN_GRID):
-    """Sequential-composition and (unsound) per-modality masks on the same inputs."""
-    p_lower = np.asarray(p_lower, dtype=float)
-    ok = (np.asarray(predict) == np.asarray(labels)) & (p_lower > 0.5)
-    sequential = np.zeros((p_lower.size, len(eps_grid), len(token_grid)), dtype=bool)
-    per_modality = np.zeros_like(sequential)
-    gaussian = Gaussian(sigma)
-    for a, eps in enumerate(eps_grid):
-        image = gaussian.likelihood_ratio(eps)
-        for b, r in enumerate(token_grid):
-            text = discrete.likelihood_ratio(r) if r else LikelihoodRatio.identity()
-            sequential[:, a, b] = ok & (sequential_bound(p_lower, image, text) > 0.5)
-            per_modality[:, a, b] = ok & per_modality_check(p_lower, image, text)
-    return sequential, per_modality
-
-
-def markdown_grid(acc: np.ndarray, eps_grid=EPS_GRID, token_grid=TOKEN_GRID) -> str:
-    head = "| eps \\ r | " + " | ".join(str(r) for r in token_grid) + " |"
-    rule = "|---" * (len(token_grid) + 1) + "|"
-    rows = [f"| {eps:g} | " + " | ".join(f"{100 * v:.1f}" for v in acc[a]) + " |"
-            for a, eps in enumerate(eps_grid)]
-    return "\n".join([head, rule, *rows])
-
-
-# -- tables from stored result rows (runs, reports) ---------------------------------------
 
 def rows_regions(rows, token_blocks, sigmas):
     """The certified region of each stored row."""

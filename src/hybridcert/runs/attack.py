@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from hybridcert._validation import check_count
+from hybridcert._validation import check_count, check_level
 from hybridcert.attacks import joint_attack
 from hybridcert.blocks import CertifiedRegion, Continuous, HybridNoise, TokenBlock, Tokens
 from hybridcert.runs.config import ConfigError, RunConfig
@@ -87,9 +87,11 @@ class AttackOptions:
         _count("seed", self.seed, 0)
         if self.limit is not None:
             _count("limit", self.limit, 1)
-        if self.alpha is not None and not (isinstance(self.alpha, float) and
-                                           0 < self.alpha < 1):
-            raise ConfigError(f"--alpha must lie in (0, 1), got {self.alpha!r}")
+        if self.alpha is not None:
+            try:
+                check_level("--alpha", self.alpha)
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
 
 
 def check_kinds(inside: bool, beyond: float | None) -> list[tuple[str, float]]:

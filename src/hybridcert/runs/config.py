@@ -24,7 +24,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from hybridcert._validation import check_count, check_nonnegative, check_positive
+from hybridcert._validation import check_count, check_level, check_nonnegative, check_positive
 
 MODES = ("fixed", "decision", "radius")
 RULES = ("majority", "flag", "benign", "detector")
@@ -65,10 +65,13 @@ class BlockNoise:
         else:
             raise ConfigError(f"block {name!r}: noise must look like gaussian:0.25, "
                               f"substitution:0.1, mask:0.3 or none, got {value!r}")
+        from hybridcert.noise import NOISES  # the noise registry names the kinds
+
         kind = str(kind).strip().lower()
-        if kind not in ("gaussian", "substitution", "mask", "none"):
-            raise ConfigError(f"block {name!r}: noise must be gaussian, substitution, mask or "
-                              f"none, got {kind!r}")
+        if kind not in (*NOISES, "none"):
+            names = sorted(NOISES, key=lambda n: NOISES[n].kind != "continuous")
+            raise ConfigError(f"block {name!r}: noise must be {', '.join(names)} or none, got "
+                              f"{kind!r}")
         if kind == "none":
             if level is not None:
                 raise ConfigError(f"block {name!r}: noise 'none' takes no level")
@@ -78,18 +81,32 @@ class BlockNoise:
         except (TypeError, ValueError):
             raise ConfigError(f"block {name!r}: {kind} needs a number, e.g. {kind}:0.25, got "
                               f"{level!r}") from None
-        if kind == "gaussian":
-            if not (number > 0 and math.isfinite(number)):
-                raise ConfigError(f"block {name!r}: gaussian sigma must be a finite number > 0, "
-                                  f"got {number!r}")
-        elif not 0 < number <= 1:
-            raise ConfigError(f"block {name!r}: {kind} keep probability must lie in (0, 1], "
-                              f"got {number!r}")
+        noise = NOISES[kind]
+        try:
+            noise.check_level(number)
+        except ValueError as err:
+            raise ConfigError(f"block {name!r}: {kind} {err}") from None
         return cls(kind, number)
+
+    def build(self, vocab_size: int | None = None):
+        """The noise itself (None for ``none``), for a block of ``vocab_size`` values."""
+        from hybridcert.noise import NOISES
+
+        return None if self.kind == "none" else NOISES[self.kind].build(self.level, vocab_size)
 
     @property
     def continuous(self) -> bool:
-        return self.kind == "gaussian"
+        """Noise on a continuous block (Gaussian)."""
+        from hybridcert.noise import NOISES
+
+        return self.kind in NOISES and NOISES[self.kind].kind == "continuous"
+
+    @property
+    def tokens(self) -> bool:
+        """Noise on a token block (substitution, mask)."""
+        from hybridcert.noise import NOISES
+
+        return self.kind in NOISES and NOISES[self.kind].kind == "discrete"
 
     def spec(self) -> str:
         return self.kind if self.level is None else f"{self.kind}:{self.level:g}"
@@ -237,29 +254,20 @@ class RunConfig:
     def target_budgets(self) -> list[dict[str, float]]:
         """Decision targets as per-block budgets (``[eps, r]`` pairs apply to the one
         Gaussian-noised block and the one noised token block)."""
+        from hybridcert.blocks.hybrid import pair_budget
+
         noises = self.block_noises()
         continuous = [n for n, b in noises.items() if b.continuous]
-        tokens = [n for n, b in noises.items() if b.kind in ("substitution", "mask")]
+        tokens = [n for n, b in noises.items() if b.tokens]
         out = []
         for target in self.targets or []:
             if isinstance(target, dict):
                 out.append(dict(target))
                 continue
-            eps, r = target
-            budget: dict[str, float] = {}
-            if eps:
-                if len(continuous) != 1:
-                    raise ConfigError(f"target {target!r}: an L2 budget needs exactly one "
-                                      f"Gaussian-noised block, there are {continuous}; give "
-                                      f"per-block targets such as image=0.25,text=1")
-                budget[continuous[0]] = eps
-            if r:
-                if len(tokens) != 1:
-                    raise ConfigError(f"target {target!r}: a token budget needs exactly one "
-                                      f"noised token block, there are {tokens}; give per-block "
-                                      f"targets")
-                budget[tokens[0]] = r
-            out.append(budget)
+            try:
+                out.append(pair_budget(*target, continuous, tokens))
+            except ValueError as err:
+                raise ConfigError(f"target {target!r}: {err}") from None
         return out
 
     # -- validation ----------------------------------------------------------------------
@@ -344,9 +352,7 @@ class RunConfig:
             raise ConfigError(f"mode must be fixed, decision or radius, got {self.mode!r}")
         _guard(check_count, "n0", self.n0, minimum=1)
         _guard(check_count, "n", self.n, minimum=1)
-        alpha = _number("alpha", self.alpha)
-        if not 0 < alpha < 1:
-            raise ConfigError(f"alpha must lie in (0, 1), got {self.alpha!r}")
+        _guard(check_level, "alpha", _number("alpha", self.alpha))
         if self.p_upper not in ("complement", "bonferroni"):
             raise ConfigError(f"p_upper must be complement or bonferroni, got {self.p_upper!r}")
         if self.p_upper == "bonferroni" and self.mode != "fixed":
@@ -361,29 +367,25 @@ class RunConfig:
         _guard(check_positive, "tolerance", self.tolerance)
         if self.max_radius is not None:
             _guard(check_positive, "max_radius", self.max_radius)
-        from hybridcert.smoothing.stopping import BOUNDARIES, SPEND_MIN_ALPHA  # the rules own
+        from hybridcert.sequential import check_question, get_boundary
 
-        if self.boundary not in BOUNDARIES:
-            raise ConfigError(f"boundary must be one of {', '.join(BOUNDARIES)}, got "
-                              f"{self.boundary!r}")
+        try:
+            get_boundary(self.boundary)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         if self.boundary != "mixture" and self.mode == "fixed":
             raise ConfigError(f"boundary {self.boundary} is for the sequential modes (decision, "
                               f"radius); mode fixed draws n copies")
-        if self.boundary == "spending" and not self.alpha >= SPEND_MIN_ALPHA:
-            raise ConfigError(f"alpha must be >= {SPEND_MIN_ALPHA:g} with boundary spending "
-                              f"(its exact computation runs in floating point), got {self.alpha}")
-        if self.boundary == "spending" and self.mode == "radius":
-            raise ConfigError("boundary spending is for the decision mode (it is calibrated "
-                              "at the targets' thresholds); use mixture or looks for radius")
+        if self.mode != "fixed":          # the one check of a sequential question
+            try:
+                check_question(self.alpha, self.mode, self.boundary, self.rule,
+                               has_targets=bool(self.targets))
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
         if self.price is not None:
             _guard(check_positive, "price", self.price)
             if self.mode != "decision":
                 raise ConfigError("price is for the sequential decision mode (many targets)")
-        if self.mode == "radius" and self.rule != "majority":
-            raise ConfigError("the sequential radius mode is for majority votes; certify a "
-                              "detector with --mode decision and --target")
-        if self.mode == "decision" and not self.targets:
-            raise ConfigError("mode 'decision' needs targets, e.g. --target 0.25,1")
         if self.targets is not None:
             self._validate_targets(noises)
 

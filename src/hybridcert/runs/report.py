@@ -31,9 +31,8 @@ class Layout:
 
     def __init__(self, config: RunConfig):
         noises = config.block_noises()
-        self.sigmas = {n: b.level for n, b in noises.items() if b.kind == "gaussian"}
-        self.token_blocks = tuple(n for n, b in noises.items()
-                                  if b.kind in ("substitution", "mask"))
+        self.sigmas = {n: b.level for n, b in noises.items() if b.continuous}
+        self.token_blocks = tuple(n for n, b in noises.items() if b.tokens)
         self.by_gamma = len(self.sigmas) > 1
         self.continuous = EPS_GRID if not self.by_gamma else GAMMA_GRID
         if not self.sigmas:
@@ -66,7 +65,7 @@ def token_ceilings(config: RunConfig, details: dict) -> dict[str, int]:
     the run's sample size can certify at all (every draw agreeing), from the resolved noise
     stored with the run."""
     from hybridcert.certificate import MAJORITY, Rule, certified_frontier
-    from hybridcert.noise import Mask, Substitution
+    from hybridcert.noise import noise_from_spec
 
     if config.rule == "benign":
         return {}
@@ -74,13 +73,9 @@ def token_ceilings(config: RunConfig, details: dict) -> dict[str, int]:
     best = config.alpha ** (1.0 / config.n)
     out = {}
     for block in details.get("blocks", []):
-        noise = block.get("noise") or {}
-        if "substitution" in noise:
-            discrete = Substitution(noise["substitution"], noise["vocab_size"])
-        elif "mask" in noise:
-            discrete = Mask(noise["mask"])
-        else:
+        if block.get("kind") != "tokens" or not block.get("noise"):
             continue
+        discrete = noise_from_spec(block["noise"])
         frontier = certified_frontier(best, sigma=None, discrete=discrete, rule=rule,
                                       max_tokens=config.max_tokens)
         out[block["name"]] = int(frontier.max_tokens[0])
@@ -91,7 +86,7 @@ def ceiling(config: RunConfig) -> float | None:
     """Largest L2 radius (r = 0, one Gaussian block) that the run's sample size can certify at
     all: every draw agreeing gives a bound of at most ``alpha ** (1 / n)``."""
     noises = config.block_noises()
-    sigmas = [b.level for b in noises.values() if b.kind == "gaussian"]
+    sigmas = [b.level for b in noises.values() if b.continuous]
     if len(sigmas) != 1:
         return None
     best = config.alpha ** (1.0 / config.n)

@@ -22,7 +22,6 @@ from pathlib import Path
 
 from hybridcert.adapters import ModelAdapter
 from hybridcert.blocks import Anywhere, Append, Continuous, HybridNoise, Suffix, Tokens
-from hybridcert.noise import Gaussian, Mask, Substitution
 from hybridcert.runs.config import ConfigError, RunConfig
 from hybridcert.smoothing import Certification, Detector, SmoothedClassifier
 from hybridcert.smoothing.core import input_seed
@@ -108,11 +107,11 @@ def build_noise(config: RunConfig, adapter: ModelAdapter) -> HybridNoise:
     blocks = []
     for name, spec in specs.items():
         encoder = adapter.text.get(name)
-        if spec.kind == "gaussian":
+        if spec.continuous:
             if encoder is not None:
                 raise ConfigError(f"block {name!r} is a token block of the model; Gaussian "
                                   f"noise is for continuous blocks")
-            blocks.append(Continuous(name, Gaussian(spec.level)))
+            blocks.append(Continuous(name, spec.build()))
             continue
         if spec.kind == "none":
             blocks.append(Continuous(name) if encoder is None
@@ -125,13 +124,11 @@ def build_noise(config: RunConfig, adapter: ModelAdapter) -> HybridNoise:
                 f"entry point (hybridcert never falls back to another model's tokenizer)")
         vocab = encoder.vocabulary
         try:
-            noise = Mask(spec.level) if spec.kind == "mask" else \
-                Substitution(spec.level, vocab.size)
+            noise = spec.build(vocab.size)
+            noise.check_block(name, vocab)
         except ValueError as err:
-            raise ConfigError(f"block {name!r}: {err}") from None
-        if spec.kind == "mask" and vocab.mask_id is None:
-            raise ConfigError(f"block {name!r}: mask noise needs a mask token, and the model's "
-                              f"tokenizer ({encoder.name}) has none")
+            raise ConfigError(f"block {name!r}: {err} (the model's tokenizer: "
+                              f"{encoder.name})") from None
         blocks.append(Tokens(name, noise, vocab, _threat(config, encoder),
                              max_length=encoder.max_length))
     # The model's other blocks are passed through un-noised, but still as what they are (a
@@ -238,10 +235,7 @@ def check_fit(run: Plan, item) -> None:
 # -- certification -------------------------------------------------------------------------
 
 def detector_of(config: RunConfig) -> Detector | None:
-    if config.rule == "majority":
-        return None
-    sides = {"flag": "flag", "benign": "benign", "detector": "both"}[config.rule]
-    return Detector(config.threshold, config.flagged_class, sides)
+    return Detector.for_rule(config.rule, config.threshold, config.flagged_class)
 
 
 def certify_items(run: Plan, items: Iterable, group: int = 8) -> Iterator[tuple]:
@@ -254,7 +248,7 @@ def certify_items(run: Plan, items: Iterable, group: int = 8) -> Iterator[tuple]
     detector = detector_of(config)
     items = list(items)
     if config.mode != "fixed":
-        from hybridcert.smoothing.sequential import certify_sequential
+        from hybridcert.sequential import certify_sequential
 
         for item in items:
             result = certify_sequential(

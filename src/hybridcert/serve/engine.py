@@ -4,7 +4,7 @@ model's forward batches.
 Each request is a *job*: a prepared record, its label stream (``SmoothedClassifier.stream``:
 the noisy copies of the stream ``(seed, Stage.SEQUENTIAL)``, drawn in order) and a stopping
 rule (a per-input state machine with ``next_draws()``, ``observe(labels)``, ``done``; see
-:mod:`hybridcert.smoothing.stopping`).  One worker thread repeats:
+:mod:`hybridcert.sequential.rules`).  One worker thread repeats:
 
 1. drop jobs that were cancelled or ran past their deadline (their copies stop being drawn);
 2. fill one batch of at most ``batch_size`` rows, oldest job first: each job contributes the

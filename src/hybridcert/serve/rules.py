@@ -1,6 +1,6 @@
 """The sequential decision of a run configuration, as the service asks it.
 
-:class:`DecisionRules` wraps the :class:`~hybridcert.smoothing.sequential.SequentialQuestion`
+:class:`DecisionRules` wraps the :class:`~hybridcert.sequential.SequentialQuestion`
 that ``hybridcert certify --mode decision`` asks (same noise, targets, detector, alpha, cap
 and region), so the service and the command build the same rule and read a finished rule the
 same way; the service only adds the words of a moderation answer (``"unsafe"``, ``"safe"``,
@@ -70,7 +70,7 @@ class DecisionRules:
 
     def __init__(self, config: RunConfig, noise: HybridNoise):
         from hybridcert.runs.runner import detector_of
-        from hybridcert.smoothing.sequential import SequentialQuestion
+        from hybridcert.sequential.question import SequentialQuestion
 
         if config.mode != "decision":
             raise ConfigError(f"the service makes sequential decisions: mode must be "

@@ -485,18 +485,11 @@ def _blocks(plan: Plan) -> tuple[str, str]:
 def _processor(plan: Plan, block: str) -> ImageProcessor:
     """The model's image processor, sized by ``image_size`` when the model states none (as
     ``certify`` does); a service needs a fixed size to bound what it draws."""
-    import dataclasses
-
-    processor = plan.adapter.images.get(block)
-    size = None if plan.config.image_size is None else tuple(plan.config.image_size)
-    if processor is None:
-        processor = ImageProcessor(size=size, resize="resize") if size else ImageProcessor()
-    elif size is not None and processor.size != size:
-        if processor.size is not None:
-            raise ConfigError(f"image_size {size[1]}x{size[0]} conflicts with the model's "
-                              f"image size {processor.size[1]}x{processor.size[0]}")
-        processor = dataclasses.replace(processor, size=size, resize="resize"
-                                        if processor.resize == "refuse" else processor.resize)
+    try:
+        processor = ImageProcessor.sized(plan.adapter.images.get(block),
+                                         plan.config.image_size, block)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     if processor.size is None:
         raise ConfigError("the model states no image size: give --image-size HxW (the "
                           "service draws noise for every pixel, so it needs a fixed size)")

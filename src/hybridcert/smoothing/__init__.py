@@ -2,6 +2,7 @@
 
 from hybridcert.blocks import TokenBlock, Vocabulary
 from hybridcert.blocks.hybrid import Record
+from hybridcert.sequential.rules import ABSTAIN, NOT_FLAGGED
 from hybridcert.smoothing.base import BaseClassifier, ModelOutputError
 from hybridcert.smoothing.core import (
     Detector,
@@ -13,13 +14,7 @@ from hybridcert.smoothing.core import (
     upper_confidence_bound,
 )
 from hybridcert.smoothing.export import certification_rows, write_json, write_tsv
-from hybridcert.smoothing.results import (
-    ABSTAIN,
-    NOT_FLAGGED,
-    Certification,
-    Prediction,
-    result_row,
-)
+from hybridcert.smoothing.results import Certification, Prediction, result_row
 
 __all__ = ["ABSTAIN", "NOT_FLAGGED", "BaseClassifier", "Certification", "Detector",
            "ModelOutputError", "Prediction", "Record", "SmoothedClassifier", "Stage",

@@ -40,11 +40,12 @@ import numpy as np
 import torch
 from scipy.stats import beta, binomtest
 
-from hybridcert._validation import check_count, check_probability
+from hybridcert._validation import check_alpha, check_count, check_probability
 from hybridcert.blocks import CertifiedRegion, HybridNoise, Record, TokenBlock
 from hybridcert.noise import Noise
+from hybridcert.sequential.rules import benign_label
 from hybridcert.smoothing.base import BaseClassifier
-from hybridcert.smoothing.results import ABSTAIN, NOT_FLAGGED, Certification, Prediction
+from hybridcert.smoothing.results import ABSTAIN, Certification, Prediction
 
 #: Noise is drawn in chunks of this many copies, each from its own seeded generator, so
 #: that results do not depend on the model batch size.
@@ -63,6 +64,11 @@ class Stage:
     FIT_CHECK = 9
     SEQUENTIAL = 100      # sequential rules: one stream, chunk by chunk
     ATTACK_CHECK = 200    # hybridcert attack: fresh draws before and after an attack
+
+
+#: A detector's sides -> the name of its rule (``--rule``, ``Certification.rule``, the mode of
+#: :class:`~hybridcert.sequential.rules.DecisionTest`); the one map between the two.
+RULE_OF_SIDES = {"flag": "flag", "benign": "benign", "both": "detector"}
 
 
 @dataclass(frozen=True)
@@ -89,8 +95,20 @@ class Detector:
     def __post_init__(self) -> None:
         check_probability("threshold", self.threshold, open_low=True, open_high=True)
         check_count("flagged_class", self.flagged_class)
-        if self.sides not in ("flag", "benign", "both"):
+        if self.sides not in RULE_OF_SIDES:
             raise ValueError(f"sides must be 'flag', 'benign' or 'both', got {self.sides!r}")
+
+    @classmethod
+    def for_rule(cls, rule: str, threshold: float | None, flagged_class: int = 1
+                 ) -> Detector | None:
+        """The detector of a rule name (``flag``, ``benign``, ``detector``); None for
+        ``majority`` (the vote)."""
+        if rule == "majority":
+            return None
+        sides = {name: side for side, name in RULE_OF_SIDES.items()}.get(rule)
+        if sides is None:
+            raise ValueError(f"rule must be majority, flag, benign or detector, got {rule!r}")
+        return cls(threshold, flagged_class, sides)
 
     def rules(self):
         """(flag rule or None, benign rule or None) of the certificate engine."""
@@ -105,7 +123,7 @@ class Detector:
 
     @property
     def name(self) -> str:
-        return {"flag": "flag", "benign": "benign", "both": "detector"}[self.sides]
+        return RULE_OF_SIDES[self.sides]
 
 
 class SmoothedClassifier:
@@ -473,7 +491,7 @@ def detector_results(noise: HybridNoise, detector: Detector, hits, n, level, pos
     cleared = noise.frontier(p_high, rule=benign, max_tokens=max_tokens,
                              noised_positions=positions, batch_invariant=True) \
         if benign else None
-    other = 1 - detector.flagged_class if num_classes == 2 else NOT_FLAGGED
+    other = benign_label(detector.flagged_class, num_classes)
     out = []
     for i in range(hits.size):
         if flagged is not None and flagged[i].certified:
@@ -496,9 +514,7 @@ def _check_counts(**values) -> None:
             v = values[key]
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{key} must be an integer >= 1, got {v!r}")
-    a = values["alpha"]
-    if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 < a < 1:
-        raise ValueError(f"alpha must lie in (0, 1), got {a!r}")
+    check_alpha(values["alpha"])
 
 
 def lower_confidence_bound(successes: int, trials: int, alpha: float) -> float:

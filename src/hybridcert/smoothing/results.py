@@ -9,11 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hybridcert.blocks import CertifiedRegion
-from hybridcert.smoothing.stopping import CAP, CERTIFIED
-
-ABSTAIN = -1
-#: Detector label of a certified-benign input when there are more than two classes.
-NOT_FLAGGED = -2
+from hybridcert.sequential.rules import ABSTAIN, CAP, CERTIFIED
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Anytime-valid stopping rules for Monte Carlo certification (pure numpy/scipy, no model).
 
-A rule is a per-input state machine driven by whoever draws noisy copies::
+A rule (:class:`StoppingRule`) is a per-input state machine driven by whoever draws noisy
+copies::
 
     rule = DecisionTest(thresholds=[0.76, 0.92], alpha=0.001, n_max=100_000)
     while not rule.done:
@@ -37,7 +38,7 @@ and a floor well above 1/2 the division is by about 1; at floor 1/2 it is by 2).
 (every draw up to ``dense``, then every ``growth`` factor) and a draw between two schedule
 points decides as soon as the crossing at the next one is certain whatever the remaining
 draws (counts never fall): the decision is the schedule rule's, taken earlier.  The error is
-that of the per-draw boundary (``per_draw_boundary``), which ``tests/smoothing/test_stopping.py``
+that of the per-draw boundary (``per_draw_boundary``), which ``tests/sequential/test_rules.py``
 sums exactly over the stopping boundary.
 
 *Giving up* (never a validity question: stopping without a claim cannot be wrong).  A
@@ -52,18 +53,9 @@ certified, refuted (given up by the futility bound, or unreachable), gave_up (th
 tests on the same draws, at ``(1 - base_share) alpha`` and ``base_share alpha`` (union bound),
 and stops when the targets are settled: the base counts only if settled by then.
 
-*Looks family* (``boundary="looks"``): Clopper–Pearson at level/K at K geometric looks (a
-union bound over the looks) instead of the mixture; cheaper for long runs, dearer for short.
-
-*Spending family* (``boundary="spending"``, decisions only): at the same kind of looks, each
-threshold's boundary is the exact group-sequential one: the count distribution of the paths
-that have not crossed is carried forward from look to look at p = p* (binomial convolution),
-and each look's boundary is the lowest count whose newly crossing mass keeps the cumulative
-error within ``level * (i + 1) / K`` (Lan & DeMets alpha spending, Biometrika 1983; exact
-binomial computation as in Jennison & Turnbull, *Group Sequential Methods*, 2000, ch. 12).
-Crossing is monotone in the true rate, so p = p* is the worst case of the null p <= p*; the
-boundaries are ordered across thresholds, so the union over thresholds is free.  It spends
-what the Bonferroni looks leave unused (about half of it) and makes fine looks nearly free.
+*Boundaries.*  The crossing counts come from a boundary family chosen by name
+(:mod:`hybridcert.sequential.boundaries`): the mixture above, Clopper–Pearson at geometric
+looks (``looks``), or exact alpha spending at the thresholds (``spending``, decisions only).
 """
 
 from __future__ import annotations
@@ -72,17 +64,28 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Protocol, runtime_checkable
 
 import numpy as np
-from scipy.optimize import brentq
-from scipy.special import betaincc, betaln
-from scipy.stats import beta as beta_dist
-from scipy.stats import binom as binom_dist
 
-from hybridcert._validation import check_count, check_positive
+from hybridcert._validation import check_alpha, check_count, check_level, check_positive
+from hybridcert.sequential.boundaries import DECISION, RADIUS, Mixture, get_boundary
+from hybridcert.sequential.bounds import (
+    DENSE,
+    GROWTH,
+    bisect_count,
+    kt_upper,
+    log_binomial,
+    log_kt,
+    look_points,
+    schedule_points,
+)
 
-#: Label of an input whose class is not certified (equals ``hybridcert.smoothing.ABSTAIN``).
+#: Label of an input whose class is not certified (``hybridcert.smoothing.ABSTAIN``).
 ABSTAIN = -1
+#: Detector label of a certified-benign input when there are more than two classes
+#: (``hybridcert.smoothing.NOT_FLAGGED``): which other class it is was not asked.
+NOT_FLAGGED = -2
 #: Outcome codes per threshold.
 ABOVE, BELOW, OPEN = 1, -1, 0
 #: How a threshold ended (``DecisionTest.status``): its lower bound crossed (certified); an
@@ -93,110 +96,9 @@ ABOVE, BELOW, OPEN = 1, -1, 0
 CERTIFIED, REFUTED, GAVE_UP, CAP = "certified", "refuted", "gave_up", "cap"
 STATUSES = (CERTIFIED, REFUTED, GAVE_UP, CAP)
 STILL_OPEN = "open"
-#: Every draw count up to this is a schedule point ...
-DENSE = 256
-#: ... then the schedule grows by this factor.
-GROWTH = 1.005
 #: Price looks (``DecisionTest(price=...)``): from this draw on, every this factor.
 PRICE_START, PRICE_GROWTH = 64, 1.1
-#: Log-evidence margin: float rounding can never turn a non-crossing into a crossing.
-_LOG_MARGIN = 1e-9
 _MODES = ("majority", "flag", "benign", "detector")
-#: Boundary families of ``DecisionTest``.
-BOUNDARIES = ("mixture", "looks", "spending")
-
-
-# -- mixtures -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Mixture:
-    """The alternative ``Q = w delta_1 + (1 - w) Beta(a, b) restricted to (floor, 1)``.
-
-    Parameters
-    ----------
-    floor : float
-        Lower end of the Beta part's support, in [0, 1).
-    w : float
-        Weight of the point mass at p = 1, in [0, 1).
-    a, b : float
-        Beta shape parameters (> 0).
-    """
-
-    floor: float
-    w: float = 0.5
-    a: float = 1.0
-    b: float = 1.0
-
-    def log_q(self, n, k) -> np.ndarray:
-        """log Q of one sequence with ``k`` successes in ``n`` draws (arrays broadcast)."""
-        n = np.asarray(n, dtype=float)
-        k = np.asarray(k, dtype=float)
-        with np.errstate(divide="ignore"):
-            tail = np.log(betaincc(k + self.a, n - k + self.b, self.floor))
-            norm = betaln(self.a, self.b) + math.log(betaincc(self.a, self.b, self.floor))
-        part = math.log1p(-self.w) + betaln(k + self.a, n - k + self.b) + tail - norm
-        if self.w == 0:
-            return part
-        point = np.where(k == n, math.log(self.w), -np.inf)
-        return np.logaddexp(part, point)
-
-    def log_e(self, n, k, p) -> np.ndarray:
-        """log E_p = log Q - log P_p of a sequence with ``k`` successes in ``n`` draws."""
-        n, k, p = (np.asarray(v, dtype=float) for v in (n, k, p))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            log_p = np.where(k > 0, k * np.log(p), 0.0)
-            log_p = log_p + np.where(n > k, (n - k) * np.log1p(-p), 0.0)
-        return self.log_q(n, k) - log_p
-
-    def log_e1(self, n: int, k: int, p: float) -> float:
-        """Scalar ``log_e`` (the same formula without array overhead)."""
-        tail = betaincc(k + self.a, n - k + self.b, self.floor)
-        part = -math.inf if tail <= 0 else (
-            math.log1p(-self.w) + betaln(k + self.a, n - k + self.b) + math.log(tail)
-            - betaln(self.a, self.b) - math.log(betaincc(self.a, self.b, self.floor)))
-        if self.w > 0 and k == n:
-            part = float(np.logaddexp(part, math.log(self.w)))
-        log_p = (k * math.log(p) if k else 0.0) + ((n - k) * math.log1p(-p) if n > k else 0.0)
-        return part - log_p
-
-    def monotone_from(self, n, t) -> np.ndarray:
-        """Smallest k from which ``E_t(n, k)`` is nondecreasing in k (for t >= floor): the
-        Beta posterior restricted to (floor, 1) has mean >= (k + a)/(n + a + b) >= t, and
-        E(k + 1)/E(k) is the posterior mean of the convex q(1 - t)/((1 - q)t) (Jensen)."""
-        return np.maximum(np.ceil(np.asarray(t) * (np.asarray(n) + self.a + self.b) - self.a),
-                          0).astype(np.int64)
-
-
-def _log_kt(n, k) -> np.ndarray:
-    """log of the Krichevsky–Trofimov (Beta(1/2, 1/2)) mixture probability of a sequence."""
-    return betaln(np.asarray(k) + 0.5, np.asarray(n) - np.asarray(k) + 0.5) - betaln(0.5, 0.5)
-
-
-def _log_p(n, k, p) -> np.ndarray:
-    n, k, p = (np.asarray(v, dtype=float) for v in (n, k, p))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(k > 0, k * np.log(p), 0.0)
-        return out + np.where(n > k, (n - k) * np.log1p(-p), 0.0)
-
-
-def kl_bernoulli(p: float, q: float) -> float:
-    """KL(Bernoulli(p) || Bernoulli(q)) in nats."""
-    out = 0.0
-    if p > 0:
-        out += p * math.log(p / q)
-    if p < 1:
-        out += (1 - p) * math.log((1 - p) / (1 - q))
-    return out
-
-
-def schedule_points(n_max: int, dense: int = DENSE, growth: float = GROWTH) -> np.ndarray:
-    """Draw counts at which the boundaries are computed: 1..dense, then ceil(n * growth)
-    until ``n_max`` (included)."""
-    points = list(range(1, min(dense, n_max) + 1))
-    n = points[-1]
-    while n < n_max:
-        n = min(n_max, max(n + 1, math.ceil(n * growth)))
-        points.append(n)
-    return np.array(points, dtype=np.int64)
 
 
 # -- per-arm plans (cached: a service builds the same rule for every request) ----------------
@@ -221,17 +123,9 @@ class _Plan:
 
     def lower_bound(self, n: int, k: int) -> float:
         """Lower confidence bound on the arm's probability after k of n, valid with the
-        rest of the rule's claims.  Mixture: the confidence sequence (every p <= the value
-        has E_p >= 1/level).  Looks: Clopper–Pearson at level/K where n is a look, else 0.
-        Spending: 0 (its level is spent on the thresholds; the certified ones are the bound)."""
-        if self.family == "spending":
-            return 0.0
-        if self.family == "looks":
-            at = np.searchsorted(self.sched, n)
-            if at < len(self.sched) and self.sched[at] == n:
-                return clopper_pearson(k, n, self.level / len(self.sched))[0]
-            return 0.0
-        return _cs_lower(self.mixture, self.level, n, k)
+        rest of the rule's claims (:meth:`Boundary.lower_bound` of the family)."""
+        return get_boundary(self.family).lower_bound(n, k, self.level, self.mixture,
+                                                     self.sched)
 
     def per_draw(self, j: int) -> np.ndarray:
         """Per-draw certification boundary of threshold ``j``: entry n (n = 0..n_max) is the
@@ -244,180 +138,21 @@ class _Plan:
         return out
 
 
-def _cs_lower(mixture: Mixture, level: float, n: int, k: int) -> float:
-    if k <= 0 or n <= 0:
-        return 0.0
-    target = math.log(1 / level) + _LOG_MARGIN
-
-    def excess(p):
-        return mixture.log_e1(n, k, p) - target
-
-    top = k / n
-    if excess(top) >= 0:                  # cannot happen: Q <= the maximum likelihood
-        return top
-    low = top * 0.5
-    while excess(low) < 0:
-        low *= 0.5
-        if low < 1e-300:
-            return 0.0
-    root = brentq(excess, low, top, xtol=1e-15, rtol=4 * np.finfo(float).eps)
-    while root > 0 and excess(root) < 0:   # report a value on the excluded side
-        root = max(0.0, root - 1e-15 - 4 * np.finfo(float).eps * root)
-    return root
-
-
-def _bisect_count(ok, low, high):
-    """Smallest k in [low, high] with ok(k) (ok monotone: False then True); high + 1 if
-    none.  Vectorized over arrays of bounds."""
-    low, high = np.asarray(low, dtype=np.int64).copy(), np.asarray(high, dtype=np.int64).copy()
-    empty = low > high
-    safe_high = np.where(empty, low, high)
-    found = ok(safe_high) & ~empty
-    lo, hi = low, safe_high
-    for _ in range(64):
-        if np.all(lo >= hi):
-            break
-        mid = (lo + hi) // 2
-        good = ok(mid)
-        hi = np.where(good, mid, hi)
-        lo = np.where(good, lo, mid + 1)
-    return np.where(found, hi, high + 1)
-
-
-def look_points(n_max: int, growth: float, first: int = 16) -> np.ndarray:
-    """Looks of the ``looks`` family: ``first``, then every ``growth`` factor, and n_max."""
-    points = schedule_points(n_max, dense=1, growth=growth)
-    return points[points >= min(first, n_max)]
-
-
-#: Look spacing per family when ``look_growth`` is not given.
-LOOK_GROWTH = {"looks": 1.25, "spending": 1.1}
-#: Spending family: per look, each draw-count step's upper tail beyond the count whose tail
-#: probability is ``level * _SPEND_TAIL / K`` is not carried (its mass is charged as if it
-#: crossed); lower tails are moved up to the lowest carried count (counts only rise, so a
-#: path moved up crosses no later than it would have: conservative, and nothing is charged).
-_SPEND_TAIL = 1e-9
-#: ... and the level is calibrated with this relative margin for float rounding.
-_SPEND_MARGIN = 1e-6
-#: Smallest alpha of the spending family: far below it the masses would be subnormal floats,
-#: whose rounding the margin no longer covers.
-SPEND_MIN_ALPHA = 1e-200
-
-
-def spending_boundary(p: float, looks: Sequence[int], level: float
-                      ) -> tuple[np.ndarray, float]:
-    """Exact alpha-spending boundary of the null "rate <= p" at the given looks.
-
-    Parameters
-    ----------
-    p : float
-        The threshold, in (0, 1).
-    looks : sequence of int
-        Increasing draw counts at which the boundary is checked.
-    level : float
-        Total probability, at rate p, of ever reaching the boundary.
-
-    Returns
-    -------
-    counts : ndarray of int
-        Per look, the count at or above which the look crosses (``n + 1``: it cannot).  Every
-        crossing count exceeds ``p * n``; at look i the cumulative crossing probability is at
-        most ``level * (i + 1) / len(looks)`` (unspent budget carries over).
-    error : float
-        Upper bound (to float rounding, about 1e-14 relative, which the level's 1e-6 margin
-        covers) on the probability at rate p of crossing at some look: the crossing mass of a
-        process whose counts are never below the true ones (lower tails moved up), plus the
-        upper-tail mass not carried.  At most ``level``.
-    """
-    looks = np.asarray(looks, dtype=np.int64)
-    counts = np.empty(len(looks), dtype=np.int64)
-    budget_step = level * (1 - _SPEND_MARGIN) / len(looks)
-    tail_tol = level * _SPEND_TAIL / len(looks)
-    lo, dist = 0, np.ones(1)           # mass of the not-crossed paths at counts lo, lo + 1, ...
-    prev, charged = 0, 0.0
-    for i, n in enumerate(looks):
-        step = int(n) - prev
-        k_lo = int(binom_dist.ppf(tail_tol, step, p))
-        k_hi = max(k_lo, int(binom_dist.isf(tail_tol, step, p)))
-        kernel = binom_dist.pmf(np.arange(k_lo, k_hi + 1), step, p)
-        kernel[0] += binom_dist.cdf(k_lo - 1, step, p)             # moved up: conservative
-        charged += float(binom_dist.sf(k_hi, step, p)) * math.fsum(dist)
-        dist = np.convolve(dist, kernel)
-        lo += k_lo
-        budget = budget_step * (i + 1) - charged
-        tail = np.cumsum(dist[::-1])[::-1]             # mass at counts >= lo + index
-        fits = np.nonzero(tail <= budget)[0]
-        # Above every carried count only uncarried mass lies, already charged: a crossing
-        # there is free while the charges are within the budget, and refused once they are not
-        first = lo + (int(fits[0]) if fits.size else dist.size)
-        c = max(first, math.floor(p * n) + 1) if budget >= 0 else n + 1
-        if c > n:
-            counts[i] = n + 1
-        else:
-            counts[i] = c
-            charged += math.fsum(dist[c - lo:])
-            dist = dist[:c - lo]
-        prev = int(n)
-        low_tail = np.cumsum(dist)                    # move what can no longer matter up
-        cut = int(np.searchsorted(low_tail, 1e-40 * budget_step))
-        if 0 < cut < dist.size:
-            dist[cut] += low_tail[cut - 1]
-            dist, lo = dist[cut:], lo + cut
-    return counts, charged
-
-
-def _spending_counts(t, reachable, sched, n_max, level, levels) -> np.ndarray:
-    """Spending family: each reachable threshold's boundary at the looks ``sched``, at its own
-    level (``levels``, default ``level``), made ordered across thresholds."""
-    raw = np.full((len(t), len(sched)), n_max + 1, dtype=np.int64)
-    for j in np.nonzero(reachable)[0]:
-        own = level if levels is None else levels[j]
-        raw[j], error = spending_boundary(float(t[j]), sched, own)
-        if not error <= own:      # a bound, computed: refuse rather than over-claim
-            raise ValueError(f"boundary 'spending' cannot calibrate threshold "
-                             f"{float(t[j])!r} at level {own:g} (error bound {error:g}); "
-                             f"use boundary 'looks'")
-    # a higher threshold never crosses below a lower one: raising a boundary only lowers its
-    # error, and ordered boundaries make the union over thresholds free
-    order = np.argsort(t, kind="stable")
-    raw[order] = np.maximum.accumulate(raw[order], axis=0)
-    return raw
-
 
 @lru_cache(maxsize=64)
 def _plan(thresholds: tuple, level: float, n_max: int, w: float, a: float, b: float,
           futility: float, dense: int, growth: float, family: str = "mixture",
           look_growth: float = 1.25, levels: tuple | None = None) -> _Plan:
-    """Boundaries of one arm.  ``levels``: spending family only, one level per threshold
-    (default ``level`` for all)."""
+    """Boundaries of one arm, from its family's crossing counts.  ``levels``: one level per
+    threshold, for a family with ``per_threshold_levels`` (default ``level`` for all)."""
+    boundary = get_boundary(family)
     t = np.array(thresholds, dtype=float)
     reachable = t < 1
     floor = float(t[reachable].min()) if reachable.any() else 0.0
     mixture = Mixture(floor, w, a, b)
-    if family in ("looks", "spending"):
-        sched = look_points(n_max, look_growth)
-    else:
-        sched = schedule_points(n_max, dense, growth)
+    sched = boundary.schedule(n_max, dense, growth, look_growth)
     n = np.broadcast_to(sched, (len(t), len(sched))).astype(np.int64)
-    tt = np.broadcast_to(np.where(reachable, t, 0.5)[:, None], n.shape)
-    target = math.log(1 / level) + _LOG_MARGIN
-
-    if family == "spending":
-        raw = _spending_counts(t, reachable, sched, n_max, level, levels)
-    elif family == "looks":
-        # Clopper–Pearson lower bound at level / K above t (increasing in k)
-        def crosses(k):
-            with np.errstate(invalid="ignore"):
-                bound = beta_dist.ppf(level / len(sched), np.maximum(k, 1), n - k + 1)
-            return (k > 0) & (bound > tt)
-
-        raw = _bisect_count(crosses, np.floor(tt * n).astype(np.int64) + 1, n)
-    else:
-        def crosses(k):
-            return mixture.log_e(n, k, tt) >= target
-
-        low = np.maximum(np.floor(tt * n).astype(np.int64) + 1, mixture.monotone_from(n, tt))
-        raw = _bisect_count(crosses, low, n)
+    raw = boundary.crossing_counts(t, reachable, sched, n_max, level, levels, mixture)
     raw = np.where(raw > n, n_max + 1, raw)
     raw[~reachable] = n_max + 1
     cert = np.minimum.accumulate(raw[:, ::-1], axis=1)[:, ::-1]
@@ -432,11 +167,11 @@ def _plan(thresholds: tuple, level: float, n_max: int, w: float, a: float, b: fl
         need = (raw_cap[:, None] - k) / remaining
         with np.errstate(divide="ignore", invalid="ignore"):
             safe = np.clip(need, 1e-300, 1 - 1e-16)
-            evidence = _log_kt(n, k) - _log_p(n, k, safe)
+            evidence = log_kt(n, k) - log_binomial(n, k, safe)
         return (need > 1) | ((need > k / n) & (evidence >= f_target))
 
     # gives_up is decreasing in k: the largest k that gives up = (smallest k that does not) - 1
-    keeps = _bisect_count(lambda k: ~gives_up(k), np.zeros_like(n), n)
+    keeps = bisect_count(lambda k: ~gives_up(k), np.zeros_like(n), n)
     give = keeps - 1
     give[:, -1] = n_max          # the cap: everything still open is given up
     for arr in (cert, give, raw_cap, sched, t):
@@ -444,41 +179,22 @@ def _plan(thresholds: tuple, level: float, n_max: int, w: float, a: float, b: fl
     return _Plan(t, level, mixture, sched, cert, give, raw_cap, family)
 
 
-def _earliest_tau(mixture: Mixture, floor: float, alpha: float, n_max: int) -> int:
-    """Earliest draw at which E_floor can reach 1/alpha (all draws successes)."""
-    target = math.log(1 / alpha)
-    if mixture.log_e(n_max, n_max, floor) < target:
-        return n_max + 1
-    lo, hi = 1, n_max
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if mixture.log_e(mid, mid, floor) >= target:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
-
 
 @lru_cache(maxsize=256)
 def _arm_level(specs: tuple, alpha: float, n_max: int, w: float, a: float, b: float,
                family: str = "mixture", look_growth: float = 1.25
                ) -> tuple[float, list[float]]:
     """Per-arm level and floors for arms with thresholds ``specs`` (module docstring)."""
+    boundary = get_boundary(family)
     floors, taus = [], []
     for t in specs:
         reach = [v for v in t if v < 1]
         floors.append(min(reach) if reach else 0.0)
         if not reach:
             taus.append(n_max + 1)
-        elif family in ("looks", "spending"):
-            # first look at which all successes could be a claim at level <= alpha: the
-            # all-success path has probability floor^n under p = floor
-            looks = look_points(n_max, look_growth)
-            ok = (looks * math.log(floors[-1]) <= math.log(alpha) if floors[-1] > 0
-                  else np.ones(len(looks), dtype=bool))
-            taus.append(int(looks[np.argmax(ok)]) if ok.any() else n_max + 1)
         else:
-            taus.append(_earliest_tau(Mixture(floors[-1], w, a, b), floors[-1], alpha, n_max))
+            taus.append(boundary.earliest_claim(floors[-1], alpha, n_max,
+                                                Mixture(floors[-1], w, a, b), look_growth))
     active = [c for c in range(len(specs)) if taus[c] <= n_max]
     if len(active) <= 1:
         return alpha, floors
@@ -494,8 +210,9 @@ _FREE_CHOICE = 1.01
 
 @lru_cache(maxsize=256)
 def _tier_levels(specs: tuple, alpha: float, n_max: int, w: float, a: float, b: float,
-                 look_growth: float, share: float) -> tuple[tuple[float, ...], ...]:
-    """Per-arm, per-threshold levels of the spending family.
+                 family: str, look_growth: float, share: float
+                 ) -> tuple[tuple[float, ...], ...]:
+    """Per-arm, per-threshold levels of a family with ``per_threshold_levels`` (spending).
 
     Choosing the class costs a factor up to 2 on every threshold when the lowest one is near
     1/2, though only thresholds near 1/2 can be claimed by two classes at once.  Split them:
@@ -506,7 +223,7 @@ def _tier_levels(specs: tuple, alpha: float, n_max: int, w: float, a: float, b: 
     alpha.  One tier (every threshold at ``_arm_level``'s level) when no such cut exists or
     the choice is already free.
     """
-    level, _ = _arm_level(specs, alpha, n_max, w, a, b, "spending", look_growth)
+    level, _ = _arm_level(specs, alpha, n_max, w, a, b, family, look_growth)
     single = tuple(tuple(level for _ in t) for t in specs)
     if level * _FREE_CHOICE >= alpha or not 0 < share < 1:
         return single
@@ -515,10 +232,10 @@ def _tier_levels(specs: tuple, alpha: float, n_max: int, w: float, a: float, b: 
         low = tuple(tuple(v for v in t if v < cut) for t in specs)
         if not any(low):
             continue
-        top, _ = _arm_level(high, (1 - share) * alpha, n_max, w, a, b, "spending", look_growth)
+        top, _ = _arm_level(high, (1 - share) * alpha, n_max, w, a, b, family, look_growth)
         if top * _FREE_CHOICE < (1 - share) * alpha:
             continue
-        bottom, _ = _arm_level(low, share * alpha, n_max, w, a, b, "spending", look_growth)
+        bottom, _ = _arm_level(low, share * alpha, n_max, w, a, b, family, look_growth)
         return tuple(tuple(top if v >= cut else bottom for v in t) for t in specs)
     return single
 
@@ -550,8 +267,38 @@ def overlap_factor(floors: Sequence[float], taus: Sequence[int], complementary: 
     return 1.0 + (len(floors) - 1) * float(max(g(c, 0.5) for c in range(len(floors))))
 
 
+def benign_label(flagged_class: int, num_classes: int) -> int:
+    """The label of an input certified benign (its flagged class's probability below the
+    threshold): the other class of two, else ``NOT_FLAGGED`` — a certified answer, never
+    ``ABSTAIN``.  The one place this is decided (rules, sequential and fixed-n results)."""
+    return 1 - int(flagged_class) if num_classes == 2 else NOT_FLAGGED
+
+
 # -- the rules ------------------------------------------------------------------------------
-class StoppingRule:
+@runtime_checkable
+class StoppingRule(Protocol):
+    """What a driver needs of a rule: how many draws to make next, and a place for labels.
+
+    Drive it as ``while not rule.done: rule.observe(labels(rule.next_draws()))``; the
+    outcome is a function of the label sequence alone.  :class:`RuleState` gives the common
+    state; :class:`DecisionTest`, :class:`BoundedDecision` and :class:`RadiusTest` (and the
+    baselines of :mod:`hybridcert.sequential.baselines`) implement it.
+    """
+
+    done: bool
+    queries: int
+    label: int
+
+    def next_draws(self) -> int:
+        """How many draws before anything can be decided (>= 1; 0 once done)."""
+        ...
+
+    def observe(self, labels) -> None:
+        """Take labels in draw order (any number, more or fewer than ``next_draws``)."""
+        ...
+
+
+class RuleState:
     """Common state of a rule: counts per class, draws used and received, looks.
 
     Attributes
@@ -614,21 +361,8 @@ class StoppingRule:
         raise NotImplementedError
 
 
-def _check_alpha(alpha: float) -> float:
-    alpha = check_positive("alpha", alpha)
-    if alpha >= 1:
-        raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
-    return alpha
-
-
-def _check_level(name: str, value: float) -> float:
-    value = check_positive(name, value)
-    if value >= 1:
-        raise ValueError(f"{name} must lie in (0, 1), got {value!r}")
-    return value
-
-
-def _thresholds(name: str, values) -> np.ndarray:
+def check_thresholds(name: str, values) -> np.ndarray:
+    """A non-empty 1-D float array of thresholds (inf allowed, nan refused)."""
     arr = np.atleast_1d(np.asarray(values, dtype=float))
     if arr.ndim != 1 or arr.size == 0 or np.isnan(arr).any():
         raise ValueError(f"{name} must be a non-empty 1-D list of numbers (inf allowed), "
@@ -636,7 +370,7 @@ def _thresholds(name: str, values) -> np.ndarray:
     return arr
 
 
-class DecisionTest(StoppingRule):
+class DecisionTest(RuleState):
     """Decide, for a set of thresholds, whether the input's probability clears each one.
 
     Parameters
@@ -673,7 +407,8 @@ class DecisionTest(StoppingRule):
         (the upper bound at level ``futility``), would come so late that
         ``price * thresholds kept - draws still needed`` is smaller than without them.
         None: settle every threshold the cap can.  Cost and power only, never validity.
-    boundary : {"mixture", "looks", "spending"}
+    boundary : str
+        A registered boundary family (:mod:`hybridcert.sequential.boundaries`).
         ``mixture``: the mixture confidence sequence, exact at every draw up to ``dense``
         and then every ``growth`` factor (best for few thresholds and short runs).
         ``looks``: Clopper–Pearson at level / K at K looks (16, then every ``look_growth``
@@ -696,8 +431,9 @@ class DecisionTest(StoppingRule):
     ----------
     label : int
         Majority: the class that certified, else ``ABSTAIN``.  Flag / benign / detector:
-        ``target_class`` when only flag-side claims were made, the other class (two classes;
-        ``ABSTAIN`` with more) when only benign-side ones, else ``ABSTAIN``.
+        ``target_class`` when only flag-side claims were made, :func:`benign_label` (the
+        other class of two, ``NOT_FLAGGED`` with more) when only benign-side ones, else
+        ``ABSTAIN``.
     certified : ndarray of bool
         Per threshold.
     outcome : ndarray of int
@@ -728,17 +464,14 @@ class DecisionTest(StoppingRule):
         super().__init__(num_classes, n_max)
         if not 0 <= choice_share < 1:
             raise ValueError(f"choice_share must lie in [0, 1), got {choice_share!r}")
-        if boundary not in BOUNDARIES:
-            raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
-        look_growth = LOOK_GROWTH.get(boundary, 1.25) if look_growth is None else look_growth
-        if boundary == "spending" and not alpha >= SPEND_MIN_ALPHA:
-            raise ValueError(f"alpha must be >= {SPEND_MIN_ALPHA:g} with boundary 'spending' "
-                             f"(its exact computation runs in floating point), got {alpha!r}")
+        family = get_boundary(boundary)
+        self.alpha = check_alpha(alpha)
+        family.check(self.alpha, DECISION)
+        look_growth = family.look_growth if look_growth is None else look_growth
         if not look_growth > 1:
             raise ValueError(f"look_growth must be > 1, got {look_growth!r}")
         self.boundary = boundary
-        self.alpha = _check_alpha(alpha)
-        self.futility = _check_level("futility", futility)
+        self.futility = check_level("futility", futility)
         self.price = None if price is None else check_positive("price", price)
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
@@ -749,7 +482,7 @@ class DecisionTest(StoppingRule):
         dense = check_count("dense", dense, 1)
         if not growth > 1:
             raise ValueError(f"growth must be > 1, got {growth!r}")
-        self.thresholds = _thresholds("thresholds", thresholds)
+        self.thresholds = check_thresholds("thresholds", thresholds)
         if mode == "majority":
             if target_class is not None:
                 raise ValueError("target_class must be None in majority mode (the class is "
@@ -765,7 +498,7 @@ class DecisionTest(StoppingRule):
                                  f"in {mode} mode, got {target_class!r}")
             target_class = int(target_class)
             above = self.thresholds
-            below = above if benign_thresholds is None else _thresholds(
+            below = above if benign_thresholds is None else check_thresholds(
                 "benign_thresholds", benign_thresholds)
             if benign_thresholds is not None and (mode != "detector" or
                                                   below.shape != above.shape):
@@ -787,16 +520,16 @@ class DecisionTest(StoppingRule):
         self.level, floors = _arm_level(specs, self.alpha, self.n_max, float(point_mass), a, b,
                                         boundary, float(look_growth))
         self._floors = floors
-        if boundary == "spending" and mode == "majority":
+        if family.per_threshold_levels and mode == "majority":
             tiers = _tier_levels(specs, self.alpha, self.n_max, float(point_mass), a, b,
-                                 float(look_growth), float(choice_share))
+                                 boundary, float(look_growth), float(choice_share))
         else:
             tiers = tuple(tuple(self.level for _ in t) for t in specs)
         #: per arm, the level of each threshold (one value unless spending splits tiers)
         self.threshold_levels = [np.array(t) for t in tiers]
         self._plans = [_plan(t, self.level, self.n_max, float(point_mass), a, b,
                              self.futility, dense, float(growth), boundary,
-                             float(look_growth), tier if boundary == "spending" else None)
+                             float(look_growth), tier if family.per_threshold_levels else None)
                        for t, tier in zip(specs, tiers, strict=True)]
         n_t, n_a = len(self.thresholds), len(arms)
         self._arm_count = np.zeros(n_a, dtype=np.int64)
@@ -879,7 +612,7 @@ class DecisionTest(StoppingRule):
             if not live.any():
                 continue
             k = int(self._arm_count[arm])
-            rate = _kt_upper(n, k, self.futility)
+            rate = kt_upper(n, k, self.futility)
             start = int(np.searchsorted(plan.sched, n + 1, side="left"))
             ahead = plan.sched[start:]
             can = k + rate * (ahead - n) >= plan.cert[live][:, start:]
@@ -1010,8 +743,8 @@ class DecisionTest(StoppingRule):
             flagged = (self.outcome == ABOVE).any()
             benign = (self.outcome == BELOW).any()
             if flagged != benign:
-                self.label = self.target_class if flagged else (
-                    1 - self.target_class if self.num_classes == 2 else ABSTAIN)
+                self.label = self.target_class if flagged else benign_label(
+                    self.target_class, self.num_classes)
 
     def _arm_lower(self, arm: int) -> float:
         """max(confidence-sequence bound now, highest threshold certified by this arm); the
@@ -1029,7 +762,7 @@ class DecisionTest(StoppingRule):
         return self._plans[arm].per_draw(threshold)
 
 
-class BoundedDecision(StoppingRule):
+class BoundedDecision(RuleState):
     """Decide the targets; answer the base question (the class at the zero budget) only with
     the draws the targets take.
 
@@ -1083,10 +816,10 @@ class BoundedDecision(StoppingRule):
                  benign_thresholds: Sequence[float] | None = None, base_share: float = 0.1,
                  price: float | None = None, **options):
         super().__init__(num_classes, n_max)
-        alpha = _check_alpha(alpha)
+        alpha = check_alpha(alpha)
         if not 0 < base_share < 1:
             raise ValueError(f"base_share must lie in (0, 1), got {base_share!r}")
-        targets = _thresholds("thresholds", thresholds)
+        targets = check_thresholds("thresholds", thresholds)
         if (base_benign is None) != (benign_thresholds is None):
             raise ValueError("give base_benign and benign_thresholds together (detector mode)")
         common = dict(num_classes=num_classes, mode=mode, target_class=target_class, **options)
@@ -1139,8 +872,8 @@ class BoundedDecision(StoppingRule):
             every = implied | {own} | {side}
             flagged, benign = ABOVE in every, BELOW in every
             if flagged != benign:
-                self.label = self.target_class if flagged else (
-                    1 - self.target_class if self.num_classes == 2 else ABSTAIN)
+                self.label = self.target_class if flagged else benign_label(
+                    self.target_class, self.num_classes)
             self.p_lower = max(targets.p_lower, base.p_lower)
             self.p_upper = min(targets.p_upper, base.p_upper)
         if side != OPEN:
@@ -1170,7 +903,7 @@ class BoundedDecision(StoppingRule):
         return self.targets_test.per_draw_boundary(threshold - 1, arm)
 
 
-class RadiusTest(StoppingRule):
+class RadiusTest(RuleState):
     """Majority vote, stopping once the certified frontier is within ``tolerance`` of what
     the cap could plausibly show.
 
@@ -1186,7 +919,8 @@ class RadiusTest(StoppingRule):
         Largest acceptable shortfall per entry, in the frontier's units.
     futility, point_mass, prior
         As for :class:`DecisionTest` (the mixture is restricted to (1/2, 1)).
-    boundary : {"mixture", "looks"}
+    boundary : str
+        A registered family that gives a bound at every rate (``mixture`` or ``looks``).
         The bound on the top class: the mixture confidence sequence (valid at any look), or
         Clopper–Pearson at level / K at the K looks (union bound).
     first_look, look_growth : int, float
@@ -1208,8 +942,10 @@ class RadiusTest(StoppingRule):
                  boundary: str = "mixture", first_look: int = 16,
                  look_growth: float | None = None):
         super().__init__(num_classes, n_max)
-        self.alpha = _check_alpha(alpha)
-        self.futility = _check_level("futility", futility)
+        self.alpha = check_alpha(alpha)
+        family = get_boundary(boundary)
+        family.check(self.alpha, RADIUS)
+        self.futility = check_level("futility", futility)
         if not callable(frontier):
             raise ValueError(f"frontier must be a callable p -> array, got {frontier!r}")
         self.frontier = frontier
@@ -1219,12 +955,8 @@ class RadiusTest(StoppingRule):
         a, b = (check_positive("prior", v) for v in prior)
         if not 0 <= point_mass < 1:
             raise ValueError(f"point_mass must lie in [0, 1), got {point_mass!r}")
-        if boundary not in ("mixture", "looks"):
-            raise ValueError(f"boundary must be 'mixture' or 'looks' (the radius mode needs a "
-                             f"bound at every rate; 'spending' is for decisions), got "
-                             f"{boundary!r}")
         if look_growth is None:
-            look_growth = LOOK_GROWTH["looks"] if boundary == "looks" else 1.1
+            look_growth = family.radius_look_growth
         if not look_growth > 1:
             raise ValueError(f"look_growth must be > 1, got {look_growth!r}")
         first_look = check_count("first_look", first_look, 1)
@@ -1235,10 +967,9 @@ class RadiusTest(StoppingRule):
                                    float(point_mass), a, b, boundary, float(look_growth))
 
     def lower_bound(self, n: int, k: int) -> float:
-        """Lower bound on a class seen k times in n draws (n a look for ``looks``)."""
-        if self.boundary == "looks":
-            return clopper_pearson(k, n, self.level / len(self.looks_at))[0]
-        return _cs_lower(self.mixture, self.level, n, k)
+        """Lower bound on a class seen k times in n draws (n a look)."""
+        return get_boundary(self.boundary).lower_bound(n, k, self.level, self.mixture,
+                                                       self.looks_at)
 
     def next_draws(self) -> int:
         if self.done:
@@ -1275,7 +1006,7 @@ class RadiusTest(StoppingRule):
         top = int(np.argmax(counts))
         k = int(counts[top])
         low = self.lower_bound(n, k)
-        high = _kt_upper(n, k, self.futility)
+        high = kt_upper(n, k, self.futility)
         reach_k = min(self.n_max, math.ceil(high * self.n_max))
         reach = self.lower_bound(self.n_max, reach_k)
         if reach <= 0.5:
@@ -1294,177 +1025,3 @@ class RadiusTest(StoppingRule):
             self.p_lower = low
 
 
-def _kt_upper(n: int, k: int, level: float) -> float:
-    """Upper confidence-sequence bound of the KT mixture at ``level`` after k of n."""
-    if k >= n:
-        return 1.0
-    target = math.log(1 / level)
-
-    log_q = float(_log_kt(n, k))
-
-    def excess(p):
-        log_p = (k * math.log(p) if k else 0.0) + (n - k) * math.log1p(-p)   # 0 log 0 = 0
-        return log_q - log_p - target
-
-    if excess(1 - 1e-16) < 0:
-        return 1.0
-    root = brentq(excess, k / n, 1 - 1e-16, xtol=1e-15, rtol=4 * np.finfo(float).eps)
-    while root < 1 and excess(root) < 0:       # report a value on the excluded side
-        root = min(1.0, root + 1e-15 + 4 * np.finfo(float).eps * root)
-    return root
-
-
-# -- baselines: the previous rule and fixed n ------------------------------------------------
-def clopper_pearson(k: int, n: int, alpha: float) -> tuple[float, float]:
-    """One-sided Clopper–Pearson lower and upper bounds, each at level ``1 - alpha``."""
-    lower = float(beta_dist.ppf(alpha, k, n - k + 1)) if k > 0 else 0.0
-    upper = float(beta_dist.ppf(1 - alpha, k + 1, n - k)) if k < n else 1.0
-    return lower, upper
-
-
-def doubling_looks(n_min: int, n_max: int, growth: float = 2.0) -> list[int]:
-    """Cumulative sizes of the previous rule's looks: n_min * growth^k, ending at n_max."""
-    if n_min < 1 or n_max < n_min:
-        raise ValueError(f"need 1 <= n_min <= n_max, got n_min={n_min}, n_max={n_max}")
-    if growth <= 1:
-        raise ValueError(f"growth must be > 1, got {growth}")
-    sizes, n = [], float(n_min)
-    while n < n_max:
-        sizes.append(int(round(n)))
-        n *= growth
-    sizes.append(n_max)
-    return sorted(set(sizes))
-
-
-class BonferroniLooks(StoppingRule):
-    """The previous rule: ``n0`` selection draws pick the class, then estimation looks at
-    ``doubling_looks(n_min, n_max)``, each a Clopper–Pearson bound at ``alpha / K``.
-
-    Decision (``thresholds``): stop when every threshold is cleared or even the cap could not
-    clear it (the cap's bound if the rate were the current upper bound).  Radius
-    (``frontier`` and ``tolerance``): stop when the frontier at the cap's plausible bound
-    is within ``tolerance``.  ``n_max`` counts estimation draws (``queries`` adds ``n0``).
-    """
-
-    def __init__(self, alpha: float, n_max: int, thresholds: Sequence[float] | None = None,
-                 n0: int = 100, n_min: int = 100, growth: float = 2.0, num_classes: int = 2,
-                 frontier: Callable[[float], np.ndarray] | None = None,
-                 tolerance: float | np.ndarray | None = None):
-        super().__init__(num_classes, n_max)
-        self.alpha = _check_alpha(alpha)
-        self.n0 = check_count("n0", n0, 1)
-        self._cap = self.n0 + self.n_max
-        if (thresholds is None) == (frontier is None):
-            raise ValueError("give either thresholds (decision) or frontier and tolerance "
-                             "(radius)")
-        if frontier is not None and tolerance is None:
-            raise ValueError("tolerance is required with frontier")
-        self.thresholds = None if thresholds is None else _thresholds("thresholds", thresholds)
-        self.frontier, self.tolerance = frontier, tolerance
-        self.schedule = doubling_looks(n_min, n_max, growth)
-        self.level = self.alpha / len(self.schedule)
-        self.certified = np.zeros(0 if self.thresholds is None else len(self.thresholds),
-                                  dtype=bool)
-        self._top = -1
-        self._hits = 0
-        self._drawn = 0
-        self._buffer = np.zeros(self.num_classes, dtype=np.int64)
-
-    def next_draws(self) -> int:
-        if self.done:
-            return 0
-        if self._top < 0:
-            return self.n0 - self.queries
-        nxt = next(s for s in self.schedule if s > self._drawn)
-        return nxt - self._drawn
-
-    def observe(self, labels) -> None:
-        arr = self._labels(labels)
-        pos = 0
-        while pos < arr.size and not self.done:
-            if self._top < 0:
-                take = min(self.n0 - self.queries, arr.size - pos)
-                np.add.at(self._buffer, arr[pos:pos + take], 1)
-                self.counts += np.bincount(arr[pos:pos + take], minlength=self.num_classes)
-                self.queries += take
-                pos += take
-                if self.queries == self.n0:
-                    self._top = int(np.argmax(self._buffer))
-                continue
-            nxt = next(s for s in self.schedule if s > self._drawn)
-            take = min(nxt - self._drawn, arr.size - pos)
-            chunk = arr[pos:pos + take]
-            self._hits += int((chunk == self._top).sum())
-            self.counts += np.bincount(chunk, minlength=self.num_classes)
-            self._drawn += take
-            self.queries += take
-            pos += take
-            if self._drawn == nxt:
-                self._look()
-
-    def _look(self) -> None:
-        low, high = clopper_pearson(self._hits, self._drawn, self.level)
-        reach, _ = clopper_pearson(min(self.n_max, math.ceil(high * self.n_max)), self.n_max,
-                                   self.level)
-        if self.thresholds is not None:
-            done = bool(np.all((low > self.thresholds) | (reach <= self.thresholds)))
-        else:
-            done = self._radius_settled(low, reach)
-        if done or self._drawn >= self.n_max:
-            self.done = True
-            self.p_lower = low
-            self.label = self._top if low > 0.5 else ABSTAIN
-            if self.thresholds is not None:
-                self.certified = low > self.thresholds
-
-    def _radius_settled(self, low, reach) -> bool:
-        if reach <= 0.5:
-            return True
-        now = np.asarray(self.frontier(max(low, 0.5)), dtype=float)
-        best = np.asarray(self.frontier(reach), dtype=float)
-        with np.errstate(invalid="ignore"):
-            gap = np.where(best == now, 0.0, best - now)
-        return bool(np.all(gap <= self.tolerance))
-
-
-class FixedN(StoppingRule):
-    """Fixed-n certification as a rule: ``n0`` selection draws (majority mode; 0 with a
-    ``target_class``), then ``n`` estimation draws and one Clopper–Pearson bound at alpha."""
-
-    def __init__(self, thresholds: Sequence[float], alpha: float, n: int, n0: int = 100,
-                 num_classes: int = 2, target_class: int | None = None):
-        n = check_count("n", n, 1)
-        self.n0 = 0 if target_class is not None else check_count("n0", n0, 1)
-        super().__init__(num_classes, n + self.n0)
-        self.alpha = _check_alpha(alpha)
-        self.n = n
-        self.thresholds = _thresholds("thresholds", thresholds)
-        self.target_class = target_class
-        self.certified = np.zeros(len(self.thresholds), dtype=bool)
-        self._labels_seen: list[np.ndarray] = []
-
-    def next_draws(self) -> int:
-        return 0 if self.done else self.n_max - self.queries
-
-    def observe(self, labels) -> None:
-        arr = self._labels(labels)
-        if not arr.size:
-            return
-        self._labels_seen.append(arr)
-        self.queries += arr.size
-        self.counts += np.bincount(arr, minlength=self.num_classes)
-        if self.queries < self.n_max:
-            return
-        self.done = True
-        stream = np.concatenate(self._labels_seen)
-        if self.target_class is None:
-            top = int(np.argmax(np.bincount(stream[: self.n0], minlength=self.num_classes)))
-        else:
-            top = int(self.target_class)
-        k = int((stream[self.n0:] == top).sum())
-        self.p_lower, self.p_upper = clopper_pearson(k, self.n, self.alpha)
-        self.certified = self.p_lower > self.thresholds
-        if self.target_class is None:
-            self.label = top if self.p_lower > 0.5 else ABSTAIN
-        else:
-            self.label = top if self.certified.any() else ABSTAIN

@@ -1,14 +1,16 @@
 """Anytime-valid sequential certification: stop drawing as soon as the answer is settled.
 
-The statistics are in :mod:`hybridcert.smoothing.stopping` (confidence sequences valid at
-every draw, no separate selection sample; docs/SEQUENTIAL.md has the construction and the
-proofs).  This module poses the question for one record and its noise:
+The statistics are in :mod:`hybridcert.sequential.rules` and the boundary families of
+:mod:`hybridcert.sequential.boundaries` (confidence sequences valid at every draw, no separate
+selection sample; docs/SEQUENTIAL.md has the construction and the proofs).  This module poses
+the question for one record and its noise, and is the one place where a question (mode x
+rule x boundary x targets x alpha) is checked (:func:`check_question`):
 
 * **decision** — is the input certified at target regions?  Each target (a per-block budget)
   has a threshold ``p*`` from the certificate engine.  The run stops once every target is
   settled; the class itself (the zero budget) is certified by a certified target, or by its
   own test if that settled within the same draws, else the answer abstains
-  (:class:`~hybridcert.smoothing.stopping.BoundedDecision`).  Every target and the class say
+  (:class:`~hybridcert.sequential.rules.BoundedDecision`).  Every target and the class say
   how they ended (``status``) and at which draw.
 * **radius** — the certified region, to a tolerance of what the sample cap could still add.
 * **detector** (``Detector``): the same decision for a thresholded detector, on the flag side,
@@ -28,13 +30,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from hybridcert._validation import check_positive
+from hybridcert._validation import check_alpha, check_positive
 from hybridcert.blocks import CertifiedRegion, HybridNoise
-from hybridcert.certificate.baselines import discrete_threshold
-from hybridcert.noise import LikelihoodRatio
-from hybridcert.smoothing.core import Detector, SmoothedClassifier, Stage
-from hybridcert.smoothing.results import ABSTAIN, NOT_FLAGGED, Certification
-from hybridcert.smoothing.stopping import (
+from hybridcert.sequential.boundaries import DECISION, RADIUS, get_boundary
+from hybridcert.sequential.rules import (
+    ABSTAIN,
     CAP,
     CERTIFIED,
     GAVE_UP,
@@ -43,13 +43,43 @@ from hybridcert.smoothing.stopping import (
     DecisionTest,
     RadiusTest,
     StoppingRule,
+    benign_label,
 )
+from hybridcert.smoothing.core import Detector, SmoothedClassifier, Stage
+from hybridcert.smoothing.results import Certification
+
+#: The sequential modes.
+MODES = (DECISION, RADIUS)
 
 
-def threshold(ratio: LikelihoodRatio) -> float:
-    """Smallest pA (to 1e-13, certified end) whose two-class joint lower bound exceeds 1/2;
-    inf if none."""
-    return discrete_threshold(ratio)
+def check_question(alpha: float, mode: str, boundary: str, rule: str = "majority",
+                   has_targets: bool = True) -> float:
+    """Check a sequential question; return alpha.  ValueError (one line naming the
+    parameter) otherwise.
+
+    Parameters
+    ----------
+    alpha : float
+        In (0, 1).
+    mode : {"decision", "radius"}
+    boundary : str
+        A registered boundary family (:mod:`hybridcert.sequential.boundaries`), which
+        checks what it cannot do (``Boundary.check(alpha, mode)``).
+    rule : {"majority", "flag", "benign", "detector"}
+        The radius mode is for majority votes only.
+    has_targets : bool
+        The decision mode needs targets.
+    """
+    alpha = check_alpha(alpha)
+    if mode not in MODES:
+        raise ValueError(f"mode must be decision or radius, got {mode!r}")
+    get_boundary(boundary).check(alpha, mode)
+    if mode == RADIUS and rule != "majority":
+        raise ValueError("the sequential radius mode is for majority votes; a detector needs "
+                         "targets (decision mode, e.g. --mode decision --target 0.25,1)")
+    if mode == DECISION and not has_targets:
+        raise ValueError("mode 'decision' needs targets, e.g. --target 0.25,1")
+    return alpha
 
 
 def target_budget(noise: HybridNoise, target) -> dict[str, float]:
@@ -97,7 +127,7 @@ class SequentialQuestion:
     base_share : float
         Decision mode, when the zero budget is not itself a target: the share of alpha spent
         on certifying the class at the zero budget within the targets' draws (the targets get
-        the rest; see :class:`~hybridcert.smoothing.stopping.BoundedDecision`).
+        the rest; see :class:`~hybridcert.sequential.rules.BoundedDecision`).
     """
 
     def __init__(self, noise: HybridNoise, num_classes: int, alpha: float, n_max: int, *,
@@ -108,20 +138,18 @@ class SequentialQuestion:
                  base_share: float = 0.1):
         self.noise, self.num_classes = noise, int(num_classes)
         self.base_share = base_share
-        self.alpha, self.n_max = alpha, int(n_max)
+        mode = RADIUS if targets is None else DECISION
+        self.alpha = check_question(alpha, mode, boundary,
+                                    "majority" if detector is None else detector.name,
+                                    has_targets=targets is None or len(targets) > 0)
+        self.n_max = int(n_max)
         self.detector, self.max_tokens = detector, max_tokens
         self.tolerance = check_positive("tolerance", tolerance)
         self.max_radius = None if max_radius is None else check_positive("max_radius",
                                                                          max_radius)
         self.first_look = first_look
         self.boundary, self.price = boundary, price
-        if targets is None and boundary == "spending":
-            raise ValueError("boundary 'spending' is for the decision mode (targets); the "
-                             "radius mode needs 'mixture' or 'looks'")
         if targets is None:
-            if detector is not None:
-                raise ValueError("the sequential radius mode is for majority votes; a detector "
-                                 "needs targets (decision mode)")
             self.budgets = None
             return
         self.budgets = [target_budget(noise, t) for t in targets]
@@ -157,7 +185,7 @@ class SequentialQuestion:
             thresholds, benign = self.thresholds, None
         else:
             sides = self.detector.sides
-            options["mode"] = {"flag": "flag", "benign": "benign", "both": "detector"}[sides]
+            options["mode"] = self.detector.name
             options["target_class"] = self.detector.flagged_class
             thresholds = self.benign if sides == "benign" else self.thresholds
             benign = self.benign if sides == "both" else None
@@ -219,7 +247,7 @@ class SequentialQuestion:
             decision, region = "abstain", CertifiedRegion.empty(self.noise)
         c = self.detector.flagged_class
         label = {"flag": c, "abstain": ABSTAIN,
-                 "benign": 1 - c if self.num_classes == 2 else NOT_FLAGGED}[decision]
+                 "benign": benign_label(c, self.num_classes)}[decision]
         side = 1 if decision == "flag" else -1
         answers = [_answer(b, decision != "abstain" and o == side, st, at)
                    for b, o, st, at in zip(self.budgets, outcome[1:], rule.status[1:],
@@ -279,8 +307,3 @@ def certify_sequential(clf: SmoothedClassifier, x, alpha: float, seed: int = 0, 
     return question.result(rule, clf.noise.noised_positions(record),
                            time.perf_counter() - start)
 
-
-def target_threshold(clf: SmoothedClassifier, eps: float, r: int) -> float:
-    """p* of the region (L2 ``eps`` on the Gaussian block, ``r`` substituted tokens) for
-    ``clf``'s noise: the smallest pA that certifies it (majority, two classes)."""
-    return clf.noise.threshold(clf.noise.pair_budget(eps, r))

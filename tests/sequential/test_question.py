@@ -1,6 +1,6 @@
 """Sequential certification through the smoothed classifier keeps the fixed-n guarantee: the
 same closed-form checks as test_validity.py (the stopping rules themselves are pinned in
-test_stopping.py, including the exact worst case over the stopping boundary)."""
+test_rules.py, including the exact worst case over the stopping boundary)."""
 
 import numpy as np
 import pytest
@@ -8,9 +8,10 @@ import torch
 from scipy.stats import binom, norm
 
 from hybridcert import Gaussian, Substitution
+from hybridcert.certificate.baselines import discrete_threshold as threshold
+from hybridcert.sequential import SequentialQuestion, certify_sequential
 from hybridcert.smoothing import ABSTAIN, Detector, SmoothedClassifier, TokenBlock, Vocabulary
 from hybridcert.smoothing.core import Stage
-from hybridcert.smoothing.sequential import SequentialQuestion, certify_sequential, threshold
 
 RUNS, ALPHA = 300, 0.1
 ALLOWED = int(binom.ppf(1 - 1e-6, RUNS, ALPHA))   # see test_validity.py for the argument
@@ -156,7 +157,7 @@ def test_arguments_are_checked():
         certify_sequential(clf, {"image": W}, 0.01, max_radius=-1.0)
     with pytest.raises(ValueError, match="needs targets"):
         certify_sequential(clf, {"image": W}, 0.01, detector=Detector(0.1))
-    with pytest.raises(ValueError, match="spending' is for the decision mode"):
+    with pytest.raises(ValueError, match="spending is for the decision mode"):
         certify_sequential(clf, {"image": W}, 0.01, boundary="spending")
 
 
@@ -195,7 +196,7 @@ def test_an_ambiguous_input_stops_once_the_target_is_settled():
 def test_every_status_through_the_smoothed_classifier():
     """The closed-form linear rule, P(class 1) = Phi(margin / sigma): certified (margin 0.6,
     target 0.25), refuted (margin 0.1 < 0.25), gave_up (a price of 20 draws on a target just
-    below the margin; "cap" is pinned on the rule in test_stopping.py); the class says the
+    below the margin; "cap" is pinned on the rule in test_rules.py); the class says the
     same at the zero budget as a target (0, 0), refuted at margin 0 with a cap of 3,000."""
     clf = linear_classifier()
 
@@ -231,3 +232,32 @@ def test_the_class_claim_is_valid_near_one_half(margin):
             failures += result.label != truth or result.l2_radius[0] > abs(margin)
         assert result.status in ("certified", "refuted", "gave_up", "cap")
     assert failures <= ALLOWED
+
+
+@pytest.mark.parametrize(("question", "config", "message"), [
+    ({"boundary": "spending"}, {"mode": "radius", "boundary": "spending"},
+     "spending is for the decision mode"),
+    ({"detector": Detector(0.1)}, {"mode": "radius", "rule": "flag", "threshold": 0.1},
+     "radius mode is for majority votes"),
+    ({"alpha": 1.5, "targets": [(0.1, 0)]}, {"mode": "decision", "alpha": 1.5,
+                                             "targets": [[0.1, 0]]},
+     r"alpha must lie in \(0, 1\)"),
+    ({"alpha": 1e-250, "targets": [(0.1, 0)], "boundary": "spending"},
+     {"mode": "decision", "alpha": 1e-250, "targets": [[0.1, 0]], "boundary": "spending"},
+     "alpha must be >= 1e-200 with boundary 'spending'"),
+    ({"targets": [(0.1, 0)], "boundary": "stitched"},
+     {"mode": "decision", "targets": [[0.1, 0]], "boundary": "stitched"},
+     "boundary must be one of mixture, looks, spending"),
+])
+def test_one_check_of_a_question_for_the_library_and_the_config(question, config, message):
+    """Issue 23: mode x rule x boundary x targets x alpha is checked in one place
+    (check_question): the library and the run config refuse the same question alike."""
+    from hybridcert.runs.config import ConfigError, RunConfig
+
+    question = {"alpha": 0.01, **question}
+    clf = linear_classifier()
+    with pytest.raises(ValueError, match=message):
+        SequentialQuestion(clf.noise, 2, question.pop("alpha"), 1000, **question)
+    with pytest.raises(ConfigError, match=message):
+        RunConfig.from_dict({"model": "tests.runs.toy_model:factory", "sigma": 0.25,
+                             "keep_prob": 0.3, **config})

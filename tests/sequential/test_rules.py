@@ -1,4 +1,4 @@
-"""The stopping rules of hybridcert.smoothing.stopping, checked against independent
+"""The stopping rules of hybridcert.sequential.rules, checked against independent
 computations: the mixture against numerical integration, the error of the per-draw boundary
 summed exactly over the stopping boundary (dynamic programming over draws and counts), the
 error rate over many seeded Bernoulli streams (with a negative control that peeks without
@@ -16,23 +16,19 @@ import numpy as np
 import pytest
 from scipy.stats import beta, binom, norm
 
-from hybridcert.smoothing import ABSTAIN as LIBRARY_ABSTAIN
-from hybridcert.smoothing.stopping import (
+from hybridcert.sequential.baselines import BonferroniLooks, FixedN, doubling_looks
+from hybridcert.sequential.boundaries import Mixture, spending_boundary
+from hybridcert.sequential.bounds import clopper_pearson, schedule_points
+from hybridcert.sequential.rules import (
     ABOVE,
     ABSTAIN,
     BELOW,
-    BonferroniLooks,
     BoundedDecision,
     DecisionTest,
-    FixedN,
-    Mixture,
     RadiusTest,
-    clopper_pearson,
-    doubling_looks,
     overlap_factor,
-    schedule_points,
-    spending_boundary,
 )
+from hybridcert.smoothing import ABSTAIN as LIBRARY_ABSTAIN
 
 RUNS, ALPHA = 1000, 0.1
 ALLOWED = int(binom.ppf(1 - 1e-6, RUNS, ALPHA))
@@ -465,14 +461,14 @@ def test_give_up_bound_with_no_draw_of_the_class_yet():
     flagged class had not been drawn: the futility bound evaluated 0 * log(0)."""
     from scipy.special import betaln
 
-    from hybridcert.smoothing.stopping import _kt_upper
+    from hybridcert.sequential.bounds import kt_upper
 
     for n in (1, 7, 100, 5000):
         level = 0.01
         # k = 0: the bound u solves log KT(n, 0) - n log(1 - u) = log(1 / level)
         log_kt = betaln(0.5, n + 0.5) - betaln(0.5, 0.5)
         exact = 1 - np.exp((log_kt - np.log(1 / level)) / n)
-        assert _kt_upper(n, 0, level) == pytest.approx(exact, rel=1e-9, abs=1e-12)
+        assert kt_upper(n, 0, level) == pytest.approx(exact, rel=1e-9, abs=1e-12)
     rule = DecisionTest([0.05, 0.3], 0.001, 10_000, mode="flag", target_class=1, price=100.0,
                         boundary="looks")
     rule.observe(np.zeros(500, dtype=np.int64))
@@ -848,3 +844,23 @@ def test_bounded_detector_stops_when_the_targets_are_settled():
         assert rule.status == ["gave_up", "refuted"] and rule.label == ABSTAIN
         assert rule.queries < 1000 and both.queries > 30_000
         assert both.status == ["refuted", "refuted"]
+
+
+@pytest.mark.parametrize("bounded", [False, True])
+def test_certified_benign_with_three_classes_is_not_flagged(bounded):
+    """Issue 23: an input certified benign with more than two classes is NOT_FLAGGED (a
+    certified answer: the flagged class's probability is below the threshold), in the rule as
+    in the results built from it — not ABSTAIN."""
+    from hybridcert.smoothing import NOT_FLAGGED
+
+    labels = np.full(5000, 2, dtype=np.int64)          # class 1 (flagged) never drawn
+    if bounded:
+        rule = BoundedDecision(0.3, [0.2], 0.01, 5000, num_classes=3, mode="benign",
+                               target_class=1)
+    else:
+        rule = DecisionTest([0.3], 0.01, 5000, num_classes=3, mode="benign", target_class=1)
+    rule = drive(rule, labels)
+    assert rule.certified.all() and rule.label == NOT_FLAGGED != ABSTAIN
+    two = drive(DecisionTest([0.3], 0.01, 5000, mode="benign", target_class=1),
+                np.zeros(5000, dtype=np.int64))
+    assert two.label == 0                               # two classes: the other one

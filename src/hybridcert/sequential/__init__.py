@@ -1,0 +1,39 @@
+"""Sequential certification: stop drawing noisy copies as soon as the answer is settled.
+
+* :mod:`~hybridcert.sequential.question` — :class:`SequentialQuestion` (what a run asks of
+  one record; the one place a question is checked) and :func:`certify_sequential`;
+* :mod:`~hybridcert.sequential.rules` — the :class:`StoppingRule` protocol and the rules
+  (``DecisionTest``, ``BoundedDecision``, ``RadiusTest``);
+* :mod:`~hybridcert.sequential.boundaries` — the boundary families by name (mixture, looks,
+  spending);
+* :mod:`~hybridcert.sequential.bounds` — schedules and elementary bounds;
+* :mod:`~hybridcert.sequential.baselines` — baseline rules for the tests and benchmarks.
+
+The rules are pure numpy/scipy; the question (which needs the smoothing layer) is imported
+on first use, so that :mod:`hybridcert.smoothing` can use the rules' labels and statuses.
+"""
+
+from hybridcert.sequential.boundaries import boundary_names, get_boundary, register
+from hybridcert.sequential.rules import (
+    ABSTAIN,
+    NOT_FLAGGED,
+    BoundedDecision,
+    DecisionTest,
+    RadiusTest,
+    StoppingRule,
+)
+
+_LAZY = ("SequentialQuestion", "certify_sequential", "check_question")
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from hybridcert.sequential import question
+
+        return getattr(question, name)
+    raise AttributeError(f"module 'hybridcert.sequential' has no attribute {name!r}")
+
+
+__all__ = ["ABSTAIN", "NOT_FLAGGED", "BoundedDecision", "DecisionTest", "RadiusTest",
+           "SequentialQuestion", "StoppingRule", "boundary_names", "certify_sequential",
+           "check_question", "get_boundary", "register"]
