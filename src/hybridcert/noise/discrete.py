@@ -23,8 +23,23 @@ from hybridcert.noise.ratio import LikelihoodRatio
 MASK_INDEX = -1
 
 
+class _KeepProbNoise(Noise):
+    """A token noise whose level is its keep probability (``keep_prob``, a field of each
+    subclass)."""
+
+    level_name = "keep probability"
+
+    @property
+    def level(self) -> float:
+        return self.keep_prob
+
+    @classmethod
+    def check_level(cls, value: float) -> float:
+        return _check_keep(value, cls.level_name)
+
+
 @dataclass(frozen=True)
-class Substitution(Noise):
+class Substitution(_KeepProbNoise):
     """Each position keeps its value with probability ``keep_prob``, else takes one of the
     other ``vocab_size - 1`` values uniformly (Lee et al., 2019, with their alpha = a, K = V-1).
 
@@ -41,15 +56,6 @@ class Substitution(Noise):
     vocab_size: int
     kind = "discrete"
     name = "substitution"
-    level_name = "keep probability"
-
-    @property
-    def level(self) -> float:
-        return self.keep_prob
-
-    @classmethod
-    def check_level(cls, value: float) -> float:
-        return _check_keep(value, cls.level_name)
 
     @classmethod
     def build(cls, level: float, vocab_size: int | None = None) -> Substitution:
@@ -101,7 +107,7 @@ class Substitution(Noise):
 
 
 @dataclass(frozen=True)
-class Mask(Noise):
+class Mask(_KeepProbNoise):
     """Each position kept with probability ``keep_prob``, else replaced by a mask symbol
     outside the vocabulary (randomized ablation, Levine & Feizi 2020).
 
@@ -114,18 +120,10 @@ class Mask(Noise):
     keep_prob: float
     kind = "discrete"
     name = "mask"
-    level_name = "keep probability"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keep_prob", _check_keep(self.keep_prob))
 
-    @property
-    def level(self) -> float:
-        return self.keep_prob
-
-    @classmethod
-    def check_level(cls, value: float) -> float:
-        return _check_keep(value, cls.level_name)
 
     def check_block(self, block, vocabulary):
         if vocabulary.mask_id is None:
