@@ -79,11 +79,10 @@ def service_rows() -> dict:
 
 def bench_rows() -> dict:
     """The benchmark's shared-stream jobs: two rules per input on one stream."""
-    from tests.benchmark.test_engine import CELLS, NOISE, Toy, _records
-
     from hybridcert.bench.engine import Job, run_jobs
     from hybridcert.smoothing import Detector, SmoothedClassifier
     from hybridcert.smoothing.sequential import SequentialQuestion
+    from tests.benchmark.test_engine import CELLS, NOISE, Toy, _records
 
     clf = SmoothedClassifier(Toy(), NOISE, 2, batch_size=64)
     records = _records(12, seed=5)
@@ -98,7 +97,7 @@ def bench_rows() -> dict:
     }
     jobs = [Job(r, 300 + i, {k: q.new_rule() for k, q in questions.items()}, key=i)
             for i, r in enumerate(records)]
-    run_jobs(clf, jobs, batch_size=32, window=5, round_rows=200)
+    run_jobs(clf, jobs, batch_size=32, window=5)
     out = {}
     for job in jobs:
         for name, q in questions.items():
