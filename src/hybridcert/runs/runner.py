@@ -282,6 +282,7 @@ def _certify_sequential_items(run: Plan, items: list, detector: Detector | None,
     """Sequential runs through the driver: each input's rule reads its own stream
     ``(input_seed(run seed, id), Stage.SEQUENTIAL)``, so its answer is the one
     ``certify_sequential`` gives it alone, whatever shares its batches."""
+    from hybridcert.sequential.batched import fresh_copy
     from hybridcert.sequential.driver import Driver
     from hybridcert.smoothing.sequential import SequentialQuestion
 
@@ -292,8 +293,9 @@ def _certify_sequential_items(run: Plan, items: list, detector: Detector | None,
         detector=detector, tolerance=config.tolerance, max_tokens=config.max_tokens,
         max_radius=config.max_radius, boundary=config.boundary, price=config.price)
     driver = Driver(clf, batch_size=clf.batch_size, max_pending=window)
+    prototype = question.new_rule()
     jobs = ((clf.validate(item.record()), input_seed(config.seed, item.input_id),
-             question.new_rule(), k) for k, item in enumerate(items))
+             fresh_copy(prototype), k) for k, item in enumerate(items))
     for job in driver.run(jobs, window=window):
         outcome = job.future.result()           # a job's own error (its input alone) raises
         yield items[job.key], question.result(outcome.rule,

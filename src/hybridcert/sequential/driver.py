@@ -63,6 +63,7 @@ import torch
 
 from hybridcert._validation import check_count
 from hybridcert.blocks.tokens import TokenBlock
+from hybridcert.sequential.batched import observe_many
 from hybridcert.smoothing.base import ModelOutputError
 from hybridcert.smoothing.core import SmoothedClassifier, Stage, _shape_key, concat_batches
 
@@ -174,6 +175,13 @@ class Job:
     started: float | None = None
     in_flight: int = 0
     seconds: float = 0.0
+    _need: tuple = (-1, 0)
+
+    def need(self) -> int:
+        """``rule.next_draws()`` (at least 1), asked again only after the rule got labels."""
+        if self._need[0] != self.batches:
+            self._need = (self.batches, max(1, int(self.rule.next_draws())))
+        return self._need[1]
 
     @property
     def drawn(self) -> int:
@@ -439,7 +447,7 @@ class Driver:
                 if room == 0:
                     break
                 if job.number not in wants:
-                    wants[job.number] = max(1, int(job.rule.next_draws())) - job.in_flight
+                    wants[job.number] = job.need() - job.in_flight
                 extra = min(wants[job.number] - takes.get(job.number, 0), limit, room)
                 if extra > 0:
                     takes[job.number] = takes.get(job.number, 0) + extra
@@ -583,14 +591,22 @@ class Driver:
 
 
 def observe_all(given: list[tuple[Job, np.ndarray]]) -> Iterator[tuple[Job, BaseException | None]]:
-    """Hand each job its labels (in draw order); yields ``(job, error or None)``."""
-    for job, part in given:
-        try:
-            job.rule.observe(part)
-        except Exception as err:  # noqa: BLE001 - the rule refused the labels
-            yield job, err
-            continue
-        yield job, None
+    """Hand each job its labels (in draw order), the rules of one kind together
+    (:func:`~hybridcert.sequential.batched.observe_many`); yields ``(job, error or None)``."""
+    rules, parts, owner = [], [], []
+    for index, (job, part) in enumerate(given):
+        inner = job.rule.rules.values() if isinstance(job.rule, RuleSet) else (job.rule,)
+        for rule in inner:
+            if not rule.done:
+                rules.append(rule)
+                parts.append(part)
+                owner.append(index)
+    errors: list[BaseException | None] = [None] * len(given)
+    for index, err in zip(owner, observe_many(rules, parts), strict=True):
+        if err is not None and errors[index] is None:
+            errors[index] = err
+    for (job, _), err in zip(given, errors, strict=True):
+        yield job, err
 
 
 def _split(labels: np.ndarray, plan: list[tuple[Job, int]]) -> dict[int, np.ndarray]:
