@@ -299,3 +299,44 @@ def test_a_model_failure_on_one_job_fails_that_job_only(group_rows):
         assert outcome.rule.queries == reference.queries
         assert outcome.rule.p_lower == reference.p_lower
         assert outcome.drawn == reference.queries
+
+
+def test_run_drives_a_window_of_jobs_in_the_caller_s_thread_and_isolates_failures():
+    """run(): jobs taken lazily, at most ``window`` in flight, each handed back when
+    decided; the marked job alone fails, the others decide as their rule driven alone."""
+    from tests.serve.toy_model import MARKER, fragile_factory
+
+    adapter = fragile_factory()
+    run = plan(toy_config(), batch_size=64, adapter=adapter)
+    rules = DecisionRules(run.config, run.noise)
+    records = [_record(run, 0.05 + 0.2 * i, TEXTS[i % 4]) for i in range(5)]
+    records.insert(2, _record(run, 0.5, f"we bake {MARKER} cake"))
+    taken = []
+
+    def jobs():
+        for i, record in enumerate(records):
+            taken.append(i)
+            yield record, 70 + i, rules.new(), f"job{i}"
+
+    driver = Driver(run.classifier, batch_size=64)
+    finished = {}
+    for job in driver.run(jobs(), window=3):
+        assert len(taken) - len(finished) <= 3           # never more than the window
+        finished[job.key] = job
+    assert sorted(finished) == [f"job{i}" for i in range(6)]
+    with pytest.raises(ValueError, match="image tokens do not match"):
+        finished["job2"].future.result()
+    assert adapter.model.mixed_failures >= 1             # it did share a batch
+    for i, record in enumerate(records):
+        if i == 2:
+            continue
+        outcome = finished[f"job{i}"].future.result()
+        reference = rules.new()
+        stream = run.classifier.stream(record, 70 + i, Stage.SEQUENTIAL)
+        while not reference.done:
+            reference.observe(stream.labels(reference.next_draws()))
+        assert (outcome.rule.label, outcome.rule.queries) == (reference.label,
+                                                                reference.queries)
+        assert outcome.key == f"job{i}"
+    with pytest.raises(ValueError, match="window"):
+        next(driver.run(jobs(), window=0))

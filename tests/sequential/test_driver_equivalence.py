@@ -35,8 +35,17 @@ def test_benchmark_jobs_decide_as_before():
 def test_certify_decides_as_before_whatever_shares_its_batches(tmp_path, window, monkeypatch):
     """One input at a time (the old runner's way) or four sharing batches: the same rows."""
     from hybridcert.runs import runner
+    from hybridcert.sequential.driver import Driver
 
-    real = runner.certify_items
+    real, finish = runner.certify_items, Driver._finish
+    shared = []
+
+    def spy(self, plan, batch, pending):
+        shared.append(len(plan))
+        return finish(self, plan, batch, pending)
+
     monkeypatch.setattr(runner, "certify_items",
                         lambda run, items, **kw: real(run, items, window=window))
+    monkeypatch.setattr(Driver, "_finish", spy)
     _same(record_decisions._plain(record_decisions.cli_rows(tmp_path)), RECORDED["cli"])
+    assert max(shared) == window                  # the inputs in flight share each batch
