@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{len(records)} distinct inputs")
     for label, count in (("warm-up", 32), ("measured", args.decisions)):
         engine = Driver(run.classifier, args.batch_size, max(count, 1),
-                                group_rows=group_rows).start()
+                        group_rows=group_rows).start()
         start = time.perf_counter()
         jobs = [engine.submit(records[i % len(records)], i, rules.new(), 3600)
                 for i in range(count)]

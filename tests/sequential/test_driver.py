@@ -340,3 +340,5 @@ def test_run_drives_a_window_of_jobs_in_the_caller_s_thread_and_isolates_failure
         assert outcome.key == f"job{i}"
     with pytest.raises(ValueError, match="window"):
         next(driver.run(jobs(), window=0))
+    with pytest.raises(ValueError, match="at most max_pending"):
+        next(Driver(run.classifier, max_pending=2).run(jobs(), window=3))

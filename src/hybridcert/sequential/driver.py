@@ -385,7 +385,8 @@ class Driver:
             its noise seed and a fresh rule (:class:`RuleSet` for several); taken lazily, in
             order; the ``owner`` of the i-th job is i.
         window : int
-            Jobs in flight at once (each holds one noise chunk of its stream).
+            Jobs in flight at once, at most ``max_pending`` (each holds one noise chunk of its
+            stream).
 
         Yields
         ------
@@ -394,6 +395,9 @@ class Driver:
             only the jobs in flight.
         """
         window = check_count("window", window, minimum=1)
+        if window > self.max_pending:
+            raise ValueError(f"window must be at most max_pending ({self.max_pending}), got "
+                             f"{window}")
         if self._thread is not None:
             raise RuntimeError("run() drives the jobs in the caller's thread; this driver "
                                "already has a worker thread (start())")
