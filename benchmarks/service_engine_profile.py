@@ -1,5 +1,5 @@
 """Where the service's batching engine spends its time, without HTTP: many decisions
-submitted at once to a :class:`~hybridcert.serve.engine.BatchingEngine`, the worker thread
+submitted at once to a :class:`~hybridcert.sequential.driver.Driver`, the worker thread
 under cProfile (which slows Python-heavy code, so read the shares, not the absolute rate).
 
 Printed: decisions/s, rows/s and the model's forward seconds (the model is the bottleneck when
@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from hybridcert.runs.config import RunConfig
     from hybridcert.runs.runner import plan
+    from hybridcert.sequential.driver import Driver
     from hybridcert.serve.demo import DEMO_TARGETS, demo_adapter, demo_checkpoint, demo_config
-    from hybridcert.serve.engine import BatchingEngine
     from hybridcert.serve.rules import DecisionRules
 
     torch.set_grad_enabled(False)
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         (32 if args.device == "cpu" else 0)
     rules = DecisionRules(run.config, run.noise)
     profiles = {}
-    work = BatchingEngine._work
+    work = Driver._work
 
     def profiled(self):
         profile = cProfile.Profile()
@@ -86,12 +86,12 @@ def main(argv: list[str] | None = None) -> None:
             profile.disable()
             profiles["worker"] = profile
 
-    BatchingEngine._work = profiled
+    Driver._work = profiled
     print(f"device {args.device}, batch {args.batch_size}, --group-rows {group_rows}, "
           f"{len(records)} distinct inputs")
     for label, count in (("warm-up", 32), ("measured", args.decisions)):
-        engine = BatchingEngine(run.classifier, args.batch_size, max(count, 1),
-                                group_rows=group_rows).start()
+        engine = Driver(run.classifier, args.batch_size, max(count, 1),
+                        group_rows=group_rows).start()
         start = time.perf_counter()
         jobs = [engine.submit(records[i % len(records)], i, rules.new(), 3600)
                 for i in range(count)]

@@ -83,7 +83,7 @@ def raw_forward_rate(run, inputs, batch_size: int, seconds: float, mixed: int = 
     runs it: its inputs ordered by text length, one forward pass per slice of one length."""
     from PIL import Image
 
-    from hybridcert.serve.engine import attended_lengths, labels_in_slices, slice_ends
+    from hybridcert.sequential.driver import attended_lengths, labels_in_slices, slice_ends
 
     records = []
     for image, text in inputs[:8 * mixed]:

@@ -53,7 +53,7 @@ def test_run_jobs_equals_certify_sequential(detector):
     jobs = [Job(r, 100 + i, {"q": question.new_rule(), "other": SequentialQuestion(
         NOISE, 2, 0.01, 3000, targets=CELLS, boundary="mixture").new_rule()})
         for i, r in enumerate(records)]
-    run_jobs(clf, jobs, batch_size=16, window=4, round_rows=100)
+    run_jobs(clf, jobs, batch_size=16, window=4)
     for i, (job, record) in enumerate(zip(jobs, records, strict=True)):
         assert job.done and job.drawn >= job.rules["q"].queries
         mine = question.result(job.rules["q"], NOISE.noised_positions(job.record)).to_row()

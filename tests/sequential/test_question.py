@@ -261,3 +261,27 @@ def test_one_check_of_a_question_for_the_library_and_the_config(question, config
     with pytest.raises(ConfigError, match=message):
         RunConfig.from_dict({"model": "tests.runs.toy_model:factory", "sigma": 0.25,
                              "keep_prob": 0.3, **config})
+
+
+def test_streams_draw_larger_chunks_on_an_accelerator_only():
+    """A CPU stream's chunks stay at STREAM_CHUNK copies (a seed names the same copies as
+    before); on an accelerator they grow to ACCELERATOR_CHUNK copies, bounded by
+    ACCELERATOR_CHUNK_BYTES of noisy copies, never below STREAM_CHUNK."""
+    import torch
+
+    from hybridcert.blocks import TokenBlock
+    from hybridcert.smoothing.core import (
+        ACCELERATOR_CHUNK,
+        ACCELERATOR_CHUNK_BYTES,
+        STREAM_CHUNK,
+        stream_chunk,
+    )
+
+    small = {"image": torch.zeros(3, 48, 48), "text": TokenBlock(torch.ones(16, dtype=torch.long))}
+    large = {"image": torch.zeros(3, 112, 112)}      # 150,528 bytes a copy: 222 fit in 32 MiB
+    huge = {"image": torch.zeros(3, 2048, 2048)}
+    assert stream_chunk(torch.device("cpu"), small) == STREAM_CHUNK == 64
+    assert stream_chunk(torch.device("cuda"), small) == ACCELERATOR_CHUNK
+    assert ACCELERATOR_CHUNK_BYTES == 32 * 2**20
+    assert stream_chunk(torch.device("cuda"), large) == 128
+    assert stream_chunk(torch.device("cuda"), huge) == STREAM_CHUNK

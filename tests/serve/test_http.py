@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from hybridcert.serve.engine import Job
+from hybridcert.sequential.driver import Job
 from hybridcert.serve.service import Limits, ServeSettings, input_hash
 from hybridcert.smoothing.core import LabelStream
 from tests.serve.conftest import KEY, TARGETS, b64, live_service, png, png_even
@@ -27,7 +27,7 @@ def moderate(url, body=None, **kwargs):
 
 def test_engine_defaults_on_a_cpu(toy_server):
     _, service = toy_server
-    assert service.engine.group_rows == 32 and service.engine.speculation == 0.0
+    assert service.driver.group_rows == 32 and service.driver.speculation == 0.0
 
 
 def test_healthz_and_decision_contract(toy_server):
@@ -237,12 +237,12 @@ def test_timeout_answers_504_and_stops_sampling():
         assert response.status_code == 504
         assert "no decision within" in response.json()["error"]
         deadline = time.monotonic() + 5
-        while service.engine.pending and time.monotonic() < deadline:
+        while service.driver.pending and time.monotonic() < deadline:
             time.sleep(0.01)                              # dropped before the next batch
-        assert service.engine.pending == 0
-        drawn = service.engine.stats.drawn
+        assert service.driver.pending == 0
+        drawn = service.driver.stats.drawn
         time.sleep(0.5)
-        assert service.engine.stats.drawn == drawn        # its copies stopped being drawn
+        assert service.driver.stats.drawn == drawn        # its copies stopped being drawn
         quick = {"image": b64(png(0.5)), "text": "lovely day"}    # decided in ~100 draws
         assert moderate(url, quick).status_code == 200    # and the service goes on
 
@@ -277,7 +277,7 @@ def test_concurrent_load_loses_nothing_and_memory_stays_bounded(toy_server):
     url, service = toy_server
     inputs = [(0.05, "i will hurt you"), (0.95, "lovely day"), (0.5, "attack them"),
               (0.5, "we bake a cake")]
-    finished_before = service.engine.stats.finished
+    finished_before = service.driver.stats.finished
 
     def send(i):
         brightness, text = inputs[i % len(inputs)]
@@ -296,8 +296,8 @@ def test_concurrent_load_loses_nothing_and_memory_stays_bounded(toy_server):
     for i, response in first + second:
         assert response.status_code == 200, response.text
         assert response.json()["id"] == f"load-{i}"          # each answer is its own
-    assert service.engine.stats.finished - finished_before == 128
-    assert service.engine.pending == 0
+    assert service.driver.stats.finished - finished_before == 128
+    assert service.driver.pending == 0
     # Nothing of a finished request stays referenced: no job, no label stream ...
     gc.collect()
     alive = [o for o in gc.get_objects() if type(o) in (Job, LabelStream)]

@@ -1,22 +1,18 @@
-"""Many inputs certified at once: sequential rules driven by shared forward passes.
+"""Many inputs certified at once for the benchmark: several sequential rules per input, on
+the one sequential driver (:class:`~hybridcert.sequential.driver.Driver`, as ``certify`` and
+the service).
 
-:func:`hybridcert.sequential.certify_sequential` certifies one input at a time, and
-its rules ask for few draws at a time (16, 30, ...): one input's copies make small, slow
-batches.  :func:`run_jobs` keeps a window of inputs in flight, asks every rule of every input
-how many draws it needs next (``next_draws``), takes exactly those copies from each input's
-own label stream (:meth:`SmoothedClassifier.stream`, seeded by the input's seed and
-``Stage.SEQUENTIAL``: the same copies ``certify_sequential`` and the service draw) and runs
-them through the model in shared batches.  Several rules can read one stream (the detector,
-the majority vote and the baselines' thresholds are all answered from the same draws); each
-rule is valid on its own whatever the others do, because a rule's answer depends only on the
-label sequence it is fed (docs/SEQUENTIAL.md: any stopping time, any batching).
+Several rules can read one stream (the detector, the majority vote and the baselines'
+thresholds are all answered from the same draws; a
+:class:`~hybridcert.sequential.driver.RuleSet`); each rule is valid on its own whatever the
+others do, because a rule's answer depends only on the label sequence it is fed
+(docs/SEQUENTIAL.md: any stopping time, any batching).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -60,20 +56,14 @@ class Job:
     key: object = None
     drawn: int = 0
     seconds: float = 0.0
-    _stream: object = field(default=None, repr=False, init=False)
-    _index: int = field(default=-1, repr=False, init=False)
 
     @property
     def done(self) -> bool:
         return all(rule.done for rule in self.rules.values())
 
-    def need(self) -> int:
-        """Draws before some rule of this input can be done."""
-        return max(rule.next_draws() for rule in self.rules.values() if not rule.done)
-
 
 def run_jobs(clf: SmoothedClassifier, jobs: Iterable[Job], *, labels_fn: LabelFn | None = None,
-             batch_size: int = 128, window: int = 48, round_rows: int = 2048,
+             batch_size: int = 128, window: int = 48,
              progress: Callable[[int], None] | None = None) -> list[Job]:
     """Drive every job's rules to the end with copies from its own stream.
 
@@ -89,11 +79,9 @@ def run_jobs(clf: SmoothedClassifier, jobs: Iterable[Job], *, labels_fn: LabelFn
     batch_size : int
         Rows per forward pass (128 is fastest on 2 CPU cores for the safety filter).
     window : int
-        Inputs in flight (each keeps one noise chunk of 256 copies in memory).
-    round_rows : int
-        Copies drawn per round across the window (memory: one image is 27 kB).
+        Inputs in flight (each keeps one noise chunk of its stream in memory).
     progress : callable, optional
-        Called with the number of finished jobs after each round that finished some.
+        Called with the number of finished jobs after each batch that finished some.
 
     The owners handed to ``labels_fn`` are indices into ``jobs``.
 
@@ -102,78 +90,27 @@ def run_jobs(clf: SmoothedClassifier, jobs: Iterable[Job], *, labels_fn: LabelFn
     list of Job
         The jobs, finished (every rule done), in the order given.
     """
-    for name, value in (("batch_size", batch_size), ("window", window),
-                        ("round_rows", round_rows)):
+    from hybridcert.sequential.driver import Driver, RuleSet
+
+    for name, value in (("batch_size", batch_size), ("window", window)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    labels_fn = labels_fn or (lambda batch, owners: clf.base.labels(batch))
     queue = list(jobs)
-    for index, job in enumerate(queue):
-        job._index = index
+    for job in queue:
         if not job.rules:
             raise ValueError(f"job {job.key!r} has no rules")
         job.record = clf.validate(job.record)
-        job._stream = clf.stream(job.record, job.seed, Stage.SEQUENTIAL)
-    waiting = iter(queue)
-    active: list[Job] = []
-    finished = 0
-    start = 0
-
-    def fill() -> None:
-        while len(active) < window:
-            job = next(waiting, None)
-            if job is None:
-                return
-            if job.done:
-                continue
-            active.append(job)
-
-    fill()
-    while active:
-        chosen, sizes, parts, total = [], [], [], 0
-        for k in range(len(active)):
-            job = active[(start + k) % len(active)]
-            need = job.need()
-            if total and total + need > round_rows:
-                continue
-            chosen.append(job)
-            sizes.append(need)
-            parts.append(job._stream.copies(need))
-            total += need
-            if total >= round_rows:
-                break
-        start = (start + len(chosen)) % max(1, len(active))
-        batch = _concatenate(parts)
-        local = np.repeat(np.arange(len(chosen)), sizes)
-        owners = np.array([job._index for job in chosen])[local]
-        labels = np.empty(total, dtype=np.int64)
-        for begin in range(0, total, batch_size):
-            end = min(total, begin + batch_size)
-            chunk = {k: v[begin:end] for k, v in batch.items()}
-            t0 = time.perf_counter()
-            out = labels_fn(chunk, owners[begin:end])
-            elapsed = time.perf_counter() - t0
-            out = np.asarray(torch.as_tensor(out).cpu().numpy(), dtype=np.int64)
-            clf._check_labels(out)
-            labels[begin:end] = out
-            share = np.bincount(local[begin:end], minlength=len(chosen)) / (end - begin)
-            for j in np.flatnonzero(share):
-                chosen[j].seconds += elapsed * float(share[j])
-        offset = 0
-        for job, size in zip(chosen, sizes, strict=True):
-            part = labels[offset: offset + size]
-            offset += size
-            job.drawn += size
-            for rule in job.rules.values():
-                if not rule.done:
-                    rule.observe(part)
-        done_now = [job for job in chosen if job.done]
-        if done_now:
-            active[:] = [job for job in active if not job.done]
-            finished += len(done_now)
-            fill()
-            if progress is not None:
-                progress(finished)
+    driver = Driver(clf, batch_size=batch_size, max_pending=window, labels_fn=labels_fn)
+    finished = sum(job.done for job in queue)
+    todo = ((job.record, job.seed, RuleSet(job.rules), index)
+            for index, job in enumerate(queue) if not job.done)
+    for ran in driver.run(todo, window=window):
+        outcome = ran.future.result()
+        job = queue[ran.key]
+        job.drawn, job.seconds = outcome.drawn, outcome.seconds
+        finished += 1
+        if progress is not None:
+            progress(finished)
     return queue
 
 

@@ -238,26 +238,20 @@ def detector_of(config: RunConfig) -> Detector | None:
     return Detector.for_rule(config.rule, config.threshold, config.flagged_class)
 
 
-def certify_items(run: Plan, items: Iterable, group: int = 8) -> Iterator[tuple]:
+def certify_items(run: Plan, items: Iterable, group: int = 8, window: int = 32
+                  ) -> Iterator[tuple]:
     """Certify items; yield ``(item, result)`` as each finishes.
 
     Fixed-n runs certify small groups that share forward passes, each input handed back as
     soon as its draws are counted (so a run interrupted loses only the inputs in flight);
-    sequential runs stop each input as soon as its answer is settled."""
+    sequential runs stop each input as soon as its answer is settled, ``window`` inputs at a
+    time sharing the forward batches of the one sequential driver
+    (:class:`~hybridcert.sequential.driver.Driver`), each handed back as it is decided."""
     config, clf = run.config, run.classifier
     detector = detector_of(config)
     items = list(items)
     if config.mode != "fixed":
-        from hybridcert.sequential import certify_sequential
-
-        for item in items:
-            result = certify_sequential(
-                clf, item.record(), config.alpha, input_seed(config.seed, item.input_id),
-                targets=config.target_budgets() if config.mode == "decision" else None,
-                detector=detector, n_max=config.n, tolerance=config.tolerance,
-                max_tokens=config.max_tokens, max_radius=config.max_radius,
-                boundary=config.boundary, price=config.price)
-            yield item, result
+        yield from _certify_sequential_items(run, items, detector, window)
         return
     budgets = config.target_budgets() if config.targets else None
     for start in range(0, len(items), group):
@@ -275,6 +269,32 @@ def certify_items(run: Plan, items: Iterable, group: int = 8) -> Iterator[tuple]
                 result.targets = [_fixed_answer(b, result.region.certifies(b), config.n)
                                   for b in budgets]
             yield chunk[i], result
+
+
+def _certify_sequential_items(run: Plan, items: list, detector: Detector | None,
+                              window: int) -> Iterator[tuple]:
+    """Sequential runs through the driver: each input's rule reads its own stream
+    ``(input_seed(run seed, id), Stage.SEQUENTIAL)``, so its answer is the one
+    ``certify_sequential`` gives it alone, whatever shares its batches."""
+    from hybridcert.sequential.batched import fresh_copy
+    from hybridcert.sequential.driver import Driver
+    from hybridcert.sequential.question import SequentialQuestion
+
+    config, clf = run.config, run.classifier
+    question = SequentialQuestion(
+        clf.noise, clf.num_classes, config.alpha, config.n,
+        targets=config.target_budgets() if config.mode == "decision" else None,
+        detector=detector, tolerance=config.tolerance, max_tokens=config.max_tokens,
+        max_radius=config.max_radius, boundary=config.boundary, price=config.price)
+    driver = Driver(clf, batch_size=clf.batch_size, max_pending=window)
+    prototype = question.new_rule()
+    jobs = ((clf.validate(item.record()), input_seed(config.seed, item.input_id),
+             fresh_copy(prototype), k) for k, item in enumerate(items))
+    for job in driver.run(jobs, window=window):
+        outcome = job.future.result()           # a job's own error (its input alone) raises
+        yield items[job.key], question.result(outcome.rule,
+                                              clf.noise.noised_positions(job.stream.record),
+                                              outcome.elapsed_s)
 
 
 def _fixed_answer(budget: dict, certified: bool, n: int) -> dict:

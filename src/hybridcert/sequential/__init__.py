@@ -7,10 +7,13 @@
 * :mod:`~hybridcert.sequential.boundaries` — the boundary families by name (mixture, looks,
   spending);
 * :mod:`~hybridcert.sequential.bounds` — schedules and elementary bounds;
-* :mod:`~hybridcert.sequential.baselines` — baseline rules for the tests and benchmarks.
+* :mod:`~hybridcert.sequential.baselines` — baseline rules for the tests and benchmarks;
+* :mod:`~hybridcert.sequential.driver` — the one driver that runs stopping rules over shared
+  forward batches for ``certify``, the service and the benchmark.
 
-The rules are pure numpy/scipy; the question (which needs the smoothing layer) is imported
-on first use, so that :mod:`hybridcert.smoothing` can use the rules' labels and statuses.
+The rules are pure numpy/scipy; the question and the driver (which need the smoothing layer)
+are imported on first use, so that :mod:`hybridcert.smoothing` can use the rules' labels and
+statuses.
 """
 
 from hybridcert.sequential.boundaries import boundary_names, get_boundary, register
@@ -23,17 +26,21 @@ from hybridcert.sequential.rules import (
     StoppingRule,
 )
 
-_LAZY = ("SequentialQuestion", "certify_sequential", "check_question")
+_LAZY = {"SequentialQuestion": "question", "certify_sequential": "question",
+         "check_question": "question", "Driver": "driver", "DriverError": "driver",
+         "Job": "driver", "JobTimeout": "driver", "Outcome": "driver", "QueueFull": "driver",
+         "RuleSet": "driver", "ShuttingDown": "driver"}
 
 
 def __getattr__(name: str):
     if name in _LAZY:
-        from hybridcert.sequential import question
+        import importlib
 
-        return getattr(question, name)
+        return getattr(importlib.import_module(f"hybridcert.sequential.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'hybridcert.sequential' has no attribute {name!r}")
 
 
-__all__ = ["ABSTAIN", "NOT_FLAGGED", "BoundedDecision", "DecisionTest", "RadiusTest",
-           "SequentialQuestion", "StoppingRule", "boundary_names", "certify_sequential",
-           "check_question", "get_boundary", "register"]
+__all__ = ["ABSTAIN", "NOT_FLAGGED", "BoundedDecision", "DecisionTest", "Driver",
+           "DriverError", "Job", "JobTimeout", "Outcome", "QueueFull", "RadiusTest", "RuleSet",
+           "SequentialQuestion", "ShuttingDown", "StoppingRule", "boundary_names",
+           "certify_sequential", "check_question", "get_boundary", "register"]

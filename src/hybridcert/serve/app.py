@@ -40,7 +40,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from hybridcert.serve.engine import JobTimeout, QueueFull, ShuttingDown
+from hybridcert.sequential.driver import JobTimeout, QueueFull, ShuttingDown
 from hybridcert.serve.service import InputError, ModerationService
 
 log = logging.getLogger("hybridcert.serve")
@@ -73,7 +73,7 @@ def error(status: int, field: str | None, message: str, headers: dict | None = N
 
 
 def create_app(service: ModerationService) -> FastAPI:
-    """The FastAPI application of a service (its lifespan starts and drains the engine)."""
+    """The FastAPI application of a service (its lifespan starts and drains the driver)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -142,7 +142,7 @@ def create_app(service: ModerationService) -> FastAPI:
     async def _moderate(request: Request, started: float) -> Response:
         if (refused := unauthorized(request)) is not None:
             return refused
-        if not service.engine.accepting:
+        if not service.driver.accepting:
             metrics.rejected.inc()
             return error(503, None, "the service is shutting down", {"Retry-After": "5"})
         try:
@@ -447,7 +447,7 @@ def run_server(service: ModerationService, host: str = "127.0.0.1", port: int = 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame) -> None:
             service.ready = False
-            service.engine.refuse_new()
+            service.driver.refuse_new()
             super().handle_exit(sig, frame)
 
     Server(server_config(service, host, port, log_level)).run()

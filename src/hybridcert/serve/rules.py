@@ -10,12 +10,12 @@ once per configuration, not per request.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
 from hybridcert.blocks import CertifiedRegion, HybridNoise
 from hybridcert.runs.config import ConfigError, RunConfig
+from hybridcert.sequential.batched import fresh_copy
 
 #: The decision words of the service.
 UNSAFE, SAFE, ABSTAIN_WORD = "unsafe", "safe", "abstain"
@@ -89,8 +89,9 @@ class DecisionRules:
         self._prototype = self.question.new_rule()
 
     def new(self):
-        """A fresh rule (a copy of the prototype: the same state as ``new_rule()``)."""
-        return copy.deepcopy(self._prototype)
+        """A fresh rule (a copy of the prototype: the same state as ``new_rule()``, sharing
+        its boundaries so that the driver updates the rules of many requests together)."""
+        return fresh_copy(self._prototype)
 
     def targets(self) -> list[dict]:
         """The configured targets as JSON: ``{"l2": eps, "tokens": r}`` for one noised image

@@ -28,8 +28,8 @@ from hybridcert.blocks.text import TextError
 from hybridcert.blocks.tokens import TokenBlock
 from hybridcert.runs.config import ConfigError
 from hybridcert.runs.runner import Plan
+from hybridcert.sequential.driver import Driver, Job, Outcome
 from hybridcert.serve.audit import AuditLog
-from hybridcert.serve.engine import BatchingEngine, Job, Outcome
 from hybridcert.serve.metrics import Metrics
 from hybridcert.serve.rules import ABSTAIN_WORD, DecisionRules
 
@@ -92,13 +92,13 @@ class ServeSettings:
     speculation : float, optional
         Spare rows of a batch go to running requests, up to this multiple of the copies each
         has drawn (fewer forward passes per decision at low load; decisions unchanged; see
-        :class:`~hybridcert.serve.engine.BatchingEngine`).  Default: 0 on a CPU, where every
+        :class:`~hybridcert.sequential.driver.Driver`).  Default: 0 on a CPU, where every
         row costs its share of the forward pass, 1 on a GPU, where spare rows are nearly
         free.
     group_rows : int, optional
         Run each forward batch in slices of jobs whose texts have one attended length, each
         of at least this many rows (0: whole batches; see
-        :class:`~hybridcert.serve.engine.BatchingEngine`).  Default: 32 on a CPU, where a
+        :class:`~hybridcert.sequential.driver.Driver`).  Default: 32 on a CPU, where a
         model that trims padding then runs mixed traffic as fast as one-input batches, 0 on
         a GPU, where a pass costs about the same for any length and slices add passes.
     limits : Limits
@@ -274,10 +274,10 @@ class ModerationService:
         group_rows = self.settings.group_rows
         if group_rows is None:
             group_rows = 32 if on_cpu else 0
-        self.engine = BatchingEngine(plan.classifier, self.settings.batch_size,
+        self.driver = Driver(plan.classifier, self.settings.batch_size,
                                      self.settings.max_pending, speculation, group_rows,
                                      on_batch=self.metrics.on_batch)
-        self.metrics.queue_depth.set_function(lambda: self.engine.pending)
+        self.metrics.queue_depth.set_function(lambda: self.driver.pending)
         self._keys = [hashlib.sha256(k.encode()).digest() for k in self.settings.api_keys]
         self._seed_key = self.settings.seed_key or secrets.token_bytes(32)
         self.model_id = f"{plan.adapter.name}@{model_fingerprint(plan.adapter.model)[:16]}"
@@ -288,13 +288,13 @@ class ModerationService:
 
     # -- life cycle ------------------------------------------------------------------------
     def start(self) -> None:
-        self.engine.start()
+        self.driver.start()
         self.ready = True
 
     def close(self, timeout: float | None = None) -> None:
         """Refuse new requests, finish the running ones, write the audit log."""
         self.ready = False
-        self.engine.close(drain=True, timeout=timeout)
+        self.driver.close(drain=True, timeout=timeout)
         if self.audit is not None:
             self.audit.close()
 
@@ -400,7 +400,7 @@ class ModerationService:
 
     def submit(self, prepared: Prepared) -> Job:
         """Queue a decoded request (raises QueueFull or ShuttingDown)."""
-        return self.engine.submit(prepared.record, prepared.seed, self.rules.new(),
+        return self.driver.submit(prepared.record, prepared.seed, self.rules.new(),
                                   self.settings.timeout_s)
 
     def answer(self, prepared: Prepared, outcome: Outcome, started: float) -> dict:

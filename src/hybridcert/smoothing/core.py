@@ -53,6 +53,10 @@ NOISE_CHUNK = 256
 #: Sequential streams draw smaller chunks: a decision often needs only tens of copies, and the
 #: first look's latency includes drawing its whole chunk.
 STREAM_CHUNK = 64
+#: On an accelerator a stream's chunks are larger (fewer, larger noise kernels: the per-kernel
+#: cost dominates there), up to this many copies and this many bytes of noisy copies per
+#: chunk (a job holds one chunk); never fewer than ``STREAM_CHUNK``.
+ACCELERATOR_CHUNK, ACCELERATOR_CHUNK_BYTES = 1024, 32 * 2**20
 
 
 class Stage:
@@ -435,8 +439,9 @@ class SmoothedClassifier:
 class LabelStream:
     """Labels of noisy copies of one record, in draw order, as many at a time as asked.
 
-    Copy ``j`` is the same whatever the split into calls: noise is drawn in seeded chunks of
-    ``STREAM_CHUNK`` copies (the current chunk is kept until used up).
+    Copy ``j`` is the same whatever the split into calls: noise is drawn in seeded chunks
+    (the current chunk is kept until used up) of ``STREAM_CHUNK`` copies on a CPU, and of
+    :func:`stream_chunk` copies on an accelerator.
     """
 
     def __init__(self, classifier: SmoothedClassifier, record: Record, seed: int, stage: int):
@@ -444,6 +449,7 @@ class LabelStream:
         self._on_device: Record | None = None
         self.drawn = 0
         self._chunk: tuple[int, dict] | None = None
+        self.chunk_size = stream_chunk(classifier.base.device, record)
 
     def copies(self, num: int) -> dict[str, torch.Tensor]:
         """The next ``num`` noisy copies as a model batch (advances the stream)."""
@@ -458,9 +464,9 @@ class LabelStream:
             # copy waits for the forward pass queued before it); the noise is the same.
             self._on_device = _record_on(self.record, self.classifier.base.device)
         parts = []
-        for chunk, begin, end in _chunk_span(self.drawn, num, STREAM_CHUNK):
+        for chunk, begin, end in _chunk_span(self.drawn, num, self.chunk_size):
             if self._chunk is None or self._chunk[0] != chunk:
-                batch = self.classifier.noisy_copies(self._on_device, STREAM_CHUNK,
+                batch = self.classifier.noisy_copies(self._on_device, self.chunk_size,
                                                      _chunk_seed(self.seed, self.stage, chunk))
                 self._chunk = (chunk, batch)
             parts.append({k: v[begin:end] for k, v in self._chunk[1].items()})
@@ -472,6 +478,24 @@ class LabelStream:
         labels = self.classifier.base.labels(self.copies(num)).cpu().numpy()
         self.classifier._check_labels(labels)
         return labels.astype(np.int64)
+
+
+def stream_chunk(device: torch.device, record: Record) -> int:
+    """Copies per noise chunk of a sequential stream: ``STREAM_CHUNK`` on a CPU; on an
+    accelerator the largest power of two up to ``ACCELERATOR_CHUNK`` whose copies of the
+    record take at most ``ACCELERATOR_CHUNK_BYTES`` (at least ``STREAM_CHUNK``).  A seed so
+    names the same copies on every CPU; on an accelerator it names other copies (drawn by
+    the device's generator, cut into these chunks), the same ones on every device of one
+    kind for records of one shape."""
+    if torch.device(device).type == "cpu":
+        return STREAM_CHUNK
+    row = sum(2 * block.ids.numel() * block.ids.element_size()      # ids and attention
+              if isinstance(block, TokenBlock) else block.numel() * block.element_size()
+              for block in record.values())
+    size = ACCELERATOR_CHUNK
+    while size > STREAM_CHUNK and size * row > ACCELERATOR_CHUNK_BYTES:
+        size //= 2
+    return size
 
 
 def detector_results(noise: HybridNoise, detector: Detector, hits, n, level, positions,

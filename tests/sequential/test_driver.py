@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from hybridcert.runs.runner import plan
-from hybridcert.serve.engine import BatchingEngine, JobTimeout, QueueFull, ShuttingDown, slice_ends
+from hybridcert.sequential.driver import Driver, JobTimeout, QueueFull, ShuttingDown, slice_ends
 from hybridcert.serve.rules import DecisionRules
 from hybridcert.smoothing.core import Stage
 from tests.serve.conftest import png, png_even, toy_config
@@ -61,7 +61,7 @@ def _records(run, count):
 def test_jobs_share_batches_and_get_their_own_stream_in_order():
     run, _ = _setup()
     records = _records(run, 6)
-    engine = BatchingEngine(run.classifier, batch_size=64, max_pending=16)
+    engine = Driver(run.classifier, batch_size=64, max_pending=16)
     rules = [Recorder(300, 37) for _ in records]
     jobs = [engine.submit(r, 1000 + i, rule, 30) for i, (r, rule) in
             enumerate(zip(records, rules, strict=True))]
@@ -82,7 +82,7 @@ def test_jobs_share_batches_and_get_their_own_stream_in_order():
 def test_decisions_equal_driving_each_rule_alone(speculation, group_rows):
     run, rules = _setup()
     records = _records(run, 8)
-    engine = BatchingEngine(run.classifier, batch_size=64, speculation=speculation,
+    engine = Driver(run.classifier, batch_size=64, speculation=speculation,
                             group_rows=group_rows).start()
     jobs = [engine.submit(r, 50 + i, rules.new(), 60) for i, r in enumerate(records)]
     outcomes = [job.future.result(60) for job in jobs]
@@ -126,7 +126,7 @@ def test_slice_ends_cut_where_the_length_changes_once_a_slice_is_full():
 
 
 def test_a_bad_output_in_a_slice_names_its_rows_in_the_batch():
-    from hybridcert.serve.engine import labels_in_slices
+    from hybridcert.sequential.driver import labels_in_slices
     from hybridcert.smoothing.base import BaseClassifier, ModelOutputError
 
     def model(batch):
@@ -159,7 +159,7 @@ def test_group_rows_runs_the_model_on_slices_of_one_text_length(group_rows):
             events.append("end of batch")
 
     base.labels = spy
-    engine = BatchingEngine(run.classifier, batch_size=64, group_rows=group_rows,
+    engine = Driver(run.classifier, batch_size=64, group_rows=group_rows,
                             on_batch=on_batch).start()
     jobs = [engine.submit(r, 50 + i, rules.new(), 60) for i, r in enumerate(records)]
     for job in jobs:
@@ -190,7 +190,7 @@ def test_cancelled_job_stops_drawing_and_reports_timeout():
     image, _ = run.adapter.images["image"].process(Image.open(io.BytesIO(png_even())))
     mid = run.classifier.validate({"image": image,           # P(unsafe) = 1/2: runs long
                                    "text": run.adapter.text["text"].encode("unknown words")})
-    engine = BatchingEngine(run.classifier, batch_size=32).start()
+    engine = Driver(run.classifier, batch_size=32).start()
     job = engine.submit(mid, 3, rules.new(), 60)
     time.sleep(0.3)
     job.cancel()
@@ -213,7 +213,7 @@ def test_cancelled_job_stops_drawing_and_reports_timeout():
 def test_queue_is_bounded_and_closing_refuses_new_jobs():
     run, rules = _setup(delay=0.02)
     records = [_record(run, 0.5, "lovely day")] * 3
-    engine = BatchingEngine(run.classifier, batch_size=64, max_pending=2).start()
+    engine = Driver(run.classifier, batch_size=64, max_pending=2).start()
     first = [engine.submit(records[i], i, rules.new(), 30) for i in range(2)]
     with pytest.raises(QueueFull):
         engine.submit(records[2], 2, rules.new(), 30)
@@ -239,7 +239,7 @@ def test_model_failure_fails_that_batch_only():
         return original(batch)
 
     base.labels = flaky
-    engine = BatchingEngine(run.classifier, batch_size=64)
+    engine = Driver(run.classifier, batch_size=64)
     bad = engine.submit(records[0], 0, rules.new(), 30)
     engine.start()
     with pytest.raises(RuntimeError, match="out of memory"):
@@ -253,12 +253,12 @@ def test_model_failure_fails_that_batch_only():
 def test_refuses_bad_arguments():
     run, rules = _setup()
     with pytest.raises(ValueError, match="batch_size"):
-        BatchingEngine(run.classifier, batch_size=0)
+        Driver(run.classifier, batch_size=0)
     with pytest.raises(ValueError, match="speculation"):
-        BatchingEngine(run.classifier, speculation=float("nan"))
+        Driver(run.classifier, speculation=float("nan"))
     with pytest.raises(ValueError, match="group_rows must be an integer >= 0"):
-        BatchingEngine(run.classifier, group_rows=-1)
-    engine = BatchingEngine(run.classifier)
+        Driver(run.classifier, group_rows=-1)
+    engine = Driver(run.classifier)
     record = _records(run, 1)[0]
     with pytest.raises(ValueError, match="timeout_s"):
         engine.submit(record, 0, rules.new(), 0)
@@ -280,7 +280,7 @@ def test_a_model_failure_on_one_job_fails_that_job_only(group_rows):
     rules = DecisionRules(run.config, run.noise)
     benign = [_record(run, 0.05 + 0.3 * i, TEXTS[i]) for i in range(4)]
     marked = _record(run, 0.5, f"we bake {MARKER} cake")
-    engine = BatchingEngine(run.classifier, batch_size=64, group_rows=group_rows)
+    engine = Driver(run.classifier, batch_size=64, group_rows=group_rows)
     records = benign[:2] + [marked] + benign[2:]
     jobs = [engine.submit(r, 70 + i, rules.new(), 60) for i, r in enumerate(records)]
     engine.start()                                 # all five share the first batch
@@ -299,3 +299,46 @@ def test_a_model_failure_on_one_job_fails_that_job_only(group_rows):
         assert outcome.rule.queries == reference.queries
         assert outcome.rule.p_lower == reference.p_lower
         assert outcome.drawn == reference.queries
+
+
+def test_run_drives_a_window_of_jobs_in_the_caller_s_thread_and_isolates_failures():
+    """run(): jobs taken lazily, at most ``window`` in flight, each handed back when
+    decided; the marked job alone fails, the others decide as their rule driven alone."""
+    from tests.serve.toy_model import MARKER, fragile_factory
+
+    adapter = fragile_factory()
+    run = plan(toy_config(), batch_size=64, adapter=adapter)
+    rules = DecisionRules(run.config, run.noise)
+    records = [_record(run, 0.05 + 0.2 * i, TEXTS[i % 4]) for i in range(5)]
+    records.insert(2, _record(run, 0.5, f"we bake {MARKER} cake"))
+    taken = []
+
+    def jobs():
+        for i, record in enumerate(records):
+            taken.append(i)
+            yield record, 70 + i, rules.new(), f"job{i}"
+
+    driver = Driver(run.classifier, batch_size=64)
+    finished = {}
+    for job in driver.run(jobs(), window=3):
+        assert len(taken) - len(finished) <= 3           # never more than the window
+        finished[job.key] = job
+    assert sorted(finished) == [f"job{i}" for i in range(6)]
+    with pytest.raises(ValueError, match="image tokens do not match"):
+        finished["job2"].future.result()
+    assert adapter.model.mixed_failures >= 1             # it did share a batch
+    for i, record in enumerate(records):
+        if i == 2:
+            continue
+        outcome = finished[f"job{i}"].future.result()
+        reference = rules.new()
+        stream = run.classifier.stream(record, 70 + i, Stage.SEQUENTIAL)
+        while not reference.done:
+            reference.observe(stream.labels(reference.next_draws()))
+        assert (outcome.rule.label, outcome.rule.queries) == (reference.label,
+                                                                reference.queries)
+        assert outcome.key == f"job{i}"
+    with pytest.raises(ValueError, match="window"):
+        next(driver.run(jobs(), window=0))
+    with pytest.raises(ValueError, match="at most max_pending"):
+        next(Driver(run.classifier, max_pending=2).run(jobs(), window=3))

@@ -1,10 +1,11 @@
-"""Dynamic batching of sequential decisions: the noisy copies of concurrent requests share the
-model's forward batches.
+"""The one driver of sequential certification: many stopping rules over shared forward
+batches, for ``certify --mode decision|radius``, the HTTP service and the benchmark.
 
-Each request is a *job*: a prepared record, its label stream (``SmoothedClassifier.stream``:
-the noisy copies of the stream ``(seed, Stage.SEQUENTIAL)``, drawn in order) and a stopping
-rule (a per-input state machine with ``next_draws()``, ``observe(labels)``, ``done``; see
-:mod:`hybridcert.sequential.rules`).  One worker thread repeats:
+A *job* is a prepared record, its label stream (``SmoothedClassifier.stream``: the noisy
+copies of the stream ``(seed, Stage.SEQUENTIAL)``, drawn in order) and a stopping rule (a
+per-input state machine with ``next_draws()``, ``observe(labels)``, ``done``; see
+:mod:`hybridcert.sequential.rules`; several rules reading one stream are one
+:class:`RuleSet`).  :class:`Driver` repeats one cycle:
 
 1. drop jobs that were cancelled or ran past their deadline (their copies stop being drawn);
 2. fill one batch of at most ``batch_size`` rows, oldest job first: each job contributes the
@@ -12,9 +13,14 @@ rule (a per-input state machine with ``next_draws()``, ``observe(labels)``, ``do
    a quarter of the batch in the first pass while other jobs wait, then whatever room is
    left, oldest first);
 3. hand the batch to the model (a second thread) and, while it runs, collect the labels of
-   the previous batch and give every job its labels, in draw order.
+   the previous batch and give every job its labels, in draw order (the rules of one kind
+   sharing a prototype are updated together, one array update per batch:
+   :mod:`hybridcert.sequential.batched`).
 
-So the noise of batch k + 1 is drawn while the model runs batch k.
+So the noise of batch k + 1 is drawn while the model runs batch k.  The cycle runs in a
+worker thread behind :meth:`Driver.submit` (the service: a future per job, deadlines,
+a bounded queue) or in the caller's thread in :meth:`Driver.run` (``certify`` and the
+benchmark: a window of jobs from an iterable, each handed back as soon as it is decided).
 
 A job's copies come from its own stream in order and its labels reach its rule in order, so
 its decision is the one that driving the same rule from the same stream one job at a time
@@ -37,8 +43,8 @@ job that fails alone gets the model's error; the others get their labels as usua
 input (a text the model cannot take, a row that gives NaN logits) so never fails another's,
 at the price of about ``2 log2(jobs)`` extra model calls for the batch it is in.
 
-The queue is bounded: :meth:`BatchingEngine.submit` raises :class:`QueueFull` when
-``max_pending`` jobs are waiting or running.
+The queue is bounded: :meth:`Driver.submit` raises :class:`QueueFull` when ``max_pending``
+jobs are waiting or running.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -57,23 +63,24 @@ import torch
 
 from hybridcert._validation import check_count
 from hybridcert.blocks.tokens import TokenBlock
+from hybridcert.sequential.batched import observe_many
 from hybridcert.smoothing.base import ModelOutputError
 from hybridcert.smoothing.core import SmoothedClassifier, Stage, _shape_key, concat_batches
 
 
-class EngineError(RuntimeError):
-    """Base class of the engine's refusals."""
+class DriverError(RuntimeError):
+    """Base class of the driver's refusals."""
 
 
-class QueueFull(EngineError):
+class QueueFull(DriverError):
     """``max_pending`` jobs are already waiting or running."""
 
 
-class ShuttingDown(EngineError):
-    """The engine is draining or closed and takes no new jobs."""
+class ShuttingDown(DriverError):
+    """The driver is draining or closed and takes no new jobs."""
 
 
-class JobTimeout(EngineError):
+class JobTimeout(DriverError):
     """The job ran past its deadline (or was cancelled) before its rule was done."""
 
     def __init__(self, message: str, queries: int):
@@ -95,6 +102,10 @@ class Outcome:
         Forward batches the job took part in.
     queued_s, elapsed_s : float
         Seconds from submission to the first batch, and to the end (wall clock).
+    seconds : float
+        The job's share of the model's seconds (each batch's by its rows).
+    key : object
+        What the caller named the job with (:meth:`Driver.submit`).
     """
 
     rule: object
@@ -102,11 +113,52 @@ class Outcome:
     batches: int
     queued_s: float
     elapsed_s: float
+    seconds: float = 0.0
+    key: object = None
+
+
+class RuleSet:
+    """Several stopping rules reading one label stream, as one rule: it needs the most draws
+    any open rule needs, hands every label to the rules not yet done, and is done when all
+    are (each rule's answer depends on its own label sequence only).
+
+    Parameters
+    ----------
+    rules : dict
+        Name -> fresh stopping rule.
+    """
+
+    def __init__(self, rules: dict):
+        if not rules:
+            raise ValueError("a rule set needs at least one rule")
+        self.rules = dict(rules)
+
+    @property
+    def done(self) -> bool:
+        return all(rule.done for rule in self.rules.values())
+
+    @property
+    def queries(self) -> int:
+        """The most draws any of the rules used."""
+        return max(int(rule.queries) for rule in self.rules.values())
+
+    @property
+    def n_max(self) -> int:
+        return max(int(rule.n_max) for rule in self.rules.values())
+
+    def next_draws(self) -> int:
+        return max((rule.next_draws() for rule in self.rules.values() if not rule.done),
+                   default=0)
+
+    def observe(self, labels) -> None:
+        for rule in self.rules.values():
+            if not rule.done:
+                rule.observe(labels)
 
 
 @dataclass(eq=False)
 class Job:
-    """One request in the engine (see :meth:`BatchingEngine.submit`)."""
+    """One job of the driver (see :meth:`Driver.submit`)."""
 
     number: int
     stream: object
@@ -114,12 +166,22 @@ class Job:
     deadline: float
     shape: tuple
     lengths: tuple = ()
+    key: object = None
+    owner: int = 0
     submitted: float = field(default_factory=time.monotonic)
     future: Future = field(default_factory=Future)
     cancelled: bool = False
     batches: int = 0
     started: float | None = None
     in_flight: int = 0
+    seconds: float = 0.0
+    _need: tuple = (-1, 0)
+
+    def need(self) -> int:
+        """``rule.next_draws()`` (at least 1), asked again only after the rule got labels."""
+        if self._need[0] != self.batches:
+            self._need = (self.batches, max(1, int(self.rule.next_draws())))
+        return self._need[1]
 
     @property
     def drawn(self) -> int:
@@ -127,13 +189,13 @@ class Job:
         return int(self.stream.drawn)
 
     def cancel(self) -> None:
-        """Stop drawing this job's copies (takes effect before the engine's next batch)."""
+        """Stop drawing this job's copies (takes effect before the driver's next batch)."""
         self.cancelled = True
 
 
 @dataclass
 class BatchStats:
-    """Running totals of the engine (read them for metrics): batches (one or, with
+    """Running totals of the driver (read them for metrics): batches (one or, with
     ``group_rows``, several model calls each), rows evaluated,
     copies drawn (a batch in flight is drawn but not yet evaluated), model seconds, jobs
     expired, finished and failed."""
@@ -147,7 +209,7 @@ class BatchStats:
     failed: int = 0
 
 
-class BatchingEngine:
+class Driver:
     """Run the sequential decisions of many records through shared model batches.
 
     Parameters
@@ -171,11 +233,16 @@ class BatchingEngine:
     on_batch : callable, optional
         Called as ``on_batch(rows, seconds)`` after every batch (metrics; with ``group_rows``
         a batch may take several model calls, counted together).
+    labels_fn : callable, optional
+        ``labels_fn(batch, owners) -> labels`` instead of ``classifier.base.labels(batch)``;
+        row j of the batch is a copy of the job whose ``owner`` is ``owners[j]`` (lets a
+        model reuse what it cached per input).
     """
 
     def __init__(self, classifier: SmoothedClassifier, batch_size: int = 256,
                  max_pending: int = 256, speculation: float = 0.0, group_rows: int = 0,
-                 on_batch: Callable[[int, float], None] | None = None):
+                 on_batch: Callable[[int, float], None] | None = None,
+                 labels_fn: Callable[[dict, np.ndarray], object] | None = None):
         if not isinstance(classifier, SmoothedClassifier):
             raise ValueError(f"classifier must be a SmoothedClassifier, got "
                              f"{type(classifier).__name__}")
@@ -187,6 +254,7 @@ class BatchingEngine:
         self.speculation = float(speculation)
         self.group_rows = check_count("group_rows", group_rows, minimum=0)
         self.on_batch = on_batch
+        self.labels_fn = labels_fn
         self.stats = BatchStats()
         self._jobs: OrderedDict[int, Job] = OrderedDict()
         self._cond = threading.Condition()
@@ -196,7 +264,7 @@ class BatchingEngine:
         self._thread: threading.Thread | None = None
 
     # -- life cycle ------------------------------------------------------------------------
-    def start(self) -> BatchingEngine:
+    def start(self) -> Driver:
         """Start the worker thread (idempotent)."""
         with self._cond:
             if self._thread is None:
@@ -235,9 +303,10 @@ class BatchingEngine:
         return len(self._jobs)
 
     # -- submission ------------------------------------------------------------------------
-    def submit(self, record, seed: int, rule, timeout_s: float,
-               stage: int = Stage.SEQUENTIAL) -> Job:
-        """Queue the sequential decision of a prepared record.
+    def submit(self, record, seed: int, rule, timeout_s: float = math.inf,
+               stage: int = Stage.SEQUENTIAL, key: object = None, owner: int = 0) -> Job:
+        """Queue the sequential decision of a prepared record (run by the worker thread of
+        :meth:`start`, or by :meth:`run`).
 
         Parameters
         ----------
@@ -249,7 +318,10 @@ class BatchingEngine:
         rule : stopping rule
             A fresh rule (``next_draws``, ``observe``, ``done``).
         timeout_s : float
-            Seconds until the job is dropped (its future then raises :class:`JobTimeout`).
+            Seconds until the job is dropped (its future then raises :class:`JobTimeout`);
+            default: never.
+        key, owner : object, int
+            Handed back in the outcome; ``owner`` is the job's number for ``labels_fn``.
 
         Returns
         -------
@@ -267,15 +339,14 @@ class BatchingEngine:
             if len(self._jobs) >= self.max_pending:
                 raise QueueFull(f"{len(self._jobs)} requests are already queued or running")
             job = Job(next(self._numbers), stream, rule, time.monotonic() + timeout_s,
-                      _shape_key(record), attended_lengths(record))
+                      _shape_key(record), attended_lengths(record), key, owner)
             self._jobs[job.number] = job
             self._cond.notify_all()
         return job
 
     # -- the worker ------------------------------------------------------------------------
     def _work(self) -> None:
-        """Pipeline: while the model runs batch k (in a second thread), draw the noise of
-        batch k + 1 from what the rules are known to need beyond the copies in flight."""
+        """The worker thread of :meth:`start`: cycles while jobs run, waits while none do."""
         torch.set_grad_enabled(False)
         with ThreadPoolExecutor(1, thread_name_prefix="hybridcert-forward") as model:
             flight = None                        # (plan, batch, future of the labels)
@@ -285,18 +356,71 @@ class BatchingEngine:
                         self._cond.wait()
                     if not self._jobs and flight is None:
                         return
-                    jobs = list(self._jobs.values())
-                live = self._drop_expired(jobs)
-                ready = self._draw(self._plan_batch(live)) if live else None
-                if flight is not None:
-                    self._finish(*flight)
-                    flight = None
-                if ready is not None:
-                    plan, batch = ready
-                    flight = (plan, batch, model.submit(self._forward, batch,
-                                                        self._slices(plan)))
-                # Hold no finished job while waiting for the next one.
-                jobs = live = ready = plan = batch = None
+                flight = self._cycle(model, flight)
+
+    def _cycle(self, model: ThreadPoolExecutor, flight):
+        """One cycle (pipelined: while the model runs batch k in its thread, draw the noise
+        of batch k + 1 from what the rules are known to need beyond the copies in flight,
+        then hand batch k's labels to its jobs).  Returns the batch now in flight."""
+        with self._cond:
+            jobs = list(self._jobs.values())
+        live = self._drop_expired(jobs)
+        ready = self._draw(self._plan_batch(live)) if live else None
+        if flight is not None:
+            self._finish(*flight)
+        if ready is None:
+            return None
+        plan, batch = ready
+        return plan, batch, model.submit(self._forward, batch, self._slices(plan),
+                                         self._owners(plan))
+
+    def run(self, jobs: Iterable[tuple], window: int = 256) -> Iterator[Job]:
+        """Run jobs in this thread, ``window`` at a time, and hand each back as soon as it
+        is decided (or failed: ``job.future`` holds the outcome or the error).
+
+        Parameters
+        ----------
+        jobs : iterable of tuple
+            ``(record, seed, rule)`` or ``(record, seed, rule, key)``: a prepared record,
+            its noise seed and a fresh rule (:class:`RuleSet` for several); taken lazily, in
+            order; the ``owner`` of the i-th job is i.
+        window : int
+            Jobs in flight at once, at most ``max_pending`` (each holds one noise chunk of its
+            stream).
+
+        Yields
+        ------
+        Job
+            Finished jobs, in the order they finish; an interrupted run (Ctrl-C) loses
+            only the jobs in flight.
+        """
+        window = check_count("window", window, minimum=1)
+        if window > self.max_pending:
+            raise ValueError(f"window must be at most max_pending ({self.max_pending}), got "
+                             f"{window}")
+        if self._thread is not None:
+            raise RuntimeError("run() drives the jobs in the caller's thread; this driver "
+                               "already has a worker thread (start())")
+        pending = iter(enumerate(jobs))
+        running: list[Job] = []
+        torch.set_grad_enabled(False)
+        with ThreadPoolExecutor(1, thread_name_prefix="hybridcert-forward") as model:
+            flight = None
+            while True:
+                while len(running) < window:
+                    item = next(pending, None)
+                    if item is None:
+                        break
+                    owner, (record, seed, rule, *key) = item
+                    running.append(self.submit(record, seed, rule, key=key[0] if key else None,
+                                               owner=owner))
+                if not running and flight is None:
+                    return
+                flight = self._cycle(model, flight)
+                finished = [job for job in running if job.future.done()]
+                if finished:
+                    running = [job for job in running if not job.future.done()]
+                    yield from finished
 
     def _drop_expired(self, jobs: list[Job]) -> list[Job]:
         now = time.monotonic()
@@ -327,7 +451,7 @@ class BatchingEngine:
                 if room == 0:
                     break
                 if job.number not in wants:
-                    wants[job.number] = max(1, int(job.rule.next_draws())) - job.in_flight
+                    wants[job.number] = job.need() - job.in_flight
                 extra = min(wants[job.number] - takes.get(job.number, 0), limit, room)
                 if extra > 0:
                     takes[job.number] = takes.get(job.number, 0) + extra
@@ -353,6 +477,12 @@ class BatchingEngine:
     def _slices(self, plan: list[tuple[Job, int]]) -> list[int]:
         return slice_ends([(job.lengths, take) for job, take in plan], self.group_rows)
 
+    def _owners(self, plan: list[tuple[Job, int]]) -> np.ndarray | None:
+        if self.labels_fn is None:
+            return None
+        return np.repeat(np.array([job.owner for job, _ in plan], dtype=np.int64),
+                         [take for _, take in plan])
+
     def _draw(self, plan: list[tuple[Job, int]]):
         """(plan, batch) with each job's next copies, or None for an empty plan."""
         if not plan:
@@ -374,10 +504,15 @@ class BatchingEngine:
             return None
         return drawn, concat_batches(parts)
 
-    def _forward(self, batch: dict, ends: list[int]) -> tuple[np.ndarray, float]:
+    def _forward(self, batch: dict, ends: list[int], owners: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, float]:
         torch.set_grad_enabled(False)
         start = time.perf_counter()
-        labels = labels_in_slices(self.classifier.base, batch, ends)
+        if self.labels_fn is None:
+            labels = labels_in_slices(self.classifier.base, batch, ends)
+        else:
+            labels = np.asarray(torch.as_tensor(self.labels_fn(batch, owners)).cpu().numpy(),
+                                dtype=np.int64)
         seconds = time.perf_counter() - start
         self.classifier._check_labels(labels)
         return labels, seconds
@@ -400,22 +535,24 @@ class BatchingEngine:
             if self.on_batch is not None:
                 self.on_batch(rows, seconds)
         end = time.monotonic()
+        given = []
         for job, _ in plan:
             part = parts.get(job.number)
             if part is None or job.number not in self._jobs:   # failed, dropped or decided
                 continue
             job.batches += 1
-            try:
-                job.rule.observe(part)
-            except Exception as err:
+            if rows:
+                job.seconds += seconds * len(part) / rows
+            given.append((job, part))
+        for job, err in observe_all(given):
+            if err is not None:
                 self._fail(job, err)
-                continue
-            if job.rule.done:
+            elif job.rule.done:
                 self._remove(job)
                 self.stats.finished += 1
                 _set(job.future, result=Outcome(job.rule, job.drawn, job.batches,
                                                 (job.started or end) - job.submitted,
-                                                end - job.submitted))
+                                                end - job.submitted, job.seconds, job.key))
 
     def _isolate(self, plan: list[tuple[Job, int]], batch: dict, err: BaseException
                  ) -> tuple[dict[int, np.ndarray], float]:
@@ -437,7 +574,7 @@ class BatchingEngine:
             rows = {k: v[begin:end] for k, v in batch.items()}
             begin = end
             try:
-                labels, spent = self._forward(rows, self._slices(half))
+                labels, spent = self._forward(rows, self._slices(half), self._owners(half))
                 found = _split(labels, half)
             except Exception as again:  # noqa: BLE001 - whatever the model raised
                 found, spent = self._isolate(half, rows, again)
@@ -455,6 +592,25 @@ class BatchingEngine:
         with self._cond:
             self._jobs.pop(job.number, None)
             self._cond.notify_all()
+
+
+def observe_all(given: list[tuple[Job, np.ndarray]]) -> Iterator[tuple[Job, BaseException | None]]:
+    """Hand each job its labels (in draw order), the rules of one kind together
+    (:func:`~hybridcert.sequential.batched.observe_many`); yields ``(job, error or None)``."""
+    rules, parts, owner = [], [], []
+    for index, (job, part) in enumerate(given):
+        inner = job.rule.rules.values() if isinstance(job.rule, RuleSet) else (job.rule,)
+        for rule in inner:
+            if not rule.done:
+                rules.append(rule)
+                parts.append(part)
+                owner.append(index)
+    errors: list[BaseException | None] = [None] * len(given)
+    for index, err in zip(owner, observe_many(rules, parts), strict=True):
+        if err is not None and errors[index] is None:
+            errors[index] = err
+    for (job, _), err in zip(given, errors, strict=True):
+        yield job, err
 
 
 def _split(labels: np.ndarray, plan: list[tuple[Job, int]]) -> dict[int, np.ndarray]:
