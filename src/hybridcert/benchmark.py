@@ -47,6 +47,11 @@ from hybridcert.smoothing.core import input_seed
 
 #: The 25 grid cells (eps, r), row-major: eps in EPS_GRID, r in TOKEN_GRID.
 CELLS = [(float(e), int(r)) for e in EPS_GRID for r in TOKEN_GRID]
+#: The demo's one noise level (sigma, keep): heavy token noise, where the majority vote is
+#: robust to token changes and the joint certificate differs from sequential composition.
+DEMO_LEVEL = (0.25, 0.25)
+#: The noise level of the ``make serve`` demo model (the full run's first level).
+SERVE_LEVEL = (0.25, 0.75)
 #: Appended slots hold "." before noising (a noisable id that marks no class).
 APPEND_PLACEHOLDER = 1012
 THREATS = ("anywhere", "append")
@@ -99,8 +104,13 @@ class BenchmarkConfig:
         counterexample.
     baseline_levels : tuple of int, optional
         Indices of the levels given the baselines (None: all).
+    factorized_and : bool
+        Whether the baselines include the factorized AND (two unimodal branches trained for
+        it: about 75 s more per level on 2 cores; the full run only).
     attack : AttackSettings
+        ``inputs=0`` (the demo): no attacks.
     counterexample : CounterexampleSettings
+        ``seconds=0`` (the demo): no search for a counterexample.
     quality_votes : int
         Noisy copies behind the "smoothed" (majority-vote) accuracy of each filter on the
         test split.
@@ -114,8 +124,7 @@ class BenchmarkConfig:
         Data, checkpoints and finished units.
     """
 
-    levels: list[tuple[float, float]] = field(
-        default_factory=lambda: [(0.25, 0.75), (0.25, 0.25)])
+    levels: list[tuple[float, float]] = field(default_factory=lambda: [DEMO_LEVEL])
     seeds: tuple[int, ...] = (0,)
     n_train: int = 6000
     n_val: int = 1000
@@ -130,16 +139,17 @@ class BenchmarkConfig:
     val_copies_top: int = 256
     false_flag_rate: float = 0.05
     settings: Settings = field(default_factory=Settings)
-    threats: tuple[str, ...] = THREATS
+    threats: tuple[str, ...] = ("anywhere",)
     majority_threats: tuple[str, ...] = ("anywhere",)
     append_slots: int = 8
     append_seeds: tuple[int, ...] | None = None
     majority_seeds: tuple[int, ...] | None = None
     baseline_seed: int = 0
-    baseline_levels: tuple[int, ...] | None = (1,)
-    attack: AttackSettings = field(default_factory=lambda: AttackSettings(inputs=4, levels=(0,)))
+    baseline_levels: tuple[int, ...] | None = (0,)
+    factorized_and: bool = False
+    attack: AttackSettings = field(default_factory=lambda: AttackSettings(inputs=0))
     counterexample: CounterexampleSettings = field(
-        default_factory=lambda: CounterexampleSettings(seconds=30.0))
+        default_factory=lambda: CounterexampleSettings(seconds=0.0))
     quality_votes: int = 16
     bootstrap: int = 2000
     batch_size: int = 128
@@ -202,8 +212,8 @@ def full_config(out: Path = Path("artifacts/full")) -> BenchmarkConfig:
     cores)."""
     return BenchmarkConfig(
         levels=[(0.25, 0.75), (0.25, 0.5), (0.25, 0.25), (0.25, 0.1)], seeds=(0, 1, 2),
-        test_inputs=500, val_inputs=1000, append_seeds=None, majority_seeds=(0,),
-        baseline_levels=(0, 2),
+        test_inputs=500, val_inputs=1000, threats=THREATS, append_seeds=None,
+        majority_seeds=(0,), baseline_levels=(0, 2), factorized_and=True,
         attack=AttackSettings(inputs=30, levels=(0, 2)),
         counterexample=CounterexampleSettings(seconds=1200.0, samples=128, steps=100,
                                               candidates=512, rounds=2, common_noise=True,
@@ -213,14 +223,16 @@ def full_config(out: Path = Path("artifacts/full")) -> BenchmarkConfig:
 
 # -- the demo model (make serve) ------------------------------------------------------------
 def demo_filter_config() -> fusion.FilterConfig:
-    """The demo model's :class:`FilterConfig`: both modalities at the demo's first noise
-    level and first seed."""
+    """The ``make serve`` model's :class:`FilterConfig`: both modalities at
+    :data:`SERVE_LEVEL` (the full run's first level, keep 0.75), seed 0, the benchmark's
+    training recipe."""
     bench = BenchmarkConfig()
-    return bench.filter_config(bench.levels[0], bench.seeds[0])
+    return bench.filter_config(SERVE_LEVEL, bench.seeds[0])
 
 
 def demo_checkpoint(log: Callable[[str], None] = print) -> Path:
-    """The folder of ``make demo``'s first checkpoint (trained first if absent)."""
+    """The folder of the ``make serve`` model's checkpoint (the full run's seed-0 filter at
+    keep 0.75; trained first if absent)."""
     bench = BenchmarkConfig()
     config = demo_filter_config()
     directory = checkpoint_dir(bench.cache, config, bench.epochs, bench.n_train)
@@ -358,7 +370,8 @@ def run(cfg: BenchmarkConfig) -> dict:
         name = f"baselines_seed{cfg.baseline_seed}_level{li}"
         unit = _load_unit(units_dir / f"{name}.json")
         if unit is not None and (unit.get("level") != list(level) or
-                                 unit.get("and_alpha") != cfg.settings.alpha / 2):
+                                 (cfg.factorized_and and
+                                  unit.get("and_alpha") != cfg.settings.alpha / 2)):
             unit = None
         if unit is None:
             unit = _baselines(cfg, models[(cfg.baseline_seed, li)], level, data, test_index,
@@ -516,8 +529,9 @@ def _unit_summary(unit: dict) -> dict:
 
 
 def _baselines(cfg, model, level, data, test_index, val_index, log) -> dict:
-    """Image-only and text-only smoothing of the joint filter, and the factorized AND of
-    separately trained unimodal branches, on the same test inputs (one seed)."""
+    """Image-only and text-only smoothing of the joint filter and (``cfg.factorized_and``)
+    the factorized AND of separately trained unimodal branches, on the same test inputs (one
+    seed)."""
     test, val = data["test"], data["val"]
     seed, out = cfg.baseline_seed, {"level": list(level)}
     ids = _ids("test", test_index)
@@ -542,6 +556,8 @@ def _baselines(cfg, model, level, data, test_index, val_index, log) -> dict:
         out[name] = packed
         log(f"baseline {name} smoothing (level {level}): tau {calibration['tau']:.4f}, "
             f"{unit['seconds']:.0f} s, {packed['summary']['mean_draws']:.0f} draws per input")
+    if not cfg.factorized_and:
+        return out
     # factorized AND: an image-only and a text-only branch, each smoothed over its modality
     branches = {}
     for modality in ("image", "text"):

@@ -18,7 +18,7 @@ def _tiny(tmp_path: Path) -> benchmark.BenchmarkConfig:
         n_train=60, n_val=40, n_test=40, epochs=1,
         test_inputs=8, val_inputs=12, val_copies=4, val_copies_top=8,
         settings=Settings(n_max=300, price_detector=100, price_majority=100),
-        baseline_levels=(0,),
+        baseline_levels=(0,), threats=benchmark.THREATS, factorized_and=True,
         attack=AttackSettings(inputs=1, levels=(0,), budgets=((0.25, 1),), samples=2, steps=1,
                               candidates=2, check_n=50),
         counterexample=CounterexampleSettings(seconds=5, claim_n=100, quick_n=20, confirm_n=50,
@@ -93,7 +93,9 @@ def test_demo_checkpoint_is_the_benchmark_checkpoint(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     bench = benchmark.BenchmarkConfig()
     config = serve_demo.demo_config()
-    assert config == bench.filter_config(bench.levels[0], bench.seeds[0])
+    # the served model is the full run's seed-0 filter at its first level (keep 0.75)
+    full = benchmark.full_config()
+    assert config == full.filter_config(full.levels[0], full.seeds[0])
     directory = checkpoint_dir(bench.cache, config, bench.epochs, bench.n_train)
     directory.mkdir(parents=True)
     (directory / "config.json").write_text("{}")

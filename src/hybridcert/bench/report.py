@@ -325,15 +325,20 @@ def _baseline_figure(results, metrics, cfg, out: Path) -> str | None:
                 "per-modality (UNSOUND)":
                     np.asarray(unit["outcomes"]["detector_per_modality"], bool)[unsafe, j],
                 "image-only smoothing": _single(base["image_only"], e, r, "image")[unsafe],
-                "text-only smoothing": _single(base["text_only"], e, r, "text")[unsafe],
-                "factorized AND": np.asarray(base["and"]["outcomes"], bool)[unsafe, j]}
+                "text-only smoothing": _single(base["text_only"], e, r, "text")[unsafe]}
+            if "and" in base:
+                values["factorized AND"] = np.asarray(base["and"]["outcomes"], bool)[unsafe, j]
             for key in order:
+                if key not in values:
+                    continue
                 table = rate_table(values[key][None, :, None].astype(float), cfg.bootstrap)
                 series_values.setdefault(key, []).append(table)
     if not groups:
         return None
     series = []
     for key in order:
+        if key not in series_values:
+            continue
         tables = series_values[key]
         series.append({"label": key, "mean": [float(t["mean"][0]) for t in tables],
                        "low": [float(t["low"][0]) for t in tables],
@@ -555,6 +560,8 @@ def _headline_section(metrics, cfg, threat) -> list[str]:
 
 def _sweep_section(metrics, cfg) -> list[str]:
     keys = sorted(k for k in metrics if k[1] == "anywhere")
+    if len(keys) < 2:
+        return []
     lines = ["## Keep-probability sweep (threat anywhere)", "",
              "Certified rate (%) [95 % interval] at selected cells; detector: unsafe recall; "
              "majority: certified accuracy on the balanced test set. `–`: beyond the "
@@ -640,11 +647,15 @@ def _baseline_section(results, metrics, cfg) -> list[str]:
     if baselines:
         labels = np.asarray(results["inputs"]["labels"])
         unsafe = labels == 1
-        lines += [f"### Unimodal smoothing and the factorized AND (seed {cfg.baseline_seed}, "
-                  f"threat anywhere)", "",
+        with_and = any("and" in base for base in baselines.values())
+        lines += [f"### Unimodal smoothing{' and the factorized AND' if with_and else ''} "
+                  f"(seed {cfg.baseline_seed}, threat anywhere)", "",
                   "* image-only smoothing: the joint filter with only the image noised (text "
                   "clean): it can certify image changes only (r = 0);",
-                  "* text-only smoothing: only the text noised: token changes only (eps = 0);",
+                  "* text-only smoothing: only the text noised: token changes only (eps = 0)"
+                  + (";" if with_and else "."), ""]
+        if with_and:
+            lines[-1:] = [
                   "* factorized AND: an image-only branch and a text-only branch, trained "
                   "separately on the v2 label (each sees one modality, so each can reach at most "
                   "the unimodal ceilings of docs/DATASET.md: 61.6 % and 58.6 % balanced "
@@ -656,8 +667,8 @@ def _baseline_section(results, metrics, cfg) -> list[str]:
                   "like the joint certificate's). The pair of "
                   "thresholds is chosen on validation for <= 5 % false flags. The cost: the v2 "
                   "label is a relation between caption and picture, which neither branch sees, "
-                  "so the AND can only flag records both modalities mark on their own.", "",
-                  "| level | method | tau | test false flags | (0, 0) | (0.25, 0) | (0, 1) | "
+                  "so the AND can only flag records both modalities mark on their own.", ""]
+        lines += ["| level | method | tau | test false flags | (0, 0) | (0.25, 0) | (0, 1) | "
                   "(0.25, 1) | (0.5, 2) |", "|---" * 9 + "|"]
         cells = [(0.0, 0), (0.25, 0), (0.0, 1), (0.25, 1), (0.5, 2)]
         for li_text, base in sorted(baselines.items()):
@@ -678,11 +689,13 @@ def _baseline_section(results, metrics, cfg) -> list[str]:
                 flags = np.asarray(b["outcomes"]["detector"], bool)[labels == 0, 0]
                 rows.append((name, f"{b['calibration']['tau']:.4f}", flags.mean(),
                              [_single(b, e, r, modality)[unsafe] for e, r in cells]))
-            grid = np.asarray(base["and"]["outcomes"], bool)
-            pair = base["and"]["calibration"]
-            rows.append(("factorized AND", f"{pair['tau_image']:.3f} / {pair['tau_text']:.3f}",
-                         grid[labels == 0, 0].mean(),
-                         [grid[unsafe, _cell(e, r)] for e, r in cells]))
+            if "and" in base:
+                grid = np.asarray(base["and"]["outcomes"], bool)
+                pair = base["and"]["calibration"]
+                rows.append(("factorized AND",
+                             f"{pair['tau_image']:.3f} / {pair['tau_text']:.3f}",
+                             grid[labels == 0, 0].mean(),
+                             [grid[unsafe, _cell(e, r)] for e, r in cells]))
             for name, tau, ffr, values in rows:
                 cells_text = [_pct(rate_table(np.asarray(v, float)[None, :, None],
                                               cfg.bootstrap)) for v in values]
