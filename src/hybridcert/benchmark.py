@@ -43,13 +43,15 @@ from hybridcert.models import fusion, training
 from hybridcert.noise import Gaussian, Substitution
 from hybridcert.reports.tables import EPS_GRID, TOKEN_GRID
 from hybridcert.smoothing import SmoothedClassifier, write_tsv
-from hybridcert.smoothing.core import input_seed
+from hybridcert.smoothing.core import input_seed, lower_confidence_bound
 
 #: The 25 grid cells (eps, r), row-major: eps in EPS_GRID, r in TOKEN_GRID.
 CELLS = [(float(e), int(r)) for e in EPS_GRID for r in TOKEN_GRID]
 #: The demo's one noise level (sigma, keep): heavy token noise, where the majority vote is
 #: robust to token changes and the joint certificate differs from sequential composition.
 DEMO_LEVEL = (0.25, 0.25)
+#: Draws per input of the demo (fixed n): about 40 s for 80 inputs on 2 idle cores.
+DEMO_N = 1000
 #: The noise level of the ``make serve`` demo model (the full run's first level).
 SERVE_LEVEL = (0.25, 0.75)
 #: Appended slots hold "." before noising (a noisable id that marks no class).
@@ -87,7 +89,9 @@ class BenchmarkConfig:
     false_flag_rate : float
         Largest share of benign validation records the detector may flag.
     settings : Settings
-        alpha, cap, boundary and prices of the sequential decisions.
+        alpha, n, mode (the demo: fixed n = :data:`DEMO_N`, every rule read from the same
+        draws; the full run: sequential decisions capped at 10,000), boundary and prices of
+        the sequential decisions.
     threats : tuple of str
         "anywhere" (substitution at every content token) and/or "append" (``append_slots``
         noised slots after the caption).
@@ -138,7 +142,7 @@ class BenchmarkConfig:
     val_copies: int = 32
     val_copies_top: int = 256
     false_flag_rate: float = 0.05
-    settings: Settings = field(default_factory=Settings)
+    settings: Settings = field(default_factory=lambda: Settings(n_max=DEMO_N, mode="fixed"))
     threats: tuple[str, ...] = ("anywhere",)
     majority_threats: tuple[str, ...] = ("anywhere",)
     append_slots: int = 8
@@ -199,6 +203,8 @@ class BenchmarkConfig:
                 "batch_size")
         data = {k: getattr(self, k) for k in keys}
         data["settings"] = asdict(self.settings)
+        if self.settings.mode == "sequential":
+            del data["settings"]["mode"]    # the signature of runs from before the fixed mode
         data["version"] = safety.VERSION
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -213,7 +219,7 @@ def full_config(out: Path = Path("artifacts/full")) -> BenchmarkConfig:
     return BenchmarkConfig(
         levels=[(0.25, 0.75), (0.25, 0.5), (0.25, 0.25), (0.25, 0.1)], seeds=(0, 1, 2),
         test_inputs=500, val_inputs=1000, threats=THREATS, append_seeds=None,
-        majority_seeds=(0,), baseline_levels=(0, 2), factorized_and=True,
+        majority_seeds=(0,), baseline_levels=(0, 2), factorized_and=True, settings=Settings(),
         attack=AttackSettings(inputs=30, levels=(0, 2)),
         counterexample=CounterexampleSettings(seconds=1200.0, samples=128, steps=100,
                                               candidates=512, rounds=2, common_noise=True,
@@ -301,7 +307,10 @@ class _Log:
         self.start = time.perf_counter()
 
     def __call__(self, message: str) -> None:
-        line = f"[{time.perf_counter() - self.start:7.1f} s] {message}"
+        # process CPU time (all threads) beside the wall time: on shared cores the wall time
+        # says little, the CPU time what the step costs
+        line = (f"[{time.perf_counter() - self.start:7.1f} s, cpu {time.process_time():7.1f} s]"
+                f" {message}")
         print(line, flush=True)
         with open(self.path, "a") as handle:
             handle.write(line + "\n")
@@ -483,14 +492,21 @@ def _calibrate(cfg, clf, val, val_index, fast=None, fixed=None) -> dict:
 
 def _ceilings(noise: HybridNoise, settings: Settings, tau: float | None) -> dict:
     """Sample-size ceilings of the detector and the majority vote: the largest certifiable
-    threshold and the L2 radius it certifies per token budget of the grid."""
+    threshold and the L2 radius it certifies per token budget of the grid (fixed n: the
+    Clopper-Pearson bound of n agreeing draws, at alpha for the detector and alpha / 2 for
+    the majority vote, :func:`hybridcert.bench.units.certify_fixed`)."""
     out = {}
     for name, rule, zero in (("majority", MAJORITY, noise.threshold(noise.budget({}))),
                              ("detector", None if tau is None else Rule.flag(tau), tau)):
         if rule is None:
             continue
         mode = "flag" if name == "detector" else "majority"
-        p = ceiling_probability(zero, settings.alpha, settings.n_max, settings.boundary, mode)
+        if settings.mode == "fixed":
+            level = settings.alpha if name == "detector" else settings.alpha / 2
+            p = lower_confidence_bound(settings.n_max, settings.n_max, level)
+        else:
+            p = ceiling_probability(zero, settings.alpha, settings.n_max, settings.boundary,
+                                    mode)
         out[name] = {"p": p, "eps": eps_ceiling(noise, p, rule, TOKEN_GRID)}
     return out
 
@@ -508,6 +524,7 @@ def _pack(unit: dict, labels, ids) -> dict:
            "drawn": drawn.tolist(), "seconds": round(unit["seconds"], 1),
            "thresholds": {k: {m: [None if not np.isfinite(x) else float(x) for x in v]
                               for m, v in t.items()} for k, t in unit["thresholds"].items()}}
+    out["mode"] = unit.get("mode", "sequential")
     out["summary"] = _unit_summary(out)
     return out
 

@@ -88,6 +88,11 @@ def group_metrics(members: list, replicates: int) -> dict:
             over = stack("majority_per_modality", among=voted) & ~np.stack(
                 [np.asarray(u["outcomes"]["majority"], dtype=bool) for u in voted])
             m["majority_overclaims"] = _overclaims(over)
+    m["stopping"] = {}
+    for setting in ("detector", "majority"):
+        having = [u for u in units if f"{setting}_stopping" in u["outcomes"]]
+        if having:
+            m["stopping"][setting] = _stopping(having, setting)
     m["mean_draws"] = float(np.mean([np.mean(u["drawn"]) for u in units]))
     m["seconds"] = float(np.sum([u["seconds"] for u in units]))
     m["draws_per_s"] = float(np.sum([np.sum(u["drawn"]) for u in units]) / max(m["seconds"], 1))
@@ -110,6 +115,27 @@ def group_metrics(members: list, replicates: int) -> dict:
         m["ceiling"][setting] = {"p": [u["ceiling"][setting]["p"] for u in having],
                                  "eps": _column_max(eps)}
     return m
+
+
+def _stopping(units: list, setting: str) -> dict:
+    """The sequential rule (``<setting>_stopping``) against fixed n on the same draws: per
+    seed, mean draws, certified (input, cell) decisions of each, and those only one made (a
+    majority decision counts as the same only for the same class)."""
+    key = f"{setting}_stopping"
+    out: dict = {"n": [], "queries": [], "fixed": [], "sequential": [], "lost": [],
+                 "gained": []}
+    for u in units:
+        fixed = np.asarray(u["outcomes"][setting], bool)
+        stop = np.asarray(u["outcomes"][key], bool)
+        same = (np.asarray(u["labels_of"][setting]) ==
+                np.asarray(u["baseline_labels"][key]))[:, None]
+        out["n"].append(int(np.max(u["drawn"])) if len(u["drawn"]) else 0)
+        out["queries"].append(float(u["queries"][key]))
+        out["fixed"].append(int(fixed.sum()))
+        out["sequential"].append(int(stop.sum()))
+        out["lost"].append(int((fixed & ~(stop & same)).sum()))
+        out["gained"].append(int((stop & ~(fixed & same)).sum()))
+    return out
 
 
 def _ceiling_note(eps_c: float, ceiling: dict, m: dict) -> str:
@@ -150,6 +176,15 @@ def _pct(table, index=None) -> str:
 
 def _price(price) -> str:
     return "none" if price is None else f"{price:g}"
+
+
+def _fixed(cfg) -> bool:
+    return getattr(cfg.settings, "mode", "sequential") == "fixed"
+
+
+def _draws(cfg) -> str:
+    """How the draws per input are named: a fixed n or a sequential rule's cap."""
+    return "fixed n" if _fixed(cfg) else "n_max"
 
 
 def _level_name(cfg, li: int) -> str:
@@ -246,7 +281,7 @@ def _figures(results, metrics, cfg, out: Path) -> list[str]:
                 "certified accuracy (balanced test set)"
             model = f"safety filter ({cfg.text_layers} MiniLM layer + CNN), threat {threat}"
             plots.interval_curves(
-                panels, path, f"{what}, {SETTING_TITLES[setting]}\n{model}; n_max "
+                panels, path, f"{what}, {SETTING_TITLES[setting]}\n{model}; {_draws(cfg)} "
                               f"{cfg.settings.n_max:,}, alpha {cfg.settings.alpha:g}; points "
                               f"beyond the sample-size ceiling omitted",
                 ylabel=what, reference=0.0 if setting == "detector" else 0.5,
@@ -431,11 +466,22 @@ def _markdown(results, metrics, cfg, figures) -> str:
              f"that certifies them; seeds {list(cfg.seeds)}. Noise levels (sigma on pixels in "
              f"[0, 1], token keep probability): "
              + ", ".join(f"({a:g}, {b:g})" for a, b in cfg.levels) + ".", "",
-             f"Certification: sequential decisions at the 25 cells (eps in {list(EPS_GRID)}) x "
-             f"(r in {list(TOKEN_GRID)}), alpha = {s.alpha}, cap n_max = {s.n_max:,} draws per "
-             f"input, `{s.boundary}` boundary, price {_price(s.price_detector)} (detector) / "
-             f"{_price(s.price_majority)} (majority) draws per cell (docs/SEQUENTIAL.md). "
-             f"Detector: "
+             + (f"Certification: a fixed n = {s.n_max:,} draws per input at the 25 cells (eps "
+                f"in {list(EPS_GRID)}) x (r in {list(TOKEN_GRID)}), alpha = {s.alpha}: every "
+                f"claim (joint certificate, sequential composition, the per-modality check) is "
+                f"read from the same count of the same draws per input (detector: one-sided "
+                f"Clopper-Pearson bound at alpha on the flagged class; majority vote: the most "
+                f"frequent class of those draws, bounded at alpha / 2), so cells whose "
+                f"thresholds are equal get identical decisions (bench/units.py, "
+                f"`certify_fixed`). The sequential rule with a price reads the first draws of "
+                f"the same streams and appears only in its own table. "
+                if _fixed(cfg) else
+                f"Certification: sequential decisions at the 25 cells (eps in "
+                f"{list(EPS_GRID)}) x (r in {list(TOKEN_GRID)}), alpha = {s.alpha}, cap n_max = "
+                f"{s.n_max:,} draws per input, `{s.boundary}` boundary, price "
+                f"{_price(s.price_detector)} (detector) / {_price(s.price_majority)} (majority) "
+                f"draws per cell (docs/SEQUENTIAL.md). ")
+             + f"Detector: "
              f"flag iff the smoothed unsafe probability is >= tau, tau chosen per filter on "
              f"{cfg.val_inputs} validation records ({cfg.val_copies} noisy copies each) for a "
              f"benign false-flag rate <= {100 * cfg.false_flag_rate:g} %; a test input counts "
@@ -443,8 +489,8 @@ def _markdown(results, metrics, cfg, figures) -> str:
              f"training seeds x test inputs ({cfg.bootstrap} replicates; at 0 % and 100 % "
              f"such an interval collapses to a point: with N inputs read 0 % as below 3/N at "
              f"95 % confidence). `–`: beyond the "
-             f"sample-size ceiling (no input can be certified there with n_max draws, whatever "
-             f"the model).", ""]
+             f"sample-size ceiling (no input can be certified there with {_draws(cfg)} draws, "
+             f"whatever the model).", ""]
     lines += _models_section(results, metrics, cfg)
     lines += _quality_section(results, cfg)
     for threat in cfg.threats:
@@ -452,6 +498,7 @@ def _markdown(results, metrics, cfg, figures) -> str:
     lines += _sweep_section(metrics, cfg)
     lines += _majority_section(metrics, cfg)
     lines += _baseline_section(results, metrics, cfg)
+    lines += _stopping_section(metrics, cfg)
     lines += _counterexample_section(results, cfg)
     lines += _attack_section(results, cfg)
     lines += _slices_section(metrics, cfg)
@@ -462,7 +509,9 @@ def _markdown(results, metrics, cfg, figures) -> str:
               "time, id, p_lower, p_upper, max_tokens, queries, radius_r0..); "
               "`inputs/<unit>_cells.tsv`: the decision of every rule at every cell, for the "
               "joint certificate and sequential composition (1 = certified) and the "
-              "per-modality check (1 = claimed by this UNSOUND check, not a certificate). "
+              "per-modality check (1 = claimed by this UNSOUND check, not a certificate)"
+              + ("; `*_stopping`: the sequential rule on the same draws. " if _fixed(cfg)
+                 else ". ") +
               "Unit `seed<S>_level<L>_<threat>`: level L of the list above.",
               "* `results.json`: every aggregate; `run.log`: the console log with timings.",
               ""]
@@ -613,7 +662,10 @@ def _baseline_section(results, metrics, cfg) -> list[str]:
               "",
               "Sequential composition bounds one modality's change and feeds the result into "
               "the other's bound (the better order); its thresholds are answered from the same "
-              "label streams as the joint certificate's. The per-modality check is UNSOUND: "
+              + ("count of the same draws as the joint certificate's (fixed n: where the two "
+                 "thresholds are equal, so are the decisions). " if _fixed(cfg) else
+                 "label streams as the joint certificate's. ")
+              + "The per-modality check is UNSOUND: "
               "its claims are counted, not reported as certificates.", "",
               "| setting | level | threat | cell | joint | sequential | inputs where the "
               "per-modality check claims a cell the joint certificate did not certify (per seed) |",
@@ -706,6 +758,33 @@ def _baseline_section(results, metrics, cfg) -> list[str]:
                       "nothing at eps > 0 (the other modality is not noised, so no change of it "
                       "is covered).", ""]
     return lines
+
+
+def _stopping_section(metrics, cfg) -> list[str]:
+    keys = [k for k in sorted(metrics) if metrics[k].get("stopping")]
+    if not keys:
+        return []
+    s = cfg.settings
+    lines = ["## The sequential rule against fixed n (same inputs, same draws)", "",
+             f"The sequential decision (docs/SEQUENTIAL.md: `{s.boundary}` boundary, price "
+             f"{_price(s.price_detector)} (detector) / {_price(s.price_majority)} (majority) "
+             f"draws per cell, cap = n) reads the first draws of each input's stream and stops "
+             f"once every cell is settled or given up; the fixed-n certificate reads all n. "
+             f"Decisions: certified (input, cell) pairs over the 25 cells; lost: certified at "
+             f"fixed n but not by the sequential rule (a majority decision for another class "
+             f"counts as lost); gained: the reverse (its confidence sequence differs from the "
+             f"fixed-n bound). Per seed.", "",
+             "| level | threat | setting | n | mean draws, sequential | decisions, fixed n | "
+             "decisions, sequential | lost | gained |", "|---" * 9 + "|"]
+    for key in keys:
+        for setting, st in metrics[key]["stopping"].items():
+            def join(values, fmt="{}"):
+                return ", ".join(fmt.format(v) for v in values)
+            lines.append(f"| {_level_name(cfg, key[0])} | {key[1]} | {setting} | "
+                         f"{join(st['n'], '{:,}')} | {join(st['queries'], '{:.0f}')} | "
+                         f"{join(st['fixed'])} | {join(st['sequential'])} | {join(st['lost'])} | "
+                         f"{join(st['gained'])} |")
+    return lines + [""]
 
 
 def _counterexample_section(results, cfg) -> list[str]:
