@@ -466,7 +466,7 @@ def _markdown(results, metrics, cfg, figures) -> str:
              f"that certifies them; seeds {list(cfg.seeds)}. Noise levels (sigma on pixels in "
              f"[0, 1], token keep probability): "
              + ", ".join(f"({a:g}, {b:g})" for a, b in cfg.levels) + ".", "",
-             + (f"Certification: a fixed n = {s.n_max:,} draws per input at the 25 cells (eps "
+             (f"Certification: a fixed n = {s.n_max:,} draws per input at the 25 cells (eps "
                 f"in {list(EPS_GRID)}) x (r in {list(TOKEN_GRID)}), alpha = {s.alpha}: every "
                 f"claim (joint certificate, sequential composition, the per-modality check) is "
                 f"read from the same count of the same draws per input (detector: one-sided "
