@@ -143,9 +143,9 @@ def _ceiling_note(eps_c: float, ceiling: dict, m: dict) -> str:
     if np.isfinite(eps_c):
         return f"Sample-size ceiling at r = 0: eps {eps_c:.3f} (largest certifiable bound " \
                f"{bounds})."
-    return f"tau ({', '.join(f'{t:.5f}' for t in m['taus'])}) is at or above what the cap " \
-           f"of draws can certify (largest certifiable bound per seed: {bounds}; 'none': not " \
-           f"even tau): nothing can be certified at this sample size."
+    return f"tau ({', '.join(f'{t:.5f}' for t in m['taus'])}) is at or above what the " \
+           f"draws per input can certify (largest certifiable bound per seed: {bounds}; " \
+           f"'none': not even tau): nothing can be certified at this sample size."
 
 
 def _column_max(values: np.ndarray) -> np.ndarray:
