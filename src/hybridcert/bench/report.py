@@ -11,6 +11,7 @@ import numpy as np
 from hybridcert.bench.metrics import rate_table
 from hybridcert.reports import plots
 from hybridcert.reports.tables import EPS_GRID, TOKEN_GRID, markdown_interval_table
+from hybridcert.smoothing.core import lower_confidence_bound
 
 SWEEP_CELLS = [(0.0, 0), (0.25, 0), (0.5, 0), (0.0, 1), (0.25, 1), (0.0, 2), (0.5, 2)]
 SETTING_TITLES = {"detector": "detector (flag side, tau for a <= 5 % validation false-flag rate)",
@@ -723,6 +724,8 @@ def _baseline_section(results, metrics, cfg) -> list[str]:
         lines += ["| level | method | tau | test false flags | (0, 0) | (0.25, 0) | (0, 1) | "
                   "(0.25, 1) | (0.5, 2) |", "|---" * 9 + "|"]
         cells = [(0.0, 0), (0.25, 0), (0.0, 1), (0.25, 1), (0.5, 2)]
+        ceiling = lower_confidence_bound(cfg.settings.n_max, cfg.settings.n_max,
+                                         cfg.settings.alpha) if _fixed(cfg) else None
         for li_text, base in sorted(baselines.items()):
             li = int(li_text)
             unit = _unit_of(results, cfg.baseline_seed, li)
@@ -751,12 +754,19 @@ def _baseline_section(results, metrics, cfg) -> list[str]:
             for name, tau, ffr, values in rows:
                 cells_text = [_pct(rate_table(np.asarray(v, float)[None, :, None],
                                               cfg.bootstrap)) for v in values]
+                if ceiling is not None and tau[:1].isdigit() and "/" not in tau and \
+                        float(tau) > ceiling:
+                    tau += " (above the ceiling)"
                 lines.append(f"| {_level_name(cfg, li)} | {name} | {tau} | {100 * ffr:.1f}% | "
                              + " | ".join(cells_text) + " |")
         lines += ["", "Certified unsafe recall (%) [95 % bootstrap interval over inputs]; "
                       "image-only smoothing certifies nothing at r >= 1 and text-only smoothing "
                       "nothing at eps > 0 (the other modality is not noised, so no change of it "
-                      "is covered).", ""]
+                      "is covered)."
+                  + ("" if ceiling is None else
+                     f" Ceiling at fixed n = {cfg.settings.n_max:,}: a flag at tau above "
+                     f"{ceiling:.5f} (all n draws flagged) cannot be certified by any model, so "
+                     f"a row marked 'above the ceiling' certifies nothing at this n."), ""]
     return lines
 
 
