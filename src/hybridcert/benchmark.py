@@ -3,12 +3,14 @@
 
 Data (docs/DATASET.md) -> noise-trained filters, one per training seed and noise level
 (checkpoints reused when present) -> for each filter and threat model: a detection threshold
-chosen on validation for a benign false-flag rate, then sequential certification of a fixed,
+chosen on validation for a benign false-flag rate, then certification of a fixed,
 stratified set of test inputs at the 25 grid cells, detector and majority vote, with the
-sequential-composition and per-modality thresholds answered from the same draws -> baselines
-on one seed (image-only and text-only smoothing, the factorized AND of unimodal branches) ->
-attacks at the same budgets on the base and the smoothed detector -> a search for a
-counterexample to the per-modality check -> REPORT.md, plots, per-input TSVs, results.json.
+sequential-composition and per-modality thresholds answered from the same draws (full run:
+sequential decisions; demo: a fixed n, the sequential rule beside it on the same draws) ->
+baselines on one seed (image-only and text-only smoothing; full run: the factorized AND of
+unimodal branches) -> full run only: attacks at the same budgets on the base and the smoothed
+detector, and a search for a counterexample to the per-modality check -> REPORT.md, plots,
+per-input TSVs, results.json.
 
 Every finished unit (one filter, one threat) is saved under ``<cache>/bench/<out name>/`` and
 reused by a rerun with the same configuration, and the report is rewritten after each, so a
