@@ -3,12 +3,14 @@
 
 Data (docs/DATASET.md) -> noise-trained filters, one per training seed and noise level
 (checkpoints reused when present) -> for each filter and threat model: a detection threshold
-chosen on validation for a benign false-flag rate, then sequential certification of a fixed,
+chosen on validation for a benign false-flag rate, then certification of a fixed,
 stratified set of test inputs at the 25 grid cells, detector and majority vote, with the
-sequential-composition and per-modality thresholds answered from the same draws -> baselines
-on one seed (image-only and text-only smoothing, the factorized AND of unimodal branches) ->
-attacks at the same budgets on the base and the smoothed detector -> a search for a
-counterexample to the per-modality check -> REPORT.md, plots, per-input TSVs, results.json.
+sequential-composition and per-modality thresholds answered from the same draws (full run:
+sequential decisions; demo: a fixed n, the sequential rule beside it on the same draws) ->
+baselines on one seed (image-only and text-only smoothing; full run: the factorized AND of
+unimodal branches) -> full run only: attacks at the same budgets on the base and the smoothed
+detector, and a search for a counterexample to the per-modality check -> REPORT.md, plots,
+per-input TSVs, results.json.
 
 Every finished unit (one filter, one threat) is saved under ``<cache>/bench/<out name>/`` and
 reused by a rerun with the same configuration, and the report is rewritten after each, so a
@@ -43,10 +45,17 @@ from hybridcert.models import fusion, training
 from hybridcert.noise import Gaussian, Substitution
 from hybridcert.reports.tables import EPS_GRID, TOKEN_GRID
 from hybridcert.smoothing import SmoothedClassifier, write_tsv
-from hybridcert.smoothing.core import input_seed
+from hybridcert.smoothing.core import input_seed, lower_confidence_bound
 
 #: The 25 grid cells (eps, r), row-major: eps in EPS_GRID, r in TOKEN_GRID.
 CELLS = [(float(e), int(r)) for e in EPS_GRID for r in TOKEN_GRID]
+#: The demo's one noise level (sigma, keep): heavy token noise, where the majority vote is
+#: robust to token changes and the joint certificate differs from sequential composition.
+DEMO_LEVEL = (0.25, 0.25)
+#: Draws per input of the demo (fixed n): about 40 s for 80 inputs on 2 idle cores.
+DEMO_N = 1000
+#: The noise level of the ``make serve`` demo model (the full run's first level).
+SERVE_LEVEL = (0.25, 0.75)
 #: Appended slots hold "." before noising (a noisable id that marks no class).
 APPEND_PLACEHOLDER = 1012
 THREATS = ("anywhere", "append")
@@ -82,7 +91,9 @@ class BenchmarkConfig:
     false_flag_rate : float
         Largest share of benign validation records the detector may flag.
     settings : Settings
-        alpha, cap, boundary and prices of the sequential decisions.
+        alpha, n, mode (the demo: fixed n = :data:`DEMO_N`, every rule read from the same
+        draws; the full run: sequential decisions capped at 10,000), boundary and prices of
+        the sequential decisions.
     threats : tuple of str
         "anywhere" (substitution at every content token) and/or "append" (``append_slots``
         noised slots after the caption).
@@ -99,8 +110,13 @@ class BenchmarkConfig:
         counterexample.
     baseline_levels : tuple of int, optional
         Indices of the levels given the baselines (None: all).
+    factorized_and : bool
+        Whether the baselines include the factorized AND (two unimodal branches trained for
+        it: about 75 s more per level on 2 cores; the full run only).
     attack : AttackSettings
+        ``inputs=0`` (the demo): no attacks.
     counterexample : CounterexampleSettings
+        ``seconds=0`` (the demo): no search for a counterexample.
     quality_votes : int
         Noisy copies behind the "smoothed" (majority-vote) accuracy of each filter on the
         test split.
@@ -114,8 +130,7 @@ class BenchmarkConfig:
         Data, checkpoints and finished units.
     """
 
-    levels: list[tuple[float, float]] = field(
-        default_factory=lambda: [(0.25, 0.75), (0.25, 0.25)])
+    levels: list[tuple[float, float]] = field(default_factory=lambda: [DEMO_LEVEL])
     seeds: tuple[int, ...] = (0,)
     n_train: int = 6000
     n_val: int = 1000
@@ -129,17 +144,18 @@ class BenchmarkConfig:
     val_copies: int = 32
     val_copies_top: int = 256
     false_flag_rate: float = 0.05
-    settings: Settings = field(default_factory=Settings)
-    threats: tuple[str, ...] = THREATS
+    settings: Settings = field(default_factory=lambda: Settings(n_max=DEMO_N, mode="fixed"))
+    threats: tuple[str, ...] = ("anywhere",)
     majority_threats: tuple[str, ...] = ("anywhere",)
     append_slots: int = 8
     append_seeds: tuple[int, ...] | None = None
     majority_seeds: tuple[int, ...] | None = None
     baseline_seed: int = 0
-    baseline_levels: tuple[int, ...] | None = (1,)
-    attack: AttackSettings = field(default_factory=lambda: AttackSettings(inputs=4, levels=(0,)))
+    baseline_levels: tuple[int, ...] | None = (0,)
+    factorized_and: bool = False
+    attack: AttackSettings = field(default_factory=lambda: AttackSettings(inputs=0))
     counterexample: CounterexampleSettings = field(
-        default_factory=lambda: CounterexampleSettings(seconds=30.0))
+        default_factory=lambda: CounterexampleSettings(seconds=0.0))
     quality_votes: int = 16
     bootstrap: int = 2000
     batch_size: int = 128
@@ -189,6 +205,8 @@ class BenchmarkConfig:
                 "batch_size")
         data = {k: getattr(self, k) for k in keys}
         data["settings"] = asdict(self.settings)
+        if self.settings.mode == "sequential":
+            del data["settings"]["mode"]    # the signature of runs from before the fixed mode
         data["version"] = safety.VERSION
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -202,8 +220,8 @@ def full_config(out: Path = Path("artifacts/full")) -> BenchmarkConfig:
     cores)."""
     return BenchmarkConfig(
         levels=[(0.25, 0.75), (0.25, 0.5), (0.25, 0.25), (0.25, 0.1)], seeds=(0, 1, 2),
-        test_inputs=500, val_inputs=1000, append_seeds=None, majority_seeds=(0,),
-        baseline_levels=(0, 2),
+        test_inputs=500, val_inputs=1000, threats=THREATS, append_seeds=None,
+        majority_seeds=(0,), baseline_levels=(0, 2), factorized_and=True, settings=Settings(),
         attack=AttackSettings(inputs=30, levels=(0, 2)),
         counterexample=CounterexampleSettings(seconds=1200.0, samples=128, steps=100,
                                               candidates=512, rounds=2, common_noise=True,
@@ -213,14 +231,16 @@ def full_config(out: Path = Path("artifacts/full")) -> BenchmarkConfig:
 
 # -- the demo model (make serve) ------------------------------------------------------------
 def demo_filter_config() -> fusion.FilterConfig:
-    """The demo model's :class:`FilterConfig`: both modalities at the demo's first noise
-    level and first seed."""
+    """The ``make serve`` model's :class:`FilterConfig`: both modalities at
+    :data:`SERVE_LEVEL` (the full run's first level, keep 0.75), seed 0, the benchmark's
+    training recipe."""
     bench = BenchmarkConfig()
-    return bench.filter_config(bench.levels[0], bench.seeds[0])
+    return bench.filter_config(SERVE_LEVEL, bench.seeds[0])
 
 
 def demo_checkpoint(log: Callable[[str], None] = print) -> Path:
-    """The folder of ``make demo``'s first checkpoint (trained first if absent)."""
+    """The folder of the ``make serve`` model's checkpoint (the full run's seed-0 filter at
+    keep 0.75; trained first if absent)."""
     bench = BenchmarkConfig()
     config = demo_filter_config()
     directory = checkpoint_dir(bench.cache, config, bench.epochs, bench.n_train)
@@ -289,7 +309,10 @@ class _Log:
         self.start = time.perf_counter()
 
     def __call__(self, message: str) -> None:
-        line = f"[{time.perf_counter() - self.start:7.1f} s] {message}"
+        # process CPU time (all threads) beside the wall time: on shared cores the wall time
+        # says little, the CPU time what the step costs
+        line = (f"[{time.perf_counter() - self.start:7.1f} s, cpu {time.process_time():7.1f} s]"
+                f" {message}")
         print(line, flush=True)
         with open(self.path, "a") as handle:
             handle.write(line + "\n")
@@ -358,7 +381,8 @@ def run(cfg: BenchmarkConfig) -> dict:
         name = f"baselines_seed{cfg.baseline_seed}_level{li}"
         unit = _load_unit(units_dir / f"{name}.json")
         if unit is not None and (unit.get("level") != list(level) or
-                                 unit.get("and_alpha") != cfg.settings.alpha / 2):
+                                 (cfg.factorized_and and
+                                  unit.get("and_alpha") != cfg.settings.alpha / 2)):
             unit = None
         if unit is None:
             unit = _baselines(cfg, models[(cfg.baseline_seed, li)], level, data, test_index,
@@ -470,14 +494,21 @@ def _calibrate(cfg, clf, val, val_index, fast=None, fixed=None) -> dict:
 
 def _ceilings(noise: HybridNoise, settings: Settings, tau: float | None) -> dict:
     """Sample-size ceilings of the detector and the majority vote: the largest certifiable
-    threshold and the L2 radius it certifies per token budget of the grid."""
+    threshold and the L2 radius it certifies per token budget of the grid (fixed n: the
+    Clopper-Pearson bound of n agreeing draws, at alpha for the detector and alpha / 2 for
+    the majority vote, :func:`hybridcert.bench.units.certify_fixed`)."""
     out = {}
     for name, rule, zero in (("majority", MAJORITY, noise.threshold(noise.budget({}))),
                              ("detector", None if tau is None else Rule.flag(tau), tau)):
         if rule is None:
             continue
         mode = "flag" if name == "detector" else "majority"
-        p = ceiling_probability(zero, settings.alpha, settings.n_max, settings.boundary, mode)
+        if settings.mode == "fixed":
+            level = settings.alpha if name == "detector" else settings.alpha / 2
+            p = lower_confidence_bound(settings.n_max, settings.n_max, level)
+        else:
+            p = ceiling_probability(zero, settings.alpha, settings.n_max, settings.boundary,
+                                    mode)
         out[name] = {"p": p, "eps": eps_ceiling(noise, p, rule, TOKEN_GRID)}
     return out
 
@@ -495,6 +526,7 @@ def _pack(unit: dict, labels, ids) -> dict:
            "drawn": drawn.tolist(), "seconds": round(unit["seconds"], 1),
            "thresholds": {k: {m: [None if not np.isfinite(x) else float(x) for x in v]
                               for m, v in t.items()} for k, t in unit["thresholds"].items()}}
+    out["mode"] = unit.get("mode", "sequential")
     out["summary"] = _unit_summary(out)
     return out
 
@@ -516,8 +548,9 @@ def _unit_summary(unit: dict) -> dict:
 
 
 def _baselines(cfg, model, level, data, test_index, val_index, log) -> dict:
-    """Image-only and text-only smoothing of the joint filter, and the factorized AND of
-    separately trained unimodal branches, on the same test inputs (one seed)."""
+    """Image-only and text-only smoothing of the joint filter and (``cfg.factorized_and``)
+    the factorized AND of separately trained unimodal branches, on the same test inputs (one
+    seed)."""
     test, val = data["test"], data["val"]
     seed, out = cfg.baseline_seed, {"level": list(level)}
     ids = _ids("test", test_index)
@@ -542,6 +575,8 @@ def _baselines(cfg, model, level, data, test_index, val_index, log) -> dict:
         out[name] = packed
         log(f"baseline {name} smoothing (level {level}): tau {calibration['tau']:.4f}, "
             f"{unit['seconds']:.0f} s, {packed['summary']['mean_draws']:.0f} draws per input")
+    if not cfg.factorized_and:
+        return out
     # factorized AND: an image-only and a text-only branch, each smoothed over its modality
     branches = {}
     for modality in ("image", "text"):

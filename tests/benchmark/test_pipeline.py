@@ -18,7 +18,7 @@ def _tiny(tmp_path: Path) -> benchmark.BenchmarkConfig:
         n_train=60, n_val=40, n_test=40, epochs=1,
         test_inputs=8, val_inputs=12, val_copies=4, val_copies_top=8,
         settings=Settings(n_max=300, price_detector=100, price_majority=100),
-        baseline_levels=(0,),
+        baseline_levels=(0,), threats=benchmark.THREATS, factorized_and=True,
         attack=AttackSettings(inputs=1, levels=(0,), budgets=((0.25, 1),), samples=2, steps=1,
                               candidates=2, check_n=50),
         counterexample=CounterexampleSettings(seconds=5, claim_n=100, quick_n=20, confirm_n=50,
@@ -67,6 +67,38 @@ def test_tiny_benchmark_writes_everything_and_resumes(tmp_path, capsys):
     assert again["training"] == stored["training"] and min(stored["training"].values()) > 0
 
 
+def test_demo_runs_only_what_its_report_shows(tmp_path):
+    """The demo's configuration at a tiny size: fixed n, one threat, unimodal smoothing, no
+    factorized AND, no attacks, no counterexample search, and a report that claims none of
+    them; the full run keeps every step."""
+    demo_cfg = benchmark.BenchmarkConfig()
+    assert demo_cfg.settings.mode == "fixed" and demo_cfg.attack.inputs == 0
+    assert demo_cfg.counterexample.seconds == 0 and not demo_cfg.factorized_and
+    full = benchmark.full_config()
+    assert full.attack.inputs >= 30 and full.counterexample.seconds >= 1200
+    assert full.factorized_and and set(full.threats) == set(benchmark.THREATS)
+    assert full.settings.mode == "sequential" and full.settings.n_max == 10_000
+    cfg = benchmark.BenchmarkConfig(
+        n_train=60, n_val=40, n_test=40, epochs=1, test_inputs=8, val_inputs=12, val_copies=4,
+        val_copies_top=8, settings=Settings(n_max=200, mode="fixed", price_detector=50,
+                                            price_majority=50),
+        bootstrap=50, out=tmp_path / "out", cache=tmp_path / "cache")
+    results = benchmark.run(cfg)
+    report = (cfg.out / "REPORT.md").read_text()
+    assert "attacks" not in results and "counterexample" not in results
+    for absent in ("## Attacks", "counterexample", "factorized AND", "threat append",
+                   "Keep-probability sweep", "sequential decisions at"):
+        assert absent not in report, absent
+    for present in ("a fixed n = 200 draws per input",
+                    "## The sequential rule against fixed n (same inputs, same draws)",
+                    "### Unimodal smoothing (seed 0, threat anywhere)",
+                    "same count of the same draws"):
+        assert present in report, present
+    assert not (cfg.out / "attacks.png").exists() and (cfg.out / "baselines.png").exists()
+    cells = (cfg.out / "inputs" / "seed0_level0_anywhere_cells.tsv").read_text().splitlines()
+    assert "detector_stopping[0,0]" in cells[0].split("\t")
+
+
 def test_stratified_subset_keeps_the_proportions():
     from hybridcert.data import safety
 
@@ -93,7 +125,9 @@ def test_demo_checkpoint_is_the_benchmark_checkpoint(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     bench = benchmark.BenchmarkConfig()
     config = serve_demo.demo_config()
-    assert config == bench.filter_config(bench.levels[0], bench.seeds[0])
+    # the served model is the full run's seed-0 filter at its first level (keep 0.75)
+    full = benchmark.full_config()
+    assert config == full.filter_config(full.levels[0], full.seeds[0])
     directory = checkpoint_dir(bench.cache, config, bench.epochs, bench.n_train)
     directory.mkdir(parents=True)
     (directory / "config.json").write_text("{}")

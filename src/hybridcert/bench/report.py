@@ -11,6 +11,7 @@ import numpy as np
 from hybridcert.bench.metrics import rate_table
 from hybridcert.reports import plots
 from hybridcert.reports.tables import EPS_GRID, TOKEN_GRID, markdown_interval_table
+from hybridcert.smoothing.core import lower_confidence_bound
 
 SWEEP_CELLS = [(0.0, 0), (0.25, 0), (0.5, 0), (0.0, 1), (0.25, 1), (0.0, 2), (0.5, 2)]
 SETTING_TITLES = {"detector": "detector (flag side, tau for a <= 5 % validation false-flag rate)",
@@ -88,6 +89,11 @@ def group_metrics(members: list, replicates: int) -> dict:
             over = stack("majority_per_modality", among=voted) & ~np.stack(
                 [np.asarray(u["outcomes"]["majority"], dtype=bool) for u in voted])
             m["majority_overclaims"] = _overclaims(over)
+    m["stopping"] = {}
+    for setting in ("detector", "majority"):
+        having = [u for u in units if f"{setting}_stopping" in u["outcomes"]]
+        if having:
+            m["stopping"][setting] = _stopping(having, setting)
     m["mean_draws"] = float(np.mean([np.mean(u["drawn"]) for u in units]))
     m["seconds"] = float(np.sum([u["seconds"] for u in units]))
     m["draws_per_s"] = float(np.sum([np.sum(u["drawn"]) for u in units]) / max(m["seconds"], 1))
@@ -112,14 +118,35 @@ def group_metrics(members: list, replicates: int) -> dict:
     return m
 
 
+def _stopping(units: list, setting: str) -> dict:
+    """The sequential rule (``<setting>_stopping``) against fixed n on the same draws: per
+    seed, mean draws, certified (input, cell) decisions of each, and those only one made (a
+    majority decision counts as the same only for the same class)."""
+    key = f"{setting}_stopping"
+    out: dict = {"n": [], "queries": [], "fixed": [], "sequential": [], "lost": [],
+                 "gained": []}
+    for u in units:
+        fixed = np.asarray(u["outcomes"][setting], bool)
+        stop = np.asarray(u["outcomes"][key], bool)
+        same = (np.asarray(u["labels_of"][setting]) ==
+                np.asarray(u["baseline_labels"][key]))[:, None]
+        out["n"].append(int(np.max(u["drawn"])) if len(u["drawn"]) else 0)
+        out["queries"].append(float(u["queries"][key]))
+        out["fixed"].append(int(fixed.sum()))
+        out["sequential"].append(int(stop.sum()))
+        out["lost"].append(int((fixed & ~(stop & same)).sum()))
+        out["gained"].append(int((stop & ~(fixed & same)).sum()))
+    return out
+
+
 def _ceiling_note(eps_c: float, ceiling: dict, m: dict) -> str:
     bounds = ", ".join(f"{p:.5f}" if np.isfinite(p) else "none" for p in ceiling.get("p", []))
     if np.isfinite(eps_c):
         return f"Sample-size ceiling at r = 0: eps {eps_c:.3f} (largest certifiable bound " \
                f"{bounds})."
-    return f"tau ({', '.join(f'{t:.5f}' for t in m['taus'])}) is at or above what the cap " \
-           f"of draws can certify (largest certifiable bound per seed: {bounds}; 'none': not " \
-           f"even tau): nothing can be certified at this sample size."
+    return f"tau ({', '.join(f'{t:.5f}' for t in m['taus'])}) is at or above what the " \
+           f"draws per input can certify (largest certifiable bound per seed: {bounds}; " \
+           f"'none': not even tau): nothing can be certified at this sample size."
 
 
 def _column_max(values: np.ndarray) -> np.ndarray:
@@ -150,6 +177,15 @@ def _pct(table, index=None) -> str:
 
 def _price(price) -> str:
     return "none" if price is None else f"{price:g}"
+
+
+def _fixed(cfg) -> bool:
+    return getattr(cfg.settings, "mode", "sequential") == "fixed"
+
+
+def _draws(cfg) -> str:
+    """How the draws per input are named: a fixed n or a sequential rule's cap."""
+    return "fixed n" if _fixed(cfg) else "n_max"
 
 
 def _level_name(cfg, li: int) -> str:
@@ -246,7 +282,7 @@ def _figures(results, metrics, cfg, out: Path) -> list[str]:
                 "certified accuracy (balanced test set)"
             model = f"safety filter ({cfg.text_layers} MiniLM layer + CNN), threat {threat}"
             plots.interval_curves(
-                panels, path, f"{what}, {SETTING_TITLES[setting]}\n{model}; n_max "
+                panels, path, f"{what}, {SETTING_TITLES[setting]}\n{model}; {_draws(cfg)} "
                               f"{cfg.settings.n_max:,}, alpha {cfg.settings.alpha:g}; points "
                               f"beyond the sample-size ceiling omitted",
                 ylabel=what, reference=0.0 if setting == "detector" else 0.5,
@@ -325,15 +361,20 @@ def _baseline_figure(results, metrics, cfg, out: Path) -> str | None:
                 "per-modality (UNSOUND)":
                     np.asarray(unit["outcomes"]["detector_per_modality"], bool)[unsafe, j],
                 "image-only smoothing": _single(base["image_only"], e, r, "image")[unsafe],
-                "text-only smoothing": _single(base["text_only"], e, r, "text")[unsafe],
-                "factorized AND": np.asarray(base["and"]["outcomes"], bool)[unsafe, j]}
+                "text-only smoothing": _single(base["text_only"], e, r, "text")[unsafe]}
+            if "and" in base:
+                values["factorized AND"] = np.asarray(base["and"]["outcomes"], bool)[unsafe, j]
             for key in order:
+                if key not in values:
+                    continue
                 table = rate_table(values[key][None, :, None].astype(float), cfg.bootstrap)
                 series_values.setdefault(key, []).append(table)
     if not groups:
         return None
     series = []
     for key in order:
+        if key not in series_values:
+            continue
         tables = series_values[key]
         series.append({"label": key, "mean": [float(t["mean"][0]) for t in tables],
                        "low": [float(t["low"][0]) for t in tables],
@@ -426,11 +467,22 @@ def _markdown(results, metrics, cfg, figures) -> str:
              f"that certifies them; seeds {list(cfg.seeds)}. Noise levels (sigma on pixels in "
              f"[0, 1], token keep probability): "
              + ", ".join(f"({a:g}, {b:g})" for a, b in cfg.levels) + ".", "",
-             f"Certification: sequential decisions at the 25 cells (eps in {list(EPS_GRID)}) x "
-             f"(r in {list(TOKEN_GRID)}), alpha = {s.alpha}, cap n_max = {s.n_max:,} draws per "
-             f"input, `{s.boundary}` boundary, price {_price(s.price_detector)} (detector) / "
-             f"{_price(s.price_majority)} (majority) draws per cell (docs/SEQUENTIAL.md). "
-             f"Detector: "
+             (f"Certification: a fixed n = {s.n_max:,} draws per input at the 25 cells (eps "
+                f"in {list(EPS_GRID)}) x (r in {list(TOKEN_GRID)}), alpha = {s.alpha}: every "
+                f"claim (joint certificate, sequential composition, the per-modality check) is "
+                f"read from the same count of the same draws per input (detector: one-sided "
+                f"Clopper-Pearson bound at alpha on the flagged class; majority vote: the most "
+                f"frequent class of those draws, bounded at alpha / 2), so cells whose "
+                f"thresholds are equal get identical decisions (bench/units.py, "
+                f"`certify_fixed`). The sequential rule with a price reads the first draws of "
+                f"the same streams and appears only in its own table. "
+                if _fixed(cfg) else
+                f"Certification: sequential decisions at the 25 cells (eps in "
+                f"{list(EPS_GRID)}) x (r in {list(TOKEN_GRID)}), alpha = {s.alpha}, cap n_max = "
+                f"{s.n_max:,} draws per input, `{s.boundary}` boundary, price "
+                f"{_price(s.price_detector)} (detector) / {_price(s.price_majority)} (majority) "
+                f"draws per cell (docs/SEQUENTIAL.md). ")
+             + f"Detector: "
              f"flag iff the smoothed unsafe probability is >= tau, tau chosen per filter on "
              f"{cfg.val_inputs} validation records ({cfg.val_copies} noisy copies each) for a "
              f"benign false-flag rate <= {100 * cfg.false_flag_rate:g} %; a test input counts "
@@ -438,8 +490,8 @@ def _markdown(results, metrics, cfg, figures) -> str:
              f"training seeds x test inputs ({cfg.bootstrap} replicates; at 0 % and 100 % "
              f"such an interval collapses to a point: with N inputs read 0 % as below 3/N at "
              f"95 % confidence). `–`: beyond the "
-             f"sample-size ceiling (no input can be certified there with n_max draws, whatever "
-             f"the model).", ""]
+             f"sample-size ceiling (no input can be certified there with {_draws(cfg)} draws, "
+             f"whatever the model).", ""]
     lines += _models_section(results, metrics, cfg)
     lines += _quality_section(results, cfg)
     for threat in cfg.threats:
@@ -447,6 +499,7 @@ def _markdown(results, metrics, cfg, figures) -> str:
     lines += _sweep_section(metrics, cfg)
     lines += _majority_section(metrics, cfg)
     lines += _baseline_section(results, metrics, cfg)
+    lines += _stopping_section(metrics, cfg)
     lines += _counterexample_section(results, cfg)
     lines += _attack_section(results, cfg)
     lines += _slices_section(metrics, cfg)
@@ -457,7 +510,9 @@ def _markdown(results, metrics, cfg, figures) -> str:
               "time, id, p_lower, p_upper, max_tokens, queries, radius_r0..); "
               "`inputs/<unit>_cells.tsv`: the decision of every rule at every cell, for the "
               "joint certificate and sequential composition (1 = certified) and the "
-              "per-modality check (1 = claimed by this UNSOUND check, not a certificate). "
+              "per-modality check (1 = claimed by this UNSOUND check, not a certificate)"
+              + ("; `*_stopping`: the sequential rule on the same draws. " if _fixed(cfg)
+                 else ". ") +
               "Unit `seed<S>_level<L>_<threat>`: level L of the list above.",
               "* `results.json`: every aggregate; `run.log`: the console log with timings.",
               ""]
@@ -555,6 +610,8 @@ def _headline_section(metrics, cfg, threat) -> list[str]:
 
 def _sweep_section(metrics, cfg) -> list[str]:
     keys = sorted(k for k in metrics if k[1] == "anywhere")
+    if len(keys) < 2:
+        return []
     lines = ["## Keep-probability sweep (threat anywhere)", "",
              "Certified rate (%) [95 % interval] at selected cells; detector: unsafe recall; "
              "majority: certified accuracy on the balanced test set. `–`: beyond the "
@@ -606,7 +663,10 @@ def _baseline_section(results, metrics, cfg) -> list[str]:
               "",
               "Sequential composition bounds one modality's change and feeds the result into "
               "the other's bound (the better order); its thresholds are answered from the same "
-              "label streams as the joint certificate's. The per-modality check is UNSOUND: "
+              + ("count of the same draws as the joint certificate's (fixed n: where the two "
+                 "thresholds are equal, so are the decisions). " if _fixed(cfg) else
+                 "label streams as the joint certificate's. ")
+              + "The per-modality check is UNSOUND: "
               "its claims are counted, not reported as certificates.", "",
               "| setting | level | threat | cell | joint | sequential | inputs where the "
               "per-modality check claims a cell the joint certificate did not certify (per seed) |",
@@ -640,11 +700,15 @@ def _baseline_section(results, metrics, cfg) -> list[str]:
     if baselines:
         labels = np.asarray(results["inputs"]["labels"])
         unsafe = labels == 1
-        lines += [f"### Unimodal smoothing and the factorized AND (seed {cfg.baseline_seed}, "
-                  f"threat anywhere)", "",
+        with_and = any("and" in base for base in baselines.values())
+        lines += [f"### Unimodal smoothing{' and the factorized AND' if with_and else ''} "
+                  f"(seed {cfg.baseline_seed}, threat anywhere)", "",
                   "* image-only smoothing: the joint filter with only the image noised (text "
                   "clean): it can certify image changes only (r = 0);",
-                  "* text-only smoothing: only the text noised: token changes only (eps = 0);",
+                  "* text-only smoothing: only the text noised: token changes only (eps = 0)"
+                  + (";" if with_and else "."), ""]
+        if with_and:
+            lines[-1:] = [
                   "* factorized AND: an image-only branch and a text-only branch, trained "
                   "separately on the v2 label (each sees one modality, so each can reach at most "
                   "the unimodal ceilings of docs/DATASET.md: 61.6 % and 58.6 % balanced "
@@ -656,10 +720,12 @@ def _baseline_section(results, metrics, cfg) -> list[str]:
                   "like the joint certificate's). The pair of "
                   "thresholds is chosen on validation for <= 5 % false flags. The cost: the v2 "
                   "label is a relation between caption and picture, which neither branch sees, "
-                  "so the AND can only flag records both modalities mark on their own.", "",
-                  "| level | method | tau | test false flags | (0, 0) | (0.25, 0) | (0, 1) | "
+                  "so the AND can only flag records both modalities mark on their own.", ""]
+        lines += ["| level | method | tau | test false flags | (0, 0) | (0.25, 0) | (0, 1) | "
                   "(0.25, 1) | (0.5, 2) |", "|---" * 9 + "|"]
         cells = [(0.0, 0), (0.25, 0), (0.0, 1), (0.25, 1), (0.5, 2)]
+        ceiling = lower_confidence_bound(cfg.settings.n_max, cfg.settings.n_max,
+                                         cfg.settings.alpha) if _fixed(cfg) else None
         for li_text, base in sorted(baselines.items()):
             li = int(li_text)
             unit = _unit_of(results, cfg.baseline_seed, li)
@@ -678,21 +744,57 @@ def _baseline_section(results, metrics, cfg) -> list[str]:
                 flags = np.asarray(b["outcomes"]["detector"], bool)[labels == 0, 0]
                 rows.append((name, f"{b['calibration']['tau']:.4f}", flags.mean(),
                              [_single(b, e, r, modality)[unsafe] for e, r in cells]))
-            grid = np.asarray(base["and"]["outcomes"], bool)
-            pair = base["and"]["calibration"]
-            rows.append(("factorized AND", f"{pair['tau_image']:.3f} / {pair['tau_text']:.3f}",
-                         grid[labels == 0, 0].mean(),
-                         [grid[unsafe, _cell(e, r)] for e, r in cells]))
+            if "and" in base:
+                grid = np.asarray(base["and"]["outcomes"], bool)
+                pair = base["and"]["calibration"]
+                rows.append(("factorized AND",
+                             f"{pair['tau_image']:.3f} / {pair['tau_text']:.3f}",
+                             grid[labels == 0, 0].mean(),
+                             [grid[unsafe, _cell(e, r)] for e, r in cells]))
             for name, tau, ffr, values in rows:
                 cells_text = [_pct(rate_table(np.asarray(v, float)[None, :, None],
                                               cfg.bootstrap)) for v in values]
+                if ceiling is not None and tau[:1].isdigit() and "/" not in tau and \
+                        float(tau) > ceiling:
+                    tau += " (above the ceiling)"
                 lines.append(f"| {_level_name(cfg, li)} | {name} | {tau} | {100 * ffr:.1f}% | "
                              + " | ".join(cells_text) + " |")
         lines += ["", "Certified unsafe recall (%) [95 % bootstrap interval over inputs]; "
                       "image-only smoothing certifies nothing at r >= 1 and text-only smoothing "
                       "nothing at eps > 0 (the other modality is not noised, so no change of it "
-                      "is covered).", ""]
+                      "is covered)."
+                  + ("" if ceiling is None else
+                     f" Ceiling at fixed n = {cfg.settings.n_max:,}: a flag at tau above "
+                     f"{ceiling:.5f} (all n draws flagged) cannot be certified by any model, so "
+                     f"a row marked 'above the ceiling' certifies nothing at this n."), ""]
     return lines
+
+
+def _stopping_section(metrics, cfg) -> list[str]:
+    keys = [k for k in sorted(metrics) if metrics[k].get("stopping")]
+    if not keys:
+        return []
+    s = cfg.settings
+    lines = ["## The sequential rule against fixed n (same inputs, same draws)", "",
+             f"The sequential decision (docs/SEQUENTIAL.md: `{s.boundary}` boundary, price "
+             f"{_price(s.price_detector)} (detector) / {_price(s.price_majority)} (majority) "
+             f"draws per cell, cap = n) reads the first draws of each input's stream and stops "
+             f"once every cell is settled or given up; the fixed-n certificate reads all n. "
+             f"Decisions: certified (input, cell) pairs over the 25 cells; lost: certified at "
+             f"fixed n but not by the sequential rule (a majority decision for another class "
+             f"counts as lost); gained: the reverse (its confidence sequence differs from the "
+             f"fixed-n bound). Per seed.", "",
+             "| level | threat | setting | n | mean draws, sequential | decisions, fixed n | "
+             "decisions, sequential | lost | gained |", "|---" * 9 + "|"]
+    for key in keys:
+        for setting, st in metrics[key]["stopping"].items():
+            def join(values, fmt="{}"):
+                return ", ".join(fmt.format(v) for v in values)
+            lines.append(f"| {_level_name(cfg, key[0])} | {key[1]} | {setting} | "
+                         f"{join(st['n'], '{:,}')} | {join(st['queries'], '{:.0f}')} | "
+                         f"{join(st['fixed'])} | {join(st['sequential'])} | {join(st['lost'])} | "
+                         f"{join(st['gained'])} |")
+    return lines + [""]
 
 
 def _counterexample_section(results, cfg) -> list[str]:

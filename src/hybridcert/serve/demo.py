@@ -1,7 +1,8 @@
 """The demo model for ``hybridcert serve --demo`` (``make serve``): the image+text safety
-filter of ``make demo`` (:mod:`hybridcert.benchmark`: its first noise level and seed, its
-training recipe, its checkpoint under ``artifacts/models``), trained first if absent — the same
-checkpoint ``make demo`` trains and reuses."""
+filter of the benchmark at keep 0.75, seed 0 (:func:`hybridcert.benchmark.demo_filter_config`:
+the full run's first level, the benchmark's training recipe, its checkpoint under
+``artifacts/models``), trained first if absent — the same checkpoint ``make full-benchmark``
+trains and reuses."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def demo_config():
 
 
 def demo_checkpoint(log: Callable[[str], None] = print) -> Path:
-    """The demo checkpoint folder (``make demo``'s), trained first if absent."""
+    """The demo checkpoint folder (the full benchmark's keep-0.75 seed-0 filter), trained
+    first if absent."""
     from hybridcert.benchmark import demo_checkpoint as checkpoint
 
     return checkpoint(log)
