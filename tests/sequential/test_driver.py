@@ -342,3 +342,16 @@ def test_run_drives_a_window_of_jobs_in_the_caller_s_thread_and_isolates_failure
         next(driver.run(jobs(), window=0))
     with pytest.raises(ValueError, match="at most max_pending"):
         next(Driver(run.classifier, max_pending=2).run(jobs(), window=3))
+
+
+def test_run_leaves_the_caller_s_grad_mode_alone():
+    """run() drives jobs in the caller's thread: it must not switch autograd off there (a
+    training step after a sequential run would fail with 'does not require grad')."""
+    import torch
+
+    run = plan(toy_config(), batch_size=64)
+    rules = DecisionRules(run.config, run.noise)
+    jobs = [(_record(run, 0.9, TEXTS[0]), 1, rules.new())]
+    assert torch.is_grad_enabled()
+    assert len(list(Driver(run.classifier, batch_size=64).run(jobs, window=1))) == 1
+    assert torch.is_grad_enabled()

@@ -403,7 +403,8 @@ class Driver:
                                "already has a worker thread (start())")
         pending = iter(enumerate(jobs))
         running: list[Job] = []
-        torch.set_grad_enabled(False)
+        # No grad-mode change here: this is the caller's thread (the forward thread disables
+        # grad for itself in _forward).
         with ThreadPoolExecutor(1, thread_name_prefix="hybridcert-forward") as model:
             flight = None
             while True:
