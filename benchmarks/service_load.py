@@ -233,6 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     # (the service's default is a fresh secret per start).
     key_file = Path(tempfile.mkdtemp(prefix="service-load-")) / "seed.key"
     key_file.write_text(BENCHMARK_SEED_KEY)
+    key_file.chmod(0o600)                 # the service refuses a key others may read
     key_args = [] if "--seed-key-file" in args.serve_args else ["--seed-key-file",
                                                                 str(key_file)]
     command = [sys.executable, "-m", "hybridcert.cli.main", "serve", *source, "--port",

@@ -186,7 +186,7 @@ def test_slow_clients_are_closed():
     """Idle, header-trickling and body-trickling sockets (a byte every 0.2 s) are closed at
     the header (1 s) and body (2.5 s) deadlines, and so is one that trickles the headers of
     its second request (the header deadline starts again after each response); nothing is
-    logged as an error."""
+    logged as an error.  The idle one, which sent no byte, gets no answer."""
     settings = ServeSettings(header_timeout_s=1.0, body_timeout_s=2.5)
     with live_service(settings) as (url, _), logged() as log:
         port = int(url.rsplit(":", 1)[1])
@@ -202,7 +202,8 @@ def test_slow_clients_are_closed():
         outcome = _trickle(port, clients, seconds=7.0)
         for name, (closed, _) in outcome.items():
             assert closed is not None and closed < 5.0, (name, outcome)
-        for name in ("idle", "headers", "second request"):
+        assert outcome["idle"][1] == b""            # no byte of a request: closed silently
+        for name in ("headers", "second request"):
             assert b"408 Request Timeout" in outcome[name][1], (name, outcome[name])
             assert b'"field":"headers"' in outcome[name][1]
         assert outcome["idle"][0] < 2.0 and outcome["headers"][0] < 2.0
@@ -211,7 +212,7 @@ def test_slow_clients_are_closed():
         answer = outcome["body"][1]
         assert answer.startswith(b"HTTP/1.1 408") and b'"field":"body"' in answer
         assert 2.0 < outcome["body"][0] < 4.0
-        assert read_timeouts(url) == {"headers": 3, "body": 1}
+        assert read_timeouts(url) == {"idle": 1, "headers": 2, "body": 1}
         assert requests_by_status(url) == {"408": 1, "422": 1}
         assert not log.errors()
 
@@ -323,3 +324,150 @@ def test_a_header_deadline_leaves_a_steady_keep_alive_client_alone():
         for _ in range(3):
             assert client.post(url + "/v1/moderate", json=UNSAFE).status_code == 200
             time.sleep(0.6)
+
+
+# -- foreign hosts and origins ------------------------------------------------------------------
+
+def _multipart(url, headers):
+    return httpx.post(url + "/v1/moderate", timeout=60, headers=headers,
+                      files={"image": ("a.png", png(0.95), "image/png")},
+                      data={"text": "we bake a cake"})
+
+
+def test_a_foreign_host_or_origin_cannot_drive_the_service():
+    """A page on another site posts a simple (no preflight) multipart form, and a DNS
+    rebinding page reads answers under its own host name: both are refused before any route
+    runs; the service's own page (same origin) and loopback names keep working."""
+    with live_service() as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        evil = {"Origin": "http://evil.example", "Host": "evil.example"}
+        for headers in (evil, {"Host": "evil.example"}, {"Host": f"evil.example:{port}"},
+                        {"Host": "127.0.0.1.evil.example"}):
+            refused = _multipart(url, headers)
+            assert refused.status_code == 400, (headers, refused.text)
+            assert refused.json()["field"] == "host"
+        rebound = httpx.get(url + "/v1/info", headers={"Host": f"evil.example:{port}"})
+        assert rebound.status_code == 400 and rebound.json()["field"] == "host"
+        for origin in ("http://evil.example", f"http://evil.example:{port}", "null",
+                       f"http://localhost:{port}", f"https://127.0.0.1:{port}",
+                       f"http://127.0.0.1:{port + 1}"):
+            refused = _multipart(url, {"Origin": origin})
+            assert refused.status_code == 403, (origin, refused.text)
+            assert refused.json()["field"] == "origin"
+        for host in (f"127.0.0.1:{port}", "127.0.0.1", "localhost", f"localhost:{port}",
+                     f"[::1]:{port}", "LOCALHOST"):
+            answer = _multipart(url, {"Host": host, "Origin": f"http://{host}"})
+            assert answer.status_code == 200, (host, answer.text)
+        assert _multipart(url, {}).status_code == 200              # no Origin: not a page
+        assert requests_by_status(url) == {"400": 4, "403": 6, "200": 7}
+
+
+def test_allowed_hosts_and_origins_extend_the_lists():
+    settings = ServeSettings(allowed_hosts=("moderation.example",),
+                             allowed_origins=("https://app.example",))
+    with live_service(settings) as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        for host in ("moderation.example", f"moderation.example:{port}"):
+            assert _multipart(url, {"Host": host}).status_code == 200
+        assert _multipart(url, {"Host": "evil.example"}).status_code == 400
+        assert _multipart(url, {"Origin": "https://app.example"}).status_code == 200
+        assert _multipart(url, {"Origin": "https://app.example:443"}).status_code == 200
+        assert _multipart(url, {"Origin": "http://app.example"}).status_code == 403
+    with live_service(ServeSettings(allowed_hosts=("*",))) as (url, _):
+        assert _multipart(url, {"Host": "anything.example"}).status_code == 200
+        assert _multipart(url, {"Host": "anything.example",
+                                "Origin": "http://anything.example"}).status_code == 200
+        assert _multipart(url, {"Origin": "http://evil.example"}).status_code == 403
+
+
+# -- what the protocol answers itself -----------------------------------------------------------
+
+def _read_until_closed(sock: socket.socket, seconds: float) -> tuple[bytes, bool]:
+    """Everything the server sends within ``seconds``, and whether it closed the socket."""
+    sock.settimeout(0.1)
+    data, end = b"", time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except OSError:
+            return data, True
+        if not chunk:
+            return data, True
+        data += chunk
+    return data, False
+
+
+def _one_response(sock: socket.socket) -> bytes:
+    """One complete response with a Content-Length (within 10 s)."""
+    sock.settimeout(0.1)
+    data, end = b"", time.monotonic() + 10
+    while time.monotonic() < end:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if sep:
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length")))
+            if len(rest) >= length:
+                return data
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        if not chunk:
+            break
+        data += chunk
+    raise AssertionError(f"no complete response: {data!r}")
+
+
+def test_a_malformed_body_is_counted_as_the_400_it_got():
+    """A bad chunk size gets a JSON 400 naming the body, and /metrics records that 400 (not
+    499); a malformed header line gets a JSON 400 naming the headers and, never reaching a
+    route, is not counted."""
+    with live_service() as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"POST /v1/moderate HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+                         b"\r\nzz\r\n")
+            answer, closed = _read_until_closed(sock, 5)
+        assert closed and answer.startswith(b"HTTP/1.1 400"), answer
+        deadline = time.monotonic() + 5
+        while not requests_by_status(url) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert requests_by_status(url) == {"400": 1}
+        assert json.loads(answer.partition(b"\r\n\r\n")[2])["field"] == "body"
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"POST /v1/moderate HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"no colon here\r\n\r\n")
+            answer, closed = _read_until_closed(sock, 5)
+        assert closed and answer.startswith(b"HTTP/1.1 400"), answer
+        assert json.loads(answer.partition(b"\r\n\r\n")[2])["field"] == "headers"
+        time.sleep(0.3)
+        assert requests_by_status(url) == {"400": 1}
+
+
+def test_an_idle_keep_alive_connection_is_closed_without_a_response():
+    """After a 200 on a keep-alive connection, no byte of a next request: closed at the
+    header deadline with nothing sent (a client reusing the connection must not read a 408
+    as the answer to its next request).  Part of a next request's headers: 408."""
+    settings = ServeSettings(header_timeout_s=1.0)
+    request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with live_service(settings) as (url, _), logged() as log:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as idle, \
+                socket.create_connection(("127.0.0.1", port), timeout=5) as partial:
+            for sock in (idle, partial):
+                sock.sendall(request)
+                assert _one_response(sock).startswith(b"HTTP/1.1 200")
+            partial.sendall(request[:20])
+            start = time.monotonic()
+            idle_after, idle_closed = _read_until_closed(idle, 3)
+            partial_after, partial_closed = _read_until_closed(partial, 3)
+            took = time.monotonic() - start
+        assert idle_closed and idle_after == b"", idle_after
+        assert partial_closed and partial_after.startswith(b"HTTP/1.1 408"), partial_after
+        assert b'"field":"headers"' in partial_after
+        assert took < 3.0
+        assert read_timeouts(url) == {"idle": 1, "headers": 1}
+        assert not log.errors()

@@ -136,6 +136,7 @@ def test_the_seed_key_is_never_shown(tmp_path, caplog):
     path = tmp_path / "seed.key"
     key = "ab" * 32
     path.write_text(key + "\n")
+    path.chmod(0o600)
     assert read_seed_key(path) == key.encode()
     settings = ServeSettings(seed_key=read_seed_key(path))
     assert key not in repr(settings)
@@ -155,6 +156,23 @@ def test_seed_key_file_checks(tmp_path, content, match):
     path = tmp_path / "seed.key"
     if content is not None:
         path.write_text(content)
+        path.chmod(0o600)
     with pytest.raises(ConfigError, match=match):
         read_seed_key(path)
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
+def test_a_seed_key_file_others_may_read_is_refused(tmp_path, mode):
+    """As ssh refuses an open private key: one line naming the file and the fix."""
+    path = tmp_path / "seed.key"
+    path.write_text("ab" * 32)
+    path.chmod(mode)
+    with pytest.raises(ConfigError) as refused:
+        read_seed_key(path)
+    message = str(refused.value)
+    assert "\n" not in message and str(path) in message and "chmod 600" in message
+    path.chmod(0o600)
+    assert read_seed_key(path) == b"ab" * 32
+    path.chmod(0o400)
+    assert read_seed_key(path) == b"ab" * 32
 

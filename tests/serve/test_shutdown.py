@@ -76,9 +76,17 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones():
 def test_bad_options_are_one_line_errors(tmp_path):
     short = tmp_path / "keys"
     short.write_text("abc\n")
+    short.chmod(0o600)
+    open_key = tmp_path / "open.key"
+    open_key.write_text("ab" * 32)
+    open_key.chmod(0o644)
     for args, message in ((["--api-key-file", str(short)], "shorter than"),
                           (["--seed-key-file", str(short)], "--seed-key-file"),
                           (["--seed-key-file", str(tmp_path / "absent")], "not found"),
+                          (["--seed-key-file", str(open_key)], "chmod 600"),
+                          (["--allowed-host", "evil.example/x"], "--allowed-host must be"),
+                          (["--allowed-origin", "http://a.example/page"],
+                           "--allowed-origin must be"),
                           (["--timeout", "0"], "--timeout"),
                           (["--header-timeout", "0"], "--header-timeout must be"),
                           (["--body-timeout", "inf"], "--body-timeout must be"),

@@ -4,6 +4,7 @@ sequential (``--mode decision``), so ``--n`` is the per-request query cap."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -42,6 +43,9 @@ from hybridcert.cli.options import (
 )
 
 Opt = typer.Option
+#: An --allowed-host: a DNS name or IPv4 address, or an IPv6 address in brackets, with an
+#: optional port.
+_HOST_NAME = re.compile(r"(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 
 
 def serve(
@@ -82,6 +86,14 @@ def serve(
                                             "input itself).")] = None,
     host: Annotated[str, Opt("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, Opt("--port")] = 8000,
+    allowed_host: Annotated[list[str] | None, Opt("--allowed-host", help="A Host name to "
+                                                  "answer besides the bind address, "
+                                                  "localhost, 127.0.0.1 and [::1] "
+                                                  "(repeatable; '*': any host).")] = None,
+    allowed_origin: Annotated[list[str] | None, Opt("--allowed-origin", help="An origin "
+                                                    "(scheme://host[:port]) whose pages may "
+                                                    "POST besides the service's own "
+                                                    "(repeatable).")] = None,
     api_key_file: Annotated[Path | None, Opt("--api-key-file", help="File of API keys, one "
                                              "per line: requests then need 'Authorization: "
                                              "Bearer <key>'.")] = None,
@@ -128,7 +140,7 @@ def serve(
     from hybridcert.runs.runner import plan
 
     try:
-        from hybridcert.serve.app import run_server
+        from hybridcert.serve.app import origin_of, run_server
         from hybridcert.serve.service import (
             Limits,
             ModerationService,
@@ -151,6 +163,16 @@ def serve(
                         ("--body-timeout", body_timeout)):
         if not 0 < value < float("inf"):
             raise ConfigError(f"{name} must be a number of seconds > 0, got {value}")
+    hosts = tuple(allowed_host or ())
+    for name in hosts:
+        if name != "*" and not _HOST_NAME.fullmatch(name):
+            raise ConfigError(f"--allowed-host must be a host name or address, optionally "
+                              f"with :PORT (IPv6 in brackets), or '*'; got {name!r}")
+    origins = tuple(allowed_origin or ())
+    for url in origins:
+        if origin_of(url) is None:
+            raise ConfigError(f"--allowed-origin must be an origin http(s)://host[:port] "
+                              f"(no path), got {url!r}")
     keys = read_api_keys(api_key_file) if api_key_file is not None else ()
     seed_key = read_seed_key(seed_key_file) if seed_key_file is not None else None
     targets = parse_targets(target)
@@ -188,7 +210,8 @@ def serve(
                              speculation=speculation, group_rows=group_rows,
                              limits=Limits(max_image_bytes, max_image_pixels, max_text_chars),
                              api_keys=keys, audit_path=audit_log, seed_key=seed_key,
-                             header_timeout_s=header_timeout, body_timeout_s=body_timeout)
+                             header_timeout_s=header_timeout, body_timeout_s=body_timeout,
+                             allowed_hosts=hosts, allowed_origins=origins)
     service = ModerationService(plan(run_config, device, batch_size, adapter=adapter),
                                 settings)
     typer.echo(f"serving {service.model_id} on http://{host}:{port} (alpha "

@@ -15,11 +15,16 @@ Endpoints (the contract tools depend on; docs/SERVICE.md):
 
 With API keys, ``/v1/*`` and ``/metrics`` need ``Authorization: Bearer <key>`` (401 else).
 
-Slow clients are closed: a request's headers must arrive within ``header_timeout_s`` (the
-connection is closed, :func:`slow_client_protocol`) and its body within ``body_timeout_s``
-after them (408, :class:`Guard`).  Every response to ``/v1/moderate`` is counted in
-``hybridcert_requests_total`` whatever ends it, and every response carries the page's
-security headers (:data:`SECURITY_HEADERS`).
+Every request's ``Host`` must be on the allow-list (400 else) and a POST that carries an
+``Origin`` must come from this origin or an allowed one (403 else): a web page the operator
+visits can neither drive the service nor, by DNS rebinding, read its answers (:class:`Guard`).
+
+Slow clients are closed: a request's headers must arrive within ``header_timeout_s`` (408 if
+part of them came, a silent close of an idle connection else; :func:`slow_client_protocol`)
+and its body within ``body_timeout_s`` after them (408, :class:`Guard`).  Every response to a
+``/v1/moderate`` request whose headers were read is counted in ``hybridcert_requests_total``
+whatever ends it, and every response carries the page's security headers
+(:data:`SECURITY_HEADERS`).
 """
 
 from __future__ import annotations
@@ -61,6 +66,61 @@ SECURITY_HEADERS = {
 }
 #: The field a refusal of the HTTP layer names, by status.
 ROUTING_FIELDS = {404: "path", 405: "method"}
+#: Set in a request's scope by the protocol when it answered the request itself (a malformed
+#: body: 400), so that the count records what was sent.
+WIRE_STATUS = "hybridcert.wire_status"
+#: Host names every service accepts (besides the address it listens on), bare and with its
+#: port.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def allowed_host_list(bind_host: str, port: int, extra: tuple[str, ...] = ()
+                      ) -> frozenset[str] | None:
+    """The ``Host`` header values a service bound to ``bind_host:port`` accepts (lower case):
+    the bind address, ``localhost``, ``127.0.0.1`` and ``[::1]``, and each name of ``extra``,
+    each bare and with ``:port`` (a name given with a port: as given).  None (any host) when
+    ``extra`` holds ``*``."""
+    if "*" in extra:
+        return None
+    bind = f"[{bind_host}]" if ":" in bind_host and not bind_host.startswith("[") else bind_host
+    names = set()
+    for name in (bind, *LOOPBACK_HOSTS, *extra):
+        name = name.strip().lower()
+        if _split_port(name)[1] is not None:
+            names.add(name)
+        else:
+            names.update((name, f"{name}:{port}"))
+    return frozenset(names)
+
+
+def origin_of(url: str) -> str | None:
+    """``scheme://host[:port]`` of an origin or URL, lower case, without the scheme's default
+    port; None when it is not an http(s) origin (``null``, a path, no host)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS or not parts.hostname or parts.path not in ("", "/") \
+            or parts.query or parts.fragment or parts.username or parts.password:
+        return None
+    host = parts.hostname.lower()
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}" + (f":{port}" if port not in (None, DEFAULT_PORTS[scheme])
+                                   else "")
+
+
+def _split_port(host: str) -> tuple[str, int | None]:
+    """(name, port) of a ``Host`` value (``[::1]:8000``, ``localhost``)."""
+    name, sep, port = host.rpartition(":")
+    if sep and port.isdigit() and (not name.startswith("[") or name.endswith("]")) \
+            and (name.startswith("[") or ":" not in name):
+        return name, int(port)
+    return host, None
 
 
 def error(status: int, field: str | None, message: str, headers: dict | None = None
@@ -72,8 +132,11 @@ def error(status: int, field: str | None, message: str, headers: dict | None = N
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def create_app(service: ModerationService) -> FastAPI:
-    """The FastAPI application of a service (its lifespan starts and drains the driver)."""
+def create_app(service: ModerationService, allowed_hosts: frozenset[str] | None
+               ) -> FastAPI:
+    """The FastAPI application of a service (its lifespan starts and drains the driver);
+    ``allowed_hosts``: the ``Host`` values it answers (:func:`allowed_host_list`; None:
+    any)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -88,7 +151,7 @@ def create_app(service: ModerationService) -> FastAPI:
     app.state.service = service
     limits = service.settings.limits
     metrics = service.metrics
-    app.add_middleware(Guard, service=service)
+    app.add_middleware(Guard, service=service, allowed_hosts=allowed_hosts)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -295,18 +358,50 @@ class Guard:
     answer itself (a client gone: 499, logged as info; any other exception: 500 JSON and
     one log line, the traceback at debug level only).
 
+    It also refuses, before any route runs, a request whose ``Host`` is not on the
+    allow-list (400, field ``host``) and a POST whose ``Origin`` is neither the request's own
+    (same scheme, host and port) nor an allowed one (403, field ``origin``).
+
     Parameters
     ----------
     app : ASGI application
     service : ModerationService
-        Its ``settings.body_timeout_s`` and ``metrics``.
+        Its ``settings.body_timeout_s``, ``settings.allowed_origins`` and ``metrics``.
+    allowed_hosts : frozenset of str, optional
+        Accepted ``Host`` values, lower case (:func:`allowed_host_list`); None: any.
     """
 
-    def __init__(self, app, service: ModerationService):
+    def __init__(self, app, service: ModerationService,
+                 allowed_hosts: frozenset[str] | None = None):
         self.app = app
         self.timeout = service.settings.body_timeout_s
         self.metrics = service.metrics
+        self.allowed_hosts = allowed_hosts
+        self.allowed_origins = frozenset(origin_of(o) for o in
+                                         service.settings.allowed_origins)
         self.headers = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+
+    def refusal(self, scope) -> JSONResponse | None:
+        """The 400/403 of a request from a host or origin not allowed (None: allowed)."""
+        headers = {}
+        for key, value in scope.get("headers", ()):
+            headers.setdefault(key.decode("latin-1").lower(), value.decode("latin-1"))
+        host = headers.get("host", "").strip().lower()
+        if self.allowed_hosts is not None and host not in self.allowed_hosts:
+            shown = repr(host[:100]) if host else "no Host header"
+            return error(400, "host", f"this service does not answer for host {shown}; "
+                         f"the operator can allow it with --allowed-host")
+        origin = headers.get("origin")
+        if scope.get("method") != "POST" or origin is None:
+            return None
+        scheme = scope.get("scheme", "http")
+        own = origin_of(f"{scheme}://{host}") if host else None
+        sent = origin_of(origin)
+        if sent is not None and (sent == own or sent in self.allowed_origins):
+            return None
+        return error(403, "origin", f"requests from origin {origin[:100]!r} are refused: "
+                     f"only this service's own page may post (the operator can allow an "
+                     f"origin with --allowed-origin)")
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -336,6 +431,9 @@ class Guard:
             await send(message)
 
         try:
+            if (refused := self.refusal(scope)) is not None:
+                await refused(scope, receive, guarded_send)
+                return
             await self.app(scope, timed_receive, guarded_send)
         except BodyTimeout:
             log.info("closed a client that sent no complete body within %g s", self.timeout)
@@ -345,7 +443,10 @@ class Guard:
                             f"{self.timeout:g} s", {"Connection": "close"}
                             )(scope, receive, guarded_send)
         except ClientDisconnect:
-            log.info("client closed the connection before its request was read")
+            if not status and WIRE_STATUS in scope:      # answered by the protocol itself
+                status.append(scope[WIRE_STATUS])
+            else:
+                log.info("client closed the connection before its request was read")
             if not status:
                 status.append(499)
         except Exception as err:  # noqa: BLE001 - one line in the log, a JSON 500 out
@@ -359,10 +460,18 @@ class Guard:
 
 
 def slow_client_protocol(header_timeout_s: float, on_timeout=None) -> type:
-    """uvicorn's h11 protocol with a header deadline: a connection whose next request's
-    headers are not complete ``header_timeout_s`` after it opened (or after its previous
-    response) gets a 408 and is closed.  uvicorn's own keep-alive timeout does not do this:
-    any byte re-arms it, and a new connection has none."""
+    """uvicorn's h11 protocol with a header deadline and JSON 400s.
+
+    A connection whose next request's headers are not complete ``header_timeout_s`` after it
+    opened (or after its previous response) is closed: with a 408 when part of the request
+    came, silently when no byte of it did (an idle keep-alive connection: a client reusing it
+    would take an unsolicited 408 for the answer to its next request).  ``on_timeout(phase)``
+    is then called with ``"headers"`` or ``"idle"``.  uvicorn's own keep-alive timeout does
+    not do this: any byte re-arms it, and a new connection has none.
+
+    A request uvicorn cannot parse gets a JSON 400 naming ``headers`` (its request line or
+    headers) or ``body`` (e.g. a bad chunk); the latter is noted in the request's scope
+    (:data:`WIRE_STATUS`) so that :class:`Guard` counts the 400 that was sent."""
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -403,11 +512,42 @@ def slow_client_protocol(header_timeout_s: float, on_timeout=None) -> type:
             # last response (a request being read or answered is the body deadline's).
             if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
                 return
+            if not self.conn.trailing_data[0]:       # no byte of a next request: just close
+                log.debug("closed a connection idle for %g s", header_timeout_s)
+                if on_timeout is not None:
+                    on_timeout("idle")
+                self.transport.close()
+                return
             log.info("closed a client that sent no complete headers within %g s",
                      header_timeout_s)
             if on_timeout is not None:
-                on_timeout()
+                on_timeout("headers")
             self.transport.write(late)
+            self.transport.close()
+
+        def send_400_response(self, msg: str) -> None:
+            cycle = self.cycle
+            in_body = cycle is not None and cycle.scope is self.scope \
+                and not cycle.response_complete
+            if in_body and cycle.response_started:   # too late for an answer of our own
+                self.transport.close()
+                return
+            field = "body" if in_body else "headers"
+            if in_body:
+                self.scope[WIRE_STATUS] = 400
+            payload = json.dumps({"error": f"the request's {field} cannot be parsed as "
+                                           f"HTTP/1.1", "field": field},
+                                 separators=(",", ":")).encode()
+            headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
+                       (b"content-length", str(len(payload)).encode()),
+                       *((k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items())]
+            try:
+                for event in (h11.Response(status_code=400, headers=headers,
+                                           reason=b"Bad Request"),
+                              h11.Data(data=payload), h11.EndOfMessage()):
+                    self.transport.write(self.conn.send(event))
+            except h11.LocalProtocolError:            # a response was already sent
+                pass
             self.transport.close()
 
     return SlowClientProtocol
@@ -426,13 +566,18 @@ def _asset(name: str) -> bytes:
 
 def server_config(service: ModerationService, host: str = "127.0.0.1", port: int = 8000,
                   log_level: str = "info"):
-    """The uvicorn configuration of a service: its app, the h11 protocol with the header
-    deadline, and a graceful shutdown of ``timeout_s`` + 5 s."""
+    """The uvicorn configuration of a service: its app (answering the hosts of
+    :func:`allowed_host_list` for ``host:port`` and ``settings.allowed_hosts``), the h11
+    protocol with the header deadline, and a graceful shutdown of ``timeout_s`` + 5 s."""
     import uvicorn
 
-    protocol = slow_client_protocol(service.settings.header_timeout_s,
-                                    service.metrics.read_timeouts.labels("headers").inc)
-    return uvicorn.Config(create_app(service), host=host, port=port, log_level=log_level,
+    def timed_out(phase: str) -> None:
+        service.metrics.read_timeouts.labels(phase).inc()
+
+    protocol = slow_client_protocol(service.settings.header_timeout_s, timed_out)
+    hosts = allowed_host_list(host, port, service.settings.allowed_hosts)
+    return uvicorn.Config(create_app(service, hosts), host=host, port=port,
+                          log_level=log_level,
                           http=protocol,
                           timeout_graceful_shutdown=int(service.settings.timeout_s) + 5,
                           lifespan="on")

@@ -18,16 +18,20 @@ class Metrics:
     ``hybridcert_rejected_total`` (queue full or shutting down),
     ``hybridcert_request_latency_seconds``, ``hybridcert_queries_per_decision``,
     ``hybridcert_batch_fill`` (rows / batch size), ``hybridcert_batch_rows_total``,
-    ``hybridcert_queue_depth``, ``hybridcert_read_timeouts_total{phase}`` (clients closed
-    for sending their ``headers`` or ``body`` too slowly).
+    ``hybridcert_queue_depth``, ``hybridcert_read_timeouts_total{phase}`` (connections
+    closed at a deadline: ``headers`` partly received, ``idle`` with no byte of a request,
+    ``body`` too slow).  ``hybridcert_requests_total`` counts the responses to requests for
+    ``/v1/moderate`` whose headers were read (a response sent before that cannot be
+    attributed to a path).
     """
 
     def __init__(self, batch_size: int, pending=None):
         self.registry = CollectorRegistry()
         self.batch_size = batch_size
         r = self.registry
-        self.requests = Counter("hybridcert_requests", "Responses to /v1/moderate by HTTP "
-                                "status (499: the client went away first)",
+        self.requests = Counter("hybridcert_requests", "Responses to /v1/moderate requests "
+                                "whose headers were read, by HTTP status (499: the client "
+                                "went away first)",
                                 ["status"], registry=r)
         self.decisions = Counter("hybridcert_decisions", "Decisions by outcome", ["decision"],
                                  registry=r)
@@ -35,8 +39,10 @@ class Metrics:
                                    registry=r)
         self.timeouts = Counter("hybridcert_timeouts", "Requests that ran past their timeout",
                                 registry=r)
-        self.read_timeouts = Counter("hybridcert_read_timeouts", "Clients closed for sending "
-                                     "their headers or body too slowly", ["phase"],
+        self.read_timeouts = Counter("hybridcert_read_timeouts", "Connections closed at a "
+                                     "deadline: headers (partly received, 408), idle (no "
+                                     "byte of a request, no response), body (408)",
+                                     ["phase"],
                                      registry=r)
         self.rejected = Counter("hybridcert_rejected", "Requests refused: queue full or "
                                 "shutting down", registry=r)

@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
+import os
 import secrets
+import stat
 import struct
 import time
 import unicodedata
@@ -115,6 +117,11 @@ class ServeSettings:
     body_timeout_s : float
         Seconds a client has to send a request's body once its headers are in; slower ones
         get 408 and the connection is closed.
+    allowed_hosts : tuple of str
+        ``Host`` names answered besides the bind address, ``localhost``, ``127.0.0.1`` and
+        ``[::1]`` (:func:`~hybridcert.serve.app.allowed_host_list`); ``*``: any.
+    allowed_origins : tuple of str
+        Origins (``scheme://host[:port]``) whose pages may POST besides the service's own.
     """
 
     batch_size: int = 256
@@ -128,6 +135,8 @@ class ServeSettings:
     seed_key: bytes | None = field(default=None, repr=False)
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
 
 
 @dataclass
@@ -165,15 +174,20 @@ def read_api_keys(path: str | Path) -> tuple[str, ...]:
 
 def read_seed_key(path: str | Path) -> bytes:
     """The seed key held in a file (surrounding whitespace stripped; at least
-    :data:`MIN_SEED_KEY_LENGTH` characters), e.g. ``python -c "import secrets;
-    print(secrets.token_hex(32))" > seed.key``."""
+    :data:`MIN_SEED_KEY_LENGTH` characters; readable by its owner only: a file group or
+    others may read is refused), e.g. ``(umask 077; python -c "import secrets;
+    print(secrets.token_hex(32))" > seed.key)``."""
     path = Path(path)
     try:
+        mode = path.stat().st_mode
         key = path.read_bytes().strip()
     except FileNotFoundError:
         raise ConfigError(f"--seed-key-file {path} not found") from None
     except OSError as err:
         raise ConfigError(f"--seed-key-file {path} cannot be read ({err.strerror})") from None
+    if os.name == "posix" and mode & 0o044:       # as ssh refuses an open private key
+        raise ConfigError(f"--seed-key-file {path} is readable by other users (mode "
+                          f"{stat.S_IMODE(mode):04o}); run 'chmod 600 {path}'")
     if len(key) < MIN_SEED_KEY_LENGTH:
         raise ConfigError(f"--seed-key-file {path} holds {len(key)} characters; a seed key "
                           f"needs at least {MIN_SEED_KEY_LENGTH} (e.g. the 64 hex digits of "
