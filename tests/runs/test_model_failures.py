@@ -1,6 +1,6 @@
 """A user model that raises on some inputs: every other input is certified and stored, as
 it would be undisturbed; the run ends with one line naming the failed rows and blaming the
-model (exit 3), and a resume once the model is fixed certifies the rest."""
+model (exit 4), and a resume once the model is fixed certifies the rest."""
 
 import json
 
@@ -52,7 +52,7 @@ def test_the_inputs_the_model_fails_on_are_named_and_the_others_stored(
     "internal error ... please report it", exit 1, with nothing stored (fixed n)."""
     dataset = write_dataset(tmp_path / "data")
     store = tmp_path / "run.sqlite"
-    assert run(dataset, store, mode) == 3
+    assert run(dataset, store, mode) == 4
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == (f"hybridcert: error: {dataset}:2 (id 'b'): the model failed on this "
                        f"input: RuntimeError: unknown word 'boom' (and 1 more input(s): "
@@ -84,7 +84,7 @@ def test_a_model_failing_on_every_input_after_the_fit_check_stores_nothing_else(
     """Every row but the first (which passes the pre-run fit check) fails."""
     dataset = write_dataset(tmp_path / "data", marked="bcde")
     store = tmp_path / "run.sqlite"
-    assert run(dataset, store, "fixed") == 3
+    assert run(dataset, store, "fixed") == 4
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(f"hybridcert: error: {dataset}:2 (id 'b'): the model failed")
     assert err[-1].endswith(f"(and 3 more input(s): {dataset}:3 (id 'c'), {dataset}:4 "
