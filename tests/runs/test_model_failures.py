@@ -33,9 +33,9 @@ def write_dataset(folder, marked="bd", marker="boom"):
     return path
 
 
-def run(dataset, store, mode):
+def run(dataset, store, mode, *extra):
     return main(["certify", "--dataset", str(dataset), "--store", str(store), *ARGS,
-                 *MODES[mode]])
+                 *MODES[mode], *extra])
 
 
 def rows(store):
@@ -90,3 +90,27 @@ def test_a_model_failing_on_every_input_after_the_fit_check_stores_nothing_else(
     assert err[-1].endswith(f"(and 3 more input(s): {dataset}:3 (id 'c'), {dataset}:4 "
                             f"(id 'd'), {dataset}:5 (id 'e'))")
     assert sorted(rows(store)) == ["a"]
+
+
+def test_on_ray_too(tmp_path, capsys, ray_cluster):
+    dataset = write_dataset(tmp_path / "data")
+    store = tmp_path / "run.sqlite"
+    assert run(dataset, store, "fixed", "--backend", "ray", "--workers", "2") == 4
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"hybridcert: error: {dataset}:2 (id 'b'): the model failed on "
+                              f"this input: RuntimeError: unknown word 'boom' (and 1 more")
+    reference = tmp_path / "reference.sqlite"
+    assert run(dataset, reference, "fixed") == 4
+    assert rows(store) == rows(reference)
+
+
+def test_a_failing_first_row_is_named_by_the_pre_run_check(tmp_path, capsys):
+    """The first row is the pre-run fit check's: refused before any store, naming it."""
+    dataset = write_dataset(tmp_path / "data", marked="a")
+    store = tmp_path / "run.sqlite"
+    assert run(dataset, store, "fixed") == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"hybridcert: error: the model does not accept the noisy inputs of "
+                   f"{dataset}:1 (id 'a') (the pre-run check on the first row): RuntimeError: "
+                   f"unknown word 'boom'")
+    assert not store.exists()

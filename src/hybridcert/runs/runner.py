@@ -33,10 +33,11 @@ DEFAULT_PLACEHOLDER = "!"
 class ModelFailure(RuntimeError):
     """The user's model raised on some inputs of a run; every other input was certified.
 
-    ``failures`` holds ``(item, error)`` pairs, in dataset order; the message names the first
-    row (its file, line and id) and how many more failed."""
+    ``failures`` holds ``(item, error)`` pairs, in dataset order (an error is the exception
+    the model raised, or its ``"Type: message"`` from another process); the message names the
+    first row (its file, line and id) and how many more failed."""
 
-    def __init__(self, failures: list[tuple[object, BaseException]]):
+    def __init__(self, failures: list[tuple[object, BaseException | str]]):
         self.failures = sorted(failures, key=lambda f: f[0].idx)
         item, err = self.failures[0]
         more = len(self.failures) - 1
@@ -44,8 +45,13 @@ class ModelFailure(RuntimeError):
                 + ", ".join(f.where for f, _ in self.failures[1:4])
                 + (" ..." if more > 3 else "") + ")") if more else ""
         super().__init__(f"{item.where}: the model failed on this input: "
-                         f"{type(err).__name__}: {err}{also}")
-        self.__cause__ = err          # HYBRIDCERT_DEBUG=1 shows the model's own traceback
+                         f"{_described(err)}{also}")
+        if isinstance(err, BaseException):
+            self.__cause__ = err      # HYBRIDCERT_DEBUG=1 shows the model's own traceback
+
+
+def _described(err: BaseException | str) -> str:
+    return err if isinstance(err, str) else f"{type(err).__name__}: {err}"
 
 
 @dataclass
@@ -246,8 +252,9 @@ def check_fit(run: Plan, item) -> None:
     except ValueError:
         raise
     except Exception as err:  # the user's model rejected the batch
-        raise ConfigError(f"the model does not accept the noisy inputs: "
-                          f"{type(err).__name__}: {err}") from None
+        raise ConfigError(f"the model does not accept the noisy inputs of {item.where} (the "
+                          f"pre-run check on the first row): {type(err).__name__}: {err}"
+                          ) from None
 
 
 # -- certification -------------------------------------------------------------------------
@@ -418,13 +425,20 @@ class RayBackend:
                 if queue:
                     item = queue.pop(0)
                     pending[actor.certify.remote(item)] = (actor, item)
+            failures = []
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 actor, item = pending.pop(done[0])
-                on_result(item, ray.get(done[0]))
+                result = ray.get(done[0])
+                if isinstance(result, str):     # the model failed on this input
+                    failures.append((item, result))
+                else:
+                    on_result(item, result)
                 if queue:
                     nxt = queue.pop(0)
                     pending[actor.certify.remote(nxt)] = (actor, nxt)
+            if failures:
+                raise ModelFailure(failures)
         finally:
             if started_here:
                 ray.shutdown()
@@ -446,5 +460,10 @@ class _Worker:
         torch.set_num_threads(1)
         self.run = plan(config, device, batch_size)
 
-    def certify(self, item) -> Certification:
-        return next(certify_items(self.run, [item]))[1]
+    def certify(self, item) -> Certification | str:
+        """The input's certificate, or ``"Type: message"`` of the error the model raised on
+        it (a user's exception may not survive the trip back)."""
+        try:
+            return next(certify_items(self.run, [item]))[1]
+        except ModelFailure as failure:
+            return _described(failure.failures[0][1])
