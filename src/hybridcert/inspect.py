@@ -369,12 +369,7 @@ def _continuous(name: str, tensor: torch.Tensor, spec, item) -> ImageView:
         image = data.decode(item.where)
         source = {"width": image.width, "height": image.height, "mode": image.mode}
         processor = data.processor.describe()
-        normalized = processor.get("mean") is not None
-        size = "x".join(str(s) for s in shape)
-        space = (f"[0, 1] pixels of the {size} (CxHxW) image the model receives, after "
-                 f"resizing ({processor['resize']}) and before "
-                 + ("the model's mean/std normalization (applied after the noise)"
-                    if normalized else "any normalization the model applies"))
+        space = data.processor.space    # the processor's own words, as `certify` prints them
     else:
         space = f"the block's numbers as given, shape {tuple(shape)} (nothing resized)"
     return ImageView(name, _noise_spec(spec), source, shape, processor, space)

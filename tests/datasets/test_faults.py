@@ -11,6 +11,7 @@ import zlib
 import pytest
 
 from hybridcert.adapters import ModelAdapter
+from hybridcert.adapters.images import ImageError, decode_image
 from hybridcert.datasets import DataError, DataSpec, load_items
 
 from .conftest import rows_of, save_png, toy_model, write_jsonl
@@ -65,6 +66,19 @@ def test_fifo_as_image_does_not_hang(folder, adapter):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("width, height", [(0, 0), (0, 5), (7, 0)])
+def test_a_zero_size_image_is_named_as_such(folder, adapter, width, height):
+    """Pillow cannot identify a PNG of 0 rows or columns; that used to read "image image is
+    not an image Pillow can read" (the service names its image "image")."""
+    png_header(folder / "img2.png", width, height)
+    message = refused(folder, adapter, rf"^.*data.jsonl:3 \(id 'row2'\): column 'image': "
+                                       rf"image img2.png has zero size \({width}x{height} "
+                                       rf"pixels\): it holds no picture to certify$")
+    assert "Pillow" not in message
+    with pytest.raises(ImageError, match=rf"^image has zero size \({width}x{height} pixels\)"):
+        decode_image((folder / "img2.png").read_bytes())
 
 
 def test_unreadable_and_missing_images(folder, adapter):

@@ -46,7 +46,7 @@ def test_tokens_noised_positions_specials_padding_and_v(rows_file):
     image = text_of(view, "image")
     assert image.source == {"width": 40, "height": 48, "mode": "RGB"}
     assert image.shape == [3, 32, 32] and image.noise == "gaussian:0.25"
-    assert "[0, 1] pixels of the 3x32x32" in image.l2_space
+    assert image.l2_space == "pixels in [0, 1] at 32x32, the model's input"
     assert view.notes == ["image: resize 40x48 -> 32x32"]
 
 

@@ -60,7 +60,9 @@ def test_tiny_clip(clip, rows_file):
     assert rows["plain"].batch["text"]["shape"] == ["B", 32]
     image = block(rows["plain"], "image")
     assert image.source["width"] == 40 and image.shape == [3, 32, 32]
-    assert "mean/std normalization (applied after the noise)" in image.l2_space
+    assert image.l2_space == clip.images["image"].space
+    assert image.l2_space.startswith("pixels in [0, 1] at 32x32, after CLIPImageProcessor")
+    assert image.l2_space.endswith("before its normalization")
     assert any("40x48 -> 32x32" in n for n in rows["plain"].notes)
     assert rows["plain"].warnings == []
     assert any("no noisable position" in w for w in rows["empty"].warnings)
@@ -103,6 +105,21 @@ def test_tiny_llava_guard(guard, rows_file):
         assert image_text.special_ids == []
     assert any("special token(s) '<image>'" in w for w in rows["image"].warnings)
     assert rows["plain"].batch["image"]["shape"] == ["B", 3, 32, 32]
+
+
+def test_tiny_llava_onevision_guard_names_the_raw_pixel_space(rows_file):
+    """The guard is noised in raw pixels, before its processor's tiling, resizing and
+    normalization (what `certify` prints).  `inspect` used to name "the 3x48x64 image the
+    model receives, after resizing ... before any normalization"."""
+    from hybridcert.adapters.examples import tiny_llava_onevision_guard
+
+    adapter = tiny_llava_onevision_guard()
+    data = rows_file({"plain": "how do i hurt them"})
+    rows = views(adapter, "hybridcert.adapters.examples:tiny_llava_onevision_guard", data)
+    image = block(rows["plain"], "image")
+    assert image.l2_space == adapter.images["image"].space
+    assert image.l2_space.startswith("raw pixels in [0, 1] at 64x48, before ")
+    assert "tiling, resizing and normalization" in image.l2_space
 
 
 def test_tiny_clip_text_not_noised_and_cut(clip, rows_file):

@@ -64,6 +64,17 @@ def test_targets_normalised_and_per_block():
         parse_target("0.25")
 
 
+@pytest.mark.parametrize("targets", [
+    [[0.1, 1], [0.1, 1]],
+    [[0.1, 1], [0.2, 0], {"image": 0.1, "text": 1}],      # the same budget, spelled per block
+])
+def test_a_repeated_target_is_refused(targets):
+    """Duplicated targets used to be accepted silently (and answered twice per row)."""
+    with pytest.raises(ConfigError, match=r"^target \d \(.*\) repeats target 1 \(0\.1,1\); "
+                                          r"give each target once$"):
+        RunConfig.from_dict({**BASE, "mode": "decision", "targets": targets})
+
+
 def test_toml_errors_are_one_line(tmp_path, capsys):
     config = tmp_path / "run.toml"
     config.write_text('model = "tests.runs.toy_model:factory"\nsigma = 0.25\ntargets = 5\n')
@@ -86,6 +97,7 @@ def test_toml_errors_are_one_line(tmp_path, capsys):
     ["--model", "tests.runs.toy_model:bare_factory"],
     ["--mode", "decision", "--target", "0.1,0", "--boundary", "spending", "--alpha", "1e-250"],
     ["--boundary", "spending"],
+    ["--mode", "decision", "--target", "0.1,1", "--target", "0.1,1"],
 ])
 def test_refused_before_the_store_is_created(tmp_path, capsys, argv):
     store = tmp_path / "never.sqlite"

@@ -89,3 +89,30 @@ def interrupting_factory():
         return adapter.model(batch)
 
     return ModelAdapter(model, text=adapter.text, num_classes=2, name="toy")
+
+
+#: The word :func:`failing_factory`'s model raises on; its tokenizer gives it an id outside the
+#: vocabulary, so noise never removes it from its row nor puts it into another.
+MARKER, MARKER_ID = "boom", 99
+
+
+def failing_factory():
+    """:func:`factory` whose model raises on every batch holding a row with ``MARKER``
+    (unless ``TOY_MODEL_FIXED=1``: the same model, fixed)."""
+    adapter = factory()
+    fixed = os.environ.get("TOY_MODEL_FIXED") == "1"
+    encoder, _ = word_encoder()
+
+    def encode(text):
+        ids = list(encoder.encode_ids(text))
+        marked = [MARKER_ID if w == MARKER else t
+                  for w, t in zip(text.lower().split(), ids[1:-1], strict=True)]
+        return [ids[0], *marked, ids[-1]]
+
+    def model(batch):
+        if not fixed and bool(((batch["text"] == MARKER_ID) & (batch["text_attention"] > 0)).any()):
+            raise RuntimeError(f"unknown word {MARKER!r}")
+        return adapter.model(batch)
+
+    text = TextEncoder(encode, encoder.vocabulary, PAD, encoder.max_length, name="toy-words")
+    return ModelAdapter(model, text={"text": text}, num_classes=2, name="toy")

@@ -8,6 +8,7 @@ certified L2 radius is then a radius in the pixels the model actually sees.
 from __future__ import annotations
 
 import stat
+import struct
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -146,6 +147,8 @@ def open_image(path: str | Path, max_pixels: int = MAX_PIXELS):
     return decode_image(read_image_file(path), str(path), max_pixels)
 
 
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JPEG_MAGIC = b"\xff\xd8\xff"
 #: Largest image file read into memory (bytes); larger files are refused unread.
 MAX_FILE_BYTES = 256 * 1024 * 1024
 
@@ -185,25 +188,75 @@ def read_image_file(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
 
 def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS):
     """Decode image file bytes like :func:`open_image` (at most ``max_pixels``, decompression
-    bombs refused); ``name`` is used in errors.  Raises :class:`ImageError` (one line)."""
+    bombs refused, no zero-size image); ``name`` is used in errors.  Raises
+    :class:`ImageError` (one line)."""
     import io
 
     from PIL import Image, UnidentifiedImageError
 
+    what = name if name == "image" else f"image {name}"
+    # Pillow cannot identify a PNG of 0 rows or columns: its header says what is wrong.
+    _check_not_empty(header_size(data), what)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
                 if image.width * image.height > max_pixels:
-                    raise ImageError(f"image {name} has {image.width}x{image.height} pixels, "
+                    raise ImageError(f"{what} has {image.width}x{image.height} pixels, "
                                      f"more than the {max_pixels:,} allowed")
+                _check_not_empty(image.size, what)
                 image.load()
                 return image.copy()
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"image {name} is too large to decode safely") from None
+        raise ImageError(f"{what} is too large to decode safely") from None
     except UnidentifiedImageError:
-        raise ImageError(f"image {name} is not an image Pillow can read") from None
+        raise ImageError(f"{what} is not an image Pillow can read") from None
     except (OSError, ValueError, SyntaxError, EOFError) as err:
-        raise ImageError(f"image {name} cannot be decoded ({err})") from None
+        raise ImageError(f"{what} cannot be decoded ({err})") from None
+
+
+def _check_not_empty(size: tuple[int, int] | None, what: str) -> None:
+    if size is not None and 0 in size:
+        raise ImageError(f"{what} has zero size ({size[0]}x{size[1]} pixels): it holds no "
+                         f"picture to certify")
+
+
+#: JPEG start-of-frame markers (they hold the image size): C0-CF but DHT, JPG and DAC.
+_JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR chunk or a JPEG's start-of-frame segment, read from
+    the bytes without decoding; None where the header is not where the format puts it (the
+    caller then asks Pillow)."""
+    if data.startswith(PNG_MAGIC):
+        if len(data) >= 24 and data[12:16] == b"IHDR":
+            return struct.unpack(">II", data[16:24])
+        return None
+    if not data.startswith(JPEG_MAGIC):
+        return None
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:                       # fill byte
+            i += 1
+            continue
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:   # segments without a length
+            i += 2
+            continue
+        if marker in (0xD9, 0xDA):               # end of image, start of scan: no frame yet
+            return None
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if marker in _JPEG_FRAMES:
+            if length < 7 or i + 9 > len(data):
+                return None
+            height, width = struct.unpack(">HH", data[i + 5:i + 9])
+            return (width, height) if height else None     # 0: the height comes later (DNL)
+        if length < 2:
+            return None
+        i += 2 + length
+    return None

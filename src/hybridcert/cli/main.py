@@ -1,7 +1,8 @@
 """Entry point of the ``hybridcert`` command.
 
 Every failure ends in one line on stderr starting ``hybridcert: error:`` and a non-zero exit
-code, never a traceback (set ``HYBRIDCERT_DEBUG=1`` to see one).  Ctrl-C exits with 130.
+code, never a traceback (set ``HYBRIDCERT_DEBUG=1`` to see one).  Ctrl-C exits with 130; a
+run whose model raised on some inputs (all others certified and stored) exits with 4.
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ app.add_typer(dataset_command.app, name="dataset")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (2: bad usage or input, 1: other failure,
-    130: interrupted)."""
+    """Run the CLI; returns the exit code (2: bad usage or input, 3: ``attack``'s soundness
+    alarm, 4: the user's model failed on some inputs of a run (the others are stored),
+    1: other failure, 130: interrupted)."""
     try:
         code = app(args=argv, standalone_mode=False)
     except typer.Exit as stop:
@@ -60,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # a bug: still one line, and how to see more
         if os.environ.get("HYBRIDCERT_DEBUG"):
             raise
+        from hybridcert.runs.runner import ModelFailure
+
+        if isinstance(err, ModelFailure):     # the user's model, not hybridcert
+            return _fail(str(err), 4)
         return _fail(f"internal error ({type(err).__name__}: {err}); set HYBRIDCERT_DEBUG=1 "
                      f"for a traceback and please report it", 1)
     # Outside standalone mode click returns typer.Exit's code instead of raising it.

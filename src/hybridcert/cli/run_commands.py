@@ -131,7 +131,7 @@ def certify(
     --model and --config name code that runs in this process: a config is code.
     """
     from hybridcert.runs.config import ConfigError, RunConfig, execution_settings
-    from hybridcert.runs.runner import check_fit, check_rows, load_items, plan
+    from hybridcert.runs.runner import ModelFailure, check_fit, check_rows, load_items, plan
     from hybridcert.runs.store import RunStore
     from hybridcert.smoothing import result_row
 
@@ -201,6 +201,12 @@ def certify(
         typer.echo(f"hybridcert: interrupted; {done} of {len(items)} inputs are stored in "
                    f"{store}; run the same command again to resume", err=True)
         raise typer.Exit(130) from None
+    except ModelFailure:
+        done = len(run_store.finished())
+        run_store.close()
+        typer.echo(f"{done} of {len(items)} inputs are stored in {store}; run the same "
+                   f"command again once the model is fixed to certify the rest", err=True)
+        raise
     run_store.close()
     typer.echo(f"done: {stored} input(s) certified into {store}", err=True)
 

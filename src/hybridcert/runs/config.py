@@ -454,7 +454,21 @@ class RunConfig:
             eps = _guard(check_nonnegative, "target eps", target[0])
             normalised.append([eps, _target_tokens("target", target[1])])
         self.targets = normalised
-        self.target_budgets()        # raises on an ambiguous [eps, r]
+        first: dict[tuple, int] = {}
+        for k, budget in enumerate(self.target_budgets()):  # raises on an ambiguous [eps, r]
+            key = tuple(sorted(budget.items()))
+            if key in first:
+                raise ConfigError(f"target {k + 1} ({_shown(self.targets[k])}) repeats target "
+                                  f"{first[key] + 1} ({_shown(self.targets[first[key]])}); "
+                                  f"give each target once")
+            first[key] = k
+
+
+def _shown(target) -> str:
+    """A target as ``--target`` spells it."""
+    if isinstance(target, dict):
+        return ",".join(f"{name}={size:g}" for name, size in target.items())
+    return f"{target[0]:g},{target[1]:g}"
 
 
 def _flatten_model(settings: dict) -> dict:

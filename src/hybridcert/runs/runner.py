@@ -30,6 +30,30 @@ from hybridcert.smoothing.core import input_seed
 DEFAULT_PLACEHOLDER = "!"
 
 
+class ModelFailure(RuntimeError):
+    """The user's model raised on some inputs of a run; every other input was certified.
+
+    ``failures`` holds ``(item, error)`` pairs, in dataset order (an error is the exception
+    the model raised, or its ``"Type: message"`` from another process); the message names the
+    first row (its file, line and id) and how many more failed."""
+
+    def __init__(self, failures: list[tuple[object, BaseException | str]]):
+        self.failures = sorted(failures, key=lambda f: f[0].idx)
+        item, err = self.failures[0]
+        more = len(self.failures) - 1
+        also = (f" (and {more} more input(s): "
+                + ", ".join(f.where for f, _ in self.failures[1:4])
+                + (" ..." if more > 3 else "") + ")") if more else ""
+        super().__init__(f"{item.where}: the model failed on this input: "
+                         f"{_described(err)}{also}")
+        if isinstance(err, BaseException):
+            self.__cause__ = err      # HYBRIDCERT_DEBUG=1 shows the model's own traceback
+
+
+def _described(err: BaseException | str) -> str:
+    return err if isinstance(err, str) else f"{type(err).__name__}: {err}"
+
+
 @dataclass
 class Plan:
     """What a run certifies with: the model side, the noise, the smoothed classifier."""
@@ -228,8 +252,9 @@ def check_fit(run: Plan, item) -> None:
     except ValueError:
         raise
     except Exception as err:  # the user's model rejected the batch
-        raise ConfigError(f"the model does not accept the noisy inputs: "
-                          f"{type(err).__name__}: {err}") from None
+        raise ConfigError(f"the model does not accept the noisy inputs of {item.where} (the "
+                          f"pre-run check on the first row): {type(err).__name__}: {err}"
+                          ) from None
 
 
 # -- certification -------------------------------------------------------------------------
@@ -246,36 +271,70 @@ def certify_items(run: Plan, items: Iterable, group: int = 8, window: int = 32
     soon as its draws are counted (so a run interrupted loses only the inputs in flight);
     sequential runs stop each input as soon as its answer is settled, ``window`` inputs at a
     time sharing the forward batches of the one sequential driver
-    (:class:`~hybridcert.sequential.driver.Driver`), each handed back as it is decided."""
-    config, clf = run.config, run.classifier
-    detector = detector_of(config)
+    (:class:`~hybridcert.sequential.driver.Driver`), each handed back as it is decided.
+
+    An input the model raises on does not stop the others: once every other input is
+    handed back, :class:`ModelFailure` names the failed ones (``KeyboardInterrupt`` is
+    never caught)."""
     items = list(items)
-    if config.mode != "fixed":
-        yield from _certify_sequential_items(run, items, detector, window)
-        return
-    budgets = config.target_budgets() if config.targets else None
+    failures: list[tuple[object, BaseException]] = []
+    if run.config.mode == "fixed":
+        yield from _certify_fixed_items(run, items, detector_of(run.config), group, failures)
+    else:
+        yield from _certify_sequential_items(run, items, detector_of(run.config), window,
+                                             failures)
+    if failures:
+        raise ModelFailure(failures)
+
+
+def _certify_fixed_items(run: Plan, items: list, detector: Detector | None, group: int,
+                         failures: list) -> Iterator[tuple]:
+    """Fixed n, ``group`` inputs sharing forward passes.  When the model fails on a group,
+    each of its inputs not yet handed back is certified again alone: an input's draws come
+    from its own seed, so its result is the one it gets in the group."""
     for start in range(0, len(items), group):
         chunk = items[start: start + group]
-        records = [it.record() for it in chunk]
-        seeds = [input_seed(config.seed, it.input_id) for it in chunk]
-        if detector is None:
-            finished = clf.certify_each(records, config.n0, config.n, config.alpha, seeds,
-                                        config.p_upper, config.max_tokens)
-        else:
-            finished = clf.certify_detector_each(records, config.n, config.alpha, detector,
-                                                 seeds, config.max_tokens)
-        for i, result in finished:
-            if budgets is not None:
-                result.targets = [_fixed_answer(b, result.region.certifies(b), config.n)
-                                  for b in budgets]
-            yield chunk[i], result
+        done: set[int] = set()
+        try:
+            for i, result in _certify_fixed(run, chunk, detector):
+                done.add(i)
+                yield chunk[i], result
+        except Exception:  # noqa: BLE001 - whatever the model raised; found below
+            for i, item in enumerate(chunk):
+                if i in done:
+                    continue
+                try:
+                    result = next(_certify_fixed(run, [item], detector))[1]
+                except Exception as err:  # noqa: BLE001 - the model fails on this input
+                    failures.append((item, err))
+                    continue
+                yield item, result
+
+
+def _certify_fixed(run: Plan, chunk: list, detector: Detector | None) -> Iterator[tuple]:
+    config, clf = run.config, run.classifier
+    records = [it.record() for it in chunk]
+    seeds = [input_seed(config.seed, it.input_id) for it in chunk]
+    if detector is None:
+        finished = clf.certify_each(records, config.n0, config.n, config.alpha, seeds,
+                                    config.p_upper, config.max_tokens)
+    else:
+        finished = clf.certify_detector_each(records, config.n, config.alpha, detector,
+                                             seeds, config.max_tokens)
+    budgets = config.target_budgets() if config.targets else None
+    for i, result in finished:
+        if budgets is not None:
+            result.targets = [_fixed_answer(b, result.region.certifies(b), config.n)
+                              for b in budgets]
+        yield i, result
 
 
 def _certify_sequential_items(run: Plan, items: list, detector: Detector | None,
-                              window: int) -> Iterator[tuple]:
+                              window: int, failures: list) -> Iterator[tuple]:
     """Sequential runs through the driver: each input's rule reads its own stream
     ``(input_seed(run seed, id), Stage.SEQUENTIAL)``, so its answer is the one
-    ``certify_sequential`` gives it alone, whatever shares its batches."""
+    ``certify_sequential`` gives it alone, whatever shares its batches.  The driver fails
+    only the jobs whose inputs the model raises on; those go to ``failures``."""
     from hybridcert.sequential.batched import fresh_copy
     from hybridcert.sequential.driver import Driver
     from hybridcert.sequential.question import SequentialQuestion
@@ -291,7 +350,11 @@ def _certify_sequential_items(run: Plan, items: list, detector: Detector | None,
     jobs = ((clf.validate(item.record()), input_seed(config.seed, item.input_id),
              fresh_copy(prototype), k) for k, item in enumerate(items))
     for job in driver.run(jobs, window=window):
-        outcome = job.future.result()           # a job's own error (its input alone) raises
+        try:
+            outcome = job.future.result()       # a job's own error (its input alone)
+        except Exception as err:  # noqa: BLE001 - whatever the model raised on this input
+            failures.append((items[job.key], err))
+            continue
         yield items[job.key], question.result(outcome.rule,
                                               clf.noise.noised_positions(job.stream.record),
                                               outcome.elapsed_s)
@@ -362,13 +425,20 @@ class RayBackend:
                 if queue:
                     item = queue.pop(0)
                     pending[actor.certify.remote(item)] = (actor, item)
+            failures = []
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 actor, item = pending.pop(done[0])
-                on_result(item, ray.get(done[0]))
+                result = ray.get(done[0])
+                if isinstance(result, str):     # the model failed on this input
+                    failures.append((item, result))
+                else:
+                    on_result(item, result)
                 if queue:
                     nxt = queue.pop(0)
                     pending[actor.certify.remote(nxt)] = (actor, nxt)
+            if failures:
+                raise ModelFailure(failures)
         finally:
             if started_here:
                 ray.shutdown()
@@ -390,5 +460,10 @@ class _Worker:
         torch.set_num_threads(1)
         self.run = plan(config, device, batch_size)
 
-    def certify(self, item) -> Certification:
-        return next(certify_items(self.run, [item]))[1]
+    def certify(self, item) -> Certification | str:
+        """The input's certificate, or ``"Type: message"`` of the error the model raised on
+        it (a user's exception may not survive the trip back)."""
+        try:
+            return next(certify_items(self.run, [item]))[1]
+        except ModelFailure as failure:
+            return _described(failure.failures[0][1])

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from hybridcert.adapters import ImageError, ImageProcessor
+from hybridcert.adapters.images import JPEG_MAGIC, PNG_MAGIC, header_size
 from hybridcert.blocks.text import TextError
 from hybridcert.blocks.tokens import TokenBlock
 from hybridcert.runs.config import ConfigError
@@ -35,8 +36,6 @@ from hybridcert.serve.audit import AuditLog
 from hybridcert.serve.metrics import Metrics
 from hybridcert.serve.rules import ABSTAIN_WORD, DecisionRules
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-JPEG_MAGIC = b"\xff\xd8\xff"
 #: Shortest API key accepted from a key file.
 MIN_KEY_LENGTH = 16
 #: Shortest seed key accepted from ``--seed-key-file`` (characters); a generated key has 32
@@ -508,45 +507,6 @@ def _processor(plan: Plan, block: str) -> ImageProcessor:
         raise ConfigError("the model states no image size: give --image-size HxW (the "
                           "service draws noise for every pixel, so it needs a fixed size)")
     return processor
-
-
-#: JPEG start-of-frame markers (they hold the image size): C0-CF but DHT, JPG and DAC.
-_JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-
-
-def header_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG's IHDR chunk or a JPEG's start-of-frame segment, read from
-    the bytes without decoding; None where the header is not where the format puts it (the
-    caller then asks Pillow)."""
-    if data.startswith(PNG_MAGIC):
-        if len(data) >= 24 and data[12:16] == b"IHDR":
-            return struct.unpack(">II", data[16:24])
-        return None
-    if not data.startswith(JPEG_MAGIC):
-        return None
-    i = 2
-    while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:                       # fill byte
-            i += 1
-            continue
-        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:   # segments without a length
-            i += 2
-            continue
-        if marker in (0xD9, 0xDA):               # end of image, start of scan: no frame yet
-            return None
-        length = int.from_bytes(data[i + 2:i + 4], "big")
-        if marker in _JPEG_FRAMES:
-            if length < 7 or i + 9 > len(data):
-                return None
-            height, width = struct.unpack(">HH", data[i + 5:i + 9])
-            return (width, height) if height else None     # 0: the height comes later (DNL)
-        if length < 2:
-            return None
-        i += 2 + length
-    return None
 
 
 def _check_id(client_id, max_chars: int) -> None:
