@@ -231,7 +231,8 @@ def write_report(store_path: Path, folder: Path, run_id: int | None = None) -> P
         text.append("")
     transformed = [r for r in rows if r.get("notes")]
     if transformed:
-        text += [f"{len(transformed)} input(s) were transformed before certification (e.g. "
+        text += [f"{len(transformed)} input(s) carry notes (a change before certification, or "
+                 f"a target beyond the text's noisable positions; e.g. "
                  f"{transformed[0]['id']}: {'; '.join(transformed[0]['notes'])}); see "
                  f"certify.json.", ""]
     figures = []

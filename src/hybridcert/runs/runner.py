@@ -266,8 +266,9 @@ def certify_items(run: Plan, items: Iterable, group: int = 8, window: int = 32
                                                  seeds, config.max_tokens)
         for i, result in finished:
             if budgets is not None:
-                result.targets = [_fixed_answer(b, result.region.certifies(b), config.n)
-                                  for b in budgets]
+                positions = clf.noise.noised_positions(clf.validate(records[i]))
+                result.attach_targets([_fixed_answer(b, result.region.certifies(b), config.n)
+                                       for b in budgets], positions)
             yield chunk[i], result
 
 
