@@ -109,10 +109,11 @@ _MODES = ("majority", "flag", "benign", "detector")
 
 def refutes(n: int, k: int, threshold: float, futility: float) -> bool:
     """Whether k of n refute the claim "rate > threshold": the KT mixture's upper
-    confidence bound at level ``futility`` lies below the threshold (or the threshold is
-    >= 1, which no rate exceeds).  The KT bound is a confidence sequence, so for a rate >=
-    the threshold this happens at any draw with probability at most ``futility``."""
-    return bool(threshold >= 1 or (n > 0 and kt_upper(int(n), int(k), futility) < threshold))
+    confidence bound at level ``futility`` lies below the threshold.  The KT bound is a
+    confidence sequence, so for a rate >= the threshold this happens at any draw with
+    probability at most ``futility``.  A threshold of 1 (a p* rounded up to 1) is refuted
+    only once a draw went against the arm, an infinite one (no rate reaches it) always."""
+    return bool(n > 0 and kt_upper(int(n), int(k), futility) < threshold)
 
 
 # -- per-arm plans (cached: a service builds the same rule for every request) ----------------
