@@ -22,7 +22,8 @@ from hybridcert.runs.store import RunStore
 
 #: Row fields kept as columns (``frontier`` and ``targets`` are spread out instead).
 COLUMNS = ("idx", "id", "label", "predict", "correct", "decision", "rule", "mode", "p_lower",
-           "p_upper", "radius", "max_tokens", "queries", "looks", "time")
+           "p_upper", "radius", "max_tokens", "queries", "status", "decided_at", "looks",
+           "time")
 
 
 def _pandas():
@@ -48,8 +49,10 @@ def load(store: str | Path, run_id: int | None = None):
     -------
     pandas.DataFrame
         One row per input, or per input and target when the run has targets (columns
-        ``target`` — the budget as text — ``target_<block>`` and ``certified``); the region
-        as columns (see the module docstring).
+        ``target`` — the budget as text — ``target_<block>``, ``certified``, and the
+        target's ``target_status`` and ``target_decided_at``: how and at which draw it
+        ended); ``status`` and ``decided_at`` are the input's (the answer at the zero
+        budget); the region as columns (see the module docstring).
     """
     pandas = _pandas()
     with RunStore(store, readonly=True, run_id=run_id) as opened:
@@ -82,7 +85,9 @@ def load(store: str | Path, run_id: int | None = None):
                             "target": ",".join(f"{k}={v:g}" for k, v in budget.items()
                                                if v) or "no change",
                             **{f"target_{k}": v for k, v in budget.items()},
-                            "certified": bool(target["certified"])})
+                            "certified": bool(target["certified"]),
+                            "target_status": target.get("status"),
+                            "target_decided_at": target.get("decided_at")})
     frame = pandas.DataFrame.from_records(records)
     for column in ("label", "correct"):
         if column in frame:

@@ -34,6 +34,7 @@ def test_load_one_row_per_input_with_the_region_as_columns(jsonl_dataset, tmp_pa
     for (_, line), row in zip(frame.iterrows(), rows, strict=True):
         assert line["predict"] == row["predict"] and line["p_lower"] == row["p_lower"]
         assert (line["label"], line["correct"]) == (row["label"], row["correct"])
+        assert (line["status"], line["decided_at"]) == (row["status"], row["decided_at"])
         radii = {f["tokens"]: f["l2_radius"] for f in row["frontier"]}
         for r in range(4):
             if r in radii:
@@ -60,6 +61,12 @@ def test_load_one_row_per_input_and_target(jsonl_dataset, tmp_path):
         mine = frame[frame["id"] == row["id"]]
         assert list(mine["certified"]) == [t["certified"] for t in row["targets"]]
         assert list(mine["target_image"]) == [0.1, 0.2]
+        # the input's ending and each target's (issue 22 item 3; dropped before)
+        assert set(mine["status"]) == {row["status"]}
+        assert set(mine["decided_at"]) == {row["decided_at"]}
+        assert list(mine["target_status"]) == [t["status"] for t in row["targets"]]
+        assert list(mine["target_decided_at"]) == [t["decided_at"] for t in row["targets"]]
+    assert set(frame["target_status"]) <= {"certified", "refuted", "gave_up", "cap"}
 
 
 def test_a_missing_pandas_is_one_clear_line(monkeypatch, tmp_path):

@@ -108,11 +108,15 @@ def test_service_decides_as_certify_in_decision_mode(toy_server, tmp_path):
             [(t["status"], t["decided_at"]) for t in row["targets"]], name
         assert (answer["status"], answer["decided_at"]) == \
             (row["status"], row["decided_at"]), name
+        # the same coverage notes (targets beyond the text's noisable positions)
+        covering = [n for n in answer["notes"] if "target" in n]
+        assert covering == [n for n in row.get("notes", []) if "target" in n], name
+        assert bool(covering) == (text == "unknown words"), name
 
 
 def test_targets_without_the_input_itself_stop_when_the_targets_are_settled():
     """Issue 22 item 4, through the service: targets (0.1, 0) and (0.1, 1) only.  At the
-    ambiguous input (P(unsafe) = 1/2) both targets are refuted within a few hundred
+    ambiguous input (P(unsafe) = 1/2) both targets are given up within a few hundred
     evaluations and the service stops there: abstain, the decision's status gave_up (the
     rule that also settles the input itself, one DecisionTest over the three thresholds, runs
     3,278 on this stream).  The answer is that of certify --mode decision's rule
@@ -123,7 +127,7 @@ def test_targets_without_the_input_itself_stop_when_the_targets_are_settled():
         answer = httpx.post(url + "/v1/moderate", timeout=60, json={
             "image": b64(png_even()), "text": "unknown words", "id": "even"}).json()
         assert answer["decision"] == "abstain" and answer["queries"] < 1000
-        assert [t["status"] for t in answer["certified"]] == ["refuted", "refuted"]
+        assert {t["status"] for t in answer["certified"]} <= {"refuted", "cap"}
         assert (answer["status"], answer["decided_at"]) == ("gave_up", answer["queries"])
         rule = service.rules.question.new_rule()
         _, record = _reference(service, png_even(), "unknown words", "even")

@@ -86,7 +86,10 @@ def test_abstains_where_nothing_can_be_certified(toy_server):
     answer = moderate(url, {"image": b64(png_even()), "text": "unknown words"}).json()
     assert answer["decision"] == "abstain"
     assert not any(t["certified"] for t in answer["certified"]) and answer["region"] == []
-    assert answer["notes"] == ["text: no noisable token; certified on the image alone"]
+    # and each target asking token changes says it covers none there (issue 22 review)
+    assert answer["notes"] == ["text: no noisable token; certified on the image alone"] + [
+        f"text: target {j} asks 1 token change(s); the text has 0 noisable position(s), so "
+        f"it covers no change there" for j, (_, r) in enumerate(TARGETS, start=1) if r]
 
 
 def test_a_text_without_a_noisable_token_is_refused_unless_allowed():

@@ -237,8 +237,8 @@ def _run(run, run_config, todo, run_store, replace, backend, device, batch_size,
 
         def on_result(item, result) -> None:
             row = result_row(item.idx, item.input_id, item.label, result)
-            if item.notes:
-                row["notes"] = list(item.notes)
+            if item.notes:        # the data's notes, then the result's own
+                row["notes"] = list(item.notes) + row.get("notes", [])
             run_store.write(row, item.content_hash, replace=item.input_id in replace)
             state["stored"] += 1
             if not quiet:

@@ -231,7 +231,8 @@ def write_report(store_path: Path, folder: Path, run_id: int | None = None) -> P
         text.append("")
     transformed = [r for r in rows if r.get("notes")]
     if transformed:
-        text += [f"{len(transformed)} input(s) were transformed before certification (e.g. "
+        text += [f"{len(transformed)} input(s) carry notes (a change before certification, or "
+                 f"a target beyond the text's noisable positions; e.g. "
                  f"{transformed[0]['id']}: {'; '.join(transformed[0]['notes'])}); see "
                  f"certify.json.", ""]
     figures = []
@@ -374,10 +375,11 @@ def _endings(rows: list[dict], targets: list[dict]) -> list[str]:
     order = ("certified", "refuted", "gave_up", "cap")
     lines = ["## How the answers ended", "",
              "Inputs per status, with the median draw at which each was decided. certified: "
-             "the lower bound crossed; refuted: it can no longer be certified (an upper bound, "
-             "at the stopping rule's futility level, fell below what the cap would need); "
-             "gave_up: stopped open by a cost rule (the price, or every target settled first); "
-             "cap: the draw cap (fixed n: the sample) ran out while open.", "",
+             "the lower bound crossed; refuted: false at the stopping rule's futility level "
+             "(its upper bound at that level fell below the threshold p*; a reason, not a "
+             "claim at alpha); gave_up: stopped open by a cost rule (the price, or every "
+             "target settled first); cap: not certifiable within the draw cap, or the cap "
+             "(fixed n: the sample) reached.", "",
              "| answer | " + " | ".join(order) + " |", "|---" * (1 + len(order)) + "|"]
     for j, item in enumerate(ending_counts(rows)):
         what = item["what"]

@@ -324,8 +324,9 @@ def _certify_fixed(run: Plan, chunk: list, detector: Detector | None) -> Iterato
     budgets = config.target_budgets() if config.targets else None
     for i, result in finished:
         if budgets is not None:
-            result.targets = [_fixed_answer(b, result.region.certifies(b), config.n)
-                              for b in budgets]
+            positions = clf.noise.noised_positions(clf.validate(records[i]))
+            result.attach_targets([_fixed_answer(b, result.region.certifies(b), config.n)
+                                   for b in budgets], positions)
         yield i, result
 
 

@@ -35,10 +35,8 @@ from hybridcert.blocks import CertifiedRegion, HybridNoise
 from hybridcert.sequential.boundaries import DECISION, RADIUS, get_boundary
 from hybridcert.sequential.rules import (
     ABSTAIN,
-    CAP,
     CERTIFIED,
     GAVE_UP,
-    REFUTED,
     BoundedDecision,
     DecisionTest,
     RadiusTest,
@@ -207,7 +205,7 @@ class SequentialQuestion:
         empty = CertifiedRegion.empty(self.noise)
         counts = rule.counts.copy()
         if self.detector is not None:
-            return self._detector_result(rule, positions, counts, time_s)
+            return self._detector_result(rule, positions, counts, time_s, noised_positions)
         region = empty
         if rule.label != ABSTAIN:
             region = self.noise.frontier([rule.p_lower], max_tokens=self.max_tokens,
@@ -216,7 +214,7 @@ class SequentialQuestion:
         answers = []
         if self.budgets is None:          # radius mode: the class is all it settles
             status = CERTIFIED if label != ABSTAIN else (
-                CAP if rule.queries >= self.n_max else REFUTED)
+                GAVE_UP if rule.status == CERTIFIED else rule.status)
             decided_at = rule.queries
         else:
             answers = [_answer(b, label != ABSTAIN and ok, st, at)
@@ -225,12 +223,15 @@ class SequentialQuestion:
                                                 strict=True)]
             status, decided_at = _answer(None, label != ABSTAIN, rule.status[0],
                                          rule.decided_at[0])["status"], rule.decided_at[0]
-        return Certification(label, rule.p_lower, None, region if label != ABSTAIN else empty,
-                             counts, rule.queries, looks=rule.looks, targets=answers,
-                             time_s=time_s, mode=self.mode, rule="majority", status=status,
-                             decided_at=int(decided_at))
+        result = Certification(label, rule.p_lower, None,
+                               region if label != ABSTAIN else empty, counts, rule.queries,
+                               looks=rule.looks, time_s=time_s, mode=self.mode,
+                               rule="majority", status=status, decided_at=int(decided_at))
+        result.attach_targets(answers, noised_positions)
+        return result
 
-    def _detector_result(self, rule, positions, counts, time_s) -> Certification:
+    def _detector_result(self, rule, positions, counts, time_s,
+                         noised_positions) -> Certification:
         flag, benign = self.detector.rules()
         outcome = rule.outcome              # per threshold: 1 flag side, -1 benign side
         decision, region = "abstain", CertifiedRegion.empty(self.noise)
@@ -254,11 +255,13 @@ class SequentialQuestion:
                                            rule.decided_at[1:], strict=True)]
         status = _answer(None, decision != "abstain", rule.status[0],
                          rule.decided_at[0])["status"]
-        return Certification(label, rule.p_lower if decision != "benign" else None,
-                             rule.p_upper if decision != "flag" else None, region, counts,
-                             rule.queries, looks=rule.looks, targets=answers, time_s=time_s,
-                             mode="decision", rule=self.detector.name, decision=decision,
-                             status=status, decided_at=int(rule.decided_at[0]))
+        result = Certification(label, rule.p_lower if decision != "benign" else None,
+                               rule.p_upper if decision != "flag" else None, region, counts,
+                               rule.queries, looks=rule.looks, time_s=time_s,
+                               mode="decision", rule=self.detector.name, decision=decision,
+                               status=status, decided_at=int(rule.decided_at[0]))
+        result.attach_targets(answers, noised_positions)
+        return result
 
     def _frontier_values(self, p: float) -> np.ndarray:
         """Radius mode: the region at bound ``p`` as a flat array of radii (-inf: not

@@ -48,7 +48,12 @@ count still needed at ``n_max`` would need a rate above an upper confidence boun
 when settling it is projected to cost more draws than it is worth (many thresholds at once).
 
 *Status.*  Every threshold of a finished ``DecisionTest`` says how it ended (``status``):
-certified, refuted (given up by the futility bound, or unreachable), gave_up (the price), cap.
+certified; refuted (the KT upper confidence bound at level ``futility``, on every arm at the
+draw it was given up, fell below the threshold itself: the target is false, at that level —
+a reason, not a claim at alpha); gave_up (the price); cap (not certifiable within the draw
+cap, or the cap reached).  The KT bound is a confidence sequence (Ville), so a true target is
+called refuted with probability at most ``futility``: a wrong call needs the bound of an arm
+whose rate reaches the threshold to fall below it.
 ``BoundedDecision`` runs the targets and a base question (the class at the zero budget) as two
 tests on the same draws, at ``(1 - base_share) alpha`` and ``base_share alpha`` (union bound),
 and stops when the targets are settled: the base counts only if settled by then.
@@ -88,17 +93,27 @@ ABSTAIN = -1
 NOT_FLAGGED = -2
 #: Outcome codes per threshold.
 ABOVE, BELOW, OPEN = 1, -1, 0
-#: How a threshold ended (``DecisionTest.status``): its lower bound crossed (certified); an
-#: upper bound on the rate (at level ``futility``) fell below what certifying it within the cap
-#: would need, or it is unreachable (refuted: it can no longer be certified); stopped open by a
-#: cost rule, the price or (``BoundedDecision``'s base) the targets being settled (gave_up);
-#: the draw cap reached while open (cap).  ``STILL_OPEN`` while undecided.
+#: How a threshold ended (``DecisionTest.status``): its lower bound crossed (certified); the
+#: upper bound on the rate at level ``futility`` fell below the threshold (refuted: the target
+#: is false at that level; see :func:`refutes`); stopped open by a cost rule, the price or
+#: (``BoundedDecision``'s base) the targets being settled (gave_up); not certifiable within
+#: the draw cap while its upper bound still reaches the threshold, or the cap reached (cap).
+#: ``STILL_OPEN`` while undecided.
 CERTIFIED, REFUTED, GAVE_UP, CAP = "certified", "refuted", "gave_up", "cap"
 STATUSES = (CERTIFIED, REFUTED, GAVE_UP, CAP)
 STILL_OPEN = "open"
 #: Price looks (``DecisionTest(price=...)``): from this draw on, every this factor.
 PRICE_START, PRICE_GROWTH = 64, 1.1
 _MODES = ("majority", "flag", "benign", "detector")
+
+
+def refutes(n: int, k: int, threshold: float, futility: float) -> bool:
+    """Whether k of n refute the claim "rate > threshold": the KT mixture's upper
+    confidence bound at level ``futility`` lies below the threshold.  The KT bound is a
+    confidence sequence, so for a rate >= the threshold this happens at any draw with
+    probability at most ``futility``.  A threshold of 1 (a p* rounded up to 1) is refuted
+    only once a draw went against the arm, an infinite one (no rate reaches it) always."""
+    return bool(n > 0 and kt_upper(int(n), int(k), futility) < threshold)
 
 
 # -- per-arm plans (cached: a service builds the same rule for every request) ----------------
@@ -441,10 +456,12 @@ class DecisionTest(RuleState):
     decided_at : ndarray of int
         Draw at which each threshold was settled (certified or given up); -1 while open.
     status : list of str
-        Per threshold, how it ended: ``"certified"``, ``"refuted"`` (given up because even
-        the cap could not clear it, at the upper bound of level ``futility``; not a claim at
-        level alpha), ``"gave_up"`` (the price), ``"cap"`` (open at ``n_max``); ``"open"``
-        while undecided.
+        Per threshold, how it ended: ``"certified"``; ``"refuted"`` (given up, and on every
+        arm the KT upper bound at level ``futility``, at the draw that arm was given up, lies
+        below the threshold: :func:`refutes`; a true threshold is refuted with probability at
+        most ``futility``, a reason and not a claim at level alpha); ``"gave_up"`` (the
+        price); ``"cap"`` (given up because even the cap could not certify it while its upper
+        bound still reaches it, or open at ``n_max``); ``"open"`` while undecided.
     leader : int
         Most frequent class so far (a point prediction, not a certified one).
     level : float
@@ -540,6 +557,9 @@ class DecisionTest(RuleState):
         self.certified = np.zeros(n_t, dtype=bool)
         self._winner = np.full(n_t, -1, dtype=np.int64)             # arm that certified
         self._priced = np.zeros(n_t, dtype=bool)                   # given up by the price
+        self._refuted = np.zeros(n_t, dtype=bool)                  # see `refutes`
+        self._give_k = np.zeros((n_a, n_t), dtype=np.int64)        # arm count at its give-up
+        self._give_n = np.zeros((n_a, n_t), dtype=np.int64)        # ... and the draw
         looks = schedule_points(self.n_max, dense=1, growth=PRICE_GROWTH)
         self._price_looks = looks[(looks >= PRICE_START) & (looks < self.n_max)] \
             if self.price is not None else np.zeros(0, dtype=np.int64)
@@ -644,6 +664,7 @@ class DecisionTest(RuleState):
         n_t = len(self.thresholds)
         t_cross = np.full((len(self._plans), n_t), inf)
         t_give = np.full((len(self._plans), n_t), inf)
+        k_give = np.zeros((len(self._plans), n_t), dtype=np.int64)
         arm_cum = []
         for arm, ((cls, negate, _), plan) in enumerate(zip(self._arm_spec, self._plans,
                                                           strict=True)):
@@ -661,9 +682,10 @@ class DecisionTest(RuleState):
                 pts = plan.sched[lo:hi]
                 at = cum[pts - n0 - 1]
                 gave = at[None, :] <= plan.give[open_][:, lo:hi]
-                t_give[arm, open_] = np.where(gave.any(axis=1), pts[np.argmax(gave, axis=1)],
-                                              inf)
-        self._resolve(t_cross, t_give)
+                first_give = np.argmax(gave, axis=1)
+                t_give[arm, open_] = np.where(gave.any(axis=1), pts[first_give], inf)
+                k_give[arm, open_] = at[first_give]
+        self._resolve(t_cross, t_give, k_give)
         end = n0 + arr.size if not self.done else int(self.decided_at.max())
         used = end - n0
         self.queries = end
@@ -673,7 +695,7 @@ class DecisionTest(RuleState):
         if self.done:
             self._finish()
 
-    def _resolve(self, t_cross, t_give) -> None:
+    def _resolve(self, t_cross, t_give, k_give) -> None:
         inf = np.iinfo(np.int64).max
         for j in np.nonzero(self.decided_at < 0)[0]:
             crosses = [(t_cross[a, j], a) for a in range(len(self._plans))
@@ -694,8 +716,13 @@ class DecisionTest(RuleState):
             for a in range(len(self._plans)):
                 if not self._closed[a, j] and t_give[a, j] < inf:
                     self._closed[a, j] = True
+                    self._give_n[a, j], self._give_k[a, j] = t_give[a, j], k_give[a, j]
             if all(e is not None for e in ends):
                 self.decided_at[j] = max(ends) if ends else self.queries
+                # every arm was given up (a crossing settles the threshold at once)
+                self._refuted[j] = all(
+                    refutes(self._give_n[a, j], self._give_k[a, j], plan.thresholds[j],
+                            self.futility) for a, plan in enumerate(self._plans))
         self.done = bool((self.decided_at >= 0).all())
 
     @property
@@ -709,10 +736,10 @@ class DecisionTest(RuleState):
                 out.append(STILL_OPEN)
             elif self._priced[j]:
                 out.append(GAVE_UP)
-            elif self.decided_at[j] >= self.n_max:
-                out.append(CAP)
-            else:
+            elif self._refuted[j]:
                 out.append(REFUTED)
+            else:
+                out.append(CAP)
         return out
 
     def _settle(self, j, when, arm) -> None:
@@ -1016,6 +1043,19 @@ class RadiusTest(RuleState):
         with np.errstate(invalid="ignore"):
             gap = np.where(best == now, 0.0, best - now)
         return bool(np.all(gap <= self.tolerance))
+
+    @property
+    def status(self) -> str:
+        """How the class ended: ``"certified"``; ``"refuted"`` when every class's KT upper
+        bound at level ``futility`` lies below 1/2 (:func:`refutes`); else ``"cap"`` (not
+        certifiable within the draw cap, or the cap reached); ``"open"`` while running."""
+        if not self.done:
+            return STILL_OPEN
+        if self.label != ABSTAIN:
+            return CERTIFIED
+        if all(refutes(self.queries, int(k), 0.5, self.futility) for k in self.counts):
+            return REFUTED
+        return CAP
 
     def _finish(self) -> None:
         top = self.leader

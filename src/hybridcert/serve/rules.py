@@ -43,6 +43,8 @@ class Reading:
         ``"refuted"``, ``"gave_up"`` or ``"cap"``, and the draw).
     status, decided_at : str, int
         How the decision at the zero budget ended, and the draw.
+    notes : list of str
+        The result's notes (targets beyond the text's noisable positions).
     """
 
     decision: str
@@ -54,6 +56,7 @@ class Reading:
     endings: list[dict]
     status: str
     decided_at: int
+    notes: list[str]
 
 
 class DecisionRules:
@@ -116,7 +119,7 @@ class DecisionRules:
                    for t in result.targets]
         return Reading(decision, label, certified, result.region, _number(result.p_lower),
                        _number(result.p_upper), endings, result.status,
-                       int(result.decided_at))
+                       int(result.decided_at), list(result.notes))
 
 
 def _target_json(noise: HybridNoise, budget: dict) -> dict:

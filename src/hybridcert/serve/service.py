@@ -445,7 +445,7 @@ class ModerationService:
             "id": prepared.request_id,
             "input_hash": prepared.input_hash,
             "seed": prepared.seed,
-            "notes": prepared.notes,
+            "notes": prepared.notes + reading.notes,
             "model": self.model_id,
             "config_hash": self.config_hash,
         }

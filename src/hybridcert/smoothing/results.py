@@ -4,6 +4,7 @@ detector — and the one row format that the store, the exports and the reports 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,11 +48,15 @@ class Certification:
         Detector: ``"flag"``, ``"benign"`` or ``"abstain"``.
     status : str
         How the answer at the zero budget (the class, or the detector's decision) ended:
-        ``"certified"``; ``"refuted"`` (it can no longer be certified: an upper bound on the
-        rate, at the stopping rule's futility level, fell below what the cap would need);
-        ``"gave_up"`` (stopped open by a cost rule: the price, or every target settled);
-        ``"cap"`` (the draw cap, or fixed n's sample, ran out while open).  Default:
-        ``"certified"`` unless abstaining, then ``"cap"`` (fixed n).
+        ``"certified"``; ``"refuted"`` (false at the stopping rule's futility level: the
+        upper confidence bound on the rate at that level fell below the threshold ``p*``
+        itself — a reason, not a claim at alpha); ``"gave_up"`` (stopped open by a cost rule:
+        the price, or every target settled); ``"cap"`` (not certifiable within the draw cap,
+        or the cap — fixed n's sample — reached).  Default: ``"certified"`` unless
+        abstaining, then ``"cap"`` (fixed n).
+    notes : list of str
+        What the answer's reader must know about it: each target asking more token changes
+        than the record has noisable positions (:func:`coverage_notes`).
     decided_at : int
         The draw at which that happened (default: ``queries``).
     """
@@ -70,6 +75,7 @@ class Certification:
     decision: str | None = None
     status: str | None = None
     decided_at: int | None = None
+    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         if self.status is None:
@@ -124,7 +130,15 @@ class Certification:
             "time": round(float(self.time_s), 6),
             "mode": self.mode,
             "rule": self.rule,
+            **({"notes": list(self.notes)} if self.notes else {}),
         }
+
+    def attach_targets(self, targets: list[dict],
+                       noised_positions: Mapping[str, int] | None) -> None:
+        """Set the per-target answers and the notes of the targets beyond the record's
+        noisable positions (the one place both are attached: fixed n, sequential, service)."""
+        self.targets = targets
+        self.notes = coverage_notes([t["budget"] for t in targets], noised_positions or {})
 
 
 @dataclass
@@ -132,6 +146,32 @@ class Prediction:
     label: int
     counts: np.ndarray
     p_value: float
+
+
+def coverage_notes(budgets: Sequence[Mapping[str, float]],
+                   noised_positions: Mapping[str, int]) -> list[str]:
+    """One line per target and token block whose budget exceeds the record's noisable
+    positions there: the target is certified, but no more positions than these can change,
+    so it covers changes of those only (none, for a text without a noisable position).
+
+    Parameters
+    ----------
+    budgets : list of {block: size}
+        The targets, in order (numbered from 1).
+    noised_positions : {token block: int}
+        How many positions the record noises per token block
+        (:meth:`~hybridcert.blocks.HybridNoise.noised_positions`).
+    """
+    notes = []
+    for number, budget in enumerate(budgets, start=1):
+        for block, have in noised_positions.items():
+            asks = budget.get(block, 0)
+            if asks > have:
+                covers = (f"covers changes of those {have} only" if have
+                          else "covers no change there")
+                notes.append(f"{block}: target {number} asks {asks:g} token change(s); the "
+                             f"{block} has {have} noisable position(s), so it {covers}")
+    return notes
 
 
 def result_row(idx: int, input_id, label, result: Certification) -> dict:
