@@ -110,9 +110,9 @@ def parse_label_map(value: str | None) -> dict[str, int] | None:
 
 def parse_size(value: str | None) -> list[int] | None:
     """``--image-size 224`` or ``224x224``."""
-    from hybridcert.runs.config import _size
+    from hybridcert.runs.config import parse_image_size
 
-    return None if value is None else _size(value)
+    return None if value is None else parse_image_size(value)
 
 
 def parse_model_args(values: list[str] | None) -> dict | None:

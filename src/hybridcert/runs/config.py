@@ -223,7 +223,7 @@ class RunConfig:
             if isinstance(settings.get(key), str):
                 settings[key] = parse_mapping(key, settings[key])
         if isinstance(settings.get("image_size"), str):
-            settings["image_size"] = _size(settings["image_size"])
+            settings["image_size"] = parse_image_size(settings["image_size"])
         if isinstance(settings.get("targets"), list):
             settings["targets"] = [parse_target(t) if isinstance(t, str) else t
                                    for t in settings["targets"]]
@@ -574,7 +574,7 @@ def parse_mapping(option: str, value: str, convert=str) -> dict:
     return out
 
 
-def _size(value: str) -> list[int]:
+def parse_image_size(value: str) -> list[int]:
     parts = value.lower().split("x")
     try:
         numbers = [int(p) for p in parts]

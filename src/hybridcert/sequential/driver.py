@@ -65,7 +65,7 @@ from hybridcert._validation import check_count
 from hybridcert.blocks.tokens import TokenBlock
 from hybridcert.sequential.batched import observe_many
 from hybridcert.smoothing.base import ModelOutputError
-from hybridcert.smoothing.core import SmoothedClassifier, Stage, _shape_key, concat_batches
+from hybridcert.smoothing.core import SmoothedClassifier, Stage, concat_batches, shape_key
 
 
 class DriverError(RuntimeError):
@@ -339,7 +339,7 @@ class Driver:
             if len(self._jobs) >= self.max_pending:
                 raise QueueFull(f"{len(self._jobs)} requests are already queued or running")
             job = Job(next(self._numbers), stream, rule, time.monotonic() + timeout_s,
-                      _shape_key(record), attended_lengths(record), key, owner)
+                      shape_key(record), attended_lengths(record), key, owner)
             self._jobs[job.number] = job
             self._cond.notify_all()
         return job

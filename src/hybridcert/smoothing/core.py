@@ -336,7 +336,7 @@ class SmoothedClassifier:
         expected = np.tile(np.array([num for _, num in stages], dtype=np.int64), len(records))
         groups: dict[tuple, list[int]] = {}
         for i, x in enumerate(records):
-            groups.setdefault(_shape_key(x), []).append(i)
+            groups.setdefault(shape_key(x), []).append(i)
         for members in groups.values():
             streams = ((i * per + s, self._noise_chunks(records[i], num, seeds[i], stage))
                        for i in members for s, (stage, num) in enumerate(stages))
@@ -631,7 +631,8 @@ def _record_on(record: Record, device: torch.device) -> Record:
     return out
 
 
-def _shape_key(x: Record) -> tuple:
+def shape_key(x: Record) -> tuple:
+    """Block names and shapes: records with equal keys can share one forward batch."""
     return tuple((name, tuple((b.ids if isinstance(b, TokenBlock) else b).shape))
                  for name, b in sorted(x.items()))
 
