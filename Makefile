@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m hybridcert.demo
+	$(PY) -m hybridcert.bench.demo
 
 serve: $(STAMP)
 	$(PY) -m hybridcert.cli.main serve --demo
@@ -37,7 +37,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/smoothing_overhead.py
 
 full-benchmark: $(STAMP)
-	$(PY) -m hybridcert.demo --full --out docs/benchmark/full
+	$(PY) -m hybridcert.bench.demo --full --out docs/benchmark/full
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from hybridcert.bench.models import FastFilter
-from hybridcert.data import safety
+from hybridcert.datasets import safety
 from hybridcert.models import fusion, training
 
 

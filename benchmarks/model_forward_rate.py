@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from hybridcert.data import safety
+from hybridcert.datasets import safety
 from hybridcert.models import fusion
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hybridcert.data import safety
+from hybridcert.datasets import safety
 from hybridcert.models import fusion, training
 
 

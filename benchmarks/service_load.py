@@ -52,7 +52,7 @@ def demo_inputs(count: int) -> list[tuple[bytes, str]]:
     """The first ``count`` records of the demo test split as (PNG bytes, caption)."""
     from PIL import Image
 
-    from hybridcert.data import safety
+    from hybridcert.datasets import safety
 
     test = safety.splits(cache=Path("artifacts/data"))["test"]
     out = []
@@ -128,7 +128,7 @@ def _image_block(run) -> str:
 
 
 def _processor(run):
-    from hybridcert.serve.service import _processor as service_processor
+    from hybridcert.serve.service import service_processor
 
     return service_processor(run, _image_block(run))
 

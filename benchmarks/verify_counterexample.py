@@ -24,11 +24,12 @@ import numpy as np
 import torch
 
 from hybridcert.attacks import joint_attack
-from hybridcert.bench.counterexample import _candidate
-from hybridcert.bench.models import load_or_train
-from hybridcert.benchmark import _load_unit, full_config
+from hybridcert.bench.counterexample import candidate_setup
+from hybridcert.bench.runner import full_config
+from hybridcert.bench.store import load_unit
 from hybridcert.blocks import TokenBlock
-from hybridcert.data import safety
+from hybridcert.datasets import safety
+from hybridcert.models.checkpoints import load_or_train
 from hybridcert.smoothing import Stage
 from hybridcert.smoothing.core import input_seed, upper_confidence_bound
 
@@ -51,7 +52,7 @@ def main() -> None:
         raise SystemExit(f"no counterexample recorded in {args.out / 'results.json'}")
     info = results["units"][found["unit"]]
     units_dir = cfg.cache / "bench" / args.out.name / cfg.signature()
-    unit = _load_unit(units_dir / f"{found['unit']}.json")
+    unit = load_unit(units_dir / f"{found['unit']}.json")
     if unit is None:
         raise SystemExit(f"the unit {found['unit']} is not cached under {units_dir}: run "
                          f"`make full-benchmark` on this machine first")
@@ -60,7 +61,7 @@ def main() -> None:
     trained, _ = load_or_train(cfg.cache, cfg.filter_config(cfg.levels[info["level"]],
                                                            info["seed"]),
                                data["train"], cfg.epochs, log=lambda _: None)
-    model, noise, clf, _, i = _candidate(cfg, {(info["seed"], info["level"]): trained},
+    model, noise, clf, _, i = candidate_setup(cfg, {(info["seed"], info["level"]): trained},
                                          results, unit, found["unit"], k)
     test = data["test"]
     image = test.image(i)

@@ -162,7 +162,7 @@ def joint_attack(model, image: torch.Tensor, tokens: torch.Tensor, label: int, e
     changed = torch.zeros_like(attackable)
     start = x
     if image_first and eps > 0:
-        start = _pgd(model, x, ids, attention, label, eps, steps, noise, samples, generator,
+        start = pgd(model, x, ids, attention, label, eps, steps, noise, samples, generator,
                      noised=attackable)
     original = ids
     for _ in range(rounds):
@@ -181,7 +181,7 @@ def joint_attack(model, image: torch.Tensor, tokens: torch.Tensor, label: int, e
             ids[pos] = tok
             changed[pos] = True
         if eps > 0:
-            start = _pgd(model, x, ids, attention, label, eps, steps, noise, samples,
+            start = pgd(model, x, ids, attention, label, eps, steps, noise, samples,
                          generator, start=start - x, noised=attackable)
     return start[0].detach(), ids
 
@@ -245,8 +245,16 @@ def _scores(model, x, ids, attention, label, pairs, noise, samples, generator,
     return scores
 
 
-def _pgd(model, x, ids, attention, label, eps, steps, noise, samples, generator, start=None,
+def pgd(model, x, ids, attention, label, eps, steps, noise, samples, generator, start=None,
          noised=None):
+    """L2 projected gradient ascent on the loss of ``label`` under the smoothing noise.
+
+    ``steps`` normalized-gradient steps of size ``2.5 eps / steps`` on the image ``x``
+    (pixels kept in [0, 1]), each averaging the model's probabilities over ``samples`` noisy
+    copies (``noise``, drawn from ``generator``, or the fixed ``noised`` draws); the
+    perturbation stays in the L2 ball of radius ``eps`` (from ``start``, a perturbation, when
+    given).  Returns the attacked image.
+    """
     target = torch.tensor([label])
     delta = (torch.zeros_like(x) if start is None else start.detach().clone()).requires_grad_()
     step = 2.5 * eps / steps

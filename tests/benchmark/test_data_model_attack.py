@@ -12,7 +12,7 @@ from hybridcert.adapters import ImageProcessor, ModelAdapter
 from hybridcert.attacks import joint_attack
 from hybridcert.blocks import HybridNoise
 from hybridcert.cli.main import main
-from hybridcert.data import safety
+from hybridcert.datasets import safety
 from hybridcert.models import fusion, training
 from hybridcert.noise import Gaussian, Substitution
 

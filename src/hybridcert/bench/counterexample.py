@@ -38,11 +38,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hybridcert.attacks import joint_attack
+from hybridcert.attacks import joint_attack, pgd
 from hybridcert.bench.models import FastFilter
+from hybridcert.bench.store import load_unit
+from hybridcert.bench.threats import CELLS, noise_for
 from hybridcert.blocks import TokenBlock
 from hybridcert.certificate import MAJORITY, Rule, lower_bound
-from hybridcert.data import safety
+from hybridcert.datasets import safety
 from hybridcert.smoothing import SmoothedClassifier, Stage
 from hybridcert.smoothing.core import input_seed, lower_confidence_bound, upper_confidence_bound
 
@@ -94,7 +96,6 @@ class CounterexampleSettings:
 def _candidates(results: dict, units: dict, seed: int) -> list[tuple]:
     """(priority, unit name, input position, setting) for inputs whose per-modality rule
     claimed a cell (eps > 0, r > 0) that the joint rule did not certify."""
-    from hybridcert.benchmark import CELLS
 
     out = []
     for name, info in results["units"].items():
@@ -122,12 +123,11 @@ def _candidates(results: dict, units: dict, seed: int) -> list[tuple]:
 
 def search_counterexample(cfg, models: dict, results: dict, test, test_index, log) -> dict:
     """Run the search (see module doc) and return every attempt and the counterexample."""
-    from hybridcert.benchmark import _load_unit
 
     settings: CounterexampleSettings = cfg.counterexample
     start = time.perf_counter()
     units_dir = cfg.cache / "bench" / cfg.out.name / cfg.signature()
-    units = {name: _load_unit(units_dir / f"{name}.json") for name in results["units"]}
+    units = {name: load_unit(units_dir / f"{name}.json") for name in results["units"]}
     candidates = _candidates(results, units, cfg.baseline_seed)
     vocab = safety.vocabulary()
     attempts, found = [], None
@@ -149,7 +149,7 @@ def search_counterexample(cfg, models: dict, results: dict, test, test_index, lo
         if time.perf_counter() - start > settings.seconds:
             break
         unit = units[name]
-        model, noise, clf, input_id, i = _candidate(cfg, models, results, unit, name, k)
+        model, noise, clf, input_id, i = candidate_setup(cfg, models, results, unit, name, k)
         tau = unit["calibration"]["tau"] if setting == "detector" else None
         rule = Rule.flag(tau) if setting == "detector" else MAJORITY
         level_p = tau if setting == "detector" else 0.5
@@ -226,10 +226,8 @@ def search_counterexample(cfg, models: dict, results: dict, test, test_index, lo
     return out
 
 
-def _candidate(cfg, models, results, unit, name, k):
+def candidate_setup(cfg, models, results, unit, name, k):
     """(model, noise, smoothed classifier, input id, test row) of candidate ``k`` of a unit."""
-    from hybridcert.benchmark import noise_for
-
     info = results["units"][name]
     model = FastFilter(models[(info["seed"], info["level"])])
     noise = noise_for(cfg.levels[info["level"]], "anywhere")
@@ -241,7 +239,6 @@ def _candidate(cfg, models, results, unit, name, k):
 def _screen(cfg, models, results, units, candidates, test, until: float):
     """(candidates reordered, screen rows): the screened inputs by the share of their margin
     an image-only attack removed (largest first), then the rest in their order."""
-    from hybridcert.attacks import _pgd
 
     settings: CounterexampleSettings = cfg.counterexample
     rows, ranked = [], []
@@ -254,7 +251,7 @@ def _screen(cfg, models, results, units, candidates, test, until: float):
         decided = int(unit["baseline_labels"]["majority_per_modality"][k])
         if decided < 0:
             continue
-        model, noise, clf, input_id, i = _candidate(cfg, models, results, unit, name, k)
+        model, noise, clf, input_id, i = candidate_setup(cfg, models, results, unit, name, k)
         text = TokenBlock(torch.from_numpy(test.tokens[i]),
                           attention=torch.from_numpy(test.attention[i]))
         prepared = clf.validate({"image": test.image(i), "text": text})
@@ -269,7 +266,7 @@ def _screen(cfg, models, results, units, candidates, test, until: float):
         if not region.certified or region.l2_radius(0) <= 0:
             continue
         eps = float(region.l2_radius(0))
-        attacked = _pgd(model, test.image(i)[None], text.ids, text.attention.long(), decided,
+        attacked = pgd(model, test.image(i)[None], text.ids, text.attention.long(), decided,
                         eps, settings.screen_steps, noise, settings.screen_samples,
                         torch.Generator().manual_seed(k))
         after = clf.sample_counts(clf.validate({"image": attacked[0], "text": text}), n,

@@ -1,59 +1,15 @@
-"""The benchmark's models: checkpoints trained once and reused, an inference copy for fast
-forward passes, and label functions that reuse what does not depend on the noise.
-
-Checkpoints live under ``<cache>/models/<config name>_e<epochs>_n<train records>_v<dataset
-version>`` (safetensors + JSON, :func:`hybridcert.models.fusion.save`).
+"""The benchmark's models at inference: a copy for fast forward passes, and label functions
+that reuse what does not depend on the noise (checkpoints: :mod:`hybridcert.models.checkpoints`).
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import time
-from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from hybridcert.data import safety
-from hybridcert.models import fusion, training
-
-
-def checkpoint_dir(cache: Path, config: fusion.FilterConfig, epochs: int, n_train: int) -> Path:
-    """Where the checkpoint of ``config`` trained ``epochs`` epochs on ``n_train`` records
-    lives."""
-    return Path(cache) / "models" / f"{config.name}_e{epochs}_n{n_train}_v{safety.VERSION}"
-
-
-#: File beside a checkpoint recording how long its training took.
-TRAINING_RECORD = "training.json"
-
-
-def load_or_train(cache: Path, config: fusion.FilterConfig, train_data: safety.SafetyData,
-                  epochs: int, log: Callable[[str], None] = print
-                  ) -> tuple[fusion.SafetyFilter, float]:
-    """The checkpoint of ``config`` (trained first if absent) and its training time in
-    seconds (when reused: the time recorded beside it when it was trained, 0 without one)."""
-    directory = checkpoint_dir(cache, config, epochs, len(train_data))
-    try:
-        model = fusion.load(directory)
-        log(f"reusing {directory}")
-        try:
-            recorded = json.loads((directory / TRAINING_RECORD).read_text())["seconds"]
-            return model, float(recorded)
-        except (OSError, ValueError, KeyError, TypeError):
-            return model, 0.0
-    except FileNotFoundError:
-        pass
-    log(f"training {directory.name} ...")
-    start = time.perf_counter()
-    model = training.train(config, train_data, epochs=epochs, log=lambda m: log("  " + m))
-    seconds = time.perf_counter() - start
-    fusion.save(model, directory)
-    (directory / TRAINING_RECORD).write_text(json.dumps({"seconds": round(seconds, 1)}))
-    log(f"  trained in {seconds:.0f} s")
-    return model, seconds
+from hybridcert.models import fusion
 
 
 class FastFilter(torch.nn.Module):
@@ -139,4 +95,4 @@ class CachedModality:
         self._cache.pop(owner, None)
 
 
-__all__ = ["CachedModality", "FastFilter", "checkpoint_dir", "load_or_train"]
+__all__ = ["CachedModality", "FastFilter"]

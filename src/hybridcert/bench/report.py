@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from hybridcert.bench.metrics import rate_table
+from hybridcert.bench.store import json_default, load_unit
 from hybridcert.reports import plots
 from hybridcert.reports.tables import EPS_GRID, TOKEN_GRID, markdown_interval_table
 from hybridcert.smoothing.core import lower_confidence_bound
@@ -211,21 +212,6 @@ def write(results: dict, units: dict, cfg) -> Path:
     return out / "REPORT.md"
 
 
-def json_default(value):
-    """JSON for the numpy scalars and arrays and the paths a benchmark's results hold (the one
-    converter of results.json and the cached units); anything else is an error."""
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot serialise {type(value).__name__}")
-
 
 def _compact(results: dict, metrics: dict) -> dict:
     """results.json: every aggregate (per-input data is in inputs/*.tsv)."""
@@ -391,11 +377,10 @@ def _baseline_figure(results, metrics, cfg, out: Path) -> str | None:
 
 
 def _unit_of(results, seed, li, threat="anywhere"):
-    from hybridcert.benchmark import _load_unit
 
     cfg = results["config"]
     folder = Path(cfg["cache"]) / "bench" / Path(cfg["out"]).name / cfg["signature"]
-    return _load_unit(folder / f"seed{seed}_level{li}_{threat}.json")
+    return load_unit(folder / f"seed{seed}_level{li}_{threat}.json")
 
 
 def _single(unit: dict, e: float, r: int, modality: str) -> np.ndarray:
@@ -455,7 +440,7 @@ def _markdown(results, metrics, cfg, figures) -> str:
     lines = [f"# Certified image+text safety filter: benchmark report "
              f"({'full' if full else 'demo'})", "",
              f"Command: `{'make full-benchmark' if full else 'make demo'}` "
-             f"(`python -m hybridcert.demo{' --full' if full else ''}`). Machine: "
+             f"(`python -m hybridcert.bench.demo{' --full' if full else ''}`). Machine: "
              f"{machine['machine']}, {machine['cores']} cores, torch {machine['torch']} with "
              f"{machine['threads']} threads, Python {machine['python']}. Wall time so far: "
              f"{results.get('duration_s', 0):.0f} s (training included when checkpoints were "

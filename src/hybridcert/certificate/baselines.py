@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from hybridcert._validation import check_probability
-from hybridcert.certificate.bounds import _lower_bound
+from hybridcert.certificate.bounds import lower_bounds
 from hybridcert.noise.ratio import LikelihoodRatio
 
 
@@ -29,8 +29,8 @@ def sequential_bound(p, continuous: LikelihoodRatio, discrete: LikelihoodRatio):
     """
     p_arr = check_probability("p", p)
     flat = p_arr.ravel()
-    discrete_first = _lower_bound(_lower_bound(flat, discrete), continuous)
-    gaussian_first = _lower_bound(_lower_bound(flat, continuous), discrete)
+    discrete_first = lower_bounds(lower_bounds(flat, discrete), continuous)
+    gaussian_first = lower_bounds(lower_bounds(flat, continuous), discrete)
     out = np.maximum(discrete_first, gaussian_first).reshape(p_arr.shape)
     return float(out) if out.ndim == 0 else out
 
@@ -44,7 +44,7 @@ def per_modality_check(p, continuous: LikelihoodRatio, discrete: LikelihoodRatio
     """
     p_arr = check_probability("p", p)
     flat = p_arr.ravel()
-    ok = (_lower_bound(flat, continuous) > 0.5) & (_lower_bound(flat, discrete) > 0.5)
+    ok = (lower_bounds(flat, continuous) > 0.5) & (lower_bounds(flat, discrete) > 0.5)
     ok = ok.reshape(p_arr.shape)
     return bool(ok) if ok.ndim == 0 else ok
 
@@ -61,7 +61,7 @@ def sequential_radius(p, sigma: float, discrete: LikelihoodRatio):
 
     p_arr = check_probability("p", p)
     flat = p_arr.ravel()
-    discrete_first = ndtri(np.clip(_lower_bound(flat, discrete), 0.5, 1.0))
+    discrete_first = ndtri(np.clip(lower_bounds(flat, discrete), 0.5, 1.0))
     gaussian_first = ndtri(flat) - ndtri(discrete_threshold(discrete))
     gamma = np.maximum(np.maximum(discrete_first, gaussian_first), 0.0)
     gamma = np.where(np.isfinite(gamma), gamma, 0.0)

@@ -34,9 +34,9 @@ from hybridcert._validation import check_probability
 from hybridcert.noise.ratio import LikelihoodRatio
 
 _EPS = np.finfo(float).eps
-_REL_MARGIN = 1e-12
-_ABS_MARGIN = 1e-300
-_SQRT_2PI = np.sqrt(2.0 * np.pi)
+REL_MARGIN = 1e-12
+ABS_MARGIN = 1e-300
+SQRT_2PI = np.sqrt(2.0 * np.pi)
 _MAX_ITER = 200
 _MAX_BRACKET_DOUBLINGS = 64
 
@@ -64,7 +64,7 @@ def lower_bound(p, ratio: LikelihoodRatio):
     """
     p_arr = check_probability("p", p)
     flat = p_arr.ravel()
-    out = _bounds(flat, 1.0 - flat, ratio)[0].reshape(p_arr.shape)
+    out = mass_bounds(flat, 1.0 - flat, ratio)[0].reshape(p_arr.shape)
     return float(out) if out.ndim == 0 else out
 
 
@@ -88,17 +88,17 @@ def upper_bound(q, ratio: LikelihoodRatio):
     """
     q_arr = check_probability("q", q)
     flat = q_arr.ravel()
-    out = _bounds(1.0 - flat, flat, ratio)[1].reshape(q_arr.shape)
+    out = mass_bounds(1.0 - flat, flat, ratio)[1].reshape(q_arr.shape)
     return float(out) if out.ndim == 0 else out
 
 
-def _lower_bound(p: np.ndarray, ratio: LikelihoodRatio, gamma=None) -> np.ndarray:
+def lower_bounds(p: np.ndarray, ratio: LikelihoodRatio, gamma=None) -> np.ndarray:
     """Vectorised lower bound; ``gamma`` (per input, optional) adds a Gaussian shift to
     the ratio's own in L2."""
-    return _bounds(p, 1.0 - p, ratio, gamma)[0]
+    return mass_bounds(p, 1.0 - p, ratio, gamma)[0]
 
 
-def _bounds(p: np.ndarray, p_tail: np.ndarray, ratio: LikelihoodRatio, gamma=None):
+def mass_bounds(p: np.ndarray, p_tail: np.ndarray, ratio: LikelihoodRatio, gamma=None):
     """``(nu(S) rounded down, nu(S^c) rounded up)`` for the Neyman–Pearson lower set ``S``
     of mu-mass ``p``; ``p_tail = 1 - p`` must be exact where it is the smaller of the two.
     """
@@ -107,7 +107,7 @@ def _bounds(p: np.ndarray, p_tail: np.ndarray, ratio: LikelihoodRatio, gamma=Non
     gamma = np.full(p.shape, ratio.gamma) if gamma is None else np.hypot(ratio.gamma, gamma)
     if ratio.is_identity and not gamma.any():
         return p.copy(), p_tail.copy()
-    exact = _discrete(p, p_tail, ratio)
+    exact = discrete_solution(p, p_tail, ratio)
     head, tail, log_kappa = exact.head.copy(), exact.tail.copy(), exact.log_kappa.copy()
     separated = gamma >= GAMMA_SEPARATED
     if separated.any():
@@ -132,7 +132,7 @@ def _bounds(p: np.ndarray, p_tail: np.ndarray, ratio: LikelihoodRatio, gamma=Non
     return np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)
 
 
-def _relative_error(ratio: LikelihoodRatio) -> float:
+def relative_error(ratio: LikelihoodRatio) -> float:
     """Relative error of a sum of the ratio's masses (K-term sums, the masses' own)."""
     return 8.0 * (ratio.n_regions + 2) * _EPS + ratio.mass_rtol
 
@@ -149,7 +149,7 @@ def _safety_margin(value, scale, log_kappa, ratio: LikelihoodRatio, value_error=
     ``lower(p)``).  A fixed 1e-12 relative part keeps exact ties (e.g. lower = 1/2) on the
     non-certified side.
     """
-    k_eps = _relative_error(ratio)
+    k_eps = relative_error(ratio)
     # Regions stored with mu = 0 hold a true mass below 1e-307 each.
     mass_error = mass_error + 1e-307 * ratio.n_regions
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
@@ -157,10 +157,10 @@ def _safety_margin(value, scale, log_kappa, ratio: LikelihoodRatio, value_error=
         slope_error = np.exp(np.minimum(log_error, 709.0))
     slope_error = np.where(scale > 0, np.where(np.isnan(slope_error), np.inf, slope_error),
                            0.0)
-    return (_REL_MARGIN + k_eps) * value + value_error + slope_error + _ABS_MARGIN
+    return (REL_MARGIN + k_eps) * value + value_error + slope_error + ABS_MARGIN
 
 
-class _Exact:
+class ExactSolution:
     """Exact gamma = 0 solution: greedy union of regions by increasing ratio."""
 
     def __init__(self, head, tail, pivot, fraction, log_kappa):
@@ -168,7 +168,7 @@ class _Exact:
         self.pivot, self.fraction, self.log_kappa = pivot, fraction, log_kappa
 
 
-class _Cumulative:
+class CumulativeMasses:
     """Cumulative masses of a ratio's regions (in increasing ratio), with sentinels.
 
     ``head_mu[j]``: mu of the zero atom and regions ``< j``; ``tail_mu[j]``: mu of regions
@@ -185,7 +185,7 @@ class _Cumulative:
         self.tail_nu = ratio.nu_infinite + np.concatenate([np.cumsum(nu[::-1])[::-1], [0.0]])
 
 
-def _discrete(p: np.ndarray, p_tail: np.ndarray, ratio: LikelihoodRatio) -> _Exact:
+def discrete_solution(p: np.ndarray, p_tail: np.ndarray, ratio: LikelihoodRatio) -> ExactSolution:
     """The greedy set of mu-mass ``p``: regions by increasing ratio, the boundary region
     ``j`` (the pivot) taken fractionally.  The boundary is located from ``p`` or from
     ``p_tail``, whichever is smaller, and both nu masses are summed directly."""
@@ -193,9 +193,9 @@ def _discrete(p: np.ndarray, p_tail: np.ndarray, ratio: LikelihoodRatio) -> _Exa
     n, k = p.size, ratio.n_regions
     if k == 0:
         zeros = np.zeros(n)
-        return _Exact(zeros, np.full(n, ratio.nu_infinite), np.zeros(n, dtype=int),
+        return ExactSolution(zeros, np.full(n, ratio.nu_infinite), np.zeros(n, dtype=int),
                       zeros.copy(), np.full(n, -np.inf))
-    c = _Cumulative(ratio)
+    c = CumulativeMasses(ratio)
     use_tail = p_tail < p
     j_head = np.minimum(np.searchsorted(c.head_mu[1:], p, side="left"), k - 1)
     count = k - np.searchsorted(c.tail_mu[:k][::-1], p_tail, side="left")
@@ -212,7 +212,7 @@ def _discrete(p: np.ndarray, p_tail: np.ndarray, ratio: LikelihoodRatio) -> _Exa
     rest = np.where(use_tail, rest_tail, 1.0 - frac_head)
     head = c.head_nu[j] + frac * nu[j]
     tail = c.tail_nu[j + 1] + rest * nu[j]
-    return _Exact(head, tail, j, frac, ratio.log_ratio[j])
+    return ExactSolution(head, tail, j, frac, ratio.log_ratio[j])
 
 
 def normal_terms(tau: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -221,11 +221,11 @@ def normal_terms(tau: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     below = np.where(tau < 0, small, 1.0 - small)
     above = np.where(tau < 0, 1.0 - small, small)
     with np.errstate(over="ignore"):
-        density = np.exp(-0.5 * tau * tau) / _SQRT_2PI
+        density = np.exp(-0.5 * tau * tau) / SQRT_2PI
     return below, above, density
 
 
-class _Curve:
+class GaussianCurve:
     """F (mu-mass of S), its upper tail, its slope, G = nu(S) and nu(S^c) as functions of
     the offset ``s`` for a batch of inputs with per-input ``gamma`` and pivot."""
 
@@ -258,7 +258,7 @@ class _Curve:
         shifted = tau - gamma
         below, above, density_nu = normal_terms(shifted)
         with np.errstate(over="ignore", invalid="ignore"):
-            density_mu = np.exp(-0.5 * tau * tau) / _SQRT_2PI
+            density_mu = np.exp(-0.5 * tau * tau) / SQRT_2PI
             delta = 4.0 * _EPS * (1.0 + np.abs(s)[:, None] + np.abs(shift) + gamma)
             err_nu = np.where(density_nu > 0, density_nu * delta, 0.0)
             err_mu = np.where(density_mu > 0, density_mu * delta, 0.0)
@@ -271,7 +271,7 @@ class _Curve:
 
 def _solve_gaussian(p, p_tail, ratio: LikelihoodRatio, gamma, pivot, fraction):
     """``(nu(S), nu(S^c), log kappa, value_error, mass_error)`` for inputs with a Gaussian
-    shift ``gamma > 0`` (errors: see :meth:`_Curve.nu_masses`)."""
+    shift ``gamma > 0`` (errors: see :meth:`GaussianCurve.nu_masses`)."""
     n = p.size
     head = np.zeros(n)
     tail = np.full(n, ratio.nu_infinite)
@@ -279,17 +279,17 @@ def _solve_gaussian(p, p_tail, ratio: LikelihoodRatio, gamma, pivot, fraction):
     value_error, mass_error = np.zeros(n), np.zeros(n)
     if ratio.n_regions == 0:
         return head, tail, log_kappa, value_error, mass_error
-    c = _Cumulative(ratio)
+    c = CumulativeMasses(ratio)
     full = p_tail <= 0
     head[full] = c.head_nu[-1]
     empty = ~full & np.where(p_tail < p, p_tail >= c.tail_mu[0], p <= ratio.mu_zero)
     tail[empty] = c.tail_nu[0]
     idx = np.flatnonzero(~full & ~empty)
     if idx.size:
-        curve = _Curve(ratio, gamma, ratio.log_ratio[pivot])
+        curve = GaussianCurve(ratio, gamma, ratio.log_ratio[pivot])
         frac = np.clip(fraction[idx], 1e-300, 1.0 - 1e-16)
         s0 = np.clip(ndtri(frac), -38.0, 38.0) - gamma[idx] / 2.0
-        s_lo, found = solve_offset(curve, idx, s0, _mass_residual(p[idx], p_tail[idx]))
+        s_lo, found = solve_offset(curve, idx, s0, mass_residual(p[idx], p_tail[idx]))
         g, g_tail, err_value, err_mass = curve.nu_masses(s_lo, idx)
         # Not bracketed (never seen): S shrunk to the ratio-0 atom is always a sound end.
         head[idx] = np.where(found, g, 0.0)
@@ -300,7 +300,7 @@ def _solve_gaussian(p, p_tail, ratio: LikelihoodRatio, gamma, pivot, fraction):
     return head, tail, log_kappa, value_error, mass_error
 
 
-def _mass_residual(p: np.ndarray, p_tail: np.ndarray):
+def mass_residual(p: np.ndarray, p_tail: np.ndarray):
     """``F - p`` on whichever tail keeps precision (increasing in s)."""
     use_tail = p_tail < p
 
@@ -310,7 +310,7 @@ def _mass_residual(p: np.ndarray, p_tail: np.ndarray):
     return residual
 
 
-def solve_offset(curve: _Curve, idx: np.ndarray, s0: np.ndarray, residual):
+def solve_offset(curve: GaussianCurve, idx: np.ndarray, s0: np.ndarray, residual):
     """Largest offset ``s`` (to float precision) with ``residual <= 0``.
 
     ``residual(F, 1 - F, sub)`` must be increasing in ``s``; ``sub`` indexes the entries

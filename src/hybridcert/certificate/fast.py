@@ -26,14 +26,14 @@ import numpy as np
 from scipy.special import ndtr, ndtri
 
 from hybridcert.certificate.bounds import (
-    _ABS_MARGIN,
-    _REL_MARGIN,
-    _SQRT_2PI,
-    _Curve,
-    _discrete,
-    _mass_residual,
-    _relative_error,
+    ABS_MARGIN,
+    REL_MARGIN,
+    SQRT_2PI,
+    GaussianCurve,
+    discrete_solution,
+    mass_residual,
     normal_terms,
+    relative_error,
     solve_offset,
 )
 from hybridcert.certificate.rules import MAJORITY, Rule
@@ -64,7 +64,7 @@ def newton_gamma(p: np.ndarray, ratio: LikelihoodRatio, rule: Rule = MAJORITY,
         return gamma_out, proven
     mass, mass_tail = (1.0 - p, p.copy()) if rule.reads_upper else (p.copy(), 1.0 - p)
     level, on_tail = rule.level, rule.reads_upper
-    exact = _discrete(mass, mass_tail, ratio)
+    exact = discrete_solution(mass, mass_tail, ratio)
     gamma = _start(mass, mass_tail, exact, ratio, rule)
     if hint is not None:
         # Between the sequential shift (below gamma*) and the smaller budget's (above it).
@@ -124,12 +124,12 @@ def newton_gamma(p: np.ndarray, ratio: LikelihoodRatio, rule: Rule = MAJORITY,
     sub = remaining
     f_s, f_g, b_s, b_g = (x[sub] for x in j)
     scale = np.minimum(mass[sub], mass_tail[sub])
-    k = _relative_error(ratio)
-    _, _, err_value, err_mass = _Curve(ratio, gamma[sub], pivot[sub]).nu_masses(s[sub])
+    k = relative_error(ratio)
+    _, _, err_value, err_mass = GaussianCurve(ratio, gamma[sub], pivot[sub]).nu_masses(s[sub])
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         ds_mass = 2.0 * (k * scale + 1e-15 * scale + err_mass + 1e-300) / f_s
         along = np.abs(b_g - b_s * f_g / f_s)
-        need = ((_REL_MARGIN + k) * level + 2.0 * err_value + _ABS_MARGIN) \
+        need = ((REL_MARGIN + k) * level + 2.0 * err_value + ABS_MARGIN) \
             + np.abs(b_s) * ds_mass
         base = need / (gamma[sub] * along)
     base = np.where(np.isfinite(base) & (base > 0), base, 1e-9)
@@ -171,9 +171,9 @@ def _nested(mass, mass_tail, pivot, ratio: LikelihoodRatio, rule: Rule, gamma, s
         if active.size == 0:
             break
         a = active
-        curve = _Curve(ratio, gamma[a], pivot[a])
+        curve = GaussianCurve(ratio, gamma[a], pivot[a])
         s_new, found = solve_offset(curve, np.arange(a.size), s[a],
-                                    _mass_residual(mass[a], mass_tail[a]))
+                                    mass_residual(mass[a], mass_tail[a]))
         s[a] = np.where(found, s_new, s[a])
         _, r2, j = _system(mass[a], mass_tail[a], s[a], gamma[a], pivot[a], ratio, level,
                            on_tail)
@@ -243,11 +243,11 @@ def _system(mass, mass_tail, s, gamma, pivot, ratio, level, on_tail, values=Fals
     below, above, dens = normal_terms(tau)
     shifted = tau - gamma[:, None]
     with np.errstate(over="ignore"):
-        dens_nu = np.exp(-0.5 * shifted * shifted) / _SQRT_2PI
+        dens_nu = np.exp(-0.5 * shifted * shifted) / SQRT_2PI
     mu, nu = ratio.mu, ratio.nu
     f = ratio.mu_zero + below @ mu
     f_tail = above @ mu
-    r1 = _mass_residual(mass, mass_tail)(f, f_tail, slice(None))
+    r1 = mass_residual(mass, mass_tail)(f, f_tail, slice(None))
     g_s, g_g = dens_nu @ nu, (dens_nu * (dtau_dg - 1.0)) @ nu
     if on_tail:
         bound = ratio.nu_infinite + ndtr(-shifted) @ nu
@@ -264,19 +264,19 @@ def _system(mass, mass_tail, s, gamma, pivot, ratio, level, on_tail, values=Fals
 def _witness(mass, mass_tail, s_w, gamma, pivot, ratio: LikelihoodRatio,
              rule: Rule) -> np.ndarray:
     """True where ``(s_w, gamma)`` proves the rule despite rounding."""
-    curve = _Curve(ratio, gamma, pivot)
+    curve = GaussianCurve(ratio, gamma, pivot)
     f, f_tail, _ = curve.mass(s_w)
     g, g_tail, err_value, err_mass = curve.nu_masses(s_w)
-    k = _relative_error(ratio)
+    k = relative_error(ratio)
     # The exact mu-mass of the witness set is at most the target's.
     mass_ok = np.where(mass_tail < mass,
                        f_tail * (1 - k) - err_mass >= mass_tail * (1 + 1e-15) + 1e-300,
                        f * (1 + k) + err_mass <= mass * (1 - 1e-15))
     if rule.reads_upper:
-        high = g_tail + (_REL_MARGIN + k) * g_tail + err_value + _ABS_MARGIN \
+        high = g_tail + (REL_MARGIN + k) * g_tail + err_value + ABS_MARGIN \
             + ratio.nu_dropped
         bound_ok = rule.holds(None, high)
     else:
-        low = g - (_REL_MARGIN + k) * g - err_value - _ABS_MARGIN
+        low = g - (REL_MARGIN + k) * g - err_value - ABS_MARGIN
         bound_ok = rule.holds(low)
     return mass_ok & bound_ok & np.isfinite(s_w)

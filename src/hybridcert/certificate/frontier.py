@@ -20,7 +20,7 @@ import numpy as np
 from scipy.special import ndtri
 
 from hybridcert._validation import check_count, check_positive, check_probability
-from hybridcert.certificate.bounds import _bounds
+from hybridcert.certificate.bounds import mass_bounds
 from hybridcert.certificate.fast import newton_gamma
 from hybridcert.certificate.rules import Rule, check_rule
 from hybridcert.noise.base import Noise
@@ -133,11 +133,11 @@ def is_certified(p, ratio: LikelihoodRatio, p_upper=None, gamma=None, *,
 
 def _holds(p: np.ndarray, p_b, ratio: LikelihoodRatio, rule: Rule, gamma=None) -> np.ndarray:
     if rule.reads_upper:
-        return rule.holds(None, _bounds(1.0 - p, p, ratio, gamma)[1])
-    low = _bounds(p, 1.0 - p, ratio, gamma)[0]
+        return rule.holds(None, mass_bounds(1.0 - p, p, ratio, gamma)[1])
+    low = mass_bounds(p, 1.0 - p, ratio, gamma)[0]
     if p_b is None:
         return rule.holds(low)
-    return rule.holds(low, _bounds(1.0 - p_b, p_b, ratio, gamma)[1])
+    return rule.holds(low, mass_bounds(1.0 - p_b, p_b, ratio, gamma)[1])
 
 
 def certified_gamma(p, ratio: LikelihoodRatio, *, p_upper=None,

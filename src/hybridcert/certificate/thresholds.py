@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hybridcert.certificate.bounds import _Cumulative
+from hybridcert.certificate.bounds import CumulativeMasses
 from hybridcert.certificate.rules import Rule, check_rule
 from hybridcert.noise.ratio import LikelihoodRatio
 
@@ -95,7 +95,7 @@ def discrete_inverse(ratio: LikelihoodRatio, rule: Rule) -> float:
     Floating-point estimate, not a certified end: :func:`threshold_probability` is.
     """
     level, k = rule.level, ratio.n_regions
-    c = _Cumulative(ratio)
+    c = CumulativeMasses(ratio)
     if not rule.reads_upper:
         if k == 0 or c.head_nu[-1] < level:
             return np.inf

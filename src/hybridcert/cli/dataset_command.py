@@ -26,7 +26,7 @@ def export(
     images it names; an existing complete export is reused."""
     if name != "safety":
         raise ValueError(f"dataset must be 'safety', got {name!r}")
-    from hybridcert.data.safety import export_split
+    from hybridcert.datasets.safety import export_split
 
     path = export_split(split, out, limit, cache)
     count = sum(1 for _ in path.open(encoding="utf-8"))

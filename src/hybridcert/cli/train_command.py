@@ -31,7 +31,7 @@ def train(
 ) -> None:
     """Train the image+text safety filter with the same hybrid noise that certifies it, and
     print its per-class validation accuracy: clean, under one noisy copy, and by majority vote."""
-    from hybridcert.data import safety
+    from hybridcert.datasets import safety
     from hybridcert.models import fusion, training
     from hybridcert.noise import Gaussian, Substitution
 

@@ -315,11 +315,11 @@ def _safety(rest: str, spec: DataSpec) -> Source:
             raise DataError(f"dataset 'safety:{rest}': N must be an integer >= 1, got "
                             f"{parts[1]!r}")
         limit = count if limit is None else min(limit, count)
-    from hybridcert.data import safety
+    from hybridcert.datasets import safety
 
     export = getattr(safety, "export_split", None)
     if export is None:
-        raise DataError("safety:SPLIT needs hybridcert.data.safety.export_split, which this "
+        raise DataError("safety:SPLIT needs hybridcert.datasets.safety.export_split, which this "
                         "version lacks")
     out_dir = SAFETY_EXPORT_DIR / (f"{split}" if limit is None else f"{split}-{limit}")
     written = export(split, out_dir, limit)

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from hybridcert.data.safety import (
+from hybridcert.datasets.safety import (
     CAPTION_LENGTH,
     CATEGORIES,
     IMAGE_SIZE,
@@ -279,7 +279,7 @@ def load_adapter(checkpoint_dir: str | Path):
     WordPiece :class:`~hybridcert.blocks.TextEncoder` for block ``"text"`` and an
     :class:`~hybridcert.adapters.ImageProcessor` (no resizing) for block ``"image"``."""
     from hybridcert.adapters import ImageProcessor, ModelAdapter
-    from hybridcert.data.safety import CLASS_NAMES, text_encoder
+    from hybridcert.datasets.safety import CLASS_NAMES, text_encoder
 
     model = load(checkpoint_dir)
     c = model.config

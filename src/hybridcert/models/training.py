@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from hybridcert.blocks import Continuous, HybridNoise, Tokens
-from hybridcert.data.safety import (
+from hybridcert.datasets.safety import (
     CATEGORIES,
     MODES,
     OBJECTS,

@@ -1,8 +1,7 @@
 """The demo model for ``hybridcert serve --demo`` (``make serve``): the image+text safety
-filter of the benchmark at keep 0.75, seed 0 (:func:`hybridcert.benchmark.demo_filter_config`:
-the full run's first level, the benchmark's training recipe, its checkpoint under
-``artifacts/models``), trained first if absent — the same checkpoint ``make full-benchmark``
-trains and reuses."""
+filter at keep 0.75, seed 0 (:func:`hybridcert.models.checkpoints.demo_filter_config`: the full
+benchmark's first level and training recipe, its checkpoint under ``artifacts/models``),
+trained first if absent — the same checkpoint ``make full-benchmark`` trains and reuses."""
 
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ DEMO_TARGETS = ([0.0, 0], [0.25, 0], [0.0, 1], [0.25, 1])
 
 def demo_config():
     """The demo model's :class:`~hybridcert.models.fusion.FilterConfig` (the benchmark's)."""
-    from hybridcert.benchmark import demo_filter_config
+    from hybridcert.models.checkpoints import demo_filter_config
 
     return demo_filter_config()
 
@@ -23,7 +22,7 @@ def demo_config():
 def demo_checkpoint(log: Callable[[str], None] = print) -> Path:
     """The demo checkpoint folder (the full benchmark's keep-0.75 seed-0 filter), trained
     first if absent."""
-    from hybridcert.benchmark import demo_checkpoint as checkpoint
+    from hybridcert.models.checkpoints import demo_checkpoint as checkpoint
 
     return checkpoint(log)
 

@@ -277,7 +277,7 @@ class ModerationService:
         self.settings = settings or ServeSettings()
         self.rules = DecisionRules(plan.config, plan.noise)
         self.image_block, self.text_block = _blocks(plan)
-        self.processor = _processor(plan, self.image_block)
+        self.processor = service_processor(plan, self.image_block)
         self.encoder = plan.adapter.text[self.text_block]
         self.metrics = Metrics(self.settings.batch_size)
         on_cpu = plan.classifier.base.device.type == "cpu"
@@ -495,7 +495,7 @@ def _blocks(plan: Plan) -> tuple[str, str]:
     return image, text
 
 
-def _processor(plan: Plan, block: str) -> ImageProcessor:
+def service_processor(plan: Plan, block: str) -> ImageProcessor:
     """The model's image processor, sized by ``image_size`` when the model states none (as
     ``certify`` does); a service needs a fixed size to bound what it draws."""
     try:

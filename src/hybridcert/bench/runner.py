@@ -23,7 +23,6 @@ import hashlib
 import json
 import platform
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -36,29 +35,25 @@ from hybridcert.bench.calibrate import choose_pair, choose_threshold, refine
 from hybridcert.bench.counterexample import CounterexampleSettings, search_counterexample
 from hybridcert.bench.engine import count_copies
 from hybridcert.bench.metrics import ceiling_probability, eps_ceiling
-from hybridcert.bench.models import CachedModality, FastFilter, checkpoint_dir, load_or_train
+from hybridcert.bench.models import CachedModality, FastFilter
+from hybridcert.bench.store import load_unit, save_unit
+from hybridcert.bench.threats import CELLS, THREATS, noise_for
 from hybridcert.bench.units import Settings, certify_unit, unit_rows
-from hybridcert.blocks import Append, Continuous, HybridNoise, TokenBlock, Tokens
+from hybridcert.blocks import Continuous, HybridNoise, TokenBlock, Tokens
 from hybridcert.certificate import MAJORITY, Rule
-from hybridcert.data import safety
+from hybridcert.datasets import safety
 from hybridcert.models import fusion, training
+from hybridcert.models.checkpoints import RECIPE, load_or_train
 from hybridcert.noise import Gaussian, Substitution
 from hybridcert.reports.tables import EPS_GRID, TOKEN_GRID
 from hybridcert.smoothing import SmoothedClassifier, write_tsv
 from hybridcert.smoothing.core import input_seed, lower_confidence_bound
 
-#: The 25 grid cells (eps, r), row-major: eps in EPS_GRID, r in TOKEN_GRID.
-CELLS = [(float(e), int(r)) for e in EPS_GRID for r in TOKEN_GRID]
 #: The demo's one noise level (sigma, keep): heavy token noise, where the majority vote is
 #: robust to token changes and the joint certificate differs from sequential composition.
 DEMO_LEVEL = (0.25, 0.25)
 #: Draws per input of the demo (fixed n): about 40 s for 80 inputs on 2 idle cores.
 DEMO_N = 1000
-#: The noise level of the ``make serve`` demo model (the full run's first level).
-SERVE_LEVEL = (0.25, 0.75)
-#: Appended slots hold "." before noising (a noisable id that marks no class).
-APPEND_PLACEHOLDER = 1012
-THREATS = ("anywhere", "append")
 
 
 @dataclass
@@ -132,12 +127,12 @@ class BenchmarkConfig:
 
     levels: list[tuple[float, float]] = field(default_factory=lambda: [DEMO_LEVEL])
     seeds: tuple[int, ...] = (0,)
-    n_train: int = 6000
-    n_val: int = 1000
-    n_test: int = 1000
-    epochs: int = 8
-    text_layers: int = 1
-    data_seed: int = 0
+    n_train: int = RECIPE.n_train
+    n_val: int = RECIPE.n_val
+    n_test: int = RECIPE.n_test
+    epochs: int = RECIPE.epochs
+    text_layers: int = RECIPE.text_layers
+    data_seed: int = RECIPE.data_seed
     run_seed: int = 0
     test_inputs: int = 80
     val_inputs: int = 400
@@ -160,7 +155,7 @@ class BenchmarkConfig:
     bootstrap: int = 2000
     batch_size: int = 128
     out: Path = Path("artifacts/demo")
-    cache: Path = Path("artifacts")
+    cache: Path = RECIPE.cache
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.threats) - set(THREATS))
@@ -229,30 +224,6 @@ def full_config(out: Path = Path("artifacts/full")) -> BenchmarkConfig:
         out=out)
 
 
-# -- the demo model (make serve) ------------------------------------------------------------
-def demo_filter_config() -> fusion.FilterConfig:
-    """The ``make serve`` model's :class:`FilterConfig`: both modalities at
-    :data:`SERVE_LEVEL` (the full run's first level, keep 0.75), seed 0, the benchmark's
-    training recipe."""
-    bench = BenchmarkConfig()
-    return bench.filter_config(SERVE_LEVEL, bench.seeds[0])
-
-
-def demo_checkpoint(log: Callable[[str], None] = print) -> Path:
-    """The folder of the ``make serve`` model's checkpoint (the full run's seed-0 filter at
-    keep 0.75; trained first if absent)."""
-    bench = BenchmarkConfig()
-    config = demo_filter_config()
-    directory = checkpoint_dir(bench.cache, config, bench.epochs, bench.n_train)
-    if not ((directory / "config.json").is_file() and
-            (directory / "model.safetensors").is_file()):
-        log(f"training the demo model into {directory} (once; about a minute on 2 cores) ...")
-        data = safety.splits(bench.n_train, bench.n_val, bench.n_test, bench.data_seed,
-                             bench.cache / "data")
-        load_or_train(bench.cache, config, data["train"], bench.epochs, log)
-    return directory
-
-
 # -- inputs and noises ----------------------------------------------------------------------
 def stratified_subset(data: safety.SafetyData, size: int, seed: int,
                       by_slice: bool = True) -> np.ndarray:
@@ -272,19 +243,6 @@ def stratified_subset(data: safety.SafetyData, size: int, seed: int,
     chosen = [rng.choice(groups[k], c, replace=False) for k, c in zip(order, counts,
                                                                        strict=True)]
     return np.sort(np.concatenate(chosen)).astype(int)
-
-
-def noise_for(level: tuple[float, float], threat: str, slots: int = 8,
-              image: bool = True, text: bool = True) -> HybridNoise:
-    """The smoothing noise of a level under a threat model; ``image=False`` / ``text=False``
-    leave that block un-noised (text-only / image-only smoothing)."""
-    sigma, keep = level
-    vocab = safety.vocabulary()
-    threat_model = Append(slots, APPEND_PLACEHOLDER) if threat == "append" else None
-    tokens = Tokens("text", Substitution(keep, vocab.size) if text else None, vocab,
-                    **({"threat": threat_model} if threat_model else {}),
-                    max_length=safety.CAPTION_LENGTH + slots if threat == "append" else None)
-    return HybridNoise([Continuous("image", Gaussian(sigma) if image else None), tokens])
 
 
 def _record(data: safety.SafetyData, i: int, blocks=("image", "text")) -> dict:
@@ -355,14 +313,14 @@ def run(cfg: BenchmarkConfig) -> dict:
                         seed not in cfg.append_seeds:
                     continue
                 name = f"seed{seed}_level{li}_{threat}"
-                unit = _load_unit(units_dir / f"{name}.json")
+                unit = load_unit(units_dir / f"{name}.json")
                 if unit is not None and (unit.get("level") != list(level) or
                                          unit.get("threat") != threat):
                     unit = None             # the levels changed since it was stored
                 if unit is None:
                     unit = _certify_level(cfg, model, level, threat, test, test_index, val,
                                           val_index, log, name, seed)
-                    _save_unit(units_dir / f"{name}.json", unit)
+                    save_unit(units_dir / f"{name}.json", unit)
                 else:
                     log(f"reusing unit {name}")
                 results["units"][name] = {"seed": seed, "level": li, "threat": threat,
@@ -379,7 +337,7 @@ def run(cfg: BenchmarkConfig) -> dict:
     for li in base_levels:
         level = cfg.levels[li]
         name = f"baselines_seed{cfg.baseline_seed}_level{li}"
-        unit = _load_unit(units_dir / f"{name}.json")
+        unit = load_unit(units_dir / f"{name}.json")
         if unit is not None and (unit.get("level") != list(level) or
                                  (cfg.factorized_and and
                                   unit.get("and_alpha") != cfg.settings.alpha / 2)):
@@ -387,7 +345,7 @@ def run(cfg: BenchmarkConfig) -> dict:
         if unit is None:
             unit = _baselines(cfg, models[(cfg.baseline_seed, li)], level, data, test_index,
                               val_index, log)
-            _save_unit(units_dir / f"{name}.json", unit)
+            save_unit(units_dir / f"{name}.json", unit)
         else:
             log(f"reusing unit {name}")
         results["baselines"][str(li)] = unit
@@ -395,29 +353,29 @@ def run(cfg: BenchmarkConfig) -> dict:
     results["timings"]["baselines_s"] = round(time.perf_counter() - started, 1)
 
     if cfg.attack.inputs:
-        attacks = _load_unit(units_dir / "attacks.json")
+        attacks = load_unit(units_dir / "attacks.json")
         key = _procedure_key(cfg.attack, ATTACK_VERSION)
         if attacks is None or attacks.get("settings") != key:
             attacks = {"settings": key, "levels": {}}
             for li in cfg.attack.levels:
                 if li >= len(cfg.levels) or "anywhere" not in cfg.threats:
                     continue
-                unit = _load_unit(units_dir / f"seed{cfg.baseline_seed}_level{li}_anywhere.json")
+                unit = load_unit(units_dir / f"seed{cfg.baseline_seed}_level{li}_anywhere.json")
                 attacks["levels"][str(li)] = run_attacks(
                     models[(cfg.baseline_seed, li)], noise_for(cfg.levels[li], "anywhere"),
                     test, test_index, unit, val, val_index, cfg, log)
-            _save_unit(units_dir / "attacks.json", attacks)
+            save_unit(units_dir / "attacks.json", attacks)
         results["attacks"] = attacks
         _write(results, cfg, started, units_dir)
     results["timings"]["attacks_s"] = round(time.perf_counter() - started, 1)
 
     if cfg.counterexample.seconds > 0:
-        found = _load_unit(units_dir / "counterexample.json")
+        found = load_unit(units_dir / "counterexample.json")
         key = _procedure_key(cfg.counterexample, COUNTEREXAMPLE_VERSION)
         if found is None or found.get("procedure") != key:
             found = search_counterexample(cfg, models, results, test, test_index, log)
             found["procedure"] = key
-            _save_unit(units_dir / "counterexample.json", found)
+            save_unit(units_dir / "counterexample.json", found)
         results["counterexample"] = found
         _write(results, cfg, started, units_dir)
     results["timings"]["counterexample_s"] = round(time.perf_counter() - started, 1)
@@ -436,10 +394,10 @@ def _quality(cfg, model, test, units_dir: Path, name: str) -> dict:
     certificate) recall per class and balanced accuracy of a filter on the whole test
     split (cached beside the units)."""
     path = units_dir / f"quality_{name}.json"
-    stored = _load_unit(path)
+    stored = load_unit(path)
     if stored is None:
         stored = training.evaluate(model, test, votes=cfg.quality_votes, seed=cfg.run_seed)
-        _save_unit(path, stored)
+        save_unit(path, stored)
     return stored
 
 
@@ -631,21 +589,6 @@ def _procedure_key(settings, version: int) -> dict:
     return {**json.loads(json.dumps(asdict(settings))), "version": version}
 
 
-def _load_unit(path: Path):
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _save_unit(path: Path, unit: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(unit, default=bench_report.json_default))
-    tmp.replace(path)
-
-
 def _write_unit_files(folder: Path, name: str, unit: dict) -> None:
     """Per-input exports of a unit: the smoothing literature's TSV per setting
     (:func:`hybridcert.smoothing.write_tsv`) and the cell decisions of every rule."""
@@ -664,7 +607,7 @@ def _write_unit_files(folder: Path, name: str, unit: dict) -> None:
 
 def _write(results: dict, cfg: BenchmarkConfig, started: float, units_dir: Path) -> None:
     results["duration_s"] = round(time.perf_counter() - started, 1)
-    units = {name: _load_unit(units_dir / f"{name}.json") for name in results["units"]}
+    units = {name: load_unit(units_dir / f"{name}.json") for name in results["units"]}
     bench_report.write(results, units, cfg)
 
 
@@ -683,5 +626,5 @@ def _machine() -> dict:
             "python": platform.python_version()}
 
 
-__all__ = ["CELLS", "BenchmarkConfig", "demo_checkpoint", "demo_filter_config", "full_config",
+__all__ = ["CELLS", "BenchmarkConfig", "full_config",
            "noise_for", "run", "stratified_subset"]

@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from hybridcert.adapters import ImageProcessor
-from hybridcert.data import safety
+from hybridcert.datasets import safety
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""``make demo`` (``python -m hybridcert.demo``): the safety-filter benchmark at demo size
+"""``make demo`` (``python -m hybridcert.bench.demo``): the safety-filter benchmark at demo size
 (one filter at sigma 0.25, keep 0.25, one seed, 80 test inputs: the joint certificate against
 sequential composition, the per-modality check and unimodal smoothing on the same inputs; no
 attacks and no counterexample search; under 6 minutes on 2 CPU cores from a fresh clone,
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from hybridcert.benchmark import BenchmarkConfig, full_config, run
+from hybridcert.bench.runner import BenchmarkConfig, full_config, run
 
 
 def bound_threads() -> int:
