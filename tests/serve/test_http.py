@@ -190,6 +190,10 @@ def test_key_file_checks(tmp_path):
 
     good = tmp_path / "keys"
     good.write_text(f"# moderation team\n{KEY}\n\n{KEY[::-1]}\n")
+    good.chmod(0o644)
+    with pytest.raises(ConfigError, match="readable by other users.*chmod 600"):
+        read_api_keys(good)
+    good.chmod(0o600)
     assert read_api_keys(good) == (KEY, KEY[::-1])
     for text, match in (("\n# only comments\n", "no key"), ("short\n", "shorter")):
         good.write_text(text)

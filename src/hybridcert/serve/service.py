@@ -149,15 +149,30 @@ class Prepared:
     notes: list[str]
 
 
+def _read_secret(path: Path, option: str) -> bytes:
+    """The bytes of a file of secrets, refused when missing, unreadable, or readable by its
+    group or others (as ssh refuses an open private key)."""
+    try:
+        mode = path.stat().st_mode
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{option} {path} not found") from None
+    except OSError as err:
+        raise ConfigError(f"{option} {path} cannot be read ({err.strerror})") from None
+    if os.name == "posix" and mode & 0o044:
+        raise ConfigError(f"{option} {path} is readable by other users (mode "
+                          f"{stat.S_IMODE(mode):04o}); run 'chmod 600 {path}'")
+    return data
+
+
 def read_api_keys(path: str | Path) -> tuple[str, ...]:
-    """Keys from a file, one per line (blank lines and ``#`` comments ignored)."""
+    """Keys from a file, one per line (blank lines and ``#`` comments ignored), readable by
+    its owner only."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"--api-key-file {path} not found") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"--api-key-file {path} cannot be read ({err})") from None
+        text = _read_secret(path, "--api-key-file").decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"--api-key-file {path} is not UTF-8 text ({err.reason})") from None
     keys = tuple(line.strip() for line in text.splitlines()
                  if line.strip() and not line.strip().startswith("#"))
     if not keys:
@@ -177,16 +192,7 @@ def read_seed_key(path: str | Path) -> bytes:
     others may read is refused), e.g. ``(umask 077; python -c "import secrets;
     print(secrets.token_hex(32))" > seed.key)``."""
     path = Path(path)
-    try:
-        mode = path.stat().st_mode
-        key = path.read_bytes().strip()
-    except FileNotFoundError:
-        raise ConfigError(f"--seed-key-file {path} not found") from None
-    except OSError as err:
-        raise ConfigError(f"--seed-key-file {path} cannot be read ({err.strerror})") from None
-    if os.name == "posix" and mode & 0o044:       # as ssh refuses an open private key
-        raise ConfigError(f"--seed-key-file {path} is readable by other users (mode "
-                          f"{stat.S_IMODE(mode):04o}); run 'chmod 600 {path}'")
+    key = _read_secret(path, "--seed-key-file").strip()
     if len(key) < MIN_SEED_KEY_LENGTH:
         raise ConfigError(f"--seed-key-file {path} holds {len(key)} characters; a seed key "
                           f"needs at least {MIN_SEED_KEY_LENGTH} (e.g. the 64 hex digits of "
