@@ -36,7 +36,7 @@ def test_certify_and_report_through_the_cli(factory, user_data, tmp_path, capsys
                  "--sigma", "0.5", "--keep-prob", "0.75", "--threat", "append",
                  "--append-slots", "2", "--append-placeholder", "!", "--rule", "flag",
                  "--threshold", "4.6e-5", "--flagged-class", "1", "--n", "40",
-                 "--alpha", "0.01", "--batch-size", "20", "--store", str(store), "--quiet"])
+                 "--alpha", "0.01", "--batch-size", "20", "--store", str(store)])
     assert code == 0
     assert f"image block image: certified L2 radii are in {SPACE}" in capsys.readouterr().err
     with RunStore(store, readonly=True) as s:

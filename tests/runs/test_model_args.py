@@ -9,11 +9,12 @@ from hybridcert.runs.store import RunStore
 
 ENTRY = "tests.runs.toy_model:threshold_factory"
 NOISE = ["--sigma", "0.25", "--keep-prob", "0.3", "--n0", "16", "--n", "200", "--alpha",
-         "0.01", "--max-tokens", "2", "--quiet"]
+         "0.01", "--max-tokens", "2"]
 
 
-def certify(dataset, store, *extra):
-    return main(["certify", "--dataset", str(dataset), "--store", str(store), *NOISE, *extra])
+def certify(dataset, store, *extra, quiet=True):
+    return main(["certify", "--dataset", str(dataset), "--store", str(store), *NOISE, *extra,
+                 *(["--quiet"] if quiet else [])])
 
 
 def predictions(store):
@@ -52,7 +53,8 @@ def test_resume_must_match_the_arguments(jsonl_dataset, tmp_path, capsys):
     assert certify(jsonl_dataset, store, "--model", ENTRY, "--model-arg", "threshold=0.7") == 2
     err = capsys.readouterr().err.strip()
     assert "belongs to another run" in err and "model_args" in err
-    assert certify(jsonl_dataset, store, "--model", ENTRY, "--model-arg", "threshold=0.6") == 0
+    assert certify(jsonl_dataset, store, "--model", ENTRY, "--model-arg", "threshold=0.6",
+                   quiet=False) == 0
     assert "12 already done, 0 to go" in capsys.readouterr().err
 
 
@@ -127,3 +129,13 @@ def test_serve_passes_the_arguments(monkeypatch):
     service = served["service"]
     assert service.plan.adapter.name == "guarded"
     assert service.plan.config.model_args == {"threshold": 0.6, "name": "guarded"}
+
+
+def test_quiet_prints_nothing_on_a_clean_run(jsonl_dataset, tmp_path, capsys):
+    store = tmp_path / "q.sqlite"
+    assert certify(jsonl_dataset, store, "--model", ENTRY, "--model-arg", "threshold=0.6") == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""
+    assert certify(jsonl_dataset, store, "--model", ENTRY, "--model-arg", "threshold=0.6",
+                   quiet=False) == 0
+    assert "already done" in capsys.readouterr().err

@@ -11,7 +11,7 @@ from hybridcert.runs.store import RunStore
 
 ARGS = ["--model", "tests.runs.toy_model:failing_factory", "--sigma", "0.25",
         "--keep-prob", "0.3", "--n0", "16", "--n", "200", "--alpha", "0.01",
-        "--max-tokens", "4", "--quiet"]
+        "--max-tokens", "4"]
 MODES = {"fixed": [], "decision": ["--mode", "decision", "--target", "0.1,0", "--n", "3200"]}
 TEXTS = ["i will hurt you", "we bake a cake", "lovely day at the park",
          "i want to attack them", "a lovely cake"]
@@ -33,9 +33,9 @@ def write_dataset(folder, marked="bd", marker="boom"):
     return path
 
 
-def run(dataset, store, mode, *extra):
+def run(dataset, store, mode, *extra, quiet=True):
     return main(["certify", "--dataset", str(dataset), "--store", str(store), *ARGS,
-                 *MODES[mode], *extra])
+                 *MODES[mode], *extra, *(["--quiet"] if quiet else [])])
 
 
 def rows(store):
@@ -72,7 +72,7 @@ def test_the_inputs_the_model_fails_on_are_named_and_the_others_stored(
     # Resumable: once the model is fixed, the same command certifies only b and d.
     monkeypatch.setenv("TOY_MODEL_FIXED", "1")
     capsys.readouterr()
-    assert run(dataset, store, mode) == 0
+    assert run(dataset, store, mode, quiet=False) == 0
     assert "3 already done, 2 to go" in capsys.readouterr().err
     resumed = rows(store)
     assert sorted(resumed) == list("abcde")

@@ -122,7 +122,8 @@ def certify(
     parallel_batches: Annotated[int, Opt("--parallel-batches", help="Local backend: batches "
                                          "run side by side, one thread each (on a CPU: the "
                                          "number of cores).")] = 1,
-    quiet: Annotated[bool, Opt("--quiet", help="No progress bar and no per-input lines.")]
+    quiet: Annotated[bool, Opt("--quiet", help="No progress bar, no per-input and no start-up "
+                                 "lines (errors and warnings are still printed).")]
     = False,
 ) -> None:
     """Certify every input of a dataset into a resumable store; one line per input on
@@ -185,14 +186,15 @@ def certify(
                               f"them, or use another --store")
         todo = [it for it in items if finished.get(it.input_id) != it.content_hash]
         replace = set(changed)
-        for name, processor in run.adapter.images.items():
-            typer.echo(f"image block {name}: certified L2 radii are in {processor.space}",
+        if not quiet:
+            for name, processor in run.adapter.images.items():
+                typer.echo(f"image block {name}: certified L2 radii are in {processor.space}",
+                           err=True)
+            notes = sum(bool(it.notes) for it in items)
+            typer.echo(f"run {run_store.run_id} in {store}: {len(items)} inputs, "
+                       f"{len(items) - len(todo)} already done, {len(todo)} to go"
+                       + (f"; {notes} input(s) transformed (see the report)" if notes else ""),
                        err=True)
-        notes = sum(bool(it.notes) for it in items)
-        typer.echo(f"run {run_store.run_id} in {store}: {len(items)} inputs, "
-                   f"{len(items) - len(todo)} already done, {len(todo)} to go"
-                   + (f"; {notes} input(s) transformed (see the report)" if notes else ""),
-                   err=True)
         stored = _run(run, run_config, todo, run_store, replace, backend, device, batch_size,
                       workers, address, parallel_batches, quiet, result_row)
     except KeyboardInterrupt:
@@ -208,7 +210,8 @@ def certify(
                    f"command again once the model is fixed to certify the rest", err=True)
         raise
     run_store.close()
-    typer.echo(f"done: {stored} input(s) certified into {store}", err=True)
+    if not quiet:
+        typer.echo(f"done: {stored} input(s) certified into {store}", err=True)
 
 
 def _run(run, run_config, todo, run_store, replace, backend, device, batch_size, workers,
