@@ -6,7 +6,6 @@ looks and spending boundaries; a price; BoundedDecision), and the shortcut is ta
 import numpy as np
 import pytest
 
-from hybridcert.sequential import batched
 from hybridcert.sequential.batched import fresh_copy, observe_many
 from hybridcert.sequential.rules import BoundedDecision, DecisionTest
 
@@ -48,10 +47,10 @@ def _state(rule) -> dict:
 @pytest.mark.parametrize("kind", sorted(RULES))
 def test_rules_updated_together_end_as_each_alone(kind, monkeypatch):
     moved = []
-    real = batched._move_on
-    monkeypatch.setattr(batched, "_move_on", lambda rule, part: (moved.append(1),
-                                                                 real(rule, part)))
     prototype = RULES[kind]()
+    real = type(prototype).move_on
+    monkeypatch.setattr(type(prototype), "move_on", lambda rule, part, *rest: (
+        moved.append(1), real(rule, part, *rest)))
     classes = prototype.num_classes
     rng = np.random.default_rng(sum(map(ord, kind)))
     jobs = 40

@@ -384,9 +384,14 @@ class SmoothedClassifier:
         each record as soon as its copies are all counted."""
         lock, stop, done = threading.Lock(), threading.Event(), queue.Queue()
         workers = self.parallel_batches
+        # One intra-op thread per worker (the workers are the parallelism).  That setting is
+        # not the worker's own: torch.set_num_threads sets the process-wide count that every
+        # thread starting torch work afterwards takes (only threads that already ran torch
+        # code keep theirs), so the caller's count is put back once the workers are done.
+        caller_threads = torch.get_num_threads()
 
         def work() -> None:
-            torch.set_num_threads(1)      # per thread: the caller's setting is untouched
+            torch.set_num_threads(1)
             try:
                 while not stop.is_set():
                     with lock:
@@ -403,21 +408,24 @@ class SmoothedClassifier:
             finally:
                 done.put(None)
 
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for _ in range(workers):
-                pool.submit(work)
-            try:
-                ended = 0
-                while ended < workers:
-                    got = done.get()
-                    if got is None:
-                        ended += 1
-                    elif isinstance(got, BaseException):
-                        raise got
-                    else:
-                        yield got
-            finally:
-                stop.set()                # e.g. Ctrl-C here: the workers stop, not finish
+        try:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                for _ in range(workers):
+                    pool.submit(work)
+                try:
+                    ended = 0
+                    while ended < workers:
+                        got = done.get()
+                        if got is None:
+                            ended += 1
+                        elif isinstance(got, BaseException):
+                            raise got
+                        else:
+                            yield got
+                finally:
+                    stop.set()                # e.g. Ctrl-C here: the workers stop, not finish
+        finally:
+            torch.set_num_threads(caller_threads)     # the pool has joined its workers
 
     def _noise_chunks(self, x: Record, num: int, seed: int, stage: int):
         x = _record_on(x, self.base.device)          # once per record, not per chunk
