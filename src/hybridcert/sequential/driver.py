@@ -402,26 +402,30 @@ class Driver:
             raise RuntimeError("run() drives the jobs in the caller's thread; this driver "
                                "already has a worker thread (start())")
         pending = iter(enumerate(jobs))
-        running: list[Job] = []
+        running = 0
+        finished: list[Job] = []          # filled as futures resolve (in this thread)
         # No grad-mode change here: this is the caller's thread (the forward thread disables
         # grad for itself in _forward).
         with ThreadPoolExecutor(1, thread_name_prefix="hybridcert-forward") as model:
             flight = None
             while True:
-                while len(running) < window:
+                while running < window:
                     item = next(pending, None)
                     if item is None:
                         break
                     owner, (record, seed, rule, *key) = item
-                    running.append(self.submit(record, seed, rule, key=key[0] if key else None,
-                                               owner=owner))
+                    job = self.submit(record, seed, rule, key=key[0] if key else None,
+                                      owner=owner)
+                    job.future.add_done_callback(lambda _, job=job: finished.append(job))
+                    running += 1
                 if not running and flight is None:
                     return
                 flight = self._cycle(model, flight)
-                finished = [job for job in running if job.future.done()]
                 if finished:
-                    running = [job for job in running if not job.future.done()]
-                    yield from finished
+                    done = sorted(finished, key=lambda job: job.number)   # submission order
+                    finished.clear()
+                    running -= len(done)
+                    yield from done
 
     def _drop_expired(self, jobs: list[Job]) -> list[Job]:
         now = time.monotonic()

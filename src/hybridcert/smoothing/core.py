@@ -433,9 +433,13 @@ class SmoothedClassifier:
             copies = min(NOISE_CHUNK, num - chunk * NOISE_CHUNK)
             yield self.noisy_copies(x, copies, _chunk_seed(seed, stage, chunk))
 
-    def noisy_copies(self, x: Record, copies: int, seed: int) -> dict[str, torch.Tensor]:
-        """``copies`` noisy versions of a prepared record, as a model batch."""
+    def noisy_copies(self, x: Record, copies: int, seed: int, sampler=None
+                     ) -> dict[str, torch.Tensor]:
+        """``copies`` noisy versions of a prepared record, as a model batch (``sampler``:
+        ``noise.sampler(x, device)``, the same copies for a record drawn again and again)."""
         generator = torch.Generator(device=self.base.device).manual_seed(seed)
+        if sampler is not None:
+            return sampler(copies, generator)
         return self.noise.sample(x, copies, generator, self.base.device)
 
     # -- validation ----------------------------------------------------------------------
@@ -455,6 +459,7 @@ class LabelStream:
     def __init__(self, classifier: SmoothedClassifier, record: Record, seed: int, stage: int):
         self.classifier, self.record, self.seed, self.stage = classifier, record, seed, stage
         self._on_device: Record | None = None
+        self._sampler = None
         self.drawn = 0
         self._chunk: tuple[int, dict] | None = None
         self.chunk_size = stream_chunk(classifier.base.device, record)
@@ -471,13 +476,19 @@ class LabelStream:
             # On a GPU the record goes there once, at the first draw (in the drawing thread: a
             # copy waits for the forward pass queued before it); the noise is the same.
             self._on_device = _record_on(self.record, self.classifier.base.device)
+            self._sampler = self.classifier.noise.sampler(self._on_device,
+                                                          self.classifier.base.device)
         parts = []
         for chunk, begin, end in _chunk_span(self.drawn, num, self.chunk_size):
             if self._chunk is None or self._chunk[0] != chunk:
                 batch = self.classifier.noisy_copies(self._on_device, self.chunk_size,
-                                                     _chunk_seed(self.seed, self.stage, chunk))
+                                                     _chunk_seed(self.seed, self.stage, chunk),
+                                                     self._sampler)
                 self._chunk = (chunk, batch)
-            parts.append({k: v[begin:end] for k, v in self._chunk[1].items()})
+            if begin == 0 and end == self.chunk_size:
+                parts.append(self._chunk[1])
+            else:
+                parts.append({k: v[begin:end] for k, v in self._chunk[1].items()})
         self.drawn += num
         return parts
 
