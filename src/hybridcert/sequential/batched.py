@@ -87,3 +87,25 @@ def _key(rule, part) -> tuple | None:
         return None
     key = rule.batch_key()
     return None if key is None else (type(rule), key)
+
+
+def next_draws_many(rules: list) -> list[int]:
+    """``[rule.next_draws() for rule in rules]``, computed together (``next_draws_many`` of
+    the rule's class) for the rules that share their boundaries (equal ``batch_key()``)."""
+    out = [0] * len(rules)
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, rule in enumerate(rules):
+        key = None if rule.done or not hasattr(type(rule), "next_draws_many") \
+            or not hasattr(rule, "batch_key") else rule.batch_key()
+        if key is None:
+            out[i] = int(rule.next_draws())
+        else:
+            groups[(type(rule), key)].append(i)
+    for members in groups.values():
+        if len(members) == 1:
+            out[members[0]] = int(rules[members[0]].next_draws())
+            continue
+        values = type(rules[members[0]]).next_draws_many([rules[i] for i in members])
+        for i, value in zip(members, values, strict=True):
+            out[i] = int(value)
+    return out

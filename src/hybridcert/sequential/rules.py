@@ -851,6 +851,90 @@ class DecisionTest(RuleState):
         quiet &= np.bincount(seg, weights=hit, minlength=len(tests)) == 0
         return quiet
 
+    @staticmethod
+    def next_draws_many(tests: Sequence[DecisionTest], window: int = 64) -> np.ndarray:
+        """``[t.next_draws() for t in tests]`` (all of one :meth:`batch_key`, none done) in
+        one array computation over the next ``window`` schedule points of every test.  A
+        threshold's earliest settling draw is the earlier of its crossing and its give-up,
+        so it is known once either lies within the window; a test with a threshold where
+        neither does (rare: the answer is usually a few points ahead) asks its own
+        :meth:`next_draws`."""
+        first = tests[0]
+        m, n_t = len(tests), len(first.thresholds)
+        plans = first._plans
+        sched = plans[0].sched
+        if any(plan.sched is not sched and not np.array_equal(plan.sched, sched)
+               for plan in plans):
+            return np.array([t.next_draws() for t in tests], dtype=np.int64)
+        n = np.fromiter((t.queries for t in tests), dtype=np.int64, count=m)
+        open_t = np.stack([t.decided_at < 0 for t in tests])                  # (m, n_t)
+        closed = np.stack([t._closed for t in tests])                        # (m, A, n_t)
+        k = np.stack([t._arm_count for t in tests])                          # (m, A)
+        start = np.searchsorted(sched, n + 1, side="left")                   # (m,)
+        steps = np.arange(window)
+        index = start[:, None] + steps                                       # (m, W)
+        valid = (index < sched.size)[:, None, :]
+        index = np.minimum(index, sched.size - 1)
+        short = (start + window < sched.size)[:, None]    # the window ends before the cap
+        hi = sched[index]                                                    # (m, W)
+        lo = np.where(steps == 0, n[:, None], sched[np.maximum(index - 1, 0)]) + 1
+        cross = np.full((m, n_t), first.n_max, dtype=np.int64)
+        give = np.zeros((m, n_t), dtype=np.int64)
+        crossed = np.zeros((m, n_t), dtype=bool)       # some arm's crossing lies in the window
+        cross_later = np.zeros((m, n_t), dtype=bool)   # some arm's lies beyond it
+        give_later = np.zeros((m, n_t), dtype=bool)    # some arm's give-up lies beyond it
+
+        def first_hit(hit):
+            hit &= valid
+            return hit.any(axis=2), np.argmax(hit, axis=2)
+
+        partition = first.mode in ("majority", "detector") and len(plans) > 1
+        all_live = open_t & ~closed.any(axis=1)
+        if partition and all_live.any():
+            room = sum(plan.give[:, index].transpose(1, 0, 2) for plan in plans)
+            fits = room >= hi[:, None, :]
+            for arm, plan in enumerate(plans):
+                fits &= plan.give[:, index].transpose(1, 0, 2) >= k[:, arm, None, None]
+            found, at = first_hit(fits)
+            give = np.where(all_live, np.take_along_axis(hi, np.where(found, at, 0), axis=1),
+                            give)
+            give_later |= all_live & ~found & short
+        for arm, plan in enumerate(plans):
+            live = open_t & ~closed[:, arm]
+            if not live.any():
+                continue
+            kk = k[:, arm, None, None]
+            cand = np.maximum(lo[:, None, :], plan.cert[:, index].transpose(1, 0, 2) - kk
+                              + n[:, None, None])
+            found, at = first_hit(cand <= hi[:, None, :])
+            when = np.where(found, np.take_along_axis(cand, at[..., None], axis=2)[..., 0],
+                            first.n_max)
+            cross = np.where(live, np.minimum(cross, when), cross)
+            crossed |= live & found
+            cross_later |= live & ~found & short
+            if partition:
+                live = live & ~all_live
+            found, at = first_hit(plan.give[:, index].transpose(1, 0, 2) >= kk)
+            when = np.take_along_axis(hi, np.where(found, at, 0), axis=1)
+            give = np.where(live, np.maximum(give, when), give)
+            give_later |= live & ~found & short
+        # Beyond the window: later than any point in it, so it does not change the earlier
+        # of the two when the other lies in the window.
+        unknown = open_t & give_later & cross_later & ~crossed
+        settle = np.where(open_t, np.where(give_later, cross,
+                                           np.where(cross_later & ~crossed, give,
+                                                    np.minimum(cross, give))),
+                          np.iinfo(np.int64).min).max(axis=1)
+        looks = first._price_looks
+        if looks.size:
+            at = np.searchsorted(looks, n + 1)
+            settle = np.where(at < looks.size,
+                              np.minimum(settle, looks[np.minimum(at, looks.size - 1)]), settle)
+        out = np.maximum(1, settle - n)
+        for i in np.nonzero(unknown.any(axis=1))[0]:
+            out[i] = tests[i].next_draws()
+        return out
+
     def move_on(self, part: np.ndarray, counts: np.ndarray | None = None) -> None:
         """The state ``observe(part)`` leaves when it settles nothing (:meth:`quiet`);
         ``counts``: ``part``'s per-class counts, if already known."""
@@ -1029,6 +1113,11 @@ class BoundedDecision(RuleState):
         if not rules[0].base_test.done:
             quiet &= DecisionTest.quiet([r.base_test for r in rules], parts)
         return quiet
+
+    @staticmethod
+    def next_draws_many(rules: Sequence[BoundedDecision], window: int = 64) -> np.ndarray:
+        """As :meth:`DecisionTest.next_draws_many` (the targets decide when it is done)."""
+        return DecisionTest.next_draws_many([r.targets_test for r in rules], window)
 
     def move_on(self, part: np.ndarray) -> None:
         """As :meth:`DecisionTest.move_on`, for both tests."""
