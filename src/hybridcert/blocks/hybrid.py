@@ -409,7 +409,7 @@ class RecordSampler:
             where = data.noisable.to(device)
             index = block.vocabulary.to_indices(ids)
             direct = type(block.noise) is Substitution and bool((index[where] >= 0).all())
-            table = block.vocabulary.noisable_ids.to(device)
+            table = block.vocabulary.noisable_ids_on(ids.device)
             self._steps.append(("substitution" if direct else "tokens", name,
                                 (ids, where, index, block, table), attention))
 
