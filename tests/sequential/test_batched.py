@@ -1,13 +1,13 @@
 """The rules of many jobs updated together (``observe_many``) end in exactly the state each
 rule's own ``observe`` gives it, on many seeded label streams cut at random, for every kind
 of decision rule the driver batches (majority, flag, benign and detector sides; mixture,
-looks and spending boundaries; a price; BoundedDecision), and the shortcut is taken."""
+looks and spending boundaries; a price; BoundedDecision), and the shortcut is taken; and
+their ``next_draws`` computed together (``next_draws_many``) are each rule's own."""
 
 import numpy as np
 import pytest
 
-from hybridcert.sequential import batched
-from hybridcert.sequential.batched import fresh_copy, observe_many
+from hybridcert.sequential.batched import fresh_copy, next_draws_many, observe_many
 from hybridcert.sequential.rules import BoundedDecision, DecisionTest
 
 THRESHOLDS = [0.5, 0.6, 0.7, 0.8]
@@ -48,10 +48,10 @@ def _state(rule) -> dict:
 @pytest.mark.parametrize("kind", sorted(RULES))
 def test_rules_updated_together_end_as_each_alone(kind, monkeypatch):
     moved = []
-    real = batched._move_on
-    monkeypatch.setattr(batched, "_move_on", lambda rule, part: (moved.append(1),
-                                                                 real(rule, part)))
     prototype = RULES[kind]()
+    real = type(prototype).move_on
+    monkeypatch.setattr(type(prototype), "move_on", lambda rule, part, *rest: (
+        moved.append(1), real(rule, part, *rest)))
     classes = prototype.num_classes
     rng = np.random.default_rng(sum(map(ord, kind)))
     jobs = 40
@@ -66,6 +66,11 @@ def test_rules_updated_together_end_as_each_alone(kind, monkeypatch):
     drawn = np.zeros(jobs, dtype=np.int64)
     while not all(r.done for r in together):
         running = [j for j in range(jobs) if not together[j].done]
+        needs = [together[j].next_draws() for j in running]
+        assert next_draws_many([together[j] for j in running]) == needs, kind
+        # a narrow window: most answers lie beyond it and are asked of each rule
+        narrow = type(prototype).next_draws_many([together[j] for j in running], window=2)
+        assert narrow.tolist() == needs, kind
         parts = []
         for j in running:
             take = int(rng.integers(1, 2 * together[j].next_draws() + 2))

@@ -193,6 +193,29 @@ def test_certify_many_shares_batches_and_matches_certify():
             assert np.array_equal(single.counts, result.counts)
 
 
+def test_parallel_batches_leave_the_thread_count_of_later_threads_alone():
+    """The workers run with one intra-op thread each; torch.set_num_threads is process-wide
+    (a thread started afterwards takes the last value set), so the caller's count must be
+    put back."""
+    import threading
+
+    def in_a_new_thread() -> int:
+        seen = []
+        thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+        return seen[0]
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        classifier(batch_size=50, parallel_batches=2).certify(record(), 20, 200, 0.01)
+        assert torch.get_num_threads() == 2
+        assert in_a_new_thread() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("detector", [None, Detector(0.3, 1, "both")])
 def test_certify_each_hands_back_each_record_as_soon_as_its_draws_are_counted(detector):
     """Batches of n0 + n rows (n alone for a detector) hold one record's draws each: the

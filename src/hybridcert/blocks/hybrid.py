@@ -321,6 +321,12 @@ class HybridNoise:
                 batch[name] = data.to(device).unsqueeze(0).expand(copies, *data.shape)
         return self.noise_batch(batch, generator, noisable, attention)
 
+    def sampler(self, record: Record, device: torch.device | str = "cpu") -> RecordSampler:
+        """Noisy copies of one prepared record drawn again and again (the chunks of a
+        sequential stream): :meth:`sample` with the work that does not depend on the draw
+        done once (:class:`RecordSampler`)."""
+        return RecordSampler(self, record, device)
+
     def noise_batch(self, batch: Mapping[str, torch.Tensor], generator: torch.Generator,
                     noisable: Mapping[str, torch.Tensor] | None = None,
                     attention: Mapping[str, torch.Tensor] | None = None
@@ -356,6 +362,86 @@ class HybridNoise:
                 out[name] = block.noise.sample(tensor, generator)
             else:
                 out[name] = tensor.contiguous()
+        return out
+
+
+class RecordSampler:
+    """``noise.sample(record, copies, generator, device)`` for one prepared record, drawn
+    again and again: each token block's noise indices (:meth:`Vocabulary.to_indices`) and
+    the record's tensors on ``device`` are worked out once, not per call.  A call makes the
+    same draws, in the same order, from the generator as :meth:`HybridNoise.sample` and
+    returns the same batch (``tests/blocks/test_sampler.py``).
+
+    Under substitution noise whose noised positions all hold vocabulary ids (what
+    :meth:`HybridNoise.prepare` makes), a position's new id is read off the vocabulary
+    directly: the same ids as :meth:`Vocabulary.to_ids` of :meth:`Substitution.sample`, in
+    fewer operations.  A record this class does not know how to prepare (a block whose
+    name ends in ``_attention`` beside its token block) is drawn by ``sample`` itself.
+    """
+
+    def __init__(self, noise: HybridNoise, record: Record, device: torch.device | str = "cpu"):
+        self.noise, self.record, self.device = noise, record, device
+        self._steps: list[tuple] | None = []
+        for name, data in record.items():
+            block = noise.by_name.get(name)
+            if name.endswith("_attention") and name[: -len("_attention")] in record:
+                self._steps = None              # sample() has a rule for these: use it
+                return
+            if not isinstance(data, TokenBlock):
+                x = data.to(device)
+                if isinstance(block, Tokens):
+                    self._steps = None
+                    return
+                noised = block is not None and block.noise is not None
+                self._steps.append(("gaussian" if noised else "tensor", name, x, block))
+                continue
+            ids = data.ids.to(device)
+            if block is None:
+                self._steps.append(("tensor", name, ids, None))
+                continue
+            if not isinstance(block, Tokens):
+                self._steps = None
+                return
+            attention = None if data.attention is None else data.attention.to(device)
+            if block.noise is None:
+                self._steps.append(("ids", name, ids, attention))
+                continue
+            where = data.noisable.to(device)
+            index = block.vocabulary.to_indices(ids)
+            direct = type(block.noise) is Substitution and bool((index[where] >= 0).all())
+            table = block.vocabulary.noisable_ids_on(ids.device)
+            self._steps.append(("substitution" if direct else "tokens", name,
+                                (ids, where, index, block, table), attention))
+
+    def __call__(self, copies: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """``copies`` noisy copies of the record, as a model batch."""
+        if self._steps is None:
+            return self.noise.sample(self.record, copies, generator, self.device)
+        out = {}
+        for kind, name, data, extra in self._steps:
+            if kind == "gaussian":
+                out[name] = extra.noise.sample(data.unsqueeze(0).expand(copies, *data.shape),
+                                               generator)
+                continue
+            if kind == "tensor":
+                out[name] = data.unsqueeze(0).expand(copies, *data.shape).contiguous()
+                continue
+            if kind == "ids":
+                ids = data.expand(copies, -1)
+            else:
+                ids, where, index, block, table = data
+                ids, where = ids.expand(copies, -1), where.expand(copies, -1)
+                if kind == "substitution":
+                    change, offset = block.noise.draw(ids.shape, generator, ids.device, where)
+                    ids = torch.where(change, table[(index + offset) % block.noise.vocab_size],
+                                      ids)
+                else:
+                    ids = block.vocabulary.to_ids(
+                        block.noise.sample(index.expand(copies, -1), generator, where=where),
+                        ids, where)
+            out[name] = ids.contiguous()
+            out[name + "_attention"] = torch.ones_like(ids) if extra is None \
+                else extra.expand(copies, -1).contiguous()
         return out
 
 

@@ -63,7 +63,7 @@ import torch
 
 from hybridcert._validation import check_count
 from hybridcert.blocks.tokens import TokenBlock
-from hybridcert.sequential.batched import observe_many
+from hybridcert.sequential.batched import next_draws_many, observe_many
 from hybridcert.smoothing.base import ModelOutputError
 from hybridcert.smoothing.core import SmoothedClassifier, Stage, concat_batches, shape_key
 
@@ -178,7 +178,8 @@ class Job:
     _need: tuple = (-1, 0)
 
     def need(self) -> int:
-        """``rule.next_draws()`` (at least 1), asked again only after the rule got labels."""
+        """``rule.next_draws()`` (at least 1), asked again only after the rule got labels
+        (the driver asks it of a batch's rules together: :func:`need_all`)."""
         if self._need[0] != self.batches:
             self._need = (self.batches, max(1, int(self.rule.next_draws())))
         return self._need[1]
@@ -402,26 +403,30 @@ class Driver:
             raise RuntimeError("run() drives the jobs in the caller's thread; this driver "
                                "already has a worker thread (start())")
         pending = iter(enumerate(jobs))
-        running: list[Job] = []
+        running = 0
+        finished: list[Job] = []          # filled as futures resolve (in this thread)
         # No grad-mode change here: this is the caller's thread (the forward thread disables
         # grad for itself in _forward).
         with ThreadPoolExecutor(1, thread_name_prefix="hybridcert-forward") as model:
             flight = None
             while True:
-                while len(running) < window:
+                while running < window:
                     item = next(pending, None)
                     if item is None:
                         break
                     owner, (record, seed, rule, *key) = item
-                    running.append(self.submit(record, seed, rule, key=key[0] if key else None,
-                                               owner=owner))
+                    job = self.submit(record, seed, rule, key=key[0] if key else None,
+                                      owner=owner)
+                    job.future.add_done_callback(lambda _, job=job: finished.append(job))
+                    running += 1
                 if not running and flight is None:
                     return
                 flight = self._cycle(model, flight)
-                finished = [job for job in running if job.future.done()]
                 if finished:
-                    running = [job for job in running if not job.future.done()]
-                    yield from finished
+                    done = sorted(finished, key=lambda job: job.number)   # submission order
+                    finished.clear()
+                    running -= len(done)
+                    yield from done
 
     def _drop_expired(self, jobs: list[Job]) -> list[Job]:
         now = time.monotonic()
@@ -546,6 +551,7 @@ class Driver:
             if rows:
                 job.seconds += seconds * len(part) / rows
             given.append((job, part))
+        going = []
         for job, err in observe_all(given):
             if err is not None:
                 self._fail(job, err)
@@ -555,6 +561,9 @@ class Driver:
                 _set(job.future, result=Outcome(job.rule, job.drawn, job.batches,
                                                 (job.started or end) - job.submitted,
                                                 end - job.submitted, job.seconds, job.key))
+            else:
+                going.append(job)
+        need_all(going)
 
     def _isolate(self, plan: list[tuple[Job, int]], batch: dict, err: BaseException
                  ) -> tuple[dict[int, np.ndarray], float]:
@@ -613,6 +622,23 @@ def observe_all(given: list[tuple[Job, np.ndarray]]) -> Iterator[tuple[Job, Base
             errors[index] = err
     for (job, _), err in zip(given, errors, strict=True):
         yield job, err
+
+
+def need_all(jobs: list[Job]) -> None:
+    """Each job's ``need()`` after its rule got labels, the rules of one kind computed
+    together (:func:`~hybridcert.sequential.batched.next_draws_many`)."""
+    rules, owner = [], []
+    for index, job in enumerate(jobs):
+        inner = job.rule.rules.values() if isinstance(job.rule, RuleSet) else (job.rule,)
+        for rule in inner:
+            if not rule.done:
+                rules.append(rule)
+                owner.append(index)
+    need = [0] * len(jobs)
+    for index, value in zip(owner, next_draws_many(rules), strict=True):
+        need[index] = max(need[index], value)
+    for job, value in zip(jobs, need, strict=True):
+        job._need = (job.batches, max(1, value))
 
 
 def _split(labels: np.ndarray, plan: list[tuple[Job, int]]) -> dict[int, np.ndarray]:

@@ -788,6 +788,169 @@ class DecisionTest(RuleState):
         side, in detector mode) that certifies ``threshold`` at each draw n = 0..n_max."""
         return self._plans[arm].per_draw(threshold)
 
+    # -- many tests at once (hybridcert.sequential.batched) ------------------------------
+    def shared(self) -> list:
+        """The read-only objects (per-arm boundary plans) that copies of this rule may share
+        (:func:`~hybridcert.sequential.batched.fresh_copy`)."""
+        return list(self._plans)
+
+    def batch_key(self) -> tuple | None:
+        """Tests with equal keys share their boundaries and are checked together by
+        :meth:`quiet`; None once done."""
+        if self.done:
+            return None
+        return (tuple(id(plan) for plan in self._plans),
+                tuple((cls, negate) for cls, negate, _ in self._arm_spec),
+                self.num_classes, self.n_max, self._cap, self.price)
+
+    @staticmethod
+    def quiet(tests: Sequence[DecisionTest], parts: Sequence[np.ndarray]) -> np.ndarray:
+        """Per test (all of one :meth:`batch_key`, none done): True when ``observe(part)``
+        would settle nothing — no crossing, no give-up, no price look and no cap within its
+        part — so that :meth:`move_on` leaves the state ``observe`` would.
+
+        One comparison for every label of all the parts laid end to end (per test: its
+        running counts, per draw the boundary at that draw)."""
+        first = tests[0]
+        sizes = np.fromiter((p.size for p in parts), dtype=np.int64, count=len(parts))
+        labels = np.concatenate(parts)
+        if labels.min() < 0 or labels.max() >= first.num_classes:
+            return np.zeros(len(tests), dtype=bool)     # let observe say what is wrong
+        seg = np.repeat(np.arange(len(tests)), sizes)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        n0 = np.fromiter((t.queries for t in tests), dtype=np.int64, count=len(tests))
+        draws = n0[seg] + 1 + (np.arange(labels.size) - starts[seg])
+        quiet = sizes <= first._cap - n0
+        if first.price is not None and first._price_looks.size:
+            looks = first._price_looks
+            at = np.searchsorted(looks, n0 + 1)
+            nxt = np.where(at < looks.size, looks[np.minimum(at, looks.size - 1)],
+                           np.iinfo(np.int64).max)
+            quiet &= nxt > n0 + sizes
+        draws = np.minimum(draws, first.n_max)          # rows past the cap: not quiet anyway
+        hit = np.zeros(labels.size, dtype=bool)
+        class_cum = {}
+        for arm, ((cls, negate, _), plan) in enumerate(zip(first._arm_spec, first._plans,
+                                                           strict=True)):
+            if cls not in class_cum:
+                mine = (labels == cls).astype(np.int64)
+                running = np.cumsum(mine)
+                before = running[starts] - mine[starts]
+                counts = np.fromiter((t.counts[cls] for t in tests), dtype=np.int64,
+                                     count=len(tests))
+                class_cum[cls] = counts[seg] + running - before[seg]
+            cum = draws - class_cum[cls] if negate else class_cum[cls]
+            open_ = np.stack([~t._closed[arm] & (t.decided_at < 0) for t in tests])  # (m, n_t)
+            at = np.searchsorted(plan.sched, draws, side="left")
+            rows_open = open_[seg].T                                                 # (n_t, R)
+            cert = np.where(rows_open, plan.cert[:, at], np.iinfo(np.int64).max)
+            hit |= cum >= cert.min(axis=0)
+            point = plan.sched[at] == draws
+            give = np.where(rows_open, plan.give[:, at], np.iinfo(np.int64).min)
+            hit |= point & (cum <= give.max(axis=0))
+        quiet &= np.bincount(seg, weights=hit, minlength=len(tests)) == 0
+        return quiet
+
+    @staticmethod
+    def next_draws_many(tests: Sequence[DecisionTest], window: int = 64) -> np.ndarray:
+        """``[t.next_draws() for t in tests]`` (all of one :meth:`batch_key`, none done) in
+        one array computation over the next ``window`` schedule points of every test.  A
+        threshold's earliest settling draw is the earlier of its crossing and its give-up,
+        so it is known once either lies within the window; a test with a threshold where
+        neither does (rare: the answer is usually a few points ahead) asks its own
+        :meth:`next_draws`."""
+        first = tests[0]
+        m, n_t = len(tests), len(first.thresholds)
+        plans = first._plans
+        sched = plans[0].sched
+        if any(plan.sched is not sched and not np.array_equal(plan.sched, sched)
+               for plan in plans):
+            return np.array([t.next_draws() for t in tests], dtype=np.int64)
+        n = np.fromiter((t.queries for t in tests), dtype=np.int64, count=m)
+        open_t = np.stack([t.decided_at < 0 for t in tests])                  # (m, n_t)
+        closed = np.stack([t._closed for t in tests])                        # (m, A, n_t)
+        k = np.stack([t._arm_count for t in tests])                          # (m, A)
+        start = np.searchsorted(sched, n + 1, side="left")                   # (m,)
+        steps = np.arange(window)
+        index = start[:, None] + steps                                       # (m, W)
+        valid = (index < sched.size)[:, None, :]
+        index = np.minimum(index, sched.size - 1)
+        short = (start + window < sched.size)[:, None]    # the window ends before the cap
+        hi = sched[index]                                                    # (m, W)
+        lo = np.where(steps == 0, n[:, None], sched[np.maximum(index - 1, 0)]) + 1
+        cross = np.full((m, n_t), first.n_max, dtype=np.int64)
+        give = np.zeros((m, n_t), dtype=np.int64)
+        crossed = np.zeros((m, n_t), dtype=bool)       # some arm's crossing lies in the window
+        cross_later = np.zeros((m, n_t), dtype=bool)   # some arm's lies beyond it
+        give_later = np.zeros((m, n_t), dtype=bool)    # some arm's give-up lies beyond it
+
+        def first_hit(hit):
+            hit &= valid
+            return hit.any(axis=2), np.argmax(hit, axis=2)
+
+        partition = first.mode in ("majority", "detector") and len(plans) > 1
+        all_live = open_t & ~closed.any(axis=1)
+        if partition and all_live.any():
+            room = sum(plan.give[:, index].transpose(1, 0, 2) for plan in plans)
+            fits = room >= hi[:, None, :]
+            for arm, plan in enumerate(plans):
+                fits &= plan.give[:, index].transpose(1, 0, 2) >= k[:, arm, None, None]
+            found, at = first_hit(fits)
+            give = np.where(all_live, np.take_along_axis(hi, np.where(found, at, 0), axis=1),
+                            give)
+            give_later |= all_live & ~found & short
+        for arm, plan in enumerate(plans):
+            live = open_t & ~closed[:, arm]
+            if not live.any():
+                continue
+            kk = k[:, arm, None, None]
+            cand = np.maximum(lo[:, None, :], plan.cert[:, index].transpose(1, 0, 2) - kk
+                              + n[:, None, None])
+            found, at = first_hit(cand <= hi[:, None, :])
+            when = np.where(found, np.take_along_axis(cand, at[..., None], axis=2)[..., 0],
+                            first.n_max)
+            cross = np.where(live, np.minimum(cross, when), cross)
+            crossed |= live & found
+            cross_later |= live & ~found & short
+            if partition:
+                live = live & ~all_live
+            found, at = first_hit(plan.give[:, index].transpose(1, 0, 2) >= kk)
+            when = np.take_along_axis(hi, np.where(found, at, 0), axis=1)
+            give = np.where(live, np.maximum(give, when), give)
+            give_later |= live & ~found & short
+        # Beyond the window: later than any point in it, so it does not change the earlier
+        # of the two when the other lies in the window.
+        unknown = open_t & give_later & cross_later & ~crossed
+        settle = np.where(open_t, np.where(give_later, cross,
+                                           np.where(cross_later & ~crossed, give,
+                                                    np.minimum(cross, give))),
+                          np.iinfo(np.int64).min).max(axis=1)
+        looks = first._price_looks
+        if looks.size:
+            at = np.searchsorted(looks, n + 1)
+            settle = np.where(at < looks.size,
+                              np.minimum(settle, looks[np.minimum(at, looks.size - 1)]), settle)
+        out = np.maximum(1, settle - n)
+        for i in np.nonzero(unknown.any(axis=1))[0]:
+            out[i] = tests[i].next_draws()
+        return out
+
+    def move_on(self, part: np.ndarray, counts: np.ndarray | None = None) -> None:
+        """The state ``observe(part)`` leaves when it settles nothing (:meth:`quiet`);
+        ``counts``: ``part``'s per-class counts, if already known."""
+        size = int(part.size)
+        if counts is None:
+            counts = np.bincount(part, minlength=self.num_classes)
+        self.received += size
+        if self.done:
+            return
+        self.looks += 1
+        self.queries += size
+        self.counts = self.counts + counts
+        for arm, (cls, negate, _) in enumerate(self._arm_spec):
+            self._arm_count[arm] = self.queries - self.counts[cls] if negate \
+                else self.counts[cls]
+
 
 class BoundedDecision(RuleState):
     """Decide the targets; answer the base question (the class at the zero budget) only with
@@ -928,6 +1091,44 @@ class BoundedDecision(RuleState):
         if threshold == 0:
             return self.base_test.per_draw_boundary(0, arm)
         return self.targets_test.per_draw_boundary(threshold - 1, arm)
+
+    # -- many rules at once (hybridcert.sequential.batched) ------------------------------
+    def shared(self) -> list:
+        """As :meth:`DecisionTest.shared`, for both tests."""
+        return self.targets_test.shared() + self.base_test.shared()
+
+    def batch_key(self) -> tuple | None:
+        """As :meth:`DecisionTest.batch_key` (None once the targets are settled)."""
+        if self.done or self.targets_test.done:
+            return None
+        base = self.base_test
+        return (self._cap, self.targets_test.batch_key(),
+                "done" if base.done else base.batch_key())
+
+    @staticmethod
+    def quiet(rules: Sequence[BoundedDecision], parts: Sequence[np.ndarray]) -> np.ndarray:
+        """As :meth:`DecisionTest.quiet`, for both tests (a done base test only counts what
+        it receives)."""
+        quiet = DecisionTest.quiet([r.targets_test for r in rules], parts)
+        if not rules[0].base_test.done:
+            quiet &= DecisionTest.quiet([r.base_test for r in rules], parts)
+        return quiet
+
+    @staticmethod
+    def next_draws_many(rules: Sequence[BoundedDecision], window: int = 64) -> np.ndarray:
+        """As :meth:`DecisionTest.next_draws_many` (the targets decide when it is done)."""
+        return DecisionTest.next_draws_many([r.targets_test for r in rules], window)
+
+    def move_on(self, part: np.ndarray) -> None:
+        """As :meth:`DecisionTest.move_on`, for both tests."""
+        counts = np.bincount(part, minlength=self.num_classes)
+        self.targets_test.move_on(part, counts)
+        self.base_test.move_on(part, counts)
+        size = int(part.size)
+        self.received += size
+        self.looks += 1
+        self.queries = self.targets_test.queries
+        self.counts = self.targets_test.counts.copy()
 
 
 class RadiusTest(RuleState):

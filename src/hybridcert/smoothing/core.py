@@ -384,9 +384,14 @@ class SmoothedClassifier:
         each record as soon as its copies are all counted."""
         lock, stop, done = threading.Lock(), threading.Event(), queue.Queue()
         workers = self.parallel_batches
+        # One intra-op thread per worker (the workers are the parallelism).  That setting is
+        # not the worker's own: torch.set_num_threads sets the process-wide count that every
+        # thread starting torch work afterwards takes (only threads that already ran torch
+        # code keep theirs), so the caller's count is put back once the workers are done.
+        caller_threads = torch.get_num_threads()
 
         def work() -> None:
-            torch.set_num_threads(1)      # per thread: the caller's setting is untouched
+            torch.set_num_threads(1)
             try:
                 while not stop.is_set():
                     with lock:
@@ -403,21 +408,24 @@ class SmoothedClassifier:
             finally:
                 done.put(None)
 
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for _ in range(workers):
-                pool.submit(work)
-            try:
-                ended = 0
-                while ended < workers:
-                    got = done.get()
-                    if got is None:
-                        ended += 1
-                    elif isinstance(got, BaseException):
-                        raise got
-                    else:
-                        yield got
-            finally:
-                stop.set()                # e.g. Ctrl-C here: the workers stop, not finish
+        try:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                for _ in range(workers):
+                    pool.submit(work)
+                try:
+                    ended = 0
+                    while ended < workers:
+                        got = done.get()
+                        if got is None:
+                            ended += 1
+                        elif isinstance(got, BaseException):
+                            raise got
+                        else:
+                            yield got
+                finally:
+                    stop.set()                # e.g. Ctrl-C here: the workers stop, not finish
+        finally:
+            torch.set_num_threads(caller_threads)     # the pool has joined its workers
 
     def _noise_chunks(self, x: Record, num: int, seed: int, stage: int):
         x = _record_on(x, self.base.device)          # once per record, not per chunk
@@ -425,9 +433,13 @@ class SmoothedClassifier:
             copies = min(NOISE_CHUNK, num - chunk * NOISE_CHUNK)
             yield self.noisy_copies(x, copies, _chunk_seed(seed, stage, chunk))
 
-    def noisy_copies(self, x: Record, copies: int, seed: int) -> dict[str, torch.Tensor]:
-        """``copies`` noisy versions of a prepared record, as a model batch."""
+    def noisy_copies(self, x: Record, copies: int, seed: int, sampler=None
+                     ) -> dict[str, torch.Tensor]:
+        """``copies`` noisy versions of a prepared record, as a model batch (``sampler``:
+        ``noise.sampler(x, device)``, the same copies for a record drawn again and again)."""
         generator = torch.Generator(device=self.base.device).manual_seed(seed)
+        if sampler is not None:
+            return sampler(copies, generator)
         return self.noise.sample(x, copies, generator, self.base.device)
 
     # -- validation ----------------------------------------------------------------------
@@ -447,6 +459,7 @@ class LabelStream:
     def __init__(self, classifier: SmoothedClassifier, record: Record, seed: int, stage: int):
         self.classifier, self.record, self.seed, self.stage = classifier, record, seed, stage
         self._on_device: Record | None = None
+        self._sampler = None
         self.drawn = 0
         self._chunk: tuple[int, dict] | None = None
         self.chunk_size = stream_chunk(classifier.base.device, record)
@@ -463,13 +476,19 @@ class LabelStream:
             # On a GPU the record goes there once, at the first draw (in the drawing thread: a
             # copy waits for the forward pass queued before it); the noise is the same.
             self._on_device = _record_on(self.record, self.classifier.base.device)
+            self._sampler = self.classifier.noise.sampler(self._on_device,
+                                                          self.classifier.base.device)
         parts = []
         for chunk, begin, end in _chunk_span(self.drawn, num, self.chunk_size):
             if self._chunk is None or self._chunk[0] != chunk:
                 batch = self.classifier.noisy_copies(self._on_device, self.chunk_size,
-                                                     _chunk_seed(self.seed, self.stage, chunk))
+                                                     _chunk_seed(self.seed, self.stage, chunk),
+                                                     self._sampler)
                 self._chunk = (chunk, batch)
-            parts.append({k: v[begin:end] for k, v in self._chunk[1].items()})
+            if begin == 0 and end == self.chunk_size:
+                parts.append(self._chunk[1])
+            else:
+                parts.append({k: v[begin:end] for k, v in self._chunk[1].items()})
         self.drawn += num
         return parts
 
