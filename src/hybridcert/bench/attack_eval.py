@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,6 +35,7 @@ import torch
 from hybridcert.bench.models import FastFilter
 from hybridcert.blocks import HybridNoise, TokenBlock
 from hybridcert.datasets import safety
+from hybridcert.reports import plots
 from hybridcert.runs.attack import (
     AttackOptions,
     AttackTarget,
@@ -41,7 +43,12 @@ from hybridcert.runs.attack import (
     attack_input,
     check_kinds,
 )
-from hybridcert.smoothing import Detector, SmoothedClassifier
+from hybridcert.smoothing import (
+    Detector,
+    SmoothedClassifier,
+    lower_confidence_bound,
+    upper_confidence_bound,
+)
 
 
 @dataclass
@@ -262,5 +269,37 @@ def report_lines(attacks: dict | None) -> list[str]:
     return lines
 
 
-__all__ = ["AttackSettings", "attack_unit", "certified_flagged", "report_lines",
+def figure(attacks: dict | None, out: Path) -> str | None:
+    """``attacks.png`` in ``out``: per level and kind, the shares of the attacked inputs still
+    flagged, evaded and undecided (95 % Clopper-Pearson whiskers); its file name, or None
+    without attacks."""
+    if not attacks or not attacks.get("levels"):
+        return None
+    groups, series = [], {"still flagged": [], "evaded": [], "undecided": []}
+    for li, res in sorted(attacks["levels"].items(), key=lambda item: int(item[0])):
+        level = res.get("level")
+        for kind, s in res["summary"].items():
+            where = "inside" if kind == "inside" else f"beyond x{s['factor']:g}"
+            groups.append(f"keep {level[1]:g}\n{where}" if level else f"{li} {where}")
+            for name, key in (("still flagged", "still_flagged"), ("evaded", "evaded"),
+                              ("undecided", "undecided")):
+                k, n = int(s[key]), int(s["attacked"])
+                series[name].append((k / n, lower_confidence_bound(k, n, 0.025),
+                                     upper_confidence_bound(k, n, 0.025)))
+    if not groups:
+        return None
+    path = Path(out) / "attacks.png"
+    plots.grouped_bars(groups, [{"label": name, "mean": [v[0] for v in values],
+                                 "low": [v[1] for v in values],
+                                 "high": [v[2] for v in values]}
+                                for name, values in series.items()], path,
+                       "adaptive attack on certified flagged unsafe inputs, inside and beyond "
+                       "each input's certified region",
+                       ylabel="share of attacked inputs",
+                       note="inside: evaded must be 0 (a certified flag evaded is a soundness "
+                            "alarm)")
+    return path.name
+
+
+__all__ = ["AttackSettings", "attack_unit", "certified_flagged", "figure", "report_lines",
            "run_attacks", "summarize"]
