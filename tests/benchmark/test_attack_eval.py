@@ -150,6 +150,13 @@ def test_fewer_certified_inputs_than_asked_and_a_seeded_draw(certified):
     assert first["available"] == 3 and len(first["ids"]) == 2
     assert first["ids"] == again["ids"] == sorted(first["ids"])
     assert report_lines(None) == [] and report_lines({"levels": {}}) == []
+    benign = {**unit, "rows": {"detector": [r for r in unit["rows"]["detector"]
+                                            if r["label"] == 0 or r["decision"] != "flag"]}}
+    none = attack_unit(MeanFilter(), noise, data, benign, few, 0.001, 0, log=lambda m: None)
+    assert none["available"] == 0 and none["rows"] == [] and none["summary"] == {}
+    assert "| 0 (0.25, 0.5) | none (no unsafe input certified flagged) | 0 | 0 |" in \
+        "\n".join(report_lines({"levels": {"0": none}}))
+    assert figure({"levels": {"0": none}}, ".") is None
     assert figure(None, ".") is None
 
 

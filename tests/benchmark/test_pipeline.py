@@ -53,9 +53,17 @@ def test_tiny_benchmark_writes_everything_and_resumes(tmp_path, capsys):
     assert "detector_per_modality[0.25,1]" in cells[0].split("\t")
     assert len(results["inputs"]["test"]) == 8 and sorted(results["inputs"]["labels"]) == \
         [0] * 4 + [1] * 4
-    for figure in ("detector_anywhere.png", "majority_anywhere.png", "baselines.png",
-                   "attacks.png"):
+    for figure in ("detector_anywhere.png", "majority_anywhere.png", "baselines.png"):
         assert (out / figure).stat().st_size > 1000
+    # the attacks take the unsafe inputs certified flagged in the per-input file (at most
+    # 1 here), inside and beyond (tests/benchmark/test_attack_eval.py checks the attack)
+    header, *lines = [line.split("\t") for line in tsv]
+    flagged = sum(row[header.index("label")] == "1" and row[header.index("predict")] == "1"
+                  for row in lines)
+    attacked = stored["attacks"]["levels"]["0"]
+    assert attacked["available"] == flagged and len(attacked["rows"]) == 2 * min(flagged, 1)
+    assert ("| inside |" in report) == bool(flagged)
+    assert ("none (no unsafe input certified flagged)" in report) == (not flagged)
     search = stored["counterexample"]
     assert isinstance(search["screened"], list) and search["attempts"]
     for row in search["screened"]:     # the screen's budget is a radius, its result a share

@@ -248,6 +248,9 @@ def report_lines(attacks: dict | None) -> list[str]:
     for li, res in sorted(attacks["levels"].items(), key=lambda item: int(item[0])):
         level = res.get("level")
         name = f"{li} ({level[0]:g}, {level[1]:g})" if level else str(li)
+        if not res["summary"]:
+            lines.append(f"| {name} | none (no unsafe input certified flagged) | "
+                         f"{res['available']} | 0 | | | | | | 0 | {res['seconds']:.0f} |")
         for kind, s in res["summary"].items():
             label = kind if kind == "inside" else f"beyond x{s['factor']:g}"
             broken = s["certified_and_evaded"]
