@@ -123,7 +123,7 @@ def attack_unit(model, noise: HybridNoise, data: safety.SafetyData, unit: dict,
     data : SafetyData
         The split the unit's ids (``test-00042``) index.
     unit : dict
-        A stored unit (:func:`hybridcert.bench.runner` format): ``rows``, ``calibration``,
+        A stored unit (:mod:`hybridcert.bench.runner`'s format): ``rows``, ``calibration``,
         ``level``.
     settings : AttackSettings
     alpha : float
@@ -153,12 +153,15 @@ def attack_unit(model, noise: HybridNoise, data: safety.SafetyData, unit: dict,
                                                           replace=False))]
     options = settings.options(alpha, seed)
     rows = []
-    for row in chosen:
+    for done, row in enumerate(chosen, start=1):
         i = int(row["id"].split("-")[1])
         record = {"image": data.image(i),
                   "text": TokenBlock(torch.from_numpy(data.tokens[i]),
                                      attention=torch.from_numpy(data.attention[i]))}
         rows += list(attack_input(target, record, row, kinds, options, alpha))
+        if done % 10 == 0 and done < len(chosen):
+            log(f"attack (level {unit.get('level')}): {done} of {len(chosen)} inputs, "
+                f"{time.perf_counter() - start:.0f} s")
     summary = summarize(rows)
     out = {"tau": tau, "level": unit.get("level"), "alpha": alpha,
            "available": len(available), "ids": [r["id"] for r in chosen], "rows": rows,
@@ -172,7 +175,7 @@ def attack_unit(model, noise: HybridNoise, data: safety.SafetyData, unit: dict,
         if s["certified_and_evaded"]:
             log(f"SOUNDNESS ALARM: the attack evaded {s['certified_and_evaded']} certified "
                 f"flag(s) at a budget inside the certified region (level {out['level']}, "
-                f"{kind}): " + ", ".join(r["id"] for r in rows if _alarm(r)))
+                f"{kind}): " + ", ".join(r["id"] for r in rows if _alarm(r) and r["kind"] == kind))
     return out
 
 
