@@ -21,8 +21,7 @@ def _tiny(tmp_path: Path) -> benchmark.BenchmarkConfig:
         test_inputs=8, val_inputs=12, val_copies=4, val_copies_top=8,
         settings=Settings(n_max=300, price_detector=100, price_majority=100),
         baseline_levels=(0,), threats=THREATS, factorized_and=True,
-        attack=AttackSettings(inputs=1, levels=(0,), budgets=((0.25, 1),), samples=2, steps=1,
-                              candidates=2, check_n=50),
+        attack=AttackSettings(inputs=1, levels=(0,), samples=2, steps=1, candidates=2, n=50),
         counterexample=CounterexampleSettings(seconds=5, claim_n=100, quick_n=20, confirm_n=50,
                                               samples=2, steps=1, candidates=2,
                                               max_attempts=1, rounds=2, common_noise=True,
@@ -40,7 +39,7 @@ def test_tiny_benchmark_writes_everything_and_resumes(tmp_path, capsys):
                     "## Headline: certified unsafe recall, detector, threat anywhere",
                     "## Headline: certified unsafe recall, detector, threat append",
                     "## Majority vote", "## Baselines on the same inputs",
-                    "## Attacks at the same budget", "## Files"):
+                    "## Attacks inside and beyond each certified region", "## Files"):
         assert heading in report
     stored = json.loads((out / "results.json").read_text())
     assert set(stored["units"]) == {"seed0_level0_anywhere", "seed0_level0_append",
@@ -54,9 +53,17 @@ def test_tiny_benchmark_writes_everything_and_resumes(tmp_path, capsys):
     assert "detector_per_modality[0.25,1]" in cells[0].split("\t")
     assert len(results["inputs"]["test"]) == 8 and sorted(results["inputs"]["labels"]) == \
         [0] * 4 + [1] * 4
-    for figure in ("detector_anywhere.png", "majority_anywhere.png", "baselines.png",
-                   "attacks.png"):
+    for figure in ("detector_anywhere.png", "majority_anywhere.png", "baselines.png"):
         assert (out / figure).stat().st_size > 1000
+    # the attacks take the unsafe inputs certified flagged in the per-input file (at most
+    # 1 here), inside and beyond (tests/benchmark/test_attack_eval.py checks the attack)
+    header, *lines = [line.split("\t") for line in tsv]
+    flagged = sum(row[header.index("label")] == "1" and row[header.index("predict")] == "1"
+                  for row in lines)
+    attacked = stored["attacks"]["levels"]["0"]
+    assert attacked["available"] == flagged and len(attacked["rows"]) == 2 * min(flagged, 1)
+    assert ("| inside |" in report) == bool(flagged)
+    assert ("none (no unsafe input certified flagged)" in report) == (not flagged)
     search = stored["counterexample"]
     assert isinstance(search["screened"], list) and search["attempts"]
     for row in search["screened"]:     # the screen's budget is a radius, its result a share

@@ -1,153 +1,311 @@
-"""Attacks at the same budgets on the base detector and on the smoothed detector.
+"""The adaptive joint attack on the detector's certified inputs, inside and beyond each input's
+own certified region: the attack ``hybridcert attack`` runs on a stored run
+(:func:`hybridcert.runs.attack.attack_input`), here on the baseline seed's detector unit.
 
-The unsafe test inputs are attacked to evade the detector (lower the unsafe probability) at
-each budget ``(eps, r)`` under the substitution-anywhere threat, whatever their certified
-region: the base model (its softmax thresholded at ``tau_base``, chosen on validation for the
-same false-flag rate) with PGD + greedy substitution on its logits, the smoothed detector with
-the adaptive attack on the expectation over noise (:func:`hybridcert.attacks.joint_attack`).
-Both attacks take the same number of PGD steps.  The attacked input is then re-decided by
-the smoothed detector with a two-sided sequential decision at the detector's ``tau`` (cap
-``check_n``): *still flagged* when the flag side is certified, *evaded* when the benign side
-is (upper bound < ``tau``), undecided otherwise — only an evasion of a certified input would
-contradict a certificate.  Beside the certified recall at the same budget this shows the gap
-between what is certified and what an attacker achieves.
+The unit's per-input rows (``unit["rows"]["detector"]``, :func:`hybridcert.bench.units.unit_rows`)
+hold each input's certified region as its frontier (the largest certified L2 radius per token
+budget, from the input's lower bound on the flagged class's probability).  The unit certifies
+the flag side only (``Detector(tau, 1, "flag")``: no benign-side certificates exist), so the
+attacked inputs are the unsafe test inputs certified flagged (at most ``inputs`` of them, a
+seeded draw; all when fewer).  Each is attacked to evade the flag (lower the flagged class's
+smoothed probability) by the adaptive attack (PGD on the expectation over ``samples`` noisy
+copies, greedy token substitution from ``candidates`` gradient-ranked candidates per round):
+
+* **inside**: ``r = min(tokens, largest certified r)`` changed tokens and the certified L2
+  radius ``eps*(r)`` there — a budget the certificate covers, so no attack may evade;
+* **beyond**: ``beyond * eps*(r)`` and ``max(ceil(beyond * r), beyond_tokens)`` tokens.
+
+The smoothed detector is then re-estimated on the attacked input with ``n`` fresh draws (seeds
+of their own) and one-sided Clopper-Pearson bounds at the unit's ``alpha``: **evaded** when
+the upper bound is below ``tau``, **still flagged** when the lower bound is at least ``tau``,
+**undecided** otherwise.  An evasion at a budget the region certifies ("certified and
+evaded") contradicts the certificate, up to the probability ``alpha`` of each bound being
+wrong: a soundness alarm, logged and reported loudly.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from hybridcert.attacks import joint_attack
-from hybridcert.bench.calibrate import choose_score_threshold
-from hybridcert.bench.engine import Job, run_jobs
 from hybridcert.bench.models import FastFilter
-from hybridcert.bench.threats import CELLS
-from hybridcert.blocks import TokenBlock
+from hybridcert.blocks import HybridNoise, TokenBlock
 from hybridcert.datasets import safety
-from hybridcert.sequential.rules import ABOVE, BELOW, OPEN, DecisionTest
-from hybridcert.smoothing import SmoothedClassifier
-from hybridcert.smoothing.core import input_seed
+from hybridcert.reports import plots
+from hybridcert.runs.attack import (
+    AttackOptions,
+    AttackTarget,
+    AttackView,
+    attack_input,
+    check_kinds,
+)
+from hybridcert.smoothing import (
+    Detector,
+    SmoothedClassifier,
+    lower_confidence_bound,
+    upper_confidence_bound,
+)
 
 
 @dataclass
 class AttackSettings:
-    """Which inputs are attacked, at which budgets, and how hard.
+    """Which certified inputs are attacked and how hard.
 
     Parameters
     ----------
     inputs : int
-        Unsafe test inputs attacked per level (a seeded draw; 0: no attacks).
+        Unsafe test inputs certified flagged attacked per level (a seeded draw; all when
+        fewer; 0: no attacks).
     levels : tuple of int
-        Indices of the noise levels attacked (the baseline seed's filters).
-    budgets : tuple of (eps, r)
-        Budgets, each attacked on both the base and the smoothed detector.
+        Indices of the noise levels attacked (the baseline seed's filters, threat anywhere).
+    beyond : float
+        Factor > 1 of the beyond attack's budget.
+    tokens : int
+        Token budget asked for inside (capped per input at its largest certified r).
+    beyond_tokens : int
+        Beyond: at least this many changed tokens (a region that certifies no token change
+        is still attacked on the text beyond it).
     samples : int
-        Noisy copies per evaluation of the adaptive attack (expectation over noise).
+        Noisy copies per evaluation of the adaptive attack.
     steps : int
         PGD steps.
     candidates : int
-        Token substitutions evaluated per round.
-    check_n : int
-        Cap of the sequential decision that re-decides an attacked input.
+        Token substitutions scored per round.
+    n : int
+        Fresh draws of each estimate (before the attack and after each).
     """
 
-    inputs: int = 6
-    levels: tuple[int, ...] = (1,)
-    budgets: tuple[tuple[float, int], ...] = ((0.25, 1), (0.5, 2))
-    samples: int = 32
-    steps: int = 10
-    candidates: int = 16
-    check_n: int = 2000
+    inputs: int = 100
+    levels: tuple[int, ...] = (0,)
+    beyond: float = 2.0
+    tokens: int = 1
+    beyond_tokens: int = 1
+    samples: int = 128
+    steps: int = 100
+    candidates: int = 32
+    n: int = 1000
+
+    def __post_init__(self) -> None:
+        if isinstance(self.inputs, bool) or not isinstance(self.inputs, int) or self.inputs < 0:
+            raise ValueError(f"inputs must be an integer >= 0, got {self.inputs!r}")
+        check_kinds(True, self.beyond)
+        self.options(0.5, 0)
+
+    def options(self, alpha: float, seed: int) -> AttackOptions:
+        """The options of :func:`~hybridcert.runs.attack.attack_input` at the unit's
+        ``alpha`` and the run's ``seed``."""
+        return AttackOptions(tokens=self.tokens, samples=self.samples, steps=self.steps,
+                             candidates=self.candidates, n=self.n, alpha=alpha, seed=seed,
+                             beyond_tokens=self.beyond_tokens)
+
+
+def certified_flagged(unit: dict) -> list[dict]:
+    """The detector rows of the unit's unsafe inputs certified flagged (non-empty region)."""
+    return [row for row in unit["rows"]["detector"]
+            if row["label"] == 1 and row.get("decision") == "flag" and row["frontier"]]
+
+
+def attack_unit(model, noise: HybridNoise, data: safety.SafetyData, unit: dict,
+                settings: AttackSettings, alpha: float, seed: int, batch_size: int = 128,
+                log=print) -> dict:
+    """Attack the unit's unsafe inputs certified flagged inside and beyond their regions.
+
+    Parameters
+    ----------
+    model : SafetyFilter
+        The unit's filter.
+    noise : HybridNoise
+        The unit's smoothing noise (blocks ``image`` and ``text``).
+    data : SafetyData
+        The split the unit's ids (``test-00042``) index.
+    unit : dict
+        A stored unit (:mod:`hybridcert.bench.runner`'s format): ``rows``, ``calibration``,
+        ``level``.
+    settings : AttackSettings
+    alpha : float
+        Level of the re-estimates' bounds (the unit's).
+    seed : int
+        Seed of the input draw, the attack and the fresh draws.
+
+    Returns
+    -------
+    dict
+        ``tau``, ``level``, ``available`` (certified flagged unsafe inputs), ``ids``
+        (attacked), ``rows`` (one result per input and kind,
+        :func:`~hybridcert.runs.attack.attack_input`), ``summary`` ({kind: counts, budgets,
+        seconds}, :func:`summarize`), ``seconds``.
+    """
+    start = time.perf_counter()
+    tau = float(unit["calibration"]["tau"])
+    kinds = check_kinds(True, settings.beyond)
+    fast = FastFilter(model)
+    target = AttackTarget(SmoothedClassifier(fast, noise, 2, batch_size=batch_size),
+                          AttackView.of(noise), lambda record: fast, Detector(tau, 1, "flag"))
+    available = certified_flagged(unit)
+    chosen = available
+    if len(available) > settings.inputs:
+        rng = np.random.default_rng(seed + 7)
+        chosen = [available[k] for k in sorted(rng.choice(len(available), settings.inputs,
+                                                          replace=False))]
+    options = settings.options(alpha, seed)
+    rows = []
+    for done, row in enumerate(chosen, start=1):
+        i = int(row["id"].split("-")[1])
+        record = {"image": data.image(i),
+                  "text": TokenBlock(torch.from_numpy(data.tokens[i]),
+                                     attention=torch.from_numpy(data.attention[i]))}
+        rows += list(attack_input(target, record, row, kinds, options, alpha))
+        if done % 10 == 0 and done < len(chosen):
+            log(f"attack (level {unit.get('level')}): {done} of {len(chosen)} inputs, "
+                f"{time.perf_counter() - start:.0f} s")
+    summary = summarize(rows)
+    out = {"tau": tau, "level": unit.get("level"), "alpha": alpha,
+           "available": len(available), "ids": [r["id"] for r in chosen], "rows": rows,
+           "summary": summary, "seconds": round(time.perf_counter() - start, 1)}
+    for kind, s in summary.items():
+        log(f"attack {kind} (level {out['level']}): {s['attacked']} of {len(available)} "
+            f"certified flagged unsafe inputs, eps median {s['eps_median']:.3g}, r median "
+            f"{s['r_median']:g}: still flagged {s['still_flagged']}, evaded {s['evaded']}, "
+            f"undecided {s['undecided']}, certified and evaded {s['certified_and_evaded']}; "
+            f"{s['seconds']:.0f} s")
+        if s["certified_and_evaded"]:
+            log(f"SOUNDNESS ALARM: the attack evaded {s['certified_and_evaded']} certified "
+                f"flag(s) at a budget inside the certified region (level {out['level']}, "
+                f"{kind}): " + ", ".join(r["id"] for r in rows if _alarm(r) and r["kind"] == kind))
+    return out
 
 
 def run_attacks(model, noise, test, test_index, unit: dict, val, val_index, cfg, log) -> dict:
-    """Attack ``settings.inputs`` unsafe inputs of ``unit`` at every budget (see module doc)."""
-    settings: AttackSettings = cfg.attack
-    start = time.perf_counter()
-    fast = FastFilter(model)
-    vocab = safety.vocabulary()
-    with torch.no_grad():
-        val_batch = val.batch(val_index[val.labels[val_index] == 0])
-        safe_scores = torch.softmax(fast(val_batch), 1)[:, 1].numpy()
-    base_cal = choose_score_threshold(safe_scores, cfg.false_flag_rate)
-    tau_base = base_cal["tau"]
-    tau = unit["calibration"]["tau"]
-    labels = np.asarray(unit["labels"])
-    unsafe = np.flatnonzero(labels == 1)
-    all_cells = np.asarray(unit["outcomes"]["detector"], dtype=bool)
-    with torch.no_grad():
-        unsafe_index = np.array([int(unit["ids"][k].split("-")[1]) for k in unsafe])
-        base_scores = torch.softmax(fast(test.batch(unsafe_index)), 1)[:, 1].numpy()
-    # an attack on an input neither detector flags shows nothing: attack flagged inputs
-    # first (flagged by the smoothed or the base detector, at random), then the others
-    flagged = all_cells[unsafe, 0] | (base_scores >= tau_base)
-    rng = np.random.default_rng(cfg.run_seed + 7)
-    order = np.concatenate([rng.permutation(unsafe[flagged]), rng.permutation(unsafe[~flagged])])
-    chosen = np.sort(order[: min(settings.inputs, unsafe.size)])
-    ids = [unit["ids"][k] for k in chosen]
-    index = [int(i.split("-")[1]) for i in ids]
-    det_cells = all_cells[chosen]
-    clean_flag = det_cells[:, 0]
-    clean_base = base_scores[np.searchsorted(unsafe, chosen)]
-    results = {"tau": tau, "tau_base": tau_base, "base_calibration": base_cal, "ids": ids,
-               "clean_base_flagged": (clean_base >= tau_base).tolist(),
-               "clean_smoothed_flagged": clean_flag.tolist(), "budgets": []}
-
-    clf = SmoothedClassifier(fast, noise, 2, batch_size=cfg.batch_size)
-    for eps, r in settings.budgets:
-        t0 = time.perf_counter()
-        base_flag, adversarial = [], []
-        for k, i in enumerate(index):
-            image, tokens = test.image(i), torch.from_numpy(test.tokens[i])
-            attention = torch.from_numpy(test.attention[i])
-            adv_image, adv_tokens = joint_attack(fast, image, tokens, 1, eps, r, vocab,
-                                                 attention=attention, steps=settings.steps,
-                                                 candidates=settings.candidates, seed=k)
-            with torch.no_grad():
-                p = float(torch.softmax(fast({"image": adv_image[None],
-                                              "text": adv_tokens[None],
-                                              "text_attention": attention[None]}), 1)[0, 1])
-            base_flag.append(bool(clean_base[k] >= tau_base and p >= tau_base))
-            adv_image, adv_tokens = joint_attack(fast, image, tokens, 1, eps, r, vocab,
-                                                 attention=attention, noise=noise,
-                                                 samples=settings.samples, steps=settings.steps,
-                                                 candidates=settings.candidates, seed=k)
-            adversarial.append({"image": adv_image,
-                                "text": TokenBlock(adv_tokens, attention=attention)})
-        jobs = [Job(record, input_seed(cfg.run_seed, f"{ids[k]}/attack/{eps:g},{r}"),
-                    {"flag": DecisionTest([tau], cfg.settings.alpha, settings.check_n,
-                                          mode="detector", target_class=1,
-                                          boundary=cfg.settings.boundary)})
-                for k, record in enumerate(adversarial)]
-        run_jobs(clf, jobs, batch_size=cfg.batch_size)
-        outcome = np.array([job.rules["flag"].outcome[0] for job in jobs])
-        # still flagged: the flag side is certified again; evaded: the benign side is
-        # (upper bound < tau); undecided within check_n draws: neither
-        still = (outcome == ABOVE) & clean_flag
-        evaded = (outcome == BELOW) & clean_flag
-        estimate = np.array([job.rules["flag"].counts[1] / max(job.rules["flag"].queries, 1)
-                             for job in jobs])
-        cell = CELLS.index((float(eps), int(r))) if (float(eps), int(r)) in CELLS else None
-        certified = det_cells[:, cell] if cell is not None else np.zeros(len(ids), bool)
-        entry = {"eps": eps, "r": r,
-                 "certified": certified.tolist(),
-                 "base_still_flagged": base_flag,
-                 "smoothed_still_flagged": still.tolist(),
-                 "smoothed_estimate": estimate.tolist(),
-                 "smoothed_evaded": evaded.tolist(),
-                 "smoothed_undecided": ((outcome == OPEN) & clean_flag).tolist(),
-                 "broken_inside_certified": int((certified & evaded).sum()),
-                 "seconds": round(time.perf_counter() - t0, 1)}
-        results["budgets"].append(entry)
-        log(f"attack (eps {eps:g}, r {r}) on {len(ids)} unsafe inputs: base detector still "
-            f"flags {sum(base_flag)}, smoothed detector {int(still.sum())} (certified "
-            f"{int(certified.sum())}); {entry['seconds']:.0f} s")
-    results["seconds"] = round(time.perf_counter() - start, 1)
-    return results
+    """:func:`attack_unit` with the benchmark configuration's settings (``cfg.attack``), alpha,
+    seed and batch size (the runner's call; ``test_index``, ``val`` and ``val_index`` are not
+    needed: the unit's rows name its inputs)."""
+    return attack_unit(model, noise, test, unit, cfg.attack, cfg.settings.alpha, cfg.run_seed,
+                       cfg.batch_size, log)
 
 
-__all__ = ["AttackSettings", "run_attacks"]
+def _alarm(row: dict) -> bool:
+    return bool(row["certified_budget"] and row["outcome"] == "flipped")
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Per kind (in order of appearance): ``attacked``, ``still_flagged`` (held),
+    ``evaded`` (flipped), ``undecided``, ``certified_and_evaded`` (flipped at a budget the
+    input's region certifies), ``clean_not_held`` (the estimate before the attack did not
+    confirm the flag), the budgets (``eps_median``, ``r_median``, ``r_max``), the attack's
+    ``l2_used_median`` and ``tokens_changed``, ``seconds`` (attack and re-estimate) and
+    ``seconds_median`` per input."""
+    out: dict = {}
+    for kind in dict.fromkeys(r["kind"] for r in rows):
+        mine = [r for r in rows if r["kind"] == kind]
+        eps = [float(r["budget"]["image"]) for r in mine]
+        tokens = [int(r["budget"].get("text", 0)) for r in mine]
+        outcomes = [r["outcome"] for r in mine]
+        times = [float(r["time"]) for r in mine]
+        out[kind] = {
+            "factor": float(mine[0]["factor"]), "attacked": len(mine),
+            "still_flagged": outcomes.count("held"), "evaded": outcomes.count("flipped"),
+            "undecided": outcomes.count("undecided"),
+            "certified_and_evaded": sum(_alarm(r) for r in mine),
+            "certified_budget": sum(bool(r["certified_budget"]) for r in mine),
+            "clean_not_held": sum(r["outcome_before"] != "held" for r in mine),
+            "eps_median": float(np.median(eps)), "r_median": float(np.median(tokens)),
+            "r_max": max(tokens),
+            "l2_used_median": float(np.median([r["l2_used"] for r in mine])),
+            "tokens_changed": sum(int(r["tokens_changed"]) for r in mine),
+            "seconds": round(sum(times), 1), "seconds_median": float(np.median(times))}
+    return out
+
+
+def report_lines(attacks: dict | None) -> list[str]:
+    """The report's section on the attacks (``results["attacks"]`` of the runner: settings
+    and ``levels`` {level index: :func:`attack_unit` result}); empty without attacks."""
+    if not attacks or not attacks.get("levels"):
+        return []
+    settings = attacks.get("settings", {})
+    first = next(iter(attacks["levels"].values()))
+    lines = ["## Attacks inside and beyond each certified region", "",
+             f"The attack `hybridcert attack` runs (`hybridcert.runs.attack.attack_input`) on "
+             f"the baseline seed's detector, threat anywhere: up to "
+             f"{settings.get('inputs', '?')} unsafe test inputs certified flagged per level (a "
+             f"seeded draw; the unit certifies the flag side only), each attacked to evade "
+             f"the flag at a budget read off its own certified region — inside: "
+             f"r = min({settings.get('tokens', '?')}, largest certified r) tokens and the "
+             f"certified L2 radius at r; beyond: x{settings.get('beyond', '?')} that radius "
+             f"and max(ceil(x r), {settings.get('beyond_tokens', '?')}) tokens. Adaptive "
+             f"attack: {settings.get('steps', '?')} PGD steps on the expectation over "
+             f"{settings.get('samples', '?')} noisy copies, greedy token substitution from "
+             f"{settings.get('candidates', '?')} gradient-ranked candidates per round. Each "
+             f"attacked input is re-estimated with {settings.get('n', 0):,} fresh draws, "
+             f"one-sided Clopper-Pearson bounds at alpha {first.get('alpha', '?')}: still "
+             f"flagged (lower bound >= tau), evaded (upper bound < tau) or undecided. "
+             f"'Certified and evaded' (an evasion at a budget the region certifies) must "
+             f"be 0.", "",
+             "| level (sigma, keep) | kind | certified flagged (available) | attacked | "
+             "median eps | median r (max) | still flagged | evaded | undecided | "
+             "certified and evaded | attack s (median per input) |", "|---" * 11 + "|"]
+    alarms = []
+    for li, res in sorted(attacks["levels"].items(), key=lambda item: int(item[0])):
+        level = res.get("level")
+        name = f"{li} ({level[0]:g}, {level[1]:g})" if level else str(li)
+        if not res["summary"]:
+            lines.append(f"| {name} | none (no unsafe input certified flagged) | "
+                         f"{res['available']} | 0 | | | | | | 0 | {res['seconds']:.0f} |")
+        for kind, s in res["summary"].items():
+            label = kind if kind == "inside" else f"beyond x{s['factor']:g}"
+            broken = s["certified_and_evaded"]
+            if broken:
+                alarms.append(f"level {name}, {label}: {broken}")
+            lines.append(f"| {name} | {label} | {res['available']} | {s['attacked']} | "
+                         f"{s['eps_median']:.3g} | {s['r_median']:g} ({s['r_max']}) | "
+                         f"{s['still_flagged']} | {s['evaded']} | {s['undecided']} | "
+                         f"{'**' + str(broken) + ' (SOUNDNESS ALARM)**' if broken else 0} | "
+                         f"{s['seconds']:.0f} ({s['seconds_median']:.1f}) |")
+    lines.append("")
+    if alarms:
+        lines += ["**SOUNDNESS ALARM: the attack evaded certified flags inside their certified "
+                  "regions (" + "; ".join(alarms) + "). A certificate over-claimed, or a bound "
+                  "failed (probability alpha each).**", ""]
+    else:
+        lines += ["No attack evaded a flag inside its certified region. Beyond it the attack "
+                  "is free to succeed; how often it does shows how strong it is.", ""]
+    return lines
+
+
+def figure(attacks: dict | None, out: Path) -> str | None:
+    """``attacks.png`` in ``out``: per level and kind, the shares of the attacked inputs still
+    flagged, evaded and undecided (95 % Clopper-Pearson whiskers); its file name, or None
+    without attacks."""
+    if not attacks or not attacks.get("levels"):
+        return None
+    groups, series = [], {"still flagged": [], "evaded": [], "undecided": []}
+    for li, res in sorted(attacks["levels"].items(), key=lambda item: int(item[0])):
+        level = res.get("level")
+        for kind, s in res["summary"].items():
+            where = "inside" if kind == "inside" else f"beyond x{s['factor']:g}"
+            groups.append(f"keep {level[1]:g}\n{where}" if level else f"{li} {where}")
+            for name, key in (("still flagged", "still_flagged"), ("evaded", "evaded"),
+                              ("undecided", "undecided")):
+                k, n = int(s[key]), int(s["attacked"])
+                series[name].append((k / n, lower_confidence_bound(k, n, 0.025),
+                                     upper_confidence_bound(k, n, 0.025)))
+    if not groups:
+        return None
+    path = Path(out) / "attacks.png"
+    plots.grouped_bars(groups, [{"label": name, "mean": [v[0] for v in values],
+                                 "low": [v[1] for v in values],
+                                 "high": [v[2] for v in values]}
+                                for name, values in series.items()], path,
+                       "adaptive attack on certified flagged unsafe inputs, inside and beyond "
+                       "each input's certified region",
+                       ylabel="share of attacked inputs",
+                       note="inside: evaded must be 0 (a certified flag evaded is a soundness "
+                            "alarm)")
+    return path.name
+
+
+__all__ = ["AttackSettings", "attack_unit", "certified_flagged", "figure", "report_lines",
+           "run_attacks", "summarize"]

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +38,8 @@ from hybridcert.runs.runner import Plan, load_items, plan
 from hybridcert.runs.store import RunStore, StoreError
 from hybridcert.smoothing import (
     ABSTAIN,
+    Detector,
+    SmoothedClassifier,
     Stage,
     lower_confidence_bound,
     upper_confidence_bound,
@@ -69,6 +71,10 @@ class AttackOptions:
         Seed of the attack and of the fresh draws (each input's derives from it and its id).
     limit : int, optional
         Attack only the first ``limit`` certified inputs.
+    beyond_tokens : int
+        Beyond: at least this many changed tokens (0, the command's: ``ceil(factor * r)``
+        only), so that a region certifying no token change is still attacked on the text
+        beyond it.
     """
 
     tokens: int = 1
@@ -79,11 +85,13 @@ class AttackOptions:
     alpha: float | None = None
     seed: int = 0
     limit: int | None = None
+    beyond_tokens: int = 0
 
     def __post_init__(self) -> None:
         for name in ("samples", "steps", "candidates", "n"):
             _count(name, getattr(self, name), 1)
-        _count("tokens", self.tokens, 0)
+        for name in ("tokens", "beyond_tokens"):
+            _count(name, getattr(self, name), 0)
         _count("seed", self.seed, 0)
         if self.limit is not None:
             _count("limit", self.limit, 1)
@@ -118,7 +126,8 @@ def attack_store(store: str | Path, kinds: list[tuple[str, float]], options: Att
 
     The run's configuration is read from the store, so the model, its arguments, the noise
     and the dataset are the certified run's own; an input whose content changed since it
-    was certified is skipped (its certificate is about the old content).
+    was certified is skipped (its certificate is about the old content).  Each input is
+    attacked by :func:`attack_input`.
     """
     path = Path(store)
     if not path.is_file():
@@ -130,7 +139,11 @@ def attack_store(store: str | Path, kinds: list[tuple[str, float]], options: Att
         raise ConfigError("hybridcert attack on the benign side of a detector needs two "
                           "classes (it lowers the other class's probability)")
     run = plan(config, device, batch_size)
-    view = _View.of(run)
+    view = AttackView.of(run.noise)
+    target = AttackTarget(run.classifier, view,
+                          lambda record: _Renamed(run, view, record),
+                          Detector.for_rule(config.rule, config.threshold,
+                                            config.flagged_class))
     alpha = options.alpha or config.alpha
     items = {it.input_id: it for it in load_items(run)}
     todo = [r for r in rows if r["predict"] != ABSTAIN and r["frontier"]]
@@ -140,14 +153,8 @@ def attack_store(store: str | Path, kinds: list[tuple[str, float]], options: Att
     out = []
     with RunStore(path) as opened:
         for row in todo:
-            item = items[row["id"]]
-            record = run.classifier.validate(item.record())
-            region = CertifiedRegion.from_rows(view.token_blocks, view.sigmas, row["frontier"])
-            before = _estimate(run, config, record, row, alpha, options.n,
-                               input_seed(options.seed, f"{row['id']}/attack/before"))
-            for kind, factor in kinds:
-                result = _attack_one(run, config, view, record, region, row, kind, factor,
-                                     options, alpha, before)
+            for result in attack_input(target, items[row["id"]].record(), row, kinds, options,
+                                       alpha):
                 opened.write_attack(result)
                 out.append(result)
                 if on_row is not None:
@@ -156,9 +163,22 @@ def attack_store(store: str | Path, kinds: list[tuple[str, float]], options: Att
 
 
 @dataclass
-class _View:
-    """The run's blocks seen as the attack's two: one Gaussian-noised block (``image``), at
-    most one noised token block (``text``), any others passed through unchanged."""
+class AttackView:
+    """A noise's blocks seen as the attack's two: one Gaussian-noised block (``image``), at
+    most one noised token block (``text``), any others passed through unchanged.
+
+    Attributes
+    ----------
+    image, text : str
+        The names of those blocks in the records (``text`` None without a noised token
+        block).
+    sigmas : dict
+        ``{image: sigma}`` (the axes of a :class:`~hybridcert.blocks.CertifiedRegion`).
+    token_blocks : tuple of str
+        The noised token blocks (``(text,)`` or empty).
+    noise : HybridNoise
+        The same noise on blocks renamed ``image`` and ``text`` (the attack's batches).
+    """
 
     image: str
     text: str | None
@@ -167,8 +187,8 @@ class _View:
     noise: HybridNoise
 
     @classmethod
-    def of(cls, run: Plan) -> _View:
-        noise = run.noise
+    def of(cls, noise: HybridNoise) -> AttackView:
+        """The view of ``noise``; refused (ConfigError) for other block layouts."""
         if len(noise.noised_continuous) != 1 or len(noise.noised_tokens) > 1:
             raise ConfigError(
                 f"hybridcert attack handles one Gaussian-noised block and at most one noised "
@@ -184,13 +204,78 @@ class _View:
         return cls(image.name, text, {image.name: image.noise.sigma},
                    tuple(b.name for b in noise.noised_tokens), HybridNoise(blocks))
 
+    def region(self, frontier: list[dict]) -> CertifiedRegion:
+        """The certified region of a stored row's ``frontier``
+        (:meth:`~hybridcert.blocks.CertifiedRegion.rows`)."""
+        return CertifiedRegion.from_rows(self.token_blocks, self.sigmas, frontier)
+
+
+@dataclass
+class AttackTarget:
+    """What is attacked and how its decision is re-estimated.
+
+    Attributes
+    ----------
+    classifier : SmoothedClassifier
+        The smoothed classifier that certified the inputs: prepares a record and draws the
+        fresh copies of the estimates (stage ``ATTACK_CHECK``).
+    view : AttackView
+        Its noise as the attack's two blocks.
+    model : callable
+        ``model(prepared record)``: the base model as a ``torch.nn.Module`` on the attack's
+        batches (``image``, ``text``, ``text_attention``) returning logits ``(B, C)``; a
+        ``text_encoder`` attribute gives HotFlip candidates (see
+        :func:`~hybridcert.attacks.joint_attack`).
+    detector : Detector, optional
+        The certified detector (None: the majority vote).
+    """
+
+    classifier: SmoothedClassifier
+    view: AttackView
+    model: Callable[[dict], torch.nn.Module]
+    detector: Detector | None = None
+
+
+def attack_input(target: AttackTarget, record: dict, row: dict,
+                 kinds: list[tuple[str, float]], options: AttackOptions,
+                 alpha: float) -> Iterator[dict]:
+    """Attack one certified input at each of ``kinds`` (see :func:`check_kinds`) and yield
+    one result per kind as it finishes.
+
+    The budget is read off the input's own certified region (``row["frontier"]``): ``r =
+    min(options.tokens, largest certified r)`` changed tokens and the certified L2 radius
+    ``eps*(r)`` inside; ``factor * eps*(r)`` and ``max(ceil(factor * r),
+    options.beyond_tokens)`` tokens beyond.  The smoothed decision is estimated on fresh
+    draws before the attack and after each (module doc: held, flipped or undecided at
+    ``alpha``); ``alarm`` is a flip inside.
+
+    Parameters
+    ----------
+    target : AttackTarget
+    record : dict
+        The input as certified (prepared here by ``target.classifier``).
+    row : dict
+        Its stored result row (:func:`~hybridcert.smoothing.results.result_row`): ``id``,
+        ``idx``, ``label``, ``predict``, ``decision`` and a non-empty ``frontier``.
+    kinds : list of (kind, factor)
+    options : AttackOptions
+    alpha : float
+        Level of the bounds of the estimates.
+    """
+    record = target.classifier.validate(record)
+    region = target.view.region(row["frontier"])
+    before = _estimate(target, record, row, alpha, options.n,
+                       input_seed(options.seed, f"{row['id']}/attack/before"))
+    for kind, factor in kinds:
+        yield _attack_one(target, record, region, row, kind, factor, options, alpha, before)
+
 
 class _Renamed(torch.nn.Module):
     """The user's model on the attack's batches (``image``, ``text``): the run's own block
     names restored, the un-noised blocks added, tensors moved to the model's device, float
     scores returned on the CPU."""
 
-    def __init__(self, run: Plan, view: _View, record: dict):
+    def __init__(self, run: Plan, view: AttackView, record: dict):
         super().__init__()
         self.base, self.view = run.classifier.base, view
         self.others = {k: v for k, v in record.items() if k not in (view.image, view.text)}
@@ -222,24 +307,25 @@ class _Renamed(torch.nn.Module):
         return out.float().cpu()
 
 
-def _attack_one(run, config, view, record, region, row, kind, factor, options, alpha,
+def _attack_one(target: AttackTarget, record, region, row, kind, factor, options, alpha,
                 before) -> dict:
     start = time.perf_counter()
+    view = target.view
     image = record[view.image]
     r_cert = max(region.max_tokens, 0) if view.text is not None else 0
     r_in = min(options.tokens, r_cert)
     eps_in = float(region.l2_radius(r_in))
     eps_in = min(eps_in, math.sqrt(image.numel()))    # unbounded: the whole [0, 1] cube
     eps, r = (eps_in, r_in) if kind == "inside" else \
-        (factor * eps_in, math.ceil(factor * r_in))
-    label = _attack_label(config, row)
+        (factor * eps_in, max(math.ceil(factor * r_in), options.beyond_tokens))
+    label = _attack_label(target.detector, row)
     text = record[view.text] if view.text is not None else None
     ids = text.ids if text is not None else torch.zeros(1, dtype=torch.long)
     attention = (torch.ones_like(ids) if text is None or text.attention is None
                  else text.attention)
     positions = text.noisable if text is not None else torch.zeros_like(ids, dtype=torch.bool)
     vocabulary = view.noise.by_name["text"].vocabulary if text is not None else None
-    model = _Renamed(run, view, record)
+    model = target.model(record)
     try:
         adv_image, adv_ids = joint_attack(
             model, image.cpu(), ids.cpu(), label, eps, r if text is not None else 0,
@@ -255,7 +341,7 @@ def _attack_one(run, config, view, record, region, row, kind, factor, options, a
     attacked[view.image] = adv_image.to(image.dtype)
     if text is not None:
         attacked[view.text] = TokenBlock(adv_ids, text.noisable, text.attention)
-    after = _estimate(run, config, attacked, row, alpha, options.n,
+    after = _estimate(target, attacked, row, alpha, options.n,
                       input_seed(options.seed, f"{row['id']}/attack/{kind}/{factor:g}/after"))
     budget = {view.image: eps, **({view.text: r} if view.text is not None else {})}
     outcome = after["outcome"]
@@ -278,38 +364,40 @@ def _attack_one(run, config, view, record, region, row, kind, factor, options, a
     }
 
 
-def _attack_label(config: RunConfig, row: dict) -> int:
+def _attack_label(detector: Detector | None, row: dict) -> int:
     """The class whose (smoothed) probability the attack lowers."""
-    if config.rule == "majority":
+    if detector is None:
         return int(row["predict"])
     if row.get("decision") == "flag":
-        return config.flagged_class
-    return 1 - config.flagged_class          # two classes (checked before the run)
+        return detector.flagged_class
+    return 1 - detector.flagged_class          # two classes (checked before the run)
 
 
-def _estimate(run, config: RunConfig, record, row, alpha, n, seed) -> dict:
+def _estimate(target: AttackTarget, record, row, alpha, n, seed) -> dict:
     """The certified quantity on fresh draws: estimate, two-sided Clopper-Pearson interval at
     ``alpha``, and whether the stored decision provably held or flipped (see module doc)."""
-    counts = run.classifier.sample_counts(record, n, seed, Stage.ATTACK_CHECK)
-    if config.rule == "majority":
-        target = int(row["predict"])
-        quantity = f"P(class {target})"
+    counts = target.classifier.sample_counts(record, n, seed, Stage.ATTACK_CHECK)
+    detector = target.detector
+    if detector is None:
+        target_class = int(row["predict"])
+        quantity = f"P(class {target_class})"
     else:
-        target = config.flagged_class
-        quantity = f"P(flagged class {target})"
-    k = int(counts[target])
+        target_class = detector.flagged_class
+        quantity = f"P(flagged class {target_class})"
+    k = int(counts[target_class])
     out = {"quantity": quantity, "estimate": k / n,
            "lower": lower_confidence_bound(k, n, alpha / 2),
            "upper": upper_confidence_bound(k, n, alpha / 2), "counts": counts.tolist()}
-    if config.rule == "majority":
-        level = alpha / config.num_classes
+    if detector is None:
+        num_classes = len(counts)
+        level = alpha / num_classes
         lows = [lower_confidence_bound(int(c), n, level) for c in counts]
         highs = [upper_confidence_bound(int(c), n, level) for c in counts]
-        others = [c for c in range(config.num_classes) if c != target]
-        flipped = highs[target] < max(lows[c] for c in others)
-        held = lows[target] > max(highs[c] for c in others)
+        others = [c for c in range(num_classes) if c != target_class]
+        flipped = highs[target_class] < max(lows[c] for c in others)
+        held = lows[target_class] > max(highs[c] for c in others)
     else:
-        tau = config.threshold
+        tau = detector.threshold
         low, high = lower_confidence_bound(k, n, alpha), upper_confidence_bound(k, n, alpha)
         if row.get("decision") == "flag":
             flipped, held = high < tau, low >= tau
@@ -332,4 +420,5 @@ def _count(name: str, value, minimum: int) -> None:
         raise ConfigError(str(err)) from None
 
 
-__all__ = ["KINDS", "AttackOptions", "attack_store", "check_kinds"]
+__all__ = ["KINDS", "AttackOptions", "AttackTarget", "AttackView", "attack_input",
+           "attack_store", "check_kinds"]
