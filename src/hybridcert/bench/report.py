@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hybridcert.bench import attack_eval
 from hybridcert.bench.metrics import rate_table
 from hybridcert.bench.store import json_default, load_unit
 from hybridcert.reports import plots
@@ -281,7 +282,7 @@ def _figures(results, metrics, cfg, out: Path) -> list[str]:
     base = _baseline_figure(results, metrics, cfg, out)
     if base:
         names.append(base)
-    attacks = _attack_figure(results, metrics, cfg, out)
+    attacks = attack_eval.figure(results.get("attacks"), out)
     if attacks:
         names.append(attacks)
     return names
@@ -397,42 +398,6 @@ def _single(unit: dict, e: float, r: int, modality: str) -> np.ndarray:
     return outcomes[:, cells.index((0.0, r))]
 
 
-def _attack_figure(results, metrics, cfg, out: Path) -> str | None:
-    attacks = results.get("attacks")
-    if not attacks or not attacks.get("levels"):
-        return None
-    groups, series = [], {k: [] for k in ("certified (smoothed)", "smoothed, attacked",
-                                          "base, attacked")}
-    beyond = []
-    for li_text, res in sorted(attacks["levels"].items()):
-        li = int(li_text)
-        m = metrics.get((li, "anywhere"), {})
-        for b in res["budgets"]:
-            groups.append(f"keep {cfg.levels[li][1]:g}\n({b['eps']:g}, {b['r']})")
-            cell = _cell(float(b["eps"]), int(b["r"])) if (float(b["eps"]), int(b["r"])) in \
-                [(e, r) for e in EPS_GRID for r in TOKEN_GRID] else None
-            beyond.append(bool(cell is not None and
-                               m.get("blank", {}).get("detector", np.zeros(25))[cell]))
-            for key, values in (("certified (smoothed)", b["certified"]),
-                                ("smoothed, attacked", b["smoothed_still_flagged"]),
-                                ("base, attacked", b["base_still_flagged"])):
-                series[key].append(rate_table(np.asarray(values, float)[None, :, None],
-                                              cfg.bootstrap))
-    out_series = [{"label": k, "mean": [float(t["mean"][0]) for t in v],
-                   "low": [float(t["low"][0]) for t in v],
-                   "high": [float(t["high"][0]) for t in v]} for k, v in series.items()]
-    path = out / "attacks.png"
-    plots.grouped_bars(groups, out_series, path,
-                       f"unsafe inputs still flagged under attack at the same budget (seed "
-                       f"{cfg.baseline_seed}, sigma {cfg.levels[0][0]:g}; base detector and "
-                       f"smoothed detector each at <= 5 % validation false flags)",
-                       ylabel="share of attacked unsafe inputs", beyond=beyond,
-                       note="certified: the flag is certified at the budget; (beyond ceiling): "
-                            "no input can be certified there with n_max draws")
-    return path.name
-
-
-# -- markdown --------------------------------------------------------------------------------
 def _markdown(results, metrics, cfg, figures) -> str:
     s = cfg.settings
     machine = results["machine"]
@@ -486,7 +451,7 @@ def _markdown(results, metrics, cfg, figures) -> str:
     lines += _baseline_section(results, metrics, cfg)
     lines += _stopping_section(metrics, cfg)
     lines += _counterexample_section(results, cfg)
-    lines += _attack_section(results, cfg)
+    lines += attack_eval.report_lines(results.get("attacks"))
     lines += _slices_section(metrics, cfg)
     lines += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
     lines += ["## Files", "",
@@ -834,48 +799,6 @@ def _counterexample_section(results, cfg) -> list[str]:
                      f"{a.get('quick_estimate', float('nan')):.3f} | "
                      f"{a.get('confirmed', False)} |")
     return lines + [""]
-
-
-def _attack_section(results, cfg) -> list[str]:
-    attacks = results.get("attacks")
-    if not attacks or not attacks.get("levels"):
-        return []
-    a = cfg.attack
-    lines = ["## Attacks at the same budget: base vs smoothed detector", "",
-             f"Up to {a.inputs} unsafe test inputs per level (seed {cfg.baseline_seed}, threat "
-             f"anywhere; inputs flagged on the clean input by either detector first, at random, "
-             f"then others), each attacked at every budget whatever its certified region (so "
-             f"also beyond it). Base detector: its softmax thresholded for <= "
-             f"{100 * cfg.false_flag_rate:g} % validation false flags, attacked by PGD "
-             f"({a.steps} steps) + greedy substitution (gradient-ranked candidates) on its "
-             f"logits. Smoothed detector: the same budget and steps, the adaptive attack on the "
-             f"expectation over noise ({a.samples} copies per evaluation, {a.candidates} token "
-             f"candidates per round), then re-decided by a two-sided sequential decision at tau "
-             f"(cap {a.check_n:,} draws): still flagged (flag side certified), evaded (benign "
-             f"side certified: upper bound < tau) or undecided. Counts need the clean input "
-             f"flagged.", "",
-             "| level | budget (eps, r) | clean flagged: base / smoothed | base still flagged "
-             "| smoothed still flagged / evaded / undecided | certified at the budget | "
-             "certified and evaded | s |", "|---" * 8 + "|"]
-    for li_text, res in sorted(attacks["levels"].items()):
-        li = int(li_text)
-        n = len(res["ids"])
-        for b in res["budgets"]:
-            evaded = sum(b.get("smoothed_evaded", []))
-            undecided = sum(b.get("smoothed_undecided", []))
-            lines.append(f"| {_level_name(cfg, li)} | ({b['eps']:g}, {b['r']}) | "
-                         f"{sum(res['clean_base_flagged'])} / "
-                         f"{sum(res['clean_smoothed_flagged'])} of {n} | "
-                         f"{sum(b['base_still_flagged'])} | {sum(b['smoothed_still_flagged'])} "
-                         f"/ {evaded} / {undecided} | "
-                         f"{sum(b['certified'])} | {b['broken_inside_certified']} | "
-                         f"{b['seconds']:.0f} |")
-    lines += ["", "The gap between the certified and the attacked columns is the gap between "
-                  "certified and empirical robustness: the certificate is a worst case over all "
-                  "classifiers with the same smoothed probability; a concrete attack on a "
-                  "concrete model achieves less. 'Certified and evaded' must be 0 up to the "
-                  "alpha of the decisions involved.", ""]
-    return lines
 
 
 def _slices_section(metrics, cfg) -> list[str]:

@@ -217,7 +217,7 @@ def full_config(out: Path = Path("artifacts/full")) -> BenchmarkConfig:
         levels=[(0.25, 0.75), (0.25, 0.5), (0.25, 0.25), (0.25, 0.1)], seeds=(0, 1, 2),
         test_inputs=500, val_inputs=1000, threats=THREATS, append_seeds=None,
         majority_seeds=(0,), baseline_levels=(0, 2), factorized_and=True, settings=Settings(),
-        attack=AttackSettings(inputs=30, levels=(0, 2)),
+        attack=AttackSettings(inputs=100, levels=(0,)),
         counterexample=CounterexampleSettings(seconds=1200.0, samples=128, steps=100,
                                               candidates=512, rounds=2, common_noise=True,
                                               screen_share=0.4),
@@ -357,13 +357,14 @@ def run(cfg: BenchmarkConfig) -> dict:
         key = _procedure_key(cfg.attack, ATTACK_VERSION)
         if attacks is None or attacks.get("settings") != key:
             attacks = {"settings": key, "levels": {}}
-            for li in cfg.attack.levels:
-                if li >= len(cfg.levels) or "anywhere" not in cfg.threats:
-                    continue
-                unit = load_unit(units_dir / f"seed{cfg.baseline_seed}_level{li}_anywhere.json")
-                attacks["levels"][str(li)] = run_attacks(
-                    models[(cfg.baseline_seed, li)], noise_for(cfg.levels[li], "anywhere"),
-                    test, test_index, unit, val, val_index, cfg, log)
+        for li in cfg.attack.levels:        # saved after each level: a rerun resumes
+            if (li >= len(cfg.levels) or "anywhere" not in cfg.threats
+                    or str(li) in attacks["levels"]):
+                continue
+            unit = load_unit(units_dir / f"seed{cfg.baseline_seed}_level{li}_anywhere.json")
+            attacks["levels"][str(li)] = run_attacks(
+                models[(cfg.baseline_seed, li)], noise_for(cfg.levels[li], "anywhere"),
+                test, test_index, unit, val, val_index, cfg, log)
             save_unit(units_dir / "attacks.json", attacks)
         results["attacks"] = attacks
         _write(results, cfg, started, units_dir)
@@ -580,7 +581,7 @@ def _baselines(cfg, model, level, data, test_index, val_index, log) -> dict:
 
 #: Versions of the attack and counterexample procedures: a cached result of another version
 #: is recomputed.
-ATTACK_VERSION = 2
+ATTACK_VERSION = 3
 COUNTEREXAMPLE_VERSION = 3
 
 
