@@ -336,8 +336,10 @@ def _level_name(cfg, li: int) -> str:
     return f"sigma {sigma:g}, keep {keep:g}"
 
 
-def write(results: dict, units: dict, cfg) -> Path:
-    """Write REPORT.md, the plots and results.json to ``cfg.out``."""
+def write(results: dict, units: dict, cfg, final: bool = True) -> Path:
+    """Write REPORT.md, the plots and results.json to ``cfg.out`` (``final=False``: a report
+    rewritten during the run, without the operating-curve figures, which take seconds each;
+    the tables are complete)."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     for name in results["units"]:
@@ -349,7 +351,7 @@ def write(results: dict, units: dict, cfg) -> Path:
         found = curve_metrics(members, cfg, key)
         if found is not None:
             metrics[key]["curves"] = found
-    figures = _figures(results, metrics, cfg, out)
+    figures = _figures(results, metrics, cfg, out, final)
     text = _markdown(results, metrics, cfg, figures)
     (out / "REPORT.md").write_text(text)
     compact = _compact(results, metrics)
@@ -379,7 +381,7 @@ def _compact(results: dict, metrics: dict) -> dict:
 
 
 # -- figures ---------------------------------------------------------------------------------
-def _figures(results, metrics, cfg, out: Path) -> list[str]:
+def _figures(results, metrics, cfg, out: Path, curve_figures: bool = True) -> list[str]:
     names = []
     for threat in cfg.threats:
         keys = [k for k in metrics if k[1] == threat]
@@ -421,7 +423,8 @@ def _figures(results, metrics, cfg, out: Path) -> list[str]:
                 reference_label="constant classifier (detector: 0 at <= 5 % false flags)"
                 if setting == "detector" else "constant classifier (50 %)")
             names.append(path.name)
-    names += _curve_figures(metrics, cfg, out)
+    if curve_figures:
+        names += _curve_figures(metrics, cfg, out)
     sweep = _sweep_figure(metrics, cfg, out)
     if sweep:
         names.append(sweep)
@@ -904,7 +907,9 @@ def _token_statement(c: dict, cfg) -> str:
     """Plain words on whether the token certificate says anything at a usable tau."""
     t = c["tokens"]
     usable = f"{100 * t['usable_rate']:g} %"
-    per_seed = lambda values, fmt: ", ".join(fmt.format(v) for v in values)  # noqa: E731
+    def per_seed(values, fmt):
+        return ", ".join("none" if not np.isfinite(v) else fmt.format(v) for v in values)
+
     budgets = ", ".join(f"({e:g}, {r})" for e, r in t["budgets"])
     ceiling = (f"With n = {c['n']:,} draws no model can certify a flag at tau > "
                f"{t['ceiling_r1']:.4f} against one substituted token; at that tau this filter "
@@ -916,7 +921,8 @@ def _token_statement(c: dict, cfg) -> str:
     if not any(t["any_usable"]):
         return (f"**The text certificate is vacuous for every usable detector here.** At no "
                 f"tau with <= {usable} benign validation false flags (tau >= "
-                f"{per_seed(t['usable_from'], '{:.4g}')} per seed) is any test input, unsafe "
+                f"{per_seed(t['usable_from'], '{:.4g}')} per seed; none: no tau of the grid "
+                f"is that low in false flags) is any test input, unsafe "
                 f"or benign, certified flagged at {budgets}: this detector's certificate "
                 f"covers image changes only. {ceiling} {largest}")
     seeds = [s for s, ok in zip(c["seeds"], t["any_usable"], strict=True) if ok]

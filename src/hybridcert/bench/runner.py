@@ -403,7 +403,7 @@ def run(cfg: BenchmarkConfig) -> dict:
         if seed != cfg.baseline_seed:
             certify_seed(seed)
     results["timings"]["total_s"] = round(time.perf_counter() - started, 1)
-    _write(results, cfg, started, units_dir)
+    _write(results, cfg, started, units_dir, final=True)
     log(f"report: {cfg.out / 'REPORT.md'} ({time.perf_counter() - started:.0f} s in all)")
     return results
 
@@ -634,10 +634,11 @@ def _write_unit_files(folder: Path, name: str, unit: dict) -> None:
             handle.write("\t".join(values) + "\n")
 
 
-def _write(results: dict, cfg: BenchmarkConfig, started: float, units_dir: Path) -> None:
+def _write(results: dict, cfg: BenchmarkConfig, started: float, units_dir: Path,
+           final: bool = False) -> None:
     results["duration_s"] = round(time.perf_counter() - started, 1)
     units = {name: load_unit(units_dir / f"{name}.json") for name in results["units"]}
-    bench_report.write(results, units, cfg)
+    bench_report.write(results, units, cfg, final=final)
 
 
 def _config_dict(cfg: BenchmarkConfig) -> dict:

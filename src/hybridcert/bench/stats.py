@@ -20,6 +20,8 @@ each seed's rate.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from scipy import stats as _scipy_stats
 
@@ -79,11 +81,7 @@ def input_bootstrap(values, replicates: int = 2000, seed: int = 0, level: float 
         raise ValueError(f"values must have shape (inputs, cells) with at least one input, "
                          f"got {v.shape}")
     _check(replicates, level)
-    inputs = v.shape[0]
-    rng = np.random.default_rng(seed)
-    weights = np.stack([np.bincount(rng.integers(0, inputs, inputs), minlength=inputs)
-                        for _ in range(replicates)]).astype(float) / inputs
-    stats = weights @ v
+    stats = _weights(v.shape[0], replicates, seed) @ v
     tail = (1 - level) / 2
     return {"mean": v.mean(axis=0), "low": np.quantile(stats, tail, axis=0),
             "high": np.quantile(stats, 1 - tail, axis=0)}
@@ -141,6 +139,19 @@ def seed_intervals(values, replicates: int = 2000, seed: int = 0, level: float =
                   per_seed_low=shaped(per_seed["low"], lead),
                   per_seed_high=shaped(per_seed["high"], lead), method=method)
     return result
+
+
+@lru_cache(maxsize=16)
+def _weights(inputs: int, replicates: int, seed: int) -> np.ndarray:
+    """Bootstrap resamples of ``inputs`` inputs as weights, shape (replicates, inputs): the
+    same resamples for every seed and cell of a table (read-only)."""
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, inputs, (replicates, inputs))
+    rows = np.repeat(np.arange(replicates), inputs)
+    counts = np.bincount(rows * inputs + draws.ravel(), minlength=replicates * inputs)
+    weights = counts.reshape(replicates, inputs).astype(float) / inputs
+    weights.flags.writeable = False
+    return weights
 
 
 def _check(replicates, level) -> None:
