@@ -921,8 +921,10 @@ def _token_statement(c: dict, cfg) -> str:
     if not any(t["any_usable"]):
         return (f"**The text certificate is vacuous for every usable detector here.** At no "
                 f"tau with <= {usable} benign validation false flags (tau >= "
-                f"{per_seed(t['usable_from'], '{:.4g}')} per seed; none: no tau of the grid "
-                f"is that low in false flags) is any test input, unsafe "
+                f"{per_seed(t['usable_from'], '{:.4g}')} per seed"
+                + ("; none: no tau of the grid is that low in false flags"
+                   if not np.isfinite(t["usable_from"]).all() else "")
+                + ") is any test input, unsafe "
                 f"or benign, certified flagged at {budgets}: this detector's certificate "
                 f"covers image changes only. {ceiling} {largest}")
     seeds = [s for s, ok in zip(c["seeds"], t["any_usable"], strict=True) if ok]
@@ -970,10 +972,12 @@ def _majority_section(metrics, cfg) -> list[str]:
         blank = np.asarray(m["blank"].get("majority", np.zeros(25))).reshape(5, 5)
         lines += [f"### {_level_name(cfg, key[0])}, threat {key[1]}, seeds "
                   f"{m['majority_seeds']}", ""]
-        for title, table in (("all inputs", m["majority"]),
-                             ("balanced (mean of the two classes)", m["majority_balanced"]),
-                             ("class safe", m["majority_safe"]),
-                             ("class unsafe", m["majority_unsafe"])):
+        tables = [("all inputs = balanced (the test inputs are exactly balanced)",
+                   m["majority"])] if m["safe"] == m["unsafe"] else [
+            ("all inputs", m["majority"]),
+            ("balanced (mean of the two classes)", m["majority_balanced"])]
+        for title, table in tables + [("class safe", m["majority_safe"]),
+                                      ("class unsafe", m["majority_unsafe"])]:
             mean, low, high = _grid(table)
             lines += [f"Certified accuracy, {title}:", "",
                       markdown_interval_table(mean, low, high, [f"{e:g}" for e in EPS_GRID],
@@ -1184,8 +1188,10 @@ def _matched_section(results, baselines, cfg) -> list[str]:
         flags = rate_table(at[0][labels == 0][None, :, None].astype(float), cfg.bootstrap)
         cells = [_pct(rate_table(at[b][labels == 1][None, :, None].astype(float),
                                  cfg.bootstrap)) for b in range(len(budgets))]
+        reached = "" if chosen["feasible"] else " (target not reachable)"
         lines.append(f"| {_level_name(cfg, li)} | {100 * target:g} % | {name} | "
-                     f"{chosen['tau']:.4g} | {100 * chosen['rate']:.1f}% | {_pct(flags)} | "
+                     f"{chosen['tau']:.4g} | {100 * chosen['rate']:.1f}%{reached} | "
+                     f"{_pct(flags)} | "
                      + " | ".join(cells) + " |")
     return lines + ["", "Image-only smoothing certifies nothing at r >= 1, text-only nothing "
                         "at eps > 0 (0 in those columns by construction).", ""]
