@@ -109,3 +109,17 @@ def test_validation_taus_are_the_calibrations():
     assert curves.validation_rate(calibration, 0.5, "noto") == np.mean(scores[150:] >= 0.5)
     assert curves.validation_taus({"tau": 0.5}) is None
     assert np.isnan(curves.validation_rate({}, 0.5))
+
+
+def test_sequential_units_get_no_curves(stored):
+    """A sequential unit's counts stop at a data-dependent time: no fixed-n bound, no curve."""
+    from hybridcert.bench import report
+    from hybridcert.bench.runner import BenchmarkConfig
+
+    packed, _ = stored
+    sequential = {**packed, "mode": "sequential"}
+    assert curves.fixed_counts(sequential) is None and curves.unit_bounds(
+        sequential, NOISE, ALPHA) is None
+    text = "\n".join(report._curves_section({(0, "anywhere"): {"detector": {}}},
+                                            BenchmarkConfig()))
+    assert "Not available for this run" in text
