@@ -34,8 +34,12 @@ TAU_LOW, TAU_HIGH = 4.6e-5, 0.999
 VAL_RATES: tuple[float, ...] = (0.01, 0.05, 0.10)
 
 
-def tau_grid(extra: Sequence[float] = (), low_points: int = 24, high_points: int = 16
-             ) -> np.ndarray:
+#: Points of the tau grid log-spaced in tau (up to 1/2) and in 1 - tau (from 1/2).
+LOW_POINTS, HIGH_POINTS = 24, 16
+
+
+def tau_grid(extra: Sequence[float] = (), low_points: int = LOW_POINTS,
+             high_points: int = HIGH_POINTS) -> np.ndarray:
     """The sweep's taus: log-spaced from :data:`TAU_LOW` to 1/2 (``low_points``) and, where
     the detectors' taus lie, log-spaced in ``1 - tau`` from 1/2 to :data:`TAU_HIGH`
     (``high_points``), plus the taus in ``extra`` (e.g. the calibrated ones); sorted, unique."""
@@ -136,6 +140,6 @@ def unit_bounds(unit: dict, noise: HybridNoise, alpha: float,
     return budget_bounds(noise, flag_bounds(flagged, n, alpha), budgets)
 
 
-__all__ = ["CURVE_BUDGETS", "TAU_HIGH", "TAU_LOW", "VAL_RATES", "budget_bounds", "certified",
-           "fixed_counts", "flag_bounds", "tau_ceiling", "tau_grid", "unit_bounds",
-           "validation_rate", "validation_taus"]
+__all__ = ["CURVE_BUDGETS", "HIGH_POINTS", "LOW_POINTS", "TAU_HIGH", "TAU_LOW", "VAL_RATES",
+           "budget_bounds", "certified", "fixed_counts", "flag_bounds", "tau_ceiling",
+           "tau_grid", "unit_bounds", "validation_rate", "validation_taus"]

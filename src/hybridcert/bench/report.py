@@ -845,8 +845,9 @@ def _curves_section(metrics, cfg) -> list[str]:
               f"unsafe test inputs so certified; certified benign false-flag rate: the share "
               f"of benign test inputs so certified (flagged, and staying flagged under every "
               f"change within the budget; at (0, 0): the detector's test false-flag rate). "
-              f"Taus: {curves.tau_grid().size} points log-spaced from {curves.TAU_LOW:g} to "
-              f"1/2 and, in 1 - tau, from 1/2 to {curves.TAU_HIGH:g}, plus each seed's "
+              f"Taus: {curves.LOW_POINTS} log-spaced from {curves.TAU_LOW:g} to 1/2 and "
+              f"{curves.HIGH_POINTS} log-spaced in 1 - tau from 1/2 to {curves.TAU_HIGH:g} "
+              f"({curves.tau_grid().size} distinct), plus each seed's "
               f"calibrated tau and its taus for "
               + ", ".join(f"{100 * r:g} %" for r in curves.VAL_RATES)
               + " validation false flags. Each tau's certificate holds at alpha on its own; "
