@@ -23,7 +23,7 @@ def _tiny(tmp_path: Path) -> benchmark.BenchmarkConfig:
         levels=[(0.25, 0.25)], seeds=(0, 1), majority_seeds=(0,), append_seeds=(0,),
         n_train=60, n_val=40, n_test=40, epochs=1,
         test_inputs=8, val_inputs=12, val_shifted=8, val_copies=4, val_copies_top=8,
-        settings=Settings(n_max=300, mode="fixed", price_detector=100, price_majority=100),
+        settings=Settings(n_max=200, mode="fixed", price_detector=100, price_majority=100),
         baseline_levels=(0,), threats=THREATS, factorized_and=True,
         attack=AttackSettings(inputs=1, levels=(0,), budgets=((0.25, 1),), samples=2, steps=1,
                               candidates=2, check_n=50),
