@@ -1,4 +1,5 @@
-"""Thresholds chosen on validation and the seeds x inputs bootstrap."""
+"""Thresholds chosen on validation, and the intervals: Student-t over seeds, bootstrap over
+inputs within a seed."""
 
 import itertools
 
@@ -11,7 +12,7 @@ from hybridcert.bench.calibrate import (
     choose_threshold,
     refine,
 )
-from hybridcert.bench.stats import seed_input_bootstrap
+from hybridcert.bench.stats import input_bootstrap, seed_intervals, t_interval
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -78,27 +79,79 @@ def test_pair_is_the_best_feasible_pair_on_the_grid():
     assert (out["recall"], -out["tau_image"] - out["tau_text"]) == pytest.approx(best)
 
 
-def test_bootstrap_point_and_width():
-    values = np.zeros((1, 50))
-    out = seed_input_bootstrap(values, replicates=200)
-    assert out["mean"] == out["low"] == out["high"] == 0.0
+def test_t_interval_is_the_hand_computation():
+    """The issue's case: per-seed rates 0, 0 and 22.4 % (a percentile bootstrap over the
+    three seeds gave [0.0, 20.8], excluding the third seed's own value)."""
+    per_seed = np.array([0.0, 0.0, 0.224])
+    mean = 0.224 / 3
+    sd = np.sqrt((2 * mean ** 2 + (0.224 - mean) ** 2) / 2)
+    t_975_2 = 4.302652729911275                  # Student t, 2 degrees of freedom, 97.5 %
+    out = t_interval(per_seed)
+    assert out["mean"] == pytest.approx(mean)
+    assert out["low"] == pytest.approx(mean - t_975_2 * sd / np.sqrt(3))
+    assert out["high"] == pytest.approx(mean + t_975_2 * sd / np.sqrt(3))
+    clipped = t_interval(per_seed, bounds=(0.0, 1.0))
+    assert clipped["low"] == 0.0 and clipped["high"] == pytest.approx(out["high"])
+    assert clipped["low"] <= per_seed.min() and per_seed.max() <= clipped["high"]
+    # five seeds, two cells; 90 %: t(4) at 95 % = 2.131846786326649
+    five = np.array([[0.50, 0.1], [0.55, 0.1], [0.60, 0.2], [0.52, 0.1], [0.58, 0.1]])
+    out = t_interval(five, level=0.90)
+    for c in range(2):
+        m, s = five[:, c].mean(), five[:, c].std(ddof=1)
+        assert out["low"][c] == pytest.approx(m - 2.131846786326649 * s / np.sqrt(5))
+        assert out["high"][c] == pytest.approx(m + 2.131846786326649 * s / np.sqrt(5))
+    one = t_interval(np.array([[0.3, 0.4]]))
+    assert np.isnan(one["low"]).all() and np.array_equal(one["mean"], [0.3, 0.4])
+    with pytest.raises(ValueError, match="level"):
+        t_interval(per_seed, level=1.0)
+
+
+def test_seed_intervals_t_over_seeds_bootstrap_within_each():
     rng = np.random.default_rng(0)
-    one = rng.random((1, 400, 3)) < 0.3
-    three = np.stack([one[0], rng.random((400, 3)) < 0.5, rng.random((400, 3)) < 0.1])
-    a = seed_input_bootstrap(one, replicates=500)
-    b = seed_input_bootstrap(three, replicates=500)
-    assert a["mean"].shape == (3,) and np.allclose(a["mean"], one.mean(axis=(0, 1)))
-    # seeds that disagree widen the interval beyond the inputs' sampling error
-    assert ((b["high"] - b["low"]) > 2 * (a["high"] - a["low"])).all()
+    three = np.stack([rng.random((400, 3)) < p for p in (0.3, 0.5, 0.1)])
+    out = seed_intervals(three, replicates=300)
+    assert out["method"] == "t" and out["per_seed"].shape == (3, 3)
+    assert np.allclose(out["per_seed"], three.mean(axis=1))
+    assert np.allclose(out["mean"], three.mean(axis=(0, 1)))
+    expected = t_interval(three.mean(axis=1), bounds=(0.0, 1.0))
+    assert np.allclose(out["low"], expected["low"]) and np.allclose(out["high"],
+                                                                    expected["high"])
+    for s in range(3):                       # each seed's own bootstrap over its inputs
+        own = input_bootstrap(three[s].astype(float), replicates=300)
+        assert np.allclose(out["per_seed_low"][s], own["low"])
+        assert np.allclose(out["per_seed_high"][s], own["high"])
+        assert (own["low"] <= three[s].mean(0)).all() and (three[s].mean(0) <= own["high"]).all()
+    # every seed's value lies inside the t-interval here, unlike a 3-seed percentile bootstrap
+    assert ((out["low"] <= out["per_seed"]) & (out["per_seed"] <= out["high"])).all()
+    # one seed: the interval is that seed's bootstrap over inputs
+    single = seed_intervals(three[:1, :, 0], replicates=300)
+    assert single["method"] == "bootstrap" and single["per_seed"].shape == (1,)
+    own = input_bootstrap(three[0, :, :1].astype(float), replicates=300)
+    assert single["low"] == pytest.approx(own["low"][0]) and \
+        single["high"] == pytest.approx(own["high"][0])
+    zeros = seed_intervals(np.zeros((1, 50)), replicates=200)
+    assert zeros["mean"] == zeros["low"] == zeros["high"] == 0.0
     with pytest.raises(ValueError, match="shape"):
-        seed_input_bootstrap(np.zeros(5))
+        seed_intervals(np.zeros(5))
 
 
 def test_bootstrap_covers_the_true_rate():
     rng = np.random.default_rng(5)
     covered = 0
     for _ in range(200):
-        sample = rng.random((1, 300)) < 0.3
-        out = seed_input_bootstrap(sample, replicates=400, seed=int(rng.integers(1e9)))
-        covered += out["low"] <= 0.3 <= out["high"]
+        sample = rng.random((300, 1)) < 0.3
+        out = input_bootstrap(sample, replicates=400, seed=int(rng.integers(1e9)))
+        covered += out["low"][0] <= 0.3 <= out["high"][0]
     assert covered >= 180          # nominal 95 %: 190 expected, sd about 3
+
+
+def test_t_interval_covers_over_seeds():
+    """Per-seed rates drawn around a true mean: the 95 % t-interval over 3 seeds covers it
+    about 95 % of the time (a percentile bootstrap over 3 seeds covers far less)."""
+    rng = np.random.default_rng(7)
+    covered = 0
+    for _ in range(400):
+        seeds = np.clip(rng.normal(0.3, 0.08, 3), 0, 1)
+        out = t_interval(seeds, bounds=(0.0, 1.0))
+        covered += out["low"] <= 0.3 <= out["high"]
+    assert covered >= 364          # nominal 380, sd about 4.4

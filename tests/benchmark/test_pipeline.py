@@ -1,9 +1,13 @@
 """The benchmark end to end at a tiny size: every output is written, every finished unit is
-reused by a rerun, and the command line and the demo checkpoint are wired."""
+reused by a rerun, and the command line and the demo checkpoint are wired.  The tiny full
+run certifies at a fixed n (issue 24: every comparison reads the same draws), so its report
+has the operating curves, the references at a matched false-flag rate and the per-seed
+intervals."""
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hybridcert.bench import demo
@@ -18,8 +22,8 @@ def _tiny(tmp_path: Path) -> benchmark.BenchmarkConfig:
     return benchmark.BenchmarkConfig(
         levels=[(0.25, 0.25)], seeds=(0, 1), majority_seeds=(0,), append_seeds=(0,),
         n_train=60, n_val=40, n_test=40, epochs=1,
-        test_inputs=8, val_inputs=12, val_copies=4, val_copies_top=8,
-        settings=Settings(n_max=300, price_detector=100, price_majority=100),
+        test_inputs=8, val_inputs=12, val_shifted=8, val_copies=4, val_copies_top=8,
+        settings=Settings(n_max=200, mode="fixed", price_detector=100, price_majority=100),
         baseline_levels=(0,), threats=THREATS, factorized_and=True,
         attack=AttackSettings(inputs=1, levels=(0,), samples=2, steps=1, candidates=2, n=50),
         counterexample=CounterexampleSettings(seconds=5, claim_n=100, quick_n=20, confirm_n=50,
@@ -53,8 +57,10 @@ def test_tiny_benchmark_writes_everything_and_resumes(tmp_path, capsys):
     assert "detector_per_modality[0.25,1]" in cells[0].split("\t")
     assert len(results["inputs"]["test"]) == 8 and sorted(results["inputs"]["labels"]) == \
         [0] * 4 + [1] * 4
-    for figure in ("detector_anywhere.png", "majority_anywhere.png", "baselines.png"):
+    for figure in ("detector_anywhere.png", "majority_anywhere.png", "baselines.png",
+                   "curves_anywhere_eps0_r1.png", "curves_append_eps0.25_r0.png"):
         assert (out / figure).stat().st_size > 1000
+    _check_curves_and_references(cfg, report, stored)
     # the attacks take the unsafe inputs certified flagged in the per-input file (at most
     # 1 here), inside and beyond (tests/benchmark/test_attack_eval.py checks the attack)
     header, *lines = [line.split("\t") for line in tsv]
@@ -76,6 +82,47 @@ def test_tiny_benchmark_writes_everything_and_resumes(tmp_path, capsys):
     assert again["training"] == stored["training"] and min(stored["training"].values()) > 0
 
 
+def _check_curves_and_references(cfg, report: str, stored: dict) -> None:
+    """Items 2-4 of issue 24 in a full run's report: operating curves per budget with the
+    validation taus, per-seed values beside the headline, the factorized AND calibrated to
+    the joint detector's validation false-flag rate, calibration on both art styles."""
+    from hybridcert.bench.curves import CURVE_BUDGETS
+    from hybridcert.bench.store import load_unit
+
+    for text in ("## Operating curves of the detector",
+                 "### sigma 0.25, keep 0.25, threat anywhere, seeds [0, 1]",
+                 "### sigma 0.25, keep 0.25, threat append, seeds [0]",
+                 "| validation target | tau (per seed) |", "| 5 % |", "| 10 % |",
+                 "Per seed (its own rate [95 % bootstrap interval over the test inputs])",
+                 "Student-t interval", "### Fair references at the same cells",
+                 "always flag (constant)", "never flag (constant)",
+                 "### The same filter smoothed three ways at matched validation",
+                 "Balanced certified accuracy against the constant classifier's 50 %",
+                 "| anywhere | test false flags |"):
+        assert text in report, text
+    assert ("The text certificate is vacuous" in report) or ("Token budgets (" in report)
+    metrics = stored["metrics"]["level0_anywhere"]
+    curves = metrics["curves"]
+    assert len(curves["budgets"]) == len(CURVE_BUDGETS) and len(curves["seeds"]) == 2
+    recall = np.asarray(curves["slices"]["all"]["recall"]["mean"])
+    assert recall.shape == (len(curves["taus"]), len(CURVE_BUDGETS))
+    assert (np.diff(recall, axis=0) <= 1e-12).all()
+    # the 5 % validation tau is the calibrated tau: its (0, 0) point is the headline's
+    point = curves["points"]["0.05"]
+    assert point["tau"] == metrics["taus"]
+    assert point["recall"]["all"]["mean"][0] == pytest.approx(metrics["detector"]["mean"][0])
+    # per-seed values beside the headline, t over two seeds
+    assert metrics["detector"]["method"] == "t" and len(metrics["detector"]["per_seed"]) == 2
+    # the factorized AND at the joint detector's validation false-flag rate (seed 0)
+    pair = stored["baselines"]["0"]["and"]["calibration"]
+    assert pair["target"] == metrics["val_rates"][0] and pair["rate"] <= pair["target"]
+    # calibrated on both art styles
+    unit = load_unit(cfg.cache / "bench" / cfg.out.name / cfg.signature()
+                     / "seed0_level0_anywhere.json")
+    assert set(unit["calibration"]["styles"]) == {"openmoji", "noto"}
+    assert len(unit["calibration"]["scores"]) == unit["calibration"]["records"]
+
+
 def test_demo_runs_only_what_its_report_shows(tmp_path):
     """The demo's configuration at a tiny size: fixed n, one threat, unimodal smoothing, no
     factorized AND, no attacks, no counterexample search, and a report that claims none of
@@ -88,9 +135,9 @@ def test_demo_runs_only_what_its_report_shows(tmp_path):
     assert full.factorized_and and set(full.threats) == set(THREATS)
     assert full.settings.mode == "sequential" and full.settings.n_max == 10_000
     cfg = benchmark.BenchmarkConfig(
-        n_train=60, n_val=40, n_test=40, epochs=1, test_inputs=8, val_inputs=12, val_copies=4,
-        val_copies_top=8, settings=Settings(n_max=200, mode="fixed", price_detector=50,
-                                            price_majority=50),
+        n_train=60, n_val=40, n_test=40, epochs=1, test_inputs=8, val_inputs=12, val_shifted=8,
+        val_copies=4, val_copies_top=8, settings=Settings(n_max=200, mode="fixed",
+                                                          price_detector=50, price_majority=50),
         bootstrap=50, out=tmp_path / "out", cache=tmp_path / "cache")
     results = benchmark.run(cfg)
     report = (cfg.out / "REPORT.md").read_text()
@@ -100,10 +147,12 @@ def test_demo_runs_only_what_its_report_shows(tmp_path):
         assert absent not in report, absent
     for present in ("a fixed n = 200 draws per input",
                     "## The sequential rule against fixed n (same inputs, same draws)",
-                    "### Unimodal smoothing (seed 0, threat anywhere)",
+                    "### Fair references at the same cells (seed 0, threat anywhere",
+                    "## Operating curves of the detector", "| 1 % |",
                     "same count of the same draws"):
         assert present in report, present
     assert not (cfg.out / "attacks.png").exists() and (cfg.out / "baselines.png").exists()
+    assert (cfg.out / "curves_anywhere_eps0_r0.png").exists()
     cells = (cfg.out / "inputs" / "seed0_level0_anywhere_cells.tsv").read_text().splitlines()
     assert "detector_stopping[0,0]" in cells[0].split("\t")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hybridcert.bench.stats import seed_input_bootstrap
+from hybridcert.bench.stats import seed_intervals
 from hybridcert.blocks import HybridNoise
 from hybridcert.certificate import Rule
 from hybridcert.sequential.rules import ABOVE, DecisionTest
@@ -54,13 +54,16 @@ def eps_ceiling(noise: HybridNoise, p_ceiling: float, rule: Rule, tokens) -> lis
 
 
 def rate_table(indicators, replicates: int = 2000, seed: int = 0) -> dict:
-    """Mean and 95 % interval of per-seed, per-input indicators ``(seeds, inputs, cells)``
-    (an empty input set gives NaN)."""
+    """Mean over seeds and 95 % interval of per-seed, per-input indicators ``(seeds, inputs,
+    cells)``, with every seed's rate and its interval over inputs
+    (:func:`~hybridcert.bench.stats.seed_intervals`; an empty input set gives NaN)."""
     v = np.asarray(indicators, dtype=float)
     if v.shape[1] == 0:
         nan = np.full(v.shape[2:], np.nan)
-        return {"mean": nan, "low": nan, "high": nan}
-    return seed_input_bootstrap(v, replicates=replicates, seed=seed)
+        each = np.full((v.shape[0],) + v.shape[2:], np.nan)
+        return {"mean": nan, "low": nan, "high": nan, "per_seed": each, "per_seed_low": each,
+                "per_seed_high": each, "method": "t" if v.shape[0] > 1 else "bootstrap"}
+    return seed_intervals(v, replicates=replicates, seed=seed)
 
 
 __all__ = ["ceiling_probability", "eps_ceiling", "rate_table"]

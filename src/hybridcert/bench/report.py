@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import copy
 import json
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from hybridcert.bench import attack_eval
+from hybridcert.bench import attack_eval, curves
 from hybridcert.bench.metrics import rate_table
 from hybridcert.bench.store import json_default, load_unit
+from hybridcert.bench.threats import noise_for
 from hybridcert.reports import plots
 from hybridcert.reports.tables import EPS_GRID, TOKEN_GRID, markdown_interval_table
 from hybridcert.smoothing.core import lower_confidence_bound
@@ -73,11 +75,14 @@ def group_metrics(members: list, replicates: int) -> dict:
         m["feasible"] = [u["calibration"].get("feasible", True) for u in units]
         m["test_rates"] = det[:, safe, 0].mean(1).tolist()
         slices = np.asarray(units[0].get("slices") or [])
-        m["slices"] = {}
+        m["slices"], m["slice_false_flags"] = {}, {}
         for name in ("seen", "heldout", "noto"):
             mask = (slices == name) & unsafe if slices.size else np.zeros(0, bool)
             if mask.any():
                 m["slices"][name] = rate_table(det[:, mask][:, :, :1], replicates)
+            benign = (slices == name) & safe if slices.size else np.zeros(0, bool)
+            if benign.any():
+                m["slice_false_flags"][name] = rate_table(det[:, benign][:, :, :1], replicates)
     voted = [u for u in units if "majority" in u["outcomes"]]     # majority_seeds
     if voted:
         m["majority_seeds"] = [s for s, u in members if "majority" in u["outcomes"]]
@@ -85,6 +90,11 @@ def group_metrics(members: list, replicates: int) -> dict:
         m["majority"] = rate_table(maj, replicates)
         m["majority_safe"] = rate_table(maj[:, safe], replicates)
         m["majority_unsafe"] = rate_table(maj[:, unsafe], replicates)
+        # balanced: each class weighted by half over its own size (a mean over inputs of the
+        # reweighted indicators is the mean of the two per-class rates)
+        weight = np.where(unsafe, 0.5 / max(unsafe.sum(), 1), 0.5 / max(safe.sum(), 1))
+        m["majority_balanced"] = rate_table(maj * (weight * labels.size)[None, :, None],
+                                            replicates)
         if "majority_sequential" in voted[0]["outcomes"]:
             m["majority_sequential"] = rate_table(
                 stack("majority_sequential", "majority_sequential", voted), replicates)
@@ -118,6 +128,120 @@ def group_metrics(members: list, replicates: int) -> dict:
         m["ceiling"][setting] = {"p": [u["ceiling"][setting]["p"] for u in having],
                                  "eps": _column_max(eps)}
     return m
+
+
+@lru_cache(maxsize=32)
+def _noise(level: tuple, threat: str, slots: int, image: bool = True, text: bool = True):
+    """One noise per (level, threat, blocks noised): it remembers its thresholds."""
+    return noise_for(level, threat, slots, image=image, text=text)
+
+
+#: Slices of the test split (docs/DATASET.md) and their names in the report.
+SLICE_NAMES = {"all": "all", "seen": "seen sprites", "heldout": "held-out sprites",
+               "noto": "held-out style (Noto)"}
+#: The false-flag rate up to which a detector is called usable in the report's statement on
+#: token robustness.
+USABLE_RATE = 0.10
+
+
+def _shaped(table: dict, shape: tuple) -> dict:
+    """A rate table over flattened cells, reshaped to ``shape`` (per-seed arrays too)."""
+    out = {}
+    for k, v in table.items():
+        if k == "method":
+            out[k] = v
+        elif k.startswith("per_seed"):
+            out[k] = np.asarray(v).reshape((-1,) + shape)
+        else:
+            out[k] = np.asarray(v).reshape(shape)
+    return out
+
+
+def curve_metrics(members: list, cfg, key: tuple) -> dict | None:
+    """Operating curves of the detector of one (level, threat) over its seeds, from the
+    counts its fixed-n units store (bench/curves.py): certified unsafe recall and certified
+    benign false-flag rate at every tau of the grid and budget of
+    :data:`~hybridcert.bench.curves.CURVE_BUDGETS`, per test slice; the same at each seed's
+    taus for 1 %, 5 % and 10 % validation false flags; and where token budgets certify
+    nothing at any usable tau.  None when a unit is not at a fixed n."""
+    li, threat = key
+    units = [u for _, u in members if "detector" in u.get("rows", {})]
+    if not units or len(units) != len(members):
+        return None
+    noise = _noise(tuple(cfg.levels[li]), threat, cfg.append_slots)
+    alpha = cfg.settings.alpha
+    bounds = [curves.unit_bounds(u, noise, alpha) for u in units]
+    if any(b is None for b in bounds):
+        return None
+    n = curves.fixed_counts(units[0])[1]
+    labels = np.asarray(units[0]["labels"])
+    slices = np.asarray(units[0].get("slices") or [""] * labels.size)
+    calibrated = [float(u["calibration"]["tau"]) for u in units]
+    val_taus = [curves.validation_taus(u["calibration"]) for u in units]
+    extra = calibrated + [v[r]["tau"] for v in val_taus if v for r in v]
+    taus = curves.tau_grid(extra)
+    budgets = curves.CURVE_BUDGETS
+    cert = np.stack([curves.certified(b, taus) for b in bounds])        # (S, T, B, I)
+    seeds, shape = len(units), (len(taus), len(budgets))
+    flat = cert.reshape(seeds, -1, labels.size).transpose(0, 2, 1)       # (S, I, T * B)
+    masks = {name: (np.ones(labels.size, bool) if name == "all" else slices == name)
+             for name in SLICE_NAMES}
+    out: dict = {"taus": taus, "budgets": [list(b) for b in budgets], "n": n,
+                 "seeds": [s for s, u in members], "calibrated": calibrated,
+                 "ceiling": curves.tau_ceiling(noise, n, alpha, budgets), "slices": {}}
+    for name, mask in masks.items():
+        for cls, what in ((1, "recall"), (0, "false_flags")):
+            chosen = mask & (labels == cls)
+            if chosen.any():
+                out["slices"].setdefault(name, {})[what] = _shaped(
+                    rate_table(flat[:, chosen], cfg.bootstrap), shape)
+    if all(v is not None for v in val_taus):
+        out["points"] = {}
+        for rate in curves.VAL_RATES:
+            chosen_taus = [v[rate]["tau"] for v in val_taus]
+            at = np.stack([curves.certified(b, [t])[0] for b, t in
+                           zip(bounds, chosen_taus, strict=True)]).transpose(0, 2, 1)
+            point = {"tau": chosen_taus, "val_rate": [v[rate]["rate"] for v in val_taus],
+                     "feasible": [v[rate]["feasible"] for v in val_taus],
+                     "val_by_style": {style: [curves.validation_rate(u["calibration"], t, style)
+                                              for u, t in zip(units, chosen_taus, strict=True)]
+                                      for style in ("openmoji", "noto")},
+                     "recall": {}, "false_flags": {}}
+            for name, mask in masks.items():
+                for cls, what in ((1, "recall"), (0, "false_flags")):
+                    chosen = mask & (labels == cls)
+                    if chosen.any():
+                        point[what][name] = rate_table(at[:, chosen], cfg.bootstrap)
+            out["points"][rate] = point
+        out["tokens"] = _token_vacuity(cert, taus, budgets, units, out["ceiling"])
+    return out
+
+
+def _token_vacuity(cert: np.ndarray, taus, budgets, units, ceiling) -> dict:
+    """Where token budgets certify nothing: per seed, whether any test input is certified at
+    a budget with r >= 1 at some tau with at most :data:`USABLE_RATE` validation false flags,
+    the largest tau at which any is, and the benign validation share flagged there; and the
+    validation share flagged at the largest tau any model could certify at r = 1 with n
+    draws."""
+    token = [j for j, (_, r) in enumerate(budgets) if r >= 1]
+    one = budgets.index((0.0, 1))
+    out: dict = {"usable_rate": USABLE_RATE, "budgets": [list(budgets[j]) for j in token],
+                 "any_usable": [], "largest_tau": [], "largest_tau_val_rate": [],
+                 "usable_from": [], "ceiling_r1": float(ceiling[one]),
+                 "ceiling_r1_val_rate": []}
+    for s, unit in enumerate(units):
+        cal = unit["calibration"]
+        rates = np.array([curves.validation_rate(cal, t) for t in taus])
+        usable = rates <= USABLE_RATE
+        hit = cert[s][:, token, :].any(axis=(1, 2))                      # per tau
+        out["any_usable"].append(bool((hit & usable).any()))
+        out["usable_from"].append(float(taus[usable].min()) if usable.any() else float("nan"))
+        top = float(taus[hit].max()) if hit.any() else float("nan")
+        out["largest_tau"].append(top)
+        out["largest_tau_val_rate"].append(curves.validation_rate(cal, top)
+                                           if hit.any() else float("nan"))
+        out["ceiling_r1_val_rate"].append(curves.validation_rate(cal, float(ceiling[one])))
+    return out
 
 
 def _stopping(units: list, setting: str) -> dict:
@@ -169,12 +293,29 @@ def _grid(table: dict) -> tuple:
                  for k in ("mean", "low", "high"))
 
 
-def _pct(table, index=None) -> str:
+def _pct(table, index=None, seeds: bool = True) -> str:
+    """``mean [low, high]`` in %, followed by the seeds' own values ``(a / b / c)`` when
+    there are two seeds or more (``seeds``)."""
     mean, low, high = (np.asarray(table[k]).ravel() for k in ("mean", "low", "high"))
     i = 0 if index is None else index
     if np.isnan(mean[i]):
         return "-"
-    return f"{100 * mean[i]:.1f} [{100 * low[i]:.1f}, {100 * high[i]:.1f}]"
+    text = f"{100 * mean[i]:.1f} [{100 * low[i]:.1f}, {100 * high[i]:.1f}]"
+    per = table.get("per_seed") if isinstance(table, dict) else None
+    if seeds and per is not None:
+        per = np.asarray(per, dtype=float).reshape(np.asarray(per).shape[0], -1)
+        if per.shape[0] > 1:
+            text += " (" + " / ".join(f"{100 * v:.1f}" for v in per[:, i]) + ")"
+    return text
+
+
+def _seed_pct(table, s: int, index: int = 0) -> str:
+    """Seed ``s``'s own rate with its 95 % bootstrap interval over inputs."""
+    values = [np.asarray(table[k], dtype=float).reshape(np.asarray(table[k]).shape[0], -1)[s, index]
+              for k in ("per_seed", "per_seed_low", "per_seed_high")]
+    if np.isnan(values[0]):
+        return "-"
+    return f"{100 * values[0]:.1f} [{100 * values[1]:.1f}, {100 * values[2]:.1f}]"
 
 
 def _price(price) -> str:
@@ -195,8 +336,10 @@ def _level_name(cfg, li: int) -> str:
     return f"sigma {sigma:g}, keep {keep:g}"
 
 
-def write(results: dict, units: dict, cfg) -> Path:
-    """Write REPORT.md, the plots and results.json to ``cfg.out``."""
+def write(results: dict, units: dict, cfg, final: bool = True) -> Path:
+    """Write REPORT.md, the plots and results.json to ``cfg.out`` (``final=False``: a report
+    rewritten during the run, without the operating-curve figures, which take seconds each;
+    the tables are complete)."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     for name in results["units"]:
@@ -204,7 +347,11 @@ def write(results: dict, units: dict, cfg) -> Path:
             units[name]["slices"] = results["inputs"]["slices"]
     groups = _groups(results, units)
     metrics = {key: group_metrics(members, cfg.bootstrap) for key, members in groups.items()}
-    figures = _figures(results, metrics, cfg, out)
+    for key, members in groups.items():
+        found = curve_metrics(members, cfg, key)
+        if found is not None:
+            metrics[key]["curves"] = found
+    figures = _figures(results, metrics, cfg, out, final)
     text = _markdown(results, metrics, cfg, figures)
     (out / "REPORT.md").write_text(text)
     compact = _compact(results, metrics)
@@ -234,7 +381,7 @@ def _compact(results: dict, metrics: dict) -> dict:
 
 
 # -- figures ---------------------------------------------------------------------------------
-def _figures(results, metrics, cfg, out: Path) -> list[str]:
+def _figures(results, metrics, cfg, out: Path, curve_figures: bool = True) -> list[str]:
     names = []
     for threat in cfg.threats:
         keys = [k for k in metrics if k[1] == threat]
@@ -276,6 +423,8 @@ def _figures(results, metrics, cfg, out: Path) -> list[str]:
                 reference_label="constant classifier (detector: 0 at <= 5 % false flags)"
                 if setting == "detector" else "constant classifier (50 %)")
             names.append(path.name)
+    if curve_figures:
+        names += _curve_figures(metrics, cfg, out)
     sweep = _sweep_figure(metrics, cfg, out)
     if sweep:
         names.append(sweep)
@@ -285,6 +434,52 @@ def _figures(results, metrics, cfg, out: Path) -> list[str]:
     attacks = attack_eval.figure(results.get("attacks"), out)
     if attacks:
         names.append(attacks)
+    return names
+
+
+def _budget_name(e: float, r: int) -> str:
+    return f"eps{e:g}_r{r}"
+
+
+def _curve_figures(metrics, cfg, out: Path) -> list[str]:
+    """One figure per threat and budget: certified unsafe recall (solid) and certified benign
+    false-flag rate (dashed) against tau, a panel per test slice, a colour per level;
+    dotted: the calibrated taus."""
+    names = []
+    for threat in cfg.threats:
+        keys = [k for k in sorted(metrics) if k[1] == threat and "curves" in metrics[k]]
+        if not keys:
+            continue
+        for b, (e, r) in enumerate(curves.CURVE_BUDGETS):
+            panels = []
+            for name, title in SLICE_NAMES.items():
+                lines, marks = [], []
+                for k, key in enumerate(keys):
+                    c = metrics[key]["curves"]
+                    color = f"C{k}"
+                    marks += [(t, color) for t in c["calibrated"]]
+                    for what, style, label in (("recall", "-", "recall"),
+                                               ("false_flags", "--", "false flags")):
+                        table = c["slices"].get(name, {}).get(what)
+                        if table is None:
+                            continue
+                        lines.append({"label": f"{_level_name(cfg, key[0])}: {label}",
+                                      "color": color, "style": style,
+                                      **{q: np.asarray(table[q])[:, b]
+                                         for q in ("mean", "low", "high")}})
+                if lines:
+                    panels.append({"title": f"{title} test inputs", "x": c["taus"],
+                                   "curves": lines, "marks": marks})
+            if not panels:
+                continue
+            seeds = metrics[keys[0]]["curves"]["seeds"]
+            path = out / f"curves_{threat}_{_budget_name(e, r)}.png"
+            plots.tau_curves(
+                panels, path, f"detector operating curves at budget (eps {e:g}, r {r}), threat "
+                              f"{threat}: certified unsafe recall (solid) and certified benign "
+                              f"false flags (dashed); fixed n {cfg.settings.n_max:,}, alpha "
+                              f"{cfg.settings.alpha:g}, seeds {seeds}; dotted: calibrated tau")
+            names.append(path.name)
     return names
 
 
@@ -434,18 +629,30 @@ def _markdown(results, metrics, cfg, figures) -> str:
                 f"draws per cell (docs/SEQUENTIAL.md). ")
              + f"Detector: "
              f"flag iff the smoothed unsafe probability is >= tau, tau chosen per filter on "
-             f"{cfg.val_inputs} validation records ({cfg.val_copies} noisy copies each) for a "
+             f"{cfg.val_inputs} validation records ({cfg.val_copies} noisy copies each"
+             + (f"; stratified by art style and class from the validation split and "
+                f"{cfg.val_shifted} records in the test split's held-out Noto style, seen "
+                f"sprites only" if getattr(cfg, "val_shifted", 0) else "")
+             + f") for a "
              f"benign false-flag rate <= {100 * cfg.false_flag_rate:g} %; a test input counts "
-             f"as flagged when the flag is certified. Intervals: 95 % percentile bootstrap over "
-             f"training seeds x test inputs ({cfg.bootstrap} replicates; at 0 % and 100 % "
-             f"such an interval collapses to a point: with N inputs read 0 % as below 3/N at "
-             f"95 % confidence). `–`: beyond the "
+             f"as flagged when the flag is certified. Intervals (bench/stats.py): "
+             + (f"mean over the {len(cfg.seeds)} training seeds with a 95 % Student-t interval "
+                f"over the seeds' rates (clipped to [0, 100] %), each seed's own rate in "
+                f"parentheses; each seed's 95 % percentile bootstrap interval over the test "
+                f"inputs ({cfg.bootstrap} replicates) in the per-seed tables"
+                if len(cfg.seeds) > 1 else
+                f"one training seed: 95 % percentile bootstrap over the test inputs "
+                f"({cfg.bootstrap} replicates); the spread over training seeds is not "
+                f"measured here")
+             + "; at 0 % and 100 % a bootstrap interval collapses to a point: with N inputs "
+             "read 0 % as below 3/N at 95 % confidence. `–`: beyond the "
              f"sample-size ceiling (no input can be certified there with {_draws(cfg)} draws, "
              f"whatever the model).", ""]
     lines += _models_section(results, metrics, cfg)
     lines += _quality_section(results, cfg)
     for threat in cfg.threats:
         lines += _headline_section(metrics, cfg, threat)
+    lines += _curves_section(metrics, cfg)
     lines += _sweep_section(metrics, cfg)
     lines += _majority_section(metrics, cfg)
     lines += _baseline_section(results, metrics, cfg)
@@ -553,9 +760,142 @@ def _headline_section(metrics, cfg, threat) -> list[str]:
                      f"{[s for s, ok in zip(m['seeds'], m['feasible'], strict=True) if not ok]}"
                      f": their benign records are flagged at the finest resolution"), "",
                   markdown_interval_table(mean, low, high, [f"{e:g}" for e in EPS_GRID],
-                                          TOKEN_GRID, "eps \\ r", blank), "",
+                                          TOKEN_GRID, "eps \\ r", blank,
+                                          per_seed=m["detector"].get("per_seed")), "",
                   f"{m['unsafe']} unsafe inputs. " + _ceiling_note(eps_c, ceiling, m), ""]
+        lines += _per_seed_table(m["detector"], m["seeds"], blank.ravel(),
+                                 m.get("false_flag"))
     return lines
+
+
+def _per_seed_table(table: dict, seeds: list, blank, false_flag=None,
+                    cells=SWEEP_CELLS) -> list[str]:
+    """Every seed's own value at ``cells`` with its 95 % bootstrap interval over inputs
+    (and the seed's certified test false-flag rate)."""
+    head = "| seed | test false flags | " if false_flag is not None else "| seed | "
+    lines = ["Per seed (its own rate [95 % bootstrap interval over the test inputs]):", "",
+             head + " | ".join(f"({e:g}, {r})" for e, r in cells) + " |",
+             "|---" * (len(cells) + 1 + (false_flag is not None)) + "|"]
+    for k, seed in enumerate(seeds):
+        row = [("–" if blank[_cell(e, r)] else _seed_pct(table, k, _cell(e, r)))
+               for e, r in cells]
+        first = f"| {seed} | " + (f"{_seed_pct(false_flag, k)} | " if false_flag is not None
+                                  else "")
+        lines.append(first + " | ".join(row) + " |")
+    return lines + [""]
+
+
+def _curves_section(metrics, cfg) -> list[str]:
+    keys = [k for k in sorted(metrics) if "detector" in metrics[k]]
+    if not keys:
+        return []
+    with_curves = [k for k in keys if "curves" in metrics[k]]
+    lines = ["## Operating curves of the detector", ""]
+    if not with_curves:
+        return lines + ["Not available for this run: its units are sequential decisions, whose "
+                        "counts stop at a data-dependent time and carry no fixed-n bound at "
+                        "another tau. The curves need certification at a fixed n "
+                        "(`Settings(mode=\"fixed\")`).", ""]
+    c0 = metrics[with_curves[0]]["curves"]
+    budgets = [tuple(b) for b in c0["budgets"]]
+    heads = " | ".join(f"({e:g}, {r})" for e, r in budgets)
+    lines += [f"Read from the per-input counts of the fixed-n units above (n = {c0['n']:,} "
+              f"draws per input: the same draws as every table of this report; no new "
+              f"draws; bench/curves.py). An input's flag at tau is certified at a budget "
+              f"(eps, r) iff the certificate engine's lower bound on its flagged probability "
+              f"after any change within the budget (`hybridcert.certificate.lower_bound` of "
+              f"its one-sided Clopper-Pearson bound at alpha = {cfg.settings.alpha:g}) is >= "
+              f"tau: the unit's own rule at every tau. Certified unsafe recall: the share of "
+              f"unsafe test inputs so certified; certified benign false-flag rate: the share "
+              f"of benign test inputs so certified (flagged, and staying flagged under every "
+              f"change within the budget; at (0, 0): the detector's test false-flag rate). "
+              f"Taus: {curves.LOW_POINTS} log-spaced from {curves.TAU_LOW:g} to 1/2 and "
+              f"{curves.HIGH_POINTS} log-spaced in 1 - tau from 1/2 to {curves.TAU_HIGH:g} "
+              f"({curves.tau_grid().size} distinct), plus each seed's "
+              f"calibrated tau and its taus for "
+              + ", ".join(f"{100 * r:g} %" for r in curves.VAL_RATES)
+              + " validation false flags. Each tau's certificate holds at alpha on its own; "
+              "a tau picked from these test curves would not be a validated operating point, "
+              "so the tables use taus chosen on validation (benign validation records, "
+              "estimates as in the calibration above, both art styles). Figures: "
+              "`curves_<threat>_eps<eps>_r<r>.png`, one per budget, a panel per test slice. "
+              "Constant classifiers, for reference at every budget: always flag certifies "
+              "100 % recall at 100 % false flags, never flag 0 % at 0 %; a detector whose "
+              "certified recall does not exceed its certified false-flag rate does no better "
+              "than a random choice between them.", ""]
+    for key in with_curves:
+        c = metrics[key]["curves"]
+        if "points" not in c:
+            lines += [f"### {_level_name(cfg, key[0])}, threat {key[1]}: the validation "
+                      f"estimates were not stored (a unit from an older run): curves only in "
+                      f"the figures.", ""]
+            continue
+        lines += [f"### {_level_name(cfg, key[0])}, threat {key[1]}, seeds {c['seeds']}", "",
+                  "Certified unsafe recall (%) at each seed's tau for a validation false-flag "
+                  "rate; mean over seeds [95 % interval] (per seed):", "",
+                  f"| validation target | tau (per seed) | validation false flags: all; "
+                  f"OpenMoji / Noto style (per seed) | {heads} |", "|---" * (len(budgets) + 3)
+                  + "|"]
+        for rate, point in c["points"].items():
+            taus = ", ".join(f"{t:.4g}" for t in point["tau"])
+            val = "; ".join(
+                f"{100 * v:.1f}; {100 * point['val_by_style']['openmoji'][k]:.1f} / "
+                f"{100 * point['val_by_style']['noto'][k]:.1f}"
+                for k, v in enumerate(point["val_rate"]))
+            if not all(point["feasible"]):
+                val += " (target not reachable)"
+            cells = [_pct(point["recall"]["all"], b) for b in range(len(budgets))]
+            lines.append(f"| {100 * rate:g} % | {taus} | {val} | " + " | ".join(cells) + " |")
+        present = [s for s in SLICE_NAMES if s != "all" and s in c["slices"]]
+        lines += ["", "Per test slice at the same taus: certified test false flags and certified "
+                      "unsafe recall (%) at (0, 0), and certified false flags at (0, 1) and "
+                      "(0.25, 0) (all slices):", "",
+                  "| validation target | false flags: " + " | ".join(
+                      SLICE_NAMES[s] for s in ["all"] + present) + " | recall: "
+                  + " | ".join(SLICE_NAMES[s] for s in present)
+                  + " | false flags at (0, 1) | at (0.25, 0) |",
+                  "|---" * (2 * len(present) + 4) + "|"]
+        j01, j25 = budgets.index((0.0, 1)), budgets.index((0.25, 0))
+        for rate, point in c["points"].items():
+            ffs = [_pct(point["false_flags"][s], 0) if s in point["false_flags"] else "-"
+                   for s in ["all"] + present]
+            recs = [_pct(point["recall"][s], 0) if s in point["recall"] else "-"
+                    for s in present]
+            lines.append(f"| {100 * rate:g} % | " + " | ".join(ffs) + " | " + " | ".join(recs)
+                         + f" | {_pct(point['false_flags']['all'], j01)} | "
+                         f"{_pct(point['false_flags']['all'], j25)} |")
+        lines += ["", _token_statement(c, cfg), ""]
+    return lines
+
+
+def _token_statement(c: dict, cfg) -> str:
+    """Plain words on whether the token certificate says anything at a usable tau."""
+    t = c["tokens"]
+    usable = f"{100 * t['usable_rate']:g} %"
+    def per_seed(values, fmt):
+        return ", ".join("none" if not np.isfinite(v) else fmt.format(v) for v in values)
+
+    budgets = ", ".join(f"({e:g}, {r})" for e, r in t["budgets"])
+    ceiling = (f"With n = {c['n']:,} draws no model can certify a flag at tau > "
+               f"{t['ceiling_r1']:.4f} against one substituted token; at that tau this filter "
+               f"flags {per_seed(t['ceiling_r1_val_rate'], '{:.1%}')} of the benign validation "
+               f"records (per seed).")
+    largest = ("Largest tau at which any test input is certified at a token budget, per "
+               "seed: " + per_seed(t["largest_tau"], "{:.4g}") + " (validation false flags "
+               + per_seed([100 * v for v in t["largest_tau_val_rate"]], "{:.1f} %") + ").")
+    if not any(t["any_usable"]):
+        return (f"**The text certificate is vacuous for every usable detector here.** At no "
+                f"tau with <= {usable} benign validation false flags (tau >= "
+                f"{per_seed(t['usable_from'], '{:.4g}')} per seed"
+                + ("; none: no tau of the grid is that low in false flags"
+                   if not np.isfinite(t["usable_from"]).all() else "")
+                + ") is any test input, unsafe "
+                f"or benign, certified flagged at {budgets}: this detector's certificate "
+                f"covers image changes only. {ceiling} {largest}")
+    seeds = [s for s, ok in zip(c["seeds"], t["any_usable"], strict=True) if ok]
+    return (f"Token budgets ({budgets}) certify some test input at a tau with <= {usable} "
+            f"validation false flags for seed(s) {seeds} (the (0, 1) and (0, 2) columns "
+            f"above give the rates at the validation taus). {ceiling} {largest}")
 
 
 def _sweep_section(metrics, cfg) -> list[str]:
@@ -597,14 +937,35 @@ def _majority_section(metrics, cfg) -> list[str]:
         blank = np.asarray(m["blank"].get("majority", np.zeros(25))).reshape(5, 5)
         lines += [f"### {_level_name(cfg, key[0])}, threat {key[1]}, seeds "
                   f"{m['majority_seeds']}", ""]
-        for title, table in (("all inputs (= balanced)", m["majority"]),
-                             ("class safe", m["majority_safe"]),
-                             ("class unsafe", m["majority_unsafe"])):
+        tables = [("all inputs = balanced (the test inputs are exactly balanced)",
+                   m["majority"])] if m["safe"] == m["unsafe"] else [
+            ("all inputs", m["majority"]),
+            ("balanced (mean of the two classes)", m["majority_balanced"])]
+        for title, table in tables + [("class safe", m["majority_safe"]),
+                                      ("class unsafe", m["majority_unsafe"])]:
             mean, low, high = _grid(table)
             lines += [f"Certified accuracy, {title}:", "",
                       markdown_interval_table(mean, low, high, [f"{e:g}" for e in EPS_GRID],
-                                              TOKEN_GRID, "eps \\ r", blank), ""]
+                                              TOKEN_GRID, "eps \\ r", blank,
+                                              per_seed=table.get("per_seed")), ""]
+        lines += _against_constant(m["majority_balanced"], blank)
     return lines
+
+
+def _against_constant(table: dict, blank: np.ndarray) -> list[str]:
+    """Balanced certified accuracy against the constant classifier's 50 %, cell by cell:
+    above (the interval lies above 50 %), below, or not distinguishable."""
+    mean, low, high = _grid(table)
+    verdicts = np.where(low > 0.5, "above", np.where(high < 0.5, "below", "≈ 50"))
+    verdicts = np.where(blank, "–", verdicts)
+    counts = {v: int((verdicts == v).sum()) for v in ("above", "below", "≈ 50")}
+    head = "| eps \\ r | " + " | ".join(str(r) for r in TOKEN_GRID) + " |"
+    body = [f"| {e:g} | " + " | ".join(verdicts[a]) + " |" for a, e in enumerate(EPS_GRID)]
+    return [f"Balanced certified accuracy against the constant classifier's 50 % (above / "
+            f"below: the 95 % interval lies entirely above / below 50 %; ≈ 50: it contains "
+            f"50 %; –: beyond the sample-size ceiling): above at {counts['above']} cells, "
+            f"below at {counts['below']}, not distinguishable at {counts['≈ 50']}.", "",
+            head, "|---" * (len(TOKEN_GRID) + 1) + "|", *body, ""]
 
 
 def _baseline_section(results, metrics, cfg) -> list[str]:
@@ -648,76 +1009,157 @@ def _baseline_section(results, metrics, cfg) -> list[str]:
                   "composition (`all`: no difference at any cell).", ""]
     baselines = results.get("baselines") or {}
     if baselines:
-        labels = np.asarray(results["inputs"]["labels"])
-        unsafe = labels == 1
-        with_and = any("and" in base for base in baselines.values())
-        lines += [f"### Unimodal smoothing{' and the factorized AND' if with_and else ''} "
-                  f"(seed {cfg.baseline_seed}, threat anywhere)", "",
-                  "* image-only smoothing: the joint filter with only the image noised (text "
-                  "clean): it can certify image changes only (r = 0);",
-                  "* text-only smoothing: only the text noised: token changes only (eps = 0)"
-                  + (";" if with_and else "."), ""]
-        if with_and:
-            lines[-1:] = [
-                  "* factorized AND: an image-only branch and a text-only branch, trained "
-                  "separately on the v2 label (each sees one modality, so each can reach at most "
-                  "the unimodal ceilings of docs/DATASET.md: 61.6 % and 58.6 % balanced "
-                  "accuracy), each smoothed over its own modality and certified against its "
-                  "own modality's change; the AND flags iff both branches flag, and its flag "
-                  "is certified at (eps, r) iff the image branch's is at eps and the text "
-                  "branch's at r (sound: each branch sees only its modality; each branch is "
-                  "certified at alpha / 2, so the AND's claim holds with probability 1 - alpha "
-                  "like the joint certificate's). The pair of "
-                  "thresholds is chosen on validation for <= 5 % false flags. The cost: the v2 "
-                  "label is a relation between caption and picture, which neither branch sees, "
-                  "so the AND can only flag records both modalities mark on their own.", ""]
-        lines += ["| level | method | tau | test false flags | (0, 0) | (0.25, 0) | (0, 1) | "
-                  "(0.25, 1) | (0.5, 2) |", "|---" * 9 + "|"]
-        cells = [(0.0, 0), (0.25, 0), (0.0, 1), (0.25, 1), (0.5, 2)]
-        ceiling = lower_confidence_bound(cfg.settings.n_max, cfg.settings.n_max,
-                                         cfg.settings.alpha) if _fixed(cfg) else None
-        for li_text, base in sorted(baselines.items()):
-            li = int(li_text)
-            unit = _unit_of(results, cfg.baseline_seed, li)
-            if unit is None:
-                continue
-            det = np.asarray(unit["outcomes"]["detector"], bool)
-            rows = [("joint (same seed)", f"{unit['calibration']['tau']:.4f}",
-                     det[labels == 0, 0].mean(), [det[unsafe, _cell(e, r)] for e, r in cells]),
-                    ("sequential composition", "same",
-                     det[labels == 0, 0].mean(),
-                     [np.asarray(unit["outcomes"]["detector_sequential"], bool)[
-                         unsafe, _cell(e, r)] for e, r in cells])]
-            for name, modality in (("image-only smoothing", "image"),
-                                   ("text-only smoothing", "text")):
-                b = base[f"{modality}_only"]
-                flags = np.asarray(b["outcomes"]["detector"], bool)[labels == 0, 0]
-                rows.append((name, f"{b['calibration']['tau']:.4f}", flags.mean(),
-                             [_single(b, e, r, modality)[unsafe] for e, r in cells]))
-            if "and" in base:
-                grid = np.asarray(base["and"]["outcomes"], bool)
-                pair = base["and"]["calibration"]
-                rows.append(("factorized AND",
-                             f"{pair['tau_image']:.3f} / {pair['tau_text']:.3f}",
-                             grid[labels == 0, 0].mean(),
-                             [grid[unsafe, _cell(e, r)] for e, r in cells]))
-            for name, tau, ffr, values in rows:
-                cells_text = [_pct(rate_table(np.asarray(v, float)[None, :, None],
-                                              cfg.bootstrap)) for v in values]
-                if ceiling is not None and tau[:1].isdigit() and "/" not in tau and \
-                        float(tau) > ceiling:
-                    tau += " (above the ceiling)"
-                lines.append(f"| {_level_name(cfg, li)} | {name} | {tau} | {100 * ffr:.1f}% | "
-                             + " | ".join(cells_text) + " |")
-        lines += ["", "Certified unsafe recall (%) [95 % bootstrap interval over inputs]; "
-                      "image-only smoothing certifies nothing at r >= 1 and text-only smoothing "
-                      "nothing at eps > 0 (the other modality is not noised, so no change of it "
-                      "is covered)."
-                  + ("" if ceiling is None else
-                     f" Ceiling at fixed n = {cfg.settings.n_max:,}: a flag at tau above "
-                     f"{ceiling:.5f} (all n draws flagged) cannot be certified by any model, so "
-                     f"a row marked 'above the ceiling' certifies nothing at this n."), ""]
+        lines += _references_section(results, baselines, cfg)
     return lines
+
+
+#: Cells of the references table.
+REFERENCE_CELLS = [(0.0, 0), (0.25, 0), (0.0, 1), (0.0, 2), (0.25, 1), (0.5, 2)]
+
+
+def _references_section(results, baselines, cfg) -> list[str]:
+    """Every reference at the same cells on the same inputs (baseline seed, threat anywhere):
+    sequential composition, image-only and text-only smoothing of the same filter, the
+    factorized AND at a matched validation false-flag rate, the constant classifiers; then
+    the joint and unimodal smoothings at the same validation false-flag rates."""
+    labels = np.asarray(results["inputs"]["labels"])
+    unsafe, safe = labels == 1, labels == 0
+    with_and = any("and" in base for base in baselines.values())
+    lines = [f"### Fair references at the same cells (seed {cfg.baseline_seed}, threat "
+             f"anywhere, the same test inputs)", "",
+             "* image-only smoothing: the same joint filter with only the image noised. The "
+             "text is left clean and the filter reads it, so one changed token can change its "
+             "output in any way: it certifies image changes only (r = 0; it would be robust "
+             "to any number of token changes only for a filter that does not read the text, "
+             "which this one does);",
+             "* text-only smoothing: only the text noised; it certifies token changes only "
+             "(eps = 0);"]
+    if with_and:
+        lines += [
+            "* factorized AND: an image-only and a text-only branch, trained separately on "
+            "the v2 label (each sees one modality, so each can reach at most the unimodal "
+            "ceilings of docs/DATASET.md: 61.6 % and 58.6 % balanced accuracy), each smoothed "
+            "over its own modality and certified against its own modality's change at alpha "
+            "/ 2 (so the AND's claim holds with probability 1 - alpha like the joint "
+            "certificate's); flag iff both flag, certified at (eps, r) iff the image branch "
+            "is at eps and the text branch at r. Its pair of thresholds is chosen on the same "
+            "validation records for a **matched** benign false-flag rate: at most the joint "
+            "detector's validation rate (the most unsafe validation records flagged under "
+            "that constraint). The v2 label is a relation between caption and picture, "
+            "which neither branch sees;"]
+    lines += ["* constant classifiers: always flag (certified 100 % recall at 100 % false "
+              "flags at every cell: a constant is robust to any change) and never flag (0 % "
+              "at 0 %).", "",
+              "Each smoothing has its own tau for the same validation false-flag target "
+              f"({100 * cfg.false_flag_rate:g} %); the table gives each one's validation and "
+              "certified test false-flag rates beside its certified unsafe recall (%), [95 % "
+              "bootstrap interval over the test inputs], one seed.", "",
+              "| level | method | tau | validation false flags | test false flags | "
+              + " | ".join(f"({e:g}, {r})" for e, r in REFERENCE_CELLS) + " |",
+              "|---" * (5 + len(REFERENCE_CELLS)) + "|"]
+    ceiling = lower_confidence_bound(cfg.settings.n_max, cfg.settings.n_max,
+                                     cfg.settings.alpha) if _fixed(cfg) else None
+
+    def rate(values) -> str:
+        return _pct(rate_table(np.asarray(values, float)[None, :, None], cfg.bootstrap))
+
+    for li_text, base in sorted(baselines.items()):
+        li = int(li_text)
+        unit = _unit_of(results, cfg.baseline_seed, li)
+        if unit is None:
+            continue
+        det = np.asarray(unit["outcomes"]["detector"], bool)
+        seq = np.asarray(unit["outcomes"]["detector_sequential"], bool)
+        joint_val = unit["calibration"]["rate"]
+        rows = [("joint (same seed)", f"{unit['calibration']['tau']:.4f}", joint_val,
+                 det[safe, 0], [det[:, _cell(e, r)] for e, r in REFERENCE_CELLS]),
+                ("sequential composition", "same", joint_val, seq[safe, 0],
+                 [seq[:, _cell(e, r)] for e, r in REFERENCE_CELLS])]
+        for name, modality in (("image-only smoothing", "image"),
+                               ("text-only smoothing", "text")):
+            b = base[f"{modality}_only"]
+            flags = np.asarray(b["outcomes"]["detector"], bool)[safe, 0]
+            tau = f"{b['calibration']['tau']:.4f}"
+            if ceiling is not None and b["calibration"]["tau"] > ceiling:
+                tau += " (above the ceiling)"
+            rows.append((name, tau, b["calibration"]["rate"], flags,
+                         [_single(b, e, r, modality) for e, r in REFERENCE_CELLS]))
+        if "and" in base:
+            grid = np.asarray(base["and"]["outcomes"], bool)
+            pair = base["and"]["calibration"]
+            target = pair.get("target")
+            rows.append(("factorized AND" + ("" if target is None else
+                                             f" (matched: <= {100 * target:.1f} %)"),
+                         f"{pair['tau_image']:.3f} / {pair['tau_text']:.3f}", pair["rate"],
+                         grid[safe, 0], [grid[:, _cell(e, r)] for e, r in REFERENCE_CELLS]))
+        ones = np.ones(labels.size, bool)
+        rows += [("always flag (constant)", "–", 1.0, ones[safe], [ones] * len(REFERENCE_CELLS)),
+                 ("never flag (constant)", "–", 0.0, ~ones[safe],
+                  [~ones] * len(REFERENCE_CELLS))]
+        for name, tau, val_rate, flags, values in rows:
+            lines.append(f"| {_level_name(cfg, li)} | {name} | {tau} | {100 * val_rate:.1f}% | "
+                         f"{rate(flags)} | " + " | ".join(rate(v[unsafe]) for v in values)
+                         + " |")
+    lines += ["", "Image-only smoothing certifies nothing at r >= 1 and text-only smoothing "
+                  "nothing at eps > 0 (the other modality is not noised, so no change of it is "
+                  "covered)."
+              + ("" if ceiling is None else
+                 f" Ceiling at fixed n = {cfg.settings.n_max:,}: a flag at tau above "
+                 f"{ceiling:.5f} (all n draws flagged) cannot be certified by any model, so a "
+                 f"row marked 'above the ceiling' certifies nothing at this n."), ""]
+    lines += _matched_section(results, baselines, cfg)
+    return lines
+
+
+def _matched_section(results, baselines, cfg) -> list[str]:
+    """The joint filter and its image-only and text-only smoothings, each at its own taus
+    for 1 %, 5 % and 10 % validation false flags (from the stored counts and validation
+    estimates: bench/curves.py)."""
+    budgets = curves.CURVE_BUDGETS
+    labels = np.asarray(results["inputs"]["labels"])
+    rows = []
+    for li_text, base in sorted(baselines.items()):
+        li = int(li_text)
+        level = tuple(cfg.levels[li])
+        joint = _unit_of(results, cfg.baseline_seed, li)
+        if joint is None:
+            continue
+        for name, unit, image, text in (("joint", joint, True, True),
+                                        ("image-only smoothing", base["image_only"], True,
+                                         False),
+                                        ("text-only smoothing", base["text_only"], False,
+                                         True)):
+            noise = _noise(level, "anywhere", cfg.append_slots, image, text)
+            bounds = curves.unit_bounds(unit, noise, cfg.settings.alpha, budgets)
+            taus = curves.validation_taus(unit["calibration"])
+            if bounds is None or taus is None:
+                return []
+            for target, chosen in taus.items():
+                at = curves.certified(bounds, [chosen["tau"]])[0]        # (budgets, inputs)
+                rows.append((li, target, name, chosen, at))
+    if not rows:
+        return []
+    lines = ["### The same filter smoothed three ways at matched validation false-flag rates",
+             "",
+             f"Seed {cfg.baseline_seed}, threat anywhere, the same inputs and stored counts "
+             f"(no new draws): each smoothing at its own tau for 1 %, 5 % and 10 % benign "
+             f"validation false flags (chosen as the calibration chooses tau, on its own "
+             f"validation estimates). Certified test false flags at (0, 0) and certified "
+             f"unsafe recall (%) [95 % bootstrap interval over the test inputs].", "",
+             "| level | validation target | method | tau | validation false flags | test false "
+             "flags | " + " | ".join(f"({e:g}, {r})" for e, r in budgets) + " |",
+             "|---" * (6 + len(budgets)) + "|"]
+    for li, target, name, chosen, at in sorted(rows, key=lambda t: (t[0], t[1])):
+        flags = rate_table(at[0][labels == 0][None, :, None].astype(float), cfg.bootstrap)
+        cells = [_pct(rate_table(at[b][labels == 1][None, :, None].astype(float),
+                                 cfg.bootstrap)) for b in range(len(budgets))]
+        reached = "" if chosen["feasible"] else " (target not reachable)"
+        lines.append(f"| {_level_name(cfg, li)} | {100 * target:g} % | {name} | "
+                     f"{chosen['tau']:.4g} | {100 * chosen['rate']:.1f}%{reached} | "
+                     f"{_pct(flags)} | "
+                     + " | ".join(cells) + " |")
+    return lines + ["", "Image-only smoothing certifies nothing at r >= 1, text-only nothing "
+                        "at eps > 0 (0 in those columns by construction).", ""]
 
 
 def _stopping_section(metrics, cfg) -> list[str]:
@@ -803,12 +1245,23 @@ def _counterexample_section(results, cfg) -> list[str]:
 
 def _slices_section(metrics, cfg) -> list[str]:
     lines = ["## Held-out sprites and art style (detector, (0, 0))", "",
-             "| level | threat | seen sprites | held-out sprites | Noto style |", "|---" * 5 + "|"]
+             "| level | threat | rate | seen sprites | held-out sprites | Noto style |",
+             "|---" * 6 + "|"]
     for key in sorted(metrics):
         m = metrics[key]
         if "slices" not in m or not m["slices"]:
             continue
-        cells = [_pct(m["slices"][s]) if s in m["slices"] else "-"
-                 for s in ("seen", "heldout", "noto")]
-        lines.append(f"| {_level_name(cfg, key[0])} | {key[1]} | " + " | ".join(cells) + " |")
-    return lines + ["", "Certified unsafe recall (%) at (0, 0) per test slice.", ""]
+        for title, tables in (("certified unsafe recall", m["slices"]),
+                              ("test false flags", m.get("slice_false_flags", {}))):
+            cells = [_pct(tables[s]) if s in tables else "-"
+                     for s in ("seen", "heldout", "noto")]
+            lines.append(f"| {_level_name(cfg, key[0])} | {key[1]} | {title} | "
+                         + " | ".join(cells) + " |")
+    shifted = f"validation records of both art styles ({cfg.val_shifted} Noto-style records " \
+        f"of seen sprites added to the validation split)" if getattr(cfg, "val_shifted", 0) \
+        else "OpenMoji validation records only"
+    return lines + ["", "Per test slice (%), at (0, 0): certified unsafe recall, and the "
+                        "certified detector's false flags on the slice's benign inputs. tau "
+                        f"is chosen on {shifted}; held-out sprites never appear in training "
+                        "or validation. The validation false-flag rate per art style is in "
+                        "the operating-curves tables.", ""]

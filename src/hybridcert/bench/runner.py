@@ -76,8 +76,13 @@ class BenchmarkConfig:
         test subset.
     test_inputs : int
         Certified test inputs: a stratified draw (each slice and class in proportion).
+    val_shifted : int
+        Validation records in the test split's held-out art style (Noto; seen sprites only,
+        :func:`~hybridcert.datasets.safety.load_shifted_validation`) added to the
+        ``n_val`` records of the validation split, so the thresholds are chosen on the
+        style shift too (0: none).
     val_inputs : int
-        Validation records scored to choose thresholds (stratified by class).
+        Validation records scored to choose thresholds (stratified by art style and class).
     val_copies : int
         Noisy copies per validation record (the estimate's resolution is 1 / val_copies).
     val_copies_top : int
@@ -135,6 +140,7 @@ class BenchmarkConfig:
     data_seed: int = RECIPE.data_seed
     run_seed: int = 0
     test_inputs: int = 80
+    val_shifted: int = 250
     val_inputs: int = 400
     val_copies: int = 32
     val_copies_top: int = 256
@@ -174,9 +180,11 @@ class BenchmarkConfig:
                 not 0 <= li < len(self.levels) for li in self.baseline_levels):
             raise ValueError(f"baseline_levels must index levels (0..{len(self.levels) - 1}), "
                              f"got {self.baseline_levels!r}")
-        if self.val_inputs < 4 or self.val_inputs > self.n_val:
-            raise ValueError(f"val_inputs must lie in [4, n_val={self.n_val}], got "
-                             f"{self.val_inputs}")
+        if self.val_shifted != 0 and self.val_shifted < 4:
+            raise ValueError(f"val_shifted must be 0 or at least 4, got {self.val_shifted}")
+        if self.val_inputs < 4 or self.val_inputs > self.n_val + self.val_shifted:
+            raise ValueError(f"val_inputs must lie in [4, n_val + val_shifted="
+                             f"{self.n_val + self.val_shifted}], got {self.val_inputs}")
 
     def filter_config(self, level: tuple[float, float], seed: int,
                       modalities=("image", "text")) -> fusion.FilterConfig:
@@ -195,7 +203,8 @@ class BenchmarkConfig:
         """Hash of everything that determines a unit's numbers (not out, cache, attack,
         counterexample, bootstrap)."""
         keys = ("n_train", "n_val", "n_test", "epochs", "text_layers", "data_seed", "run_seed",
-                "test_inputs", "val_inputs", "val_copies", "val_copies_top", "false_flag_rate",
+                "test_inputs", "val_inputs", "val_shifted", "val_copies", "val_copies_top",
+                "false_flag_rate",
                 "append_slots", "majority_threats",
                 "batch_size")
         data = {k: getattr(self, k) for k in keys}
@@ -226,11 +235,12 @@ def full_config(out: Path = Path("artifacts/full")) -> BenchmarkConfig:
 
 # -- inputs and noises ----------------------------------------------------------------------
 def stratified_subset(data: safety.SafetyData, size: int, seed: int,
-                      by_slice: bool = True) -> np.ndarray:
-    """``size`` record indices drawn without replacement, each (slice, class) group in
-    proportion to its size (largest remainders), sorted."""
+                      by_slice: bool = True, field: str = "slice") -> np.ndarray:
+    """``size`` record indices drawn without replacement, each (meta ``field``, class) group
+    in proportion to its size (largest remainders), sorted (``by_slice=False``: by class
+    only)."""
     keys = [(s if by_slice else "", int(y)) for s, y in
-            zip(data.meta["slice"].tolist(), data.labels.tolist(), strict=True)]
+            zip(data.meta[field].tolist(), data.labels.tolist(), strict=True)]
     groups: dict = {}
     for i, key in enumerate(keys):
         groups.setdefault(key, []).append(i)
@@ -288,11 +298,15 @@ def run(cfg: BenchmarkConfig) -> dict:
     units_dir = cfg.cache / "bench" / cfg.out.name / cfg.signature()
     units_dir.mkdir(parents=True, exist_ok=True)
     data = safety.splits(cfg.n_train, cfg.n_val, cfg.n_test, cfg.data_seed, cfg.cache / "data")
+    if cfg.val_shifted:
+        # thresholds chosen on the art-style shift too (the test split's Noto slice)
+        data["val"] = safety.concatenate([data["val"], safety.load_shifted_validation(
+            cfg.val_shifted, cfg.data_seed, cfg.cache / "data")])
     test, val = data["test"], data["val"]
     test_index = stratified_subset(test, cfg.test_inputs, cfg.run_seed)
     # a batch runs at its longest text: certify in order of length
     test_index = test_index[np.argsort(test.attention[test_index].sum(1), kind="stable")]
-    val_index = stratified_subset(val, cfg.val_inputs, cfg.run_seed + 1, by_slice=False)
+    val_index = stratified_subset(val, cfg.val_inputs, cfg.run_seed + 1, field="style")
     results: dict = {"config": _config_dict(cfg), "machine": _machine(), "units": {},
                      "training": {}, "quality": {}, "baselines": {}, "timings": {}}
     results["inputs"] = {"test": _ids("test", test_index), "labels": test.labels[
@@ -338,13 +352,18 @@ def run(cfg: BenchmarkConfig) -> dict:
         level = cfg.levels[li]
         name = f"baselines_seed{cfg.baseline_seed}_level{li}"
         unit = load_unit(units_dir / f"{name}.json")
+        joint = load_unit(units_dir / f"seed{cfg.baseline_seed}_level{li}_anywhere.json")
+        # the factorized AND is calibrated to the joint detector's validation false-flag rate
+        target = joint["calibration"]["rate"] if joint is not None else cfg.false_flag_rate
         if unit is not None and (unit.get("level") != list(level) or
                                  (cfg.factorized_and and
-                                  unit.get("and_alpha") != cfg.settings.alpha / 2)):
+                                  (unit.get("and_alpha") != cfg.settings.alpha / 2 or
+                                   unit.get("and", {}).get("calibration", {}).get("target")
+                                   != target))):
             unit = None
         if unit is None:
             unit = _baselines(cfg, models[(cfg.baseline_seed, li)], level, data, test_index,
-                              val_index, log)
+                              val_index, log, target)
             save_unit(units_dir / f"{name}.json", unit)
         else:
             log(f"reusing unit {name}")
@@ -385,7 +404,7 @@ def run(cfg: BenchmarkConfig) -> dict:
         if seed != cfg.baseline_seed:
             certify_seed(seed)
     results["timings"]["total_s"] = round(time.perf_counter() - started, 1)
-    _write(results, cfg, started, units_dir)
+    _write(results, cfg, started, units_dir, final=True)
     log(f"report: {cfg.out / 'REPORT.md'} ({time.perf_counter() - started:.0f} s in all)")
     return results
 
@@ -448,7 +467,12 @@ def _calibrate(cfg, clf, val, val_index, fast=None, fixed=None) -> dict:
 
     first = counts(np.arange(len(records)), cfg.val_copies) / cfg.val_copies
     scores, copies = refine(first, counts, cfg.val_copies, cfg.val_copies_top)
-    return choose_threshold(scores, copies, cfg.false_flag_rate)
+    out = choose_threshold(scores, copies, cfg.false_flag_rate)
+    # the estimates themselves: the operating curves' validation taus (bench/curves.py) and
+    # the false-flag rate per art style
+    out.update(scores=scores.tolist(), copies_each=copies.tolist(),
+               styles=val.meta["style"][safe].tolist())
+    return out
 
 
 def _ceilings(noise: HybridNoise, settings: Settings, tau: float | None) -> dict:
@@ -506,10 +530,13 @@ def _unit_summary(unit: dict) -> dict:
     return summary
 
 
-def _baselines(cfg, model, level, data, test_index, val_index, log) -> dict:
+def _baselines(cfg, model, level, data, test_index, val_index, log,
+               and_rate: float | None = None) -> dict:
     """Image-only and text-only smoothing of the joint filter and (``cfg.factorized_and``)
     the factorized AND of separately trained unimodal branches, on the same test inputs (one
-    seed)."""
+    seed); the AND's pair of thresholds is chosen for at most ``and_rate`` benign validation
+    false flags (the joint detector's achieved rate: a matched operating point; default
+    ``cfg.false_flag_rate``)."""
     test, val = data["test"], data["val"]
     seed, out = cfg.baseline_seed, {"level": list(level)}
     ids = _ids("test", test_index)
@@ -549,8 +576,10 @@ def _baselines(cfg, model, level, data, test_index, val_index, log) -> dict:
                               val_seeds, cfg.val_copies, batch_size=cfg.batch_size)
         branches[modality] = {"clf": clf, "scores": counts[:, 1] / cfg.val_copies,
                               "train_s": round(seconds, 1), "name": config.name}
+    target = cfg.false_flag_rate if and_rate is None else float(and_rate)
     pair = choose_pair(branches["image"]["scores"], branches["text"]["scores"],
-                       val.labels[val_index], cfg.val_copies, cfg.false_flag_rate)
+                       val.labels[val_index], cfg.val_copies, min(max(target, 1e-9), 1 - 1e-9))
+    pair["target"] = target
     # each branch at alpha / 2: the AND's claim needs both, so it holds with probability at
     # least 1 - alpha, like the joint certificate's
     branch_settings = replace(cfg.settings, alpha=cfg.settings.alpha / 2)
@@ -606,10 +635,11 @@ def _write_unit_files(folder: Path, name: str, unit: dict) -> None:
             handle.write("\t".join(values) + "\n")
 
 
-def _write(results: dict, cfg: BenchmarkConfig, started: float, units_dir: Path) -> None:
+def _write(results: dict, cfg: BenchmarkConfig, started: float, units_dir: Path,
+           final: bool = False) -> None:
     results["duration_s"] = round(time.perf_counter() - started, 1)
     units = {name: load_unit(units_dir / f"{name}.json") for name in results["units"]}
-    bench_report.write(results, units, cfg)
+    bench_report.write(results, units, cfg, final=final)
 
 
 def _config_dict(cfg: BenchmarkConfig) -> dict:

@@ -684,6 +684,29 @@ def load_split(split: str, n: int | None = None, seed: int = DEFAULT_SEED,
     return data
 
 
+#: Seed offset of the shifted validation records (no split's slice uses it).
+SHIFTED_VALIDATION_SLOT = 5
+
+
+def load_shifted_validation(n: int, seed: int = DEFAULT_SEED, cache: Path | None = None
+                            ) -> SafetyData:
+    """``n`` validation records in the test split's held-out art style (Noto Color Emoji),
+    showing seen sprites only (the held-out sprites stay out of validation), exactly balanced,
+    from seed ``seed * 1000 + 10 * SPLIT_INDEX["val"] + SHIFTED_VALIDATION_SLOT``; cached as
+    ``.npz`` under ``cache``.  A detector calibrated on them sees the style shift the test
+    split measures (meta ``style`` is ``noto``, ``slice`` is ``seen``)."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 4:
+        raise ValueError(f"n must be an integer >= 4, got {n!r}")
+    path = Path(cache) / f"safety_v{VERSION}_valnoto_{n}_{seed}.npz" if cache else None
+    if path is not None and path.exists():
+        return _load(path)
+    data = build(int(n), seed * 1000 + 10 * SPLIT_INDEX["val"] + SHIFTED_VALIDATION_SLOT,
+                 "seen", "noto")
+    if path is not None:
+        _save(path, data)
+    return data
+
+
 def splits(n_train: int = DEFAULT_SIZES["train"], n_val: int = DEFAULT_SIZES["val"],
            n_test: int = DEFAULT_SIZES["test"], seed: int = DEFAULT_SEED,
            cache: Path | None = None) -> dict[str, SafetyData]:

@@ -157,3 +157,49 @@ def grouped_bars(groups, series, path: Path, title: str, ylabel: str = "rate",
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def tau_curves(panels, path: Path, title: str, ylabel: str = "certified rate",
+               xlabel: str = "detection threshold tau (logit scale)") -> Path:
+    """Operating curves: one panel per entry of ``panels``, rates against the detection
+    threshold on a logit axis (both ends of (0, 1) stay readable), with 95 % interval bands.
+
+    Parameters
+    ----------
+    panels : list of dict
+        ``{"title": str, "x": taus, "curves": [{"label", "mean", "low", "high", "color",
+        "style"}], "marks": [(tau, color)]}``; a mark is a dotted vertical line (e.g. a
+        calibrated tau).
+    """
+    def logit(t):
+        t = np.asarray(t, dtype=float)
+        return np.log10(t / (1 - t))
+
+    # drawn on log10(tau / (1 - tau)) with fixed ticks: matplotlib's logit scale recomputes
+    # its ticks at every draw and costs seconds per figure
+    ticks = [1e-4, 1e-3, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.6), sharey=True,
+                             squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        x = logit(panel["x"])
+        for curve in panel["curves"]:
+            color = curve.get("color", "C0")
+            ax.plot(x, curve["mean"], color=color, linestyle=curve.get("style", "-"),
+                    linewidth=1.2, label=curve["label"])
+            ax.fill_between(x, curve["low"], curve["high"], color=color, alpha=0.12)
+        for tau, color in panel.get("marks", []):
+            ax.axvline(float(logit(tau)), color=color, linestyle=":", linewidth=1)
+        ax.set_xticks(logit(ticks), [f"{t:g}" for t in ticks], fontsize=6)
+        ax.set_xlim(x.min(), x.max())
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_xlabel(xlabel, fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.grid(alpha=0.3)
+        ax.set_title(panel["title"], fontsize=8)
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][0].legend(fontsize=5.5, loc="lower left")
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -62,10 +62,16 @@ def markdown_table(values: np.ndarray, row_labels, column_labels, corner: str) -
 
 
 def markdown_interval_table(mean, low, high, row_labels, column_labels, corner: str,
-                            blank=None, digits: int = 1) -> str:
+                            blank=None, digits: int = 1, per_seed=None) -> str:
     """A percentage table whose cells read ``mean [low, high]``; cells where ``blank`` is
-    True read ``–`` (e.g. beyond the sample-size ceiling), NaN reads ``-``."""
+    True read ``–`` (e.g. beyond the sample-size ceiling), NaN reads ``-``; with
+    ``per_seed`` (shape (seeds, rows, columns), two seeds or more) every cell is followed by
+    the seeds' own values, ``(a / b / c)``."""
     mean, low, high = (np.atleast_2d(np.asarray(a, dtype=float)) for a in (mean, low, high))
+    seeds = None if per_seed is None else np.asarray(per_seed, dtype=float).reshape(
+        (-1,) + mean.shape)
+    if seeds is not None and seeds.shape[0] < 2:
+        seeds = None
     blank = np.zeros(mean.shape, dtype=bool) if blank is None else \
         np.atleast_2d(np.asarray(blank, dtype=bool))
     head = f"| {corner} | " + " | ".join(str(c) for c in column_labels) + " |"
@@ -80,6 +86,8 @@ def markdown_interval_table(mean, low, high, row_labels, column_labels, corner: 
                 cells.append("-")
             else:
                 cells.append(f"{100 * mean[a, b]:.{digits}f} [{100 * low[a, b]:.{digits}f}, "
-                             f"{100 * high[a, b]:.{digits}f}]")
+                             f"{100 * high[a, b]:.{digits}f}]" + (
+                                 "" if seeds is None else " (" + " / ".join(
+                                     f"{100 * v:.{digits}f}" for v in seeds[:, a, b]) + ")"))
         body.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join([head, rule, *body])

@@ -1,0 +1,125 @@
+"""The detector's operating curves (bench/curves.py) on the counts a real fixed-n unit stores:
+certified recall and false flags never increase with tau at any budget, a point of the curve
+is the Clopper-Pearson bound (scipy) pushed through Cohen et al.'s closed-form Gaussian
+certificate, the curve at the unit's own tau reproduces the unit's decisions, and the
+validation taus are the calibration's."""
+
+import numpy as np
+import pytest
+from scipy.stats import beta, norm
+
+from hybridcert.bench import curves
+from hybridcert.bench.calibrate import choose_threshold
+from hybridcert.bench.runner import _pack
+from hybridcert.bench.units import Settings, certify_fixed
+from hybridcert.smoothing import SmoothedClassifier
+from tests.benchmark.test_fixed_n import NOISE, SIGMA, Toy, _records
+
+ALPHA, N, TAU = 0.01, 300, 0.55
+CELLS = [tuple(c) for c in curves.CURVE_BUDGETS]
+
+
+@pytest.fixture(scope="module")
+def stored():
+    """A tiny fixed-n unit as the benchmark stores it (``_pack``: rows with counts)."""
+    clf = SmoothedClassifier(Toy(), NOISE, 2, batch_size=128)
+    records = _records(16)
+    unit = certify_fixed(clf, records, [300 + i for i in range(16)], CELLS,
+                         Settings(alpha=ALPHA, n_max=N, mode="fixed"), TAU, majority=False,
+                         baselines=False)
+    labels = np.array([i % 2 for i in range(16)])
+    return _pack(unit, labels, [f"t{i}" for i in range(16)]), unit
+
+
+def _rates(certified, labels):
+    """(taus, budgets) recall over label 1 and false flags over label 0."""
+    return certified[:, :, labels == 1].mean(2), certified[:, :, labels == 0].mean(2)
+
+
+def test_recall_and_false_flags_never_increase_with_tau(stored):
+    packed, _ = stored
+    labels = np.asarray(packed["labels"])
+    bounds = curves.unit_bounds(packed, NOISE, ALPHA)
+    taus = curves.tau_grid([TAU])
+    certified = curves.certified(bounds, taus)
+    assert certified.shape == (taus.size, len(CELLS), labels.size)
+    recall, false_flags = _rates(certified, labels)
+    for rates in (recall, false_flags):
+        assert (np.diff(rates, axis=0) <= 0).all()
+    # not flat: the low taus certify inputs that the high ones do not, at every budget
+    assert (recall[0] > recall[-1]).all() and (false_flags[0] > false_flags[-1]).all()
+    # and per input: certified at tau implies certified at every lower tau
+    assert (certified[:-1] >= certified[1:]).all()
+
+
+def test_a_point_is_the_independent_clopper_pearson_and_gaussian_bound(stored):
+    packed, _ = stored
+    flagged = np.array([row["counts"][1] for row in packed["rows"]["detector"]])
+    assert {row["queries"] for row in packed["rows"]["detector"]} == {N}
+    # independent: scipy's beta quantile and Cohen et al.'s closed form
+    p = np.where(flagged > 0, beta.ppf(ALPHA, flagged, N - flagged + 1), 0.0)
+    bounds = curves.unit_bounds(packed, NOISE, ALPHA)
+    assert np.allclose(curves.flag_bounds(flagged, N, ALPHA), p, rtol=1e-12, atol=1e-15)
+    checked = 0
+    for tau in (0.3, TAU, 0.8):
+        certified = curves.certified(bounds, [tau])[0]
+        for b, (eps, r) in enumerate(CELLS):
+            if r:
+                continue
+            value = norm.cdf(norm.ppf(np.clip(p, 1e-300, 1)) - eps / SIGMA)
+            clear = np.abs(value - tau) > 1e-9
+            assert np.array_equal(certified[b][clear], (value >= tau)[clear]), (tau, eps)
+            checked += int(clear.sum())
+    assert checked >= 80
+
+
+def test_the_curve_at_the_units_tau_is_the_units_decisions(stored):
+    packed, unit = stored
+    bounds = curves.unit_bounds(packed, NOISE, ALPHA)
+    at = curves.certified(bounds, [TAU])[0]
+    assert np.array_equal(at.T, unit["outcomes"]["detector"])
+    assert at.any() and not at.all()
+
+
+def test_tau_ceiling_and_grid():
+    taus = curves.tau_grid([0.9492, 1.5, float("nan")])
+    assert taus[0] == pytest.approx(4.6e-5) and taus[-1] == pytest.approx(0.999)
+    assert 0.9492 in taus and (np.diff(taus) > 0).all() and taus.size == 24 + 16 - 1 + 1
+    ceiling = curves.tau_ceiling(NOISE, N, ALPHA, CELLS)
+    top = (ALPHA ** (1 / N))                          # Clopper-Pearson bound of N of N
+    assert ceiling[0] == pytest.approx(top, rel=1e-9)
+    assert ceiling[CELLS.index((0.25, 0))] == pytest.approx(
+        norm.cdf(norm.ppf(top) - 0.25 / SIGMA), rel=1e-9)
+    # nothing above the ceiling is certified even with every draw flagged
+    best = curves.budget_bounds(NOISE, [top], CELLS)
+    assert not curves.certified(best, ceiling * (1 + 1e-9)).any(axis=2).diagonal().any()
+
+
+def test_validation_taus_are_the_calibrations():
+    rng = np.random.default_rng(4)
+    scores = rng.binomial(32, rng.beta(0.5, 2.0, 200)) / 32
+    copies = np.full(200, 32)
+    calibration = {"scores": scores.tolist(), "copies_each": copies.tolist(),
+                   "styles": ["openmoji"] * 150 + ["noto"] * 50}
+    taus = curves.validation_taus(calibration)
+    for rate in curves.VAL_RATES:
+        assert taus[rate]["tau"] == choose_threshold(scores, copies, rate)["tau"]
+        assert curves.validation_rate(calibration, taus[rate]["tau"]) == taus[rate]["rate"] \
+            <= rate
+    assert curves.validation_rate(calibration, 0.5, "noto") == np.mean(scores[150:] >= 0.5)
+    assert curves.validation_taus({"tau": 0.5}) is None
+    assert np.isnan(curves.validation_rate({}, 0.5))
+
+
+def test_sequential_units_get_no_curves(stored):
+    """A sequential unit's counts stop at a data-dependent time: no fixed-n bound, no curve."""
+    from hybridcert.bench import report
+    from hybridcert.bench.runner import BenchmarkConfig
+
+    packed, _ = stored
+    sequential = {**packed, "mode": "sequential"}
+    assert curves.fixed_counts(sequential) is None and curves.unit_bounds(
+        sequential, NOISE, ALPHA) is None
+    text = "\n".join(report._curves_section({(0, "anywhere"): {"detector": {}}},
+                                            BenchmarkConfig()))
+    assert "Not available for this run" in text
