@@ -77,6 +77,13 @@ def test_only_tensors_that_differ_from_the_pretrained_source_are_stored(tiny, tm
     # 2 MiniLM layers (3.5 M weights) are read from the package, not stored
     assert (tmp_path / "model.safetensors").stat().st_size < 1_000_000
     assert torch.equal(logits(fusion.load(tmp_path), tiny), logits(model, tiny))
+    # the same model in the layout before the hashes (every weight but the word embeddings
+    # stored, no metadata): the same checkpoint SHA-256
+    old = tmp_path / "old"
+    old.mkdir()
+    save_file(model.trainable_state(), old / "model.safetensors")
+    shutil.copy(tmp_path / "config.json", old / "config.json")
+    assert fusion.checkpoint_sha256(old) == fusion.checkpoint_sha256(tmp_path)
 
 
 def test_hashes_are_those_of_the_stored_bytes(saved):
@@ -160,6 +167,8 @@ def test_old_checkpoints_without_hashes_still_load(trained, saved, tiny, tmp_pat
     # the same model: the same checkpoint hash, old layout or delta
     assert fusion.checkpoint_sha256(old) == fusion.checkpoint_sha256(saved)
     state = load_file(old / "model.safetensors")
+    save_file(state, old / "model.safetensors", metadata={"format": "pt"})   # another tool's
+    assert torch.equal(logits(fusion.load(old), tiny), logits(trained, tiny))
     save_file(state, old / "model.safetensors", metadata={"format": "hybridcert-delta/9"})
     with pytest.raises(ValueError, match="has format 'hybridcert-delta/9'"):
         fusion.load(old)

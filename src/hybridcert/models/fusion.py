@@ -278,6 +278,20 @@ def _digest(config: dict, described: dict[str, dict], pretrained: dict[str, str]
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def _split_pretrained(state: dict[str, torch.Tensor]) -> dict[str, str]:
+    """Remove from ``state`` the tensors equal to the package's; return the SHA-256s of
+    those and of the frozen word embeddings (which ``state`` never holds)."""
+    frozen = FROZEN_PREFIX + "weight"
+    source = _pretrained_source([frozen] + [n for n in state if n.startswith(_ENCODER)])
+    pretrained = {frozen: tensor_sha256(source.pop(frozen))}
+    for name, tensor in source.items():
+        if tensor.dtype == state[name].dtype and tensor.shape == state[name].shape and \
+                torch.equal(tensor, state[name]):
+            pretrained[name] = tensor_sha256(tensor)
+            del state[name]
+    return pretrained
+
+
 def save(model: SafetyFilter, directory: str | Path) -> Path:
     """Write the checkpoint of ``model`` to ``directory``: ``config.json`` and a delta
     ``model.safetensors`` (see the module's notes).
@@ -290,16 +304,7 @@ def save(model: SafetyFilter, directory: str | Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     state = model.trainable_state()
     config = json.loads(json.dumps(asdict(model.config)))       # tuples as JSON lists
-    pretrained: dict[str, str] = {}
-    if "text" in model.config.modalities:
-        frozen = FROZEN_PREFIX + "weight"
-        source = _pretrained_source([frozen] + [n for n in state if n.startswith(_ENCODER)])
-        pretrained[frozen] = tensor_sha256(source.pop(frozen))
-        for name, tensor in source.items():
-            if tensor.dtype == state[name].dtype and tensor.shape == state[name].shape and \
-                    torch.equal(tensor, state[name]):
-                pretrained[name] = tensor_sha256(tensor)
-                del state[name]
+    pretrained = _split_pretrained(state) if "text" in model.config.modalities else {}
     described = _describe(state)
     metadata = {
         "format": CHECKPOINT_FORMAT,
@@ -345,34 +350,46 @@ def _read_weights(weights_path: Path) -> tuple[dict[str, torch.Tensor], dict[str
     return state, metadata
 
 
-def _pretrained_hashes(metadata: dict[str, str], config: dict, weights_path: Path
-                       ) -> dict[str, str]:
-    """Names and SHA-256s of the tensors a checkpoint takes from the package (an old
-    checkpoint: the word embeddings of a text model, as installed)."""
-    if metadata.get("format") is None:
-        if "text" not in config["modalities"]:
-            return {}
-        frozen = FROZEN_PREFIX + "weight"
-        return {frozen: tensor_sha256(_pretrained_source([frozen])[frozen])}
+def _pretrained_hashes(metadata: dict[str, str], weights_path: Path) -> dict[str, str]:
+    """Names and SHA-256s of the tensors a delta checkpoint takes from the package, with
+    its metadata's shape checked."""
     try:
         hashes = json.loads(metadata["sha256"])
         pretrained = json.loads(metadata["pretrained"])["sha256"]
-        if not isinstance(hashes, dict) or not isinstance(pretrained, dict):
+        if not all(isinstance(d, dict) and all(isinstance(v, str) for v in d.values())
+                   for d in (hashes, pretrained)):
             raise TypeError
     except (KeyError, TypeError, ValueError):
         raise ValueError(f"checkpoint {weights_path}: its hash metadata is damaged") from None
     return pretrained
 
 
+def _is_delta(metadata: dict[str, str], weights_path: Path) -> bool:
+    """Whether a checkpoint is a delta checkpoint with hashes (else: written before them, or
+    by another tool)."""
+    tag = metadata.get("format")
+    if tag == CHECKPOINT_FORMAT:
+        return True
+    if isinstance(tag, str) and tag.startswith(CHECKPOINT_FORMAT.split("/")[0] + "/"):
+        raise ValueError(f"checkpoint {weights_path} has format {tag!r}; this version reads "
+                         f"{CHECKPOINT_FORMAT!r}")
+    return False
+
+
 def checkpoint_sha256(directory: str | Path) -> str:
     """The SHA-256 of the checkpoint in ``directory``, computed from its files (config,
     stored tensors) and the pretrained tensors it names: equal for equal models however the
-    file is laid out, and the same for an old checkpoint and its re-saved delta form."""
+    file is laid out, and the same for a checkpoint written before the hashes existed and
+    its re-saved delta form.  The stored hashes are not trusted: every tensor is hashed."""
     directory = Path(directory)
     weights_path = directory / "model.safetensors"
     config = _read_config(directory)
     state, metadata = _read_weights(weights_path)
-    return _digest(config, _describe(state), _pretrained_hashes(metadata, config, weights_path))
+    if _is_delta(metadata, weights_path):
+        pretrained = _pretrained_hashes(metadata, weights_path)
+    else:
+        pretrained = _split_pretrained(state) if "text" in config["modalities"] else {}
+    return _digest(config, _describe(state), pretrained)
 
 
 def load(directory: str | Path) -> SafetyFilter:
@@ -381,8 +398,8 @@ def load(directory: str | Path) -> SafetyFilter:
     Every config field must be present (a missing one is refused, not guessed) and no other;
     a damaged file, a stored tensor or a ``config.json`` that no longer matches its SHA-256,
     or an installed MiniLM package whose tensors differ from those the checkpoint was saved
-    with is refused with one line naming the file.  Checkpoints saved before the hashes
-    existed (no ``format`` in the metadata) load unchecked.
+    with is refused with one line naming the file.  Checkpoints without this version's
+    ``format`` in their metadata (saved before the hashes existed) load unchecked.
     """
     directory = Path(directory)
     config_path, weights_path = directory / "config.json", directory / "model.safetensors"
@@ -395,12 +412,8 @@ def load(directory: str | Path) -> SafetyFilter:
     except (TypeError, ValueError) as err:
         raise ValueError(f"checkpoint {config_path}: {err}") from None
     state, metadata = _read_weights(weights_path)
-    if metadata.get("format") not in (None, CHECKPOINT_FORMAT):
-        raise ValueError(f"checkpoint {weights_path} has format {metadata['format']!r}; this "
-                         f"version reads {CHECKPOINT_FORMAT!r}")
-    if metadata.get("format") is not None:
-        _verify(state, metadata, raw, _pretrained_hashes(metadata, raw, weights_path),
-                weights_path)
+    if _is_delta(metadata, weights_path):
+        _verify(state, metadata, raw, _pretrained_hashes(metadata, weights_path), weights_path)
     elif "text" in model.config.modalities:
         state[FROZEN_PREFIX + "weight"] = minilm_token_embeddings()
     try:
