@@ -194,13 +194,16 @@ def test_the_manifest_holds_the_recipes_filters():
 def test_the_committed_checkpoints_match_the_manifest():
     packaged = sorted(p for p in checkpoints.PACKAGED.glob("*") if p.is_dir()) \
         if checkpoints.PACKAGED.is_dir() else []
+    if not packaged:
+        pytest.skip("no checkpoint is shipped in the package (8.8 MB each: rebuilt by the "
+                    "recipe, hashes in manifest.json)")
+    assert {p.name for p in packaged} <= recipe_names()
     for folder in packaged:
         expected = checkpoints.manifest_entry(folder.name)["sha256"]
         assert fusion.checkpoint_sha256(folder) == expected
         fusion.load(folder)                                 # every tensor's hash checked
         record = json.loads((folder / checkpoints.TRAINING_RECORD).read_text())
         assert record["sha256"] == expected
-    assert {p.name for p in packaged} in (set(), recipe_names())
 
 
 def test_training_records_the_hash_and_checks_the_manifest(tiny, tmp_path, monkeypatch):
@@ -228,8 +231,11 @@ def test_training_records_the_hash_and_checks_the_manifest(tiny, tmp_path, monke
     manifest.write_text(json.dumps({"checkpoints": {name: {"sha256": digest}}}))
     lines.clear()
     checkpoints.load_or_train(tmp_path / "b", config, tiny, 1, lines.append)
-    assert [line for line in lines if "manifest" in line] == [
-        f"  {name}: SHA-256 {digest[:16]}... matches the committed manifest"]
+    matches = f"  {name}: SHA-256 {digest[:16]}... matches the committed manifest"
+    assert [line for line in lines if "manifest" in line] == [matches]
+    lines.clear()                               # reused: checked again, not retrained
+    checkpoints.load_or_train(tmp_path / "a", config, tiny, 1, lines.append)
+    assert lines == [f"reusing {directory}", matches]
 
 
 def test_a_packaged_checkpoint_is_preferred_to_training(tiny, tmp_path, monkeypatch):
@@ -239,6 +245,11 @@ def test_a_packaged_checkpoint_is_preferred_to_training(tiny, tmp_path, monkeypa
     model = training.train(config, tiny, epochs=1, batch_size=16, log=lambda _: None)
     fusion.save(model, packaged / name)
     monkeypatch.setattr(checkpoints, "PACKAGED", packaged)
+    # a checkpoint of the same name in the cache (another machine's, say) comes second
+    other = training.train(fusion.FilterConfig(("image",), hidden=8, seed=5), tiny, epochs=1,
+                           batch_size=16, log=lambda _: None)
+    other.config = config
+    fusion.save(other, checkpoints.checkpoint_dir(tmp_path / "cache", config, 1, len(tiny)))
 
     def refuse(*args, **kwargs):
         raise AssertionError("trained although the package ships the checkpoint")
@@ -253,6 +264,10 @@ def test_a_packaged_checkpoint_is_preferred_to_training(tiny, tmp_path, monkeypa
     demo_name = checkpoints.checkpoint_dir(checkpoints.RECIPE.cache, demo,
                                            checkpoints.RECIPE.epochs,
                                            checkpoints.RECIPE.n_train).name
-    shutil.copytree(packaged / name, packaged / demo_name)
     monkeypatch.chdir(tmp_path)
+    cached = checkpoints.checkpoint_dir(checkpoints.RECIPE.cache, demo,
+                                        checkpoints.RECIPE.epochs, checkpoints.RECIPE.n_train)
+    fusion.save(other, cached)
+    assert checkpoints.demo_checkpoint(log=lines.append) == cached
+    shutil.copytree(packaged / name, packaged / demo_name)
     assert checkpoints.demo_checkpoint(log=lines.append) == packaged / demo_name
