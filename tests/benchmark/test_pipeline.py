@@ -48,6 +48,16 @@ def test_tiny_benchmark_writes_everything_and_resumes(tmp_path, capsys):
     stored = json.loads((out / "results.json").read_text())
     assert set(stored["units"]) == {"seed0_level0_anywhere", "seed0_level0_append",
                                     "seed1_level0_anywhere"}
+    # each filter's checkpoint is named by its hash, recomputed here from the folder
+    from hybridcert.models import fusion
+    from hybridcert.models.checkpoints import checkpoint_dir
+    for seed in (0, 1):
+        config = cfg.filter_config(cfg.levels[0], seed)
+        digest = fusion.checkpoint_sha256(checkpoint_dir(cfg.cache, config, cfg.epochs,
+                                                         cfg.n_train))
+        info = stored["checkpoints"][config.name]
+        assert info == {"source": "cache", "sha256": digest, "manifest": None}
+        assert f"{digest[:12]} (cache; not in manifest)" in report
     # the detector is certified for both seeds, the majority vote for seed 0 only
     assert "seeds [0, 1]: tau" in report and "threat anywhere, seeds [0]" in report
     assert stored["units"]["seed0_level0_append"]["threat"] == "append"
@@ -131,9 +141,9 @@ def test_demo_runs_only_what_its_report_shows(tmp_path):
     assert demo_cfg.settings.mode == "fixed" and demo_cfg.attack.inputs == 0
     assert demo_cfg.counterexample.seconds == 0 and not demo_cfg.factorized_and
     full = benchmark.full_config()
-    assert full.attack.inputs >= 30 and full.counterexample.seconds >= 1200
+    assert full.attack.inputs >= 100 and full.counterexample.seconds >= 600
     assert full.factorized_and and set(full.threats) == set(THREATS)
-    assert full.settings.mode == "sequential" and full.settings.n_max == 10_000
+    assert full.settings.mode == "fixed" and full.settings.n_max == benchmark.FULL_N
     cfg = benchmark.BenchmarkConfig(
         n_train=60, n_val=40, n_test=40, epochs=1, test_inputs=8, val_inputs=12, val_shifted=8,
         val_copies=4, val_copies_top=8, settings=Settings(n_max=200, mode="fixed",
@@ -192,7 +202,12 @@ def test_demo_checkpoint_is_the_benchmark_checkpoint(tmp_path, monkeypatch):
     directory.mkdir(parents=True)
     (directory / "config.json").write_text("{}")
     (directory / "model.safetensors").write_bytes(b"")
-    assert serve_demo.demo_checkpoint(log=lambda m: None) == directory
+    # the package ships this checkpoint (hash-checked on load), preferred to the cache's
+    from hybridcert.models import fusion
+    from hybridcert.models.checkpoints import PACKAGED, manifest_entry
+    shipped = serve_demo.demo_checkpoint(log=lambda m: None)
+    assert shipped == PACKAGED / directory.name
+    assert fusion.checkpoint_sha256(shipped) == manifest_entry(directory.name)["sha256"]
 
 
 def test_configuration_errors():

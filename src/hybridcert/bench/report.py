@@ -710,8 +710,9 @@ def _quality_section(results, cfg) -> list[str]:
 
 def _models_section(results, metrics, cfg) -> list[str]:
     lines = ["## Filters, thresholds and costs", "",
-             "| level | threat | seed | train s | tau | validation false flags | test false "
-             "flags (certified) | draws per input | certify s |", "|---" * 9 + "|"]
+             "| level | threat | seed | train s | checkpoint SHA-256 | tau | validation false "
+             "flags | test false flags (certified) | draws per input | certify s |",
+             "|---" * 10 + "|"]
     for info in results["units"].values():
         config = cfg.filter_config(cfg.levels[info["level"]], info["seed"])
         summary = info
@@ -721,13 +722,27 @@ def _models_section(results, metrics, cfg) -> list[str]:
         k = m["seeds"].index(info["seed"])
         train = results["training"].get(config.name, 0)
         lines.append(f"| {_level_name(cfg, info['level'])} | {info['threat']} | {info['seed']} "
-                     f"| {train:.0f} | {m['taus'][k]:.4f} | {100 * m['val_rates'][k]:.1f}% | "
+                     f"| {train:.0f} | {_checkpoint(results, config.name)} | "
+                     f"{m['taus'][k]:.4f} | {100 * m['val_rates'][k]:.1f}% | "
                      f"{100 * m['test_rates'][k]:.1f}% | {summary['mean_draws']:.0f} | "
                      f"{summary['seconds']:.0f} |")
     lines += ["", "train s: as recorded beside the checkpoint when it was trained (0: reused "
-                  "from a run that recorded no time; see run.log of the run that trained it).",
-              ""]
+                  "from a run that recorded no time; see run.log of the run that trained it). "
+                  "Checkpoint: the first 12 hex digits of its SHA-256 "
+                  "(`hybridcert.models.fusion.checkpoint_sha256`), where it came from (the "
+                  "package's committed copy or the cache) and whether it equals the committed "
+                  "manifest's (src/hybridcert/models/manifest.json; 'no' means the figures that "
+                  "depend on it will differ from the committed report's).", ""]
     return lines
+
+
+def _checkpoint(results: dict, name: str) -> str:
+    info = results.get("checkpoints", {}).get(name)
+    if not info:
+        return "–"
+    match = {True: "matches manifest", False: "**differs from manifest**",
+             None: "not in manifest"}[info["manifest"]]
+    return f"{info['sha256'][:12]} ({info['source']}; {match})"
 
 
 def _headline_section(metrics, cfg, threat) -> list[str]:

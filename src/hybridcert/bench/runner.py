@@ -43,7 +43,7 @@ from hybridcert.blocks import Continuous, HybridNoise, TokenBlock, Tokens
 from hybridcert.certificate import MAJORITY, Rule
 from hybridcert.datasets import safety
 from hybridcert.models import fusion, training
-from hybridcert.models.checkpoints import RECIPE, load_or_train
+from hybridcert.models.checkpoints import RECIPE, load_or_train, provenance
 from hybridcert.noise import Gaussian, Substitution
 from hybridcert.reports.tables import EPS_GRID, TOKEN_GRID
 from hybridcert.smoothing import SmoothedClassifier, write_tsv
@@ -316,7 +316,8 @@ def run(cfg: BenchmarkConfig) -> dict:
     test_index = test_index[np.argsort(test.attention[test_index].sum(1), kind="stable")]
     val_index = stratified_subset(val, cfg.val_inputs, cfg.run_seed + 1, field="style")
     results: dict = {"config": _config_dict(cfg), "machine": _machine(), "units": {},
-                     "training": {}, "quality": {}, "baselines": {}, "timings": {}}
+                     "training": {}, "checkpoints": {}, "quality": {}, "baselines": {},
+                     "timings": {}}
     results["inputs"] = {"test": _ids("test", test_index), "labels": test.labels[
         test_index].tolist(), "slices": test.meta["slice"][test_index].tolist()}
 
@@ -327,6 +328,8 @@ def run(cfg: BenchmarkConfig) -> dict:
             config = cfg.filter_config(level, seed)
             model, seconds = load_or_train(cfg.cache, config, data["train"], cfg.epochs, log)
             results["training"][config.name] = round(seconds, 1)
+            results["checkpoints"][config.name] = provenance(cfg.cache, config, cfg.epochs,
+                                                             len(data["train"]))
             results["quality"][config.name] = _quality(cfg, model, test, units_dir,
                                                        config.name)
             models[(seed, li)] = model

@@ -136,6 +136,19 @@ def packaged_checkpoint(directory_name: str) -> Path | None:
         (folder / "model.safetensors").is_file() else None
 
 
+def provenance(cache: Path, config: fusion.FilterConfig, epochs: int, n_train: int) -> dict:
+    """Which checkpoint :func:`load_or_train` uses for ``config`` (``"packaged"`` or
+    ``"cache"``), its SHA-256, and whether that equals the committed manifest's (``manifest``:
+    True / False, None when the manifest has no entry)."""
+    directory = checkpoint_dir(cache, config, epochs, n_train)
+    packaged = packaged_checkpoint(directory.name)
+    folder = packaged or directory
+    digest = fusion.checkpoint_sha256(folder)
+    entry = manifest_entry(directory.name)
+    return {"source": "packaged" if packaged else "cache", "sha256": digest,
+            "manifest": None if entry is None else entry["sha256"] == digest}
+
+
 def load_or_train(cache: Path, config: fusion.FilterConfig, train_data: safety.SafetyData,
                   epochs: int, log: Callable[[str], None] = print
                   ) -> tuple[fusion.SafetyFilter, float]:
