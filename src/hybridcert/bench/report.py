@@ -703,8 +703,12 @@ def _quality_section(results, cfg) -> list[str]:
                              f"{100 * m['balanced']:.1f}")
             lines.append(f"| {_level_name(cfg, li)} | {seed} | " + " | ".join(cells) + " |")
     lines += ["", "Unimodal references on the same split (docs/DATASET.md): exact ceilings "
-                  "61.6 % (image alone) and 58.6 % (text alone); trained probes at most "
-                  "59.5 % (fine-tuned MiniLM, text) and 54.3 % (CNN, images).", ""]
+                  "61.6 % (image alone) and 58.6 % (text alone), properties of the data "
+                  "generator. Trained probes (not run by this benchmark: "
+                  "`benchmarks/probes.py`, docs/benchmark/probes.log) reached 59.5 % "
+                  "(fine-tuned MiniLM, text) and 54.3 % (CNN, images) but were NOT trained to "
+                  "convergence (3,000 records, the text probe 2 epochs at 55.1 % training "
+                  "accuracy): read them as lower bounds on what one modality can do.", ""]
     return lines
 
 
