@@ -109,14 +109,18 @@ def data_sha256(data: safety.SafetyData) -> str:
     return digest.hexdigest()
 
 
-def training_record(seconds: float, digest: str, data: str) -> dict:
+def training_record(seconds: float, digest: str, data: str, device: str = "cpu") -> dict:
     """The contents of ``training.json``: seconds, the checkpoint's and the training data's
-    SHA-256, and what trained it."""
+    SHA-256, and what trained it (``device`` named when not the CPU)."""
     import torch
 
-    return {"seconds": round(seconds, 1), "sha256": digest, "data_sha256": data,
-            "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "machine": platform.machine(), "processor": _processor()}
+    out = {"seconds": round(seconds, 1), "sha256": digest, "data_sha256": data,
+           "torch": torch.__version__, "threads": torch.get_num_threads(),
+           "machine": platform.machine(), "processor": _processor()}
+    if device != "cpu":
+        out["device"] = torch.cuda.get_device_name(torch.device(device)) \
+            if device.startswith("cuda") else device
+    return out
 
 
 def _processor() -> str:
@@ -150,12 +154,14 @@ def provenance(cache: Path, config: fusion.FilterConfig, epochs: int, n_train: i
 
 
 def load_or_train(cache: Path, config: fusion.FilterConfig, train_data: safety.SafetyData,
-                  epochs: int, log: Callable[[str], None] = print
+                  epochs: int, log: Callable[[str], None] = print, device: str = "cpu"
                   ) -> tuple[fusion.SafetyFilter, float]:
     """The checkpoint of ``config``: the package's copy, else the cache's, else trained into
-    the cache; checked against the committed manifest (:func:`check_manifest`).  Returns it
-    with its training time in seconds (when reused: the time recorded beside it when it was
-    trained, 0 without one)."""
+    the cache (on ``device``; the model returned is on the CPU either way); checked against
+    the committed manifest (:func:`check_manifest`: the manifest's hashes are of CPU
+    training, so a checkpoint trained on CUDA is expected to differ).  Returns it with its
+    training time in seconds (when reused: the time recorded beside it when it was trained,
+    0 without one)."""
     directory = checkpoint_dir(cache, config, epochs, len(train_data))
     for folder in (packaged_checkpoint(directory.name), directory):
         if folder is None:
@@ -175,11 +181,12 @@ def load_or_train(cache: Path, config: fusion.FilterConfig, train_data: safety.S
         return model, seconds
     log(f"training {directory.name} ...")
     start = time.perf_counter()
-    model = training.train(config, train_data, epochs=epochs, log=lambda m: log("  " + m))
+    model = training.train(config, train_data, epochs=epochs, log=lambda m: log("  " + m),
+                           device=device)
     seconds = time.perf_counter() - start
     fusion.save(model, directory)
     digest = fusion.checkpoint_sha256(directory)
-    record = training_record(seconds, digest, data_sha256(train_data))
+    record = training_record(seconds, digest, data_sha256(train_data), device)
     (directory / TRAINING_RECORD).write_text(json.dumps(record, indent=1))
     log(f"  trained in {seconds:.0f} s, SHA-256 {digest[:16]}...")
     check_manifest(directory.name, digest, record["data_sha256"], log)
