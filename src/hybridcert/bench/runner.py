@@ -461,7 +461,8 @@ def _quality(cfg, model, test, units_dir: Path, name: str) -> dict:
     path = units_dir / f"quality_{name}.json"
     stored = load_unit(path)
     if stored is None:
-        stored = training.evaluate(model, test, votes=cfg.quality_votes, seed=cfg.run_seed)
+        stored = training.evaluate(model, test, votes=cfg.quality_votes, seed=cfg.run_seed,
+                                   device=cfg.device)
         save_unit(path, stored)
     return stored
 

@@ -6,6 +6,7 @@ certification uses — with the same noise levels the model is later certified a
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 
@@ -176,10 +177,14 @@ def train(config: FilterConfig, data: SafetyData, epochs: int = 8, batch_size: i
 
 @torch.no_grad()
 def predict(model: SafetyFilter, data: SafetyData, copies: int = 0, seed: int = 0,
-            batch_size: int = 512) -> np.ndarray:
+            batch_size: int = 512, device: str = "cpu") -> np.ndarray:
     """Labels of ``data``: on clean inputs (``copies=0``), on one noisy copy (``copies=1``),
-    or the majority vote of ``copies`` noisy copies (ties go to class 0)."""
+    or the majority vote of ``copies`` noisy copies (ties go to class 0).  The noise is drawn
+    on the CPU; off the CPU a copy of the model runs on ``device``."""
     model.eval()
+    device = torch.device(device)
+    if device.type != "cpu":
+        model = copy.deepcopy(model).to(device)
     generator = torch.Generator().manual_seed(seed)
     noise = hybrid_noise(model.config, noised=copies > 0)
     repeat = max(1, copies)
@@ -188,9 +193,12 @@ def predict(model: SafetyFilter, data: SafetyData, copies: int = 0, seed: int = 
     for begin in range(0, len(data), per_batch):
         index = np.arange(begin, min(begin + per_batch, len(data)))
         batch = {k: v.repeat_interleave(repeat, 0) for k, v in data.batch(index).items()}
-        labels = model(noise.noise_batch(batch, generator)).argmax(1).view(-1, repeat)
+        batch = noise.noise_batch(batch, generator)
+        if device.type != "cpu":
+            batch = {k: v.to(device) for k, v in batch.items()}
+        labels = model(batch).argmax(1).view(-1, repeat)
         votes = labels.sum(1)
-        out[index] = (2 * votes > repeat).long().numpy()
+        out[index] = (2 * votes > repeat).long().cpu().numpy()
     return out
 
 
@@ -201,18 +209,19 @@ def class_metrics(pred: np.ndarray, labels: np.ndarray) -> dict:
     return {"safe": safe, "unsafe": unsafe, "balanced": (safe + unsafe) / 2}
 
 
-def evaluate(model: SafetyFilter, data: SafetyData, votes: int = 0, seed: int = 0) -> dict:
+def evaluate(model: SafetyFilter, data: SafetyData, votes: int = 0, seed: int = 0,
+             device: str = "cpu") -> dict:
     """Clean, noisy (one copy) and, with ``votes > 0``, majority-vote ("smoothed", no
     abstention, not a certificate) per-class accuracy; overall and per slice.  Also
     ``clean_accuracy`` and ``noisy_accuracy``: plain accuracies (= balanced accuracy on the
-    exactly balanced splits)."""
+    exactly balanced splits).  ``device``: where the model runs (:func:`predict`)."""
     modes = {"clean": 0, "noisy": 1}
     if votes:
         modes["smoothed"] = votes
     out = {}
     slices = np.unique(data.meta["slice"])
     for mode, copies in modes.items():
-        pred = predict(model, data, copies, seed)
+        pred = predict(model, data, copies, seed, device=device)
         out[mode] = class_metrics(pred, data.labels)
         if mode in ("clean", "noisy"):
             out[f"{mode}_accuracy"] = float(np.mean(pred == data.labels))
