@@ -127,7 +127,8 @@ def test_explicit_cpu_device_gives_the_default_run(tiny_run, tmp_path):
     explicit = replace(cfg, device="cpu", out=tmp_path / "out", cache=tmp_path / "cache")
     assert explicit.signature() == cfg.signature() and explicit.batch_size == 128
     again = benchmark.run(explicit)
-    assert again["config"]["device"] == "cpu"
+    assert again["config"]["device"] == "cpu" and "device" not in again["machine"]
+    assert "(`python -m hybridcert.bench.demo --full`)" in (explicit.out / "REPORT.md").read_text()
     ours = _figures(again, explicit.cache / "bench" / "out" / explicit.signature())
     theirs = _figures(results, cfg.cache / "bench" / "out" / cfg.signature())
     assert ours["units"]["seed0_level0_anywhere"]["outcomes"]["detector"]
@@ -159,55 +160,67 @@ def test_tiny_benchmark_on_cuda(tiny_run, tmp_path):
     search is written; its units are apart from the CPU run's; the stored results are plain
     numbers whose bounds are the Clopper-Pearson bounds of their own counts; and a
     CPU-trained filter labels clean inputs alike on both devices."""
+    check_device_run(tiny_run, tmp_path, "cuda")
+
+
+def check_device_run(tiny_run, tmp_path: Path, device: str) -> None:
+    """The body of :func:`test_tiny_benchmark_on_cuda` (also runs with ``device="cpu"``,
+    where the device-specific claims are equalities instead)."""
     from scipy.stats import beta
 
     from hybridcert.bench.engine import count_copies
     from hybridcert.bench.models import CachedModality, FastFilter
     from hybridcert.bench.threats import noise_for
+    from hybridcert.datasets import safety
     from hybridcert.models import fusion
     from hybridcert.models.checkpoints import checkpoint_dir
     from hybridcert.smoothing import SmoothedClassifier
 
     cfg, results = tiny_run
-    gpu = replace(cfg, device="cuda", batch_size=None, out=tmp_path / "out",
-                  cache=tmp_path / "cache")
-    assert gpu.batch_size == 1024 and gpu.signature() != cfg.signature()
-    stored = benchmark.run(gpu)
-    assert set(stored["units"]) == set(results["units"]) and stored["config"]["device"] == "cuda"
-    assert stored["attacks"]["levels"]["0"]["available"] >= 0 and stored["counterexample"]
-    record = json.loads((checkpoint_dir(gpu.cache, gpu.filter_config(gpu.levels[0], 0),
-                                        gpu.epochs, gpu.n_train) / "training.json").read_text())
-    assert record["device"]                                       # the GPU's name
-    alpha = gpu.settings.alpha
+    on_gpu = device != "cpu"
+    run_cfg = replace(cfg, device=device, batch_size=None, out=tmp_path / "out",
+                      cache=tmp_path / "cache")
+    assert run_cfg.batch_size == (1024 if on_gpu else 128)
+    assert (run_cfg.signature() != cfg.signature()) == on_gpu
+    stored = benchmark.run(run_cfg)
+    assert set(stored["units"]) == set(results["units"])
+    assert stored["config"]["device"] == device and ("device" in stored["machine"]) == on_gpu
+    assert stored["attacks"]["levels"]["0"]["rows"] is not None and stored["counterexample"]
+    report = (run_cfg.out / "REPORT.md").read_text()
+    assert ("--device cuda" in report) == on_gpu
+    record = json.loads((checkpoint_dir(run_cfg.cache, run_cfg.filter_config(cfg.levels[0], 0),
+                                        cfg.epochs, cfg.n_train) / "training.json").read_text())
+    assert ("device" in record) == on_gpu                          # the GPU's name
+    alpha = run_cfg.settings.alpha
     for name in stored["units"]:
-        unit = json.loads((gpu.cache / "bench" / "out" / gpu.signature() / f"{name}.json")
-                          .read_text())
-        assert unit["drawn"] == [gpu.settings.n_max] * gpu.test_inputs
+        unit = json.loads((run_cfg.cache / "bench" / "out" / run_cfg.signature() /
+                           f"{name}.json").read_text())
+        assert unit["drawn"] == [run_cfg.settings.n_max] * run_cfg.test_inputs
         for row in unit["rows"]["detector"]:
             k, n = row["counts"][1], sum(row["counts"])
             expected = 0.0 if k == 0 else float(beta.ppf(alpha, k, n - k + 1))
-            assert n == gpu.settings.n_max and row["p_lower"] == pytest.approx(expected,
-                                                                               abs=1e-9)
+            assert n == run_cfg.settings.n_max
+            assert row["p_lower"] == pytest.approx(expected, abs=1e-9)
     # the CPU run's filter on both devices: the same clean labels; the cached-modality labels
-    # on CUDA are the full filter's
+    # on the device are the full filter's
     model = fusion.load(checkpoint_dir(cfg.cache, cfg.filter_config(cfg.levels[0], 0),
                                        cfg.epochs, cfg.n_train))
-    from hybridcert.datasets import safety
     test = safety.splits(cfg.n_train, cfg.n_val, cfg.n_test, cfg.data_seed,
                          cfg.cache / "data")["test"]
     batch = test.batch(np.arange(8))
-    cpu_logits = FastFilter(model)(batch)
-    fast = FastFilter(model).to("cuda")
-    cuda_logits = fast({k: v.cuda() for k, v in batch.items()}).cpu()
-    assert torch.equal(cpu_logits.argmax(1), cuda_logits.argmax(1))
-    assert torch.allclose(cpu_logits, cuda_logits, atol=1e-3)
+    with torch.no_grad():
+        cpu_logits = FastFilter(model)(batch)
+        fast = FastFilter(model).to(device)
+        device_logits = fast({k: v.to(device) for k, v in batch.items()}).cpu()
+    assert torch.equal(cpu_logits.argmax(1), device_logits.argmax(1))
+    assert torch.allclose(cpu_logits, device_logits, atol=1e-3)
     records = [test.record(i) for i in range(4)]
     noise = noise_for(cfg.levels[0], "anywhere", image=False, text=True)
-    clf = SmoothedClassifier(fast, noise, 2, batch_size=64, device="cuda")
+    clf = SmoothedClassifier(fast, noise, 2, batch_size=64, device=device)
     full = count_copies(clf, records, [1, 2, 3, 4], 32, batch_size=64)
     cached = count_copies(clf, records, [1, 2, 3, 4], 32, batch_size=64,
                           labels_fn=CachedModality(fast, "image", records))
-    assert np.abs(full - cached).sum() <= 2      # last-bit ties only
+    assert full.sum() == 4 * 32 and np.abs(full - cached).sum() <= 2   # last-bit ties only
 
 
 def _check_curves_and_references(cfg, report: str, stored: dict) -> None:

@@ -348,7 +348,7 @@ def run(cfg: BenchmarkConfig) -> dict:
     # a batch runs at its longest text: certify in order of length
     test_index = test_index[np.argsort(test.attention[test_index].sum(1), kind="stable")]
     val_index = stratified_subset(val, cfg.val_inputs, cfg.run_seed + 1, field="style")
-    results: dict = {"config": _config_dict(cfg), "machine": _machine(), "units": {},
+    results: dict = {"config": _config_dict(cfg), "machine": _machine(cfg.device), "units": {},
                      "training": {}, "checkpoints": {}, "quality": {}, "baselines": {},
                      "timings": {}}
     results["inputs"] = {"test": _ids("test", test_index), "labels": test.labels[
@@ -700,12 +700,15 @@ def _config_dict(cfg: BenchmarkConfig) -> dict:
     return out
 
 
-def _machine() -> dict:
+def _machine(device: str = "cpu") -> dict:
     import os
 
-    return {"machine": platform.machine(), "cores": os.cpu_count(),
-            "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "python": platform.python_version()}
+    out = {"machine": platform.machine(), "cores": os.cpu_count(),
+           "torch": torch.__version__, "threads": torch.get_num_threads(),
+           "python": platform.python_version()}
+    if device != "cpu":
+        out["device"] = torch.cuda.get_device_name(torch.device(device))
+    return out
 
 
 __all__ = ["CELLS", "BenchmarkConfig", "full_config",
