@@ -188,9 +188,12 @@ def check_device_run(tiny_run, tmp_path: Path, device: str) -> None:
     assert stored["attacks"]["levels"]["0"]["rows"] is not None and stored["counterexample"]
     report = (run_cfg.out / "REPORT.md").read_text()
     assert ("--device cuda" in report) == on_gpu
-    record = json.loads((checkpoint_dir(run_cfg.cache, run_cfg.filter_config(cfg.levels[0], 0),
-                                        cfg.epochs, cfg.n_train) / "training.json").read_text())
+    config = run_cfg.filter_config(cfg.levels[0], 0)
+    folder = checkpoint_dir(run_cfg.cache, config, cfg.epochs, cfg.n_train, device)
+    assert folder.name.endswith("_cuda") == on_gpu       # apart from the CPU's checkpoints
+    record = json.loads((folder / "training.json").read_text())
     assert ("device" in record) == on_gpu                          # the GPU's name
+    assert stored["checkpoints"][config.name]["sha256"] == fusion.checkpoint_sha256(folder)
     alpha = run_cfg.settings.alpha
     for name in stored["units"]:
         unit = json.loads((run_cfg.cache / "bench" / "out" / run_cfg.signature() /

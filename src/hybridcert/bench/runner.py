@@ -363,7 +363,7 @@ def run(cfg: BenchmarkConfig) -> dict:
                                            device=cfg.device)
             results["training"][config.name] = round(seconds, 1)
             results["checkpoints"][config.name] = provenance(cfg.cache, config, cfg.epochs,
-                                                             len(data["train"]))
+                                                             len(data["train"]), cfg.device)
             results["quality"][config.name] = _quality(cfg, model, test, units_dir,
                                                        config.name)
             models[(seed, li)] = model
