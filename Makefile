@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# where `make full-benchmark` trains and runs its models: cpu, cuda or cuda:N
+DEVICE ?= cpu
 
 .PHONY: demo test lint bench full-benchmark serve clean
 
@@ -37,7 +39,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/smoothing_overhead.py
 
 full-benchmark: $(STAMP)
-	$(PY) -m hybridcert.bench.demo --full --out docs/benchmark/full
+	$(PY) -m hybridcert.bench.demo --full --device $(DEVICE) --out docs/benchmark/full
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

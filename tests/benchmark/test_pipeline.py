@@ -5,10 +5,12 @@ has the operating curves, the references at a matched false-flag rate and the pe
 intervals."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from hybridcert.bench import demo
 from hybridcert.bench import runner as benchmark
@@ -34,9 +36,15 @@ def _tiny(tmp_path: Path) -> benchmark.BenchmarkConfig:
         bootstrap=50, out=tmp_path / "out", cache=tmp_path / "cache")
 
 
-def test_tiny_benchmark_writes_everything_and_resumes(tmp_path, capsys):
-    cfg = _tiny(tmp_path)
-    results = benchmark.run(cfg)
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The tiny full configuration, run once (default device) for the tests below."""
+    cfg = _tiny(tmp_path_factory.mktemp("tiny"))
+    return cfg, benchmark.run(cfg)
+
+
+def test_tiny_benchmark_writes_everything_and_resumes(tiny_run, capsys):
+    cfg, results = tiny_run
     out = cfg.out
     report = (out / "REPORT.md").read_text()
     for heading in ("## Filters: clean, noisy and smoothed accuracy per class",
@@ -90,6 +98,132 @@ def test_tiny_benchmark_writes_everything_and_resumes(tmp_path, capsys):
     assert "reusing unit seed0_level0_anywhere" in log and "training" not in log
     # a reused checkpoint reports the training time recorded when it was trained
     assert again["training"] == stored["training"] and min(stored["training"].values()) > 0
+
+
+def _figures(results: dict, units_dir: Path) -> dict:
+    """What a run computed, without its timings: per unit the cell outcomes, counts and
+    bounds of every input, the calibration, the checkpoints and quality, the baselines'
+    outcomes and the attacks' rows."""
+    units = {}
+    for name in results["units"]:
+        unit = json.loads((units_dir / f"{name}.json").read_text())
+        units[name] = {"outcomes": unit["outcomes"], "drawn": unit["drawn"],
+                       "tau": unit["calibration"]["tau"], "ids": unit["ids"],
+                       "rows": {k: [(r["predict"], r["p_lower"], r["counts"], r["frontier"])
+                                    for r in rows] for k, rows in unit["rows"].items()}}
+    baselines = {li: {k: v["outcomes"] for k, v in unit.items() if isinstance(v, dict)
+                      and "outcomes" in v} for li, unit in results["baselines"].items()}
+    attacks = [{k: v for k, v in row.items() if k != "time"}
+               for row in results["attacks"]["levels"]["0"]["rows"]]
+    return {"units": units, "checkpoints": results["checkpoints"],
+            "quality": results["quality"], "baselines": baselines, "attacks": attacks,
+            "inputs": results["inputs"]}
+
+
+def test_explicit_cpu_device_gives_the_default_run(tiny_run, tmp_path):
+    """``device="cpu"`` named is the default: the same signature (the units cached before the
+    device option stay valid) and, trained and certified afresh, the same figures."""
+    cfg, results = tiny_run
+    explicit = replace(cfg, device="cpu", out=tmp_path / "out", cache=tmp_path / "cache")
+    assert explicit.signature() == cfg.signature() and explicit.batch_size == 128
+    again = benchmark.run(explicit)
+    assert again["config"]["device"] == "cpu" and "device" not in again["machine"]
+    assert "(`python -m hybridcert.bench.demo --full`)" in (explicit.out / "REPORT.md").read_text()
+    ours = _figures(again, explicit.cache / "bench" / "out" / explicit.signature())
+    theirs = _figures(results, cfg.cache / "bench" / "out" / cfg.signature())
+    assert ours["units"]["seed0_level0_anywhere"]["outcomes"]["detector"]
+    assert ours == theirs
+
+
+def test_device_is_in_the_signature_off_the_cpu():
+    cpu = benchmark.BenchmarkConfig()
+    assert cpu.device == "cpu" and cpu.batch_size == 128
+    # the CPU signature is the one from before the device option (safety data version 2)
+    from hybridcert.datasets import safety
+    if safety.VERSION == 2:
+        assert cpu.signature() == SIGNATURE_BEFORE_DEVICE
+    cuda = benchmark.BenchmarkConfig()
+    cuda.device = "cuda"               # not validated here: no GPU needed for the signature
+    assert cuda.signature() != cpu.signature()
+    assert benchmark.BenchmarkConfig(batch_size=128).signature() == cpu.signature()
+    with pytest.raises(ValueError, match="batch_size"):
+        benchmark.BenchmarkConfig(batch_size=0)
+
+
+#: ``BenchmarkConfig().signature()`` before the device option was added.
+SIGNATURE_BEFORE_DEVICE = "7edc7ec0ce0bb2a3"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_tiny_benchmark_on_cuda(tiny_run, tmp_path):
+    """The tiny configuration on CUDA, trained afresh there: every unit, baseline, attack and
+    search is written; its units are apart from the CPU run's; the stored results are plain
+    numbers whose bounds are the Clopper-Pearson bounds of their own counts; and a
+    CPU-trained filter labels clean inputs alike on both devices."""
+    check_device_run(tiny_run, tmp_path, "cuda")
+
+
+def check_device_run(tiny_run, tmp_path: Path, device: str) -> None:
+    """The body of :func:`test_tiny_benchmark_on_cuda` (also runs with ``device="cpu"``,
+    where the device-specific claims are equalities instead)."""
+    from scipy.stats import beta
+
+    from hybridcert.bench.engine import count_copies
+    from hybridcert.bench.models import CachedModality, FastFilter
+    from hybridcert.bench.threats import noise_for
+    from hybridcert.datasets import safety
+    from hybridcert.models import fusion
+    from hybridcert.models.checkpoints import checkpoint_dir
+    from hybridcert.smoothing import SmoothedClassifier
+
+    cfg, results = tiny_run
+    on_gpu = device != "cpu"
+    run_cfg = replace(cfg, device=device, batch_size=None, out=tmp_path / "out",
+                      cache=tmp_path / "cache")
+    assert run_cfg.batch_size == (1024 if on_gpu else 128)
+    assert (run_cfg.signature() != cfg.signature()) == on_gpu
+    stored = benchmark.run(run_cfg)
+    assert set(stored["units"]) == set(results["units"])
+    assert stored["config"]["device"] == device and ("device" in stored["machine"]) == on_gpu
+    assert stored["attacks"]["levels"]["0"]["rows"] is not None and stored["counterexample"]
+    report = (run_cfg.out / "REPORT.md").read_text()
+    assert ("--device cuda" in report) == on_gpu
+    config = run_cfg.filter_config(cfg.levels[0], 0)
+    folder = checkpoint_dir(run_cfg.cache, config, cfg.epochs, cfg.n_train, device)
+    assert folder.name.endswith("_cuda") == on_gpu       # apart from the CPU's checkpoints
+    record = json.loads((folder / "training.json").read_text())
+    assert ("device" in record) == on_gpu                          # the GPU's name
+    assert stored["checkpoints"][config.name]["sha256"] == fusion.checkpoint_sha256(folder)
+    alpha = run_cfg.settings.alpha
+    for name in stored["units"]:
+        unit = json.loads((run_cfg.cache / "bench" / "out" / run_cfg.signature() /
+                           f"{name}.json").read_text())
+        assert unit["drawn"] == [run_cfg.settings.n_max] * run_cfg.test_inputs
+        for row in unit["rows"]["detector"]:
+            k, n = row["counts"][1], sum(row["counts"])
+            expected = 0.0 if k == 0 else float(beta.ppf(alpha, k, n - k + 1))
+            assert n == run_cfg.settings.n_max
+            assert row["p_lower"] == pytest.approx(expected, abs=1e-9)
+    # the CPU run's filter on both devices: the same clean labels; the cached-modality labels
+    # on the device are the full filter's
+    model = fusion.load(checkpoint_dir(cfg.cache, cfg.filter_config(cfg.levels[0], 0),
+                                       cfg.epochs, cfg.n_train))
+    test = safety.splits(cfg.n_train, cfg.n_val, cfg.n_test, cfg.data_seed,
+                         cfg.cache / "data")["test"]
+    batch = test.batch(np.arange(8))
+    with torch.no_grad():
+        cpu_logits = FastFilter(model)(batch)
+        fast = FastFilter(model).to(device)
+        device_logits = fast({k: v.to(device) for k, v in batch.items()}).cpu()
+    assert torch.equal(cpu_logits.argmax(1), device_logits.argmax(1))
+    assert torch.allclose(cpu_logits, device_logits, atol=1e-3)
+    records = [test.record(i) for i in range(4)]
+    noise = noise_for(cfg.levels[0], "anywhere", image=False, text=True)
+    clf = SmoothedClassifier(fast, noise, 2, batch_size=64, device=device)
+    full = count_copies(clf, records, [1, 2, 3, 4], 32, batch_size=64)
+    cached = count_copies(clf, records, [1, 2, 3, 4], 32, batch_size=64,
+                          labels_fn=CachedModality(fast, "image", records))
+    assert full.sum() == 4 * 32 and np.abs(full - cached).sum() <= 2   # last-bit ties only
 
 
 def _check_curves_and_references(cfg, report: str, stored: dict) -> None:
@@ -186,6 +320,25 @@ def test_command_line(tmp_path):
     with pytest.raises(ValueError, match="unknown arguments"):
         demo.parse(["--fast"])
     assert demo.main(["--nope"]) == 2
+    assert demo.parse(["--full", "--device", "cpu"]).device == "cpu"
+    assert demo.parse([]).device == "cpu" and full.device == "cpu"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--full", "--device", "gpu"], "device must be 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
+    (["--device", "cuda:x"], "device must be 'cpu', 'cuda' or 'cuda:N', got 'cuda:x'"),
+    (["--full", "--device"], "--device needs cpu, cuda or cuda:N"),
+    (["--device", "--full"], "--device needs cpu, cuda or cuda:N"),
+] + ([] if torch.cuda.is_available() else [
+    (["--full", "--device", "cuda"], "device 'cuda' requested but CUDA is not available")]))
+def test_bad_device_is_a_one_line_error(argv, message, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert demo.main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1
+    assert not out.exists()
+    with pytest.raises(ValueError, match="device"):
+        benchmark.BenchmarkConfig(device="tpu")
 
 
 def test_demo_checkpoint_is_the_benchmark_checkpoint(tmp_path, monkeypatch):

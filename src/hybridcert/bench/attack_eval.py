@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hybridcert.bench.models import FastFilter
+from hybridcert.bench.models import FastFilter, on_cpu_side
 from hybridcert.blocks import HybridNoise, TokenBlock
 from hybridcert.datasets import safety
 from hybridcert.reports import plots
@@ -111,7 +111,7 @@ def certified_flagged(unit: dict) -> list[dict]:
 
 def attack_unit(model, noise: HybridNoise, data: safety.SafetyData, unit: dict,
                 settings: AttackSettings, alpha: float, seed: int, batch_size: int = 128,
-                log=print) -> dict:
+                log=print, device: str = "cpu") -> dict:
     """Attack the unit's unsafe inputs certified flagged inside and beyond their regions.
 
     Parameters
@@ -130,6 +130,12 @@ def attack_unit(model, noise: HybridNoise, data: safety.SafetyData, unit: dict,
         Level of the re-estimates' bounds (the unit's).
     seed : int
         Seed of the input draw, the attack and the fresh draws.
+    batch_size : int
+        Copies per forward pass of the fresh draws.
+    log : callable
+    device : str
+        Where the filter runs and the fresh copies are drawn (the attack's own tensors stay
+        on the CPU, :func:`~hybridcert.bench.models.on_cpu_side`).
 
     Returns
     -------
@@ -142,9 +148,12 @@ def attack_unit(model, noise: HybridNoise, data: safety.SafetyData, unit: dict,
     start = time.perf_counter()
     tau = float(unit["calibration"]["tau"])
     kinds = check_kinds(True, settings.beyond)
-    fast = FastFilter(model)
-    target = AttackTarget(SmoothedClassifier(fast, noise, 2, batch_size=batch_size),
-                          AttackView.of(noise), lambda record: fast, Detector(tau, 1, "flag"))
+    fast = FastFilter(model).to(device)
+    attacked = on_cpu_side(fast)
+    target = AttackTarget(SmoothedClassifier(fast, noise, 2, batch_size=batch_size,
+                                             device=device),
+                          AttackView.of(noise), lambda record: attacked,
+                          Detector(tau, 1, "flag"))
     available = certified_flagged(unit)
     chosen = available
     if len(available) > settings.inputs:
@@ -181,10 +190,10 @@ def attack_unit(model, noise: HybridNoise, data: safety.SafetyData, unit: dict,
 
 def run_attacks(model, noise, test, test_index, unit: dict, val, val_index, cfg, log) -> dict:
     """:func:`attack_unit` with the benchmark configuration's settings (``cfg.attack``), alpha,
-    seed and batch size (the runner's call; ``test_index``, ``val`` and ``val_index`` are not
-    needed: the unit's rows name its inputs)."""
+    seed, batch size and device (the runner's call; ``test_index``, ``val`` and ``val_index``
+    are not needed: the unit's rows name its inputs)."""
     return attack_unit(model, noise, test, unit, cfg.attack, cfg.settings.alpha, cfg.run_seed,
-                       cfg.batch_size, log)
+                       cfg.batch_size, log, cfg.device)
 
 
 def _alarm(row: dict) -> bool:

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from hybridcert.attacks import joint_attack, pgd
-from hybridcert.bench.models import FastFilter
+from hybridcert.bench.models import FastFilter, on_cpu_side
 from hybridcert.bench.store import load_unit
 from hybridcert.bench.threats import CELLS, noise_for
 from hybridcert.blocks import TokenBlock
@@ -227,13 +227,15 @@ def search_counterexample(cfg, models: dict, results: dict, test, test_index, lo
 
 
 def candidate_setup(cfg, models, results, unit, name, k):
-    """(model, noise, smoothed classifier, input id, test row) of candidate ``k`` of a unit."""
+    """(model, noise, smoothed classifier, input id, test row) of candidate ``k`` of a unit;
+    the model takes and returns CPU tensors (the attacks'), the classifier runs on
+    ``cfg.device``."""
     info = results["units"][name]
-    model = FastFilter(models[(info["seed"], info["level"])])
+    fast = FastFilter(models[(info["seed"], info["level"])]).to(cfg.device)
     noise = noise_for(cfg.levels[info["level"]], "anywhere")
-    clf = SmoothedClassifier(model, noise, 2, batch_size=cfg.batch_size)
+    clf = SmoothedClassifier(fast, noise, 2, batch_size=cfg.batch_size, device=cfg.device)
     input_id = unit["ids"][k]
-    return model, noise, clf, input_id, int(input_id.split("-")[1])
+    return on_cpu_side(fast), noise, clf, input_id, int(input_id.split("-")[1])
 
 
 def _screen(cfg, models, results, units, candidates, test, until: float):

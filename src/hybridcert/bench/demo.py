@@ -4,7 +4,10 @@ sequential composition, the per-modality check and unimodal smoothing on the sam
 attacks and no counterexample search; under 6 minutes on 2 CPU cores from a fresh clone,
 set-up and training included); ``--full`` (``make full-benchmark``): the full benchmark with
 the factorized AND, the attacks and the counterexample search (docs/BENCHMARK.md); ``--out
-DIR``: where the report goes (default ``artifacts/demo`` or ``artifacts/full``).
+DIR``: where the report goes (default ``artifacts/demo`` or ``artifacts/full``); ``--device
+cpu|cuda|cuda:N`` (``make full-benchmark DEVICE=cuda``): where the filters are trained and
+run and the noise is drawn (default cpu; on CUDA 1,024 copies per forward pass, and other
+noisy copies per seed, so other numbers than a CPU run's).
 
 Torch uses at most ``HYBRIDCERT_THREADS`` threads (default: 2, or fewer cores), so a busy
 machine is not oversubscribed."""
@@ -17,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from hybridcert.bench.runner import BenchmarkConfig, full_config, run
+from hybridcert.bench.runner import BenchmarkConfig, check_device, full_config, run
 
 
 def bound_threads() -> int:
@@ -34,23 +37,28 @@ def bound_threads() -> int:
 
 
 def parse(argv: list[str]) -> BenchmarkConfig:
-    """The configuration of ``[--full] [--out DIR]``."""
+    """The configuration of ``[--full] [--out DIR] [--device DEVICE]`` (a bad or unavailable
+    device: ValueError, before anything is written)."""
     args = list(argv)
     full = "--full" in args
     if full:
         args.remove("--full")
-    out = None
-    if "--out" in args:
-        at = args.index("--out")
-        if at + 1 >= len(args):
-            raise ValueError("--out needs a folder")
-        out = Path(args[at + 1])
-        del args[at: at + 2]
+    values: dict[str, str] = {}
+    for option, what in (("--out", "a folder"), ("--device", "cpu, cuda or cuda:N")):
+        if option in args:
+            at = args.index(option)
+            if at + 1 >= len(args) or args[at + 1].startswith("--"):
+                raise ValueError(f"{option} needs {what}")
+            values[option] = args[at + 1]
+            del args[at: at + 2]
     if args:
-        raise ValueError(f"unknown arguments {args}; use [--full] [--out DIR]")
+        raise ValueError(f"unknown arguments {args}; use [--full] [--out DIR] "
+                         f"[--device cpu|cuda|cuda:N]")
+    device = check_device(values.get("--device", "cpu"))
+    out = Path(values["--out"]) if "--out" in values else None
     if full:
-        return full_config(out or Path("artifacts/full"))
-    config = BenchmarkConfig()
+        return full_config(out or Path("artifacts/full"), device)
+    config = BenchmarkConfig(device=device)
     if out is not None:
         config.out = out
     return config

@@ -70,15 +70,17 @@ class CachedModality:
     def _features(self, owner: int) -> torch.Tensor:
         if owner not in self._cache:
             record = self.records[owner]
+            device = model_device(self.model)      # the records stay on the CPU
             with torch.no_grad():
                 if self.fixed == "image":
-                    self._cache[owner] = self.model.image_features(record["image"][None])[0]
+                    self._cache[owner] = self.model.image_features(
+                        record["image"][None].to(device))[0]
                 else:
                     block = record["text"]
                     attention = torch.ones_like(block.ids) if block.attention is None \
                         else block.attention
-                    self._cache[owner] = self.model.text_features(block.ids[None],
-                                                                  attention[None])[0]
+                    self._cache[owner] = self.model.text_features(
+                        block.ids[None].to(device), attention[None].to(device))[0]
         return self._cache[owner]
 
     @torch.no_grad()
@@ -95,4 +97,35 @@ class CachedModality:
         self._cache.pop(owner, None)
 
 
-__all__ = ["CachedModality", "FastFilter"]
+def model_device(model) -> torch.device:
+    """The device of a module's parameters (the CPU without any)."""
+    parameter = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) \
+        else None
+    return torch.device("cpu") if parameter is None else parameter.device
+
+
+class OnDevice(torch.nn.Module):
+    """A filter on an accelerator seen from CPU tensors: each batch is moved to the filter's
+    device and the logits come back on the CPU (the attacks, :mod:`hybridcert.attacks`, keep
+    their tensors and generators on the CPU).  ``text_encoder`` is the filter's (HotFlip
+    candidates).  Use :func:`on_cpu_side`, which returns a filter on the CPU itself."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.device = model_device(model)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model({k: v.to(self.device) for k, v in batch.items()}).float().cpu()
+
+    @property
+    def text_encoder(self):
+        return self.model.text_encoder
+
+
+def on_cpu_side(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` taking and returning CPU tensors: itself on the CPU, else :class:`OnDevice`."""
+    return model if model_device(model).type == "cpu" else OnDevice(model)
+
+
+__all__ = ["CachedModality", "FastFilter", "OnDevice", "model_device", "on_cpu_side"]

@@ -597,12 +597,17 @@ def _markdown(results, metrics, cfg, figures) -> str:
     s = cfg.settings
     machine = results["machine"]
     full = len(cfg.seeds) > 1
+    device = getattr(cfg, "device", "cpu")
+    on = "" if device == "cpu" else f" --device {device}"
     lines = [f"# Certified image+text safety filter: benchmark report "
              f"({'full' if full else 'demo'})", "",
-             f"Command: `{'make full-benchmark' if full else 'make demo'}` "
-             f"(`python -m hybridcert.bench.demo{' --full' if full else ''}`). Machine: "
+             f"Command: `{'make full-benchmark' if full else 'make demo'}"
+             f"{f' DEVICE={device}' if on and full else ''}` "
+             f"(`python -m hybridcert.bench.demo{' --full' if full else ''}{on}`). Machine: "
              f"{machine['machine']}, {machine['cores']} cores, torch {machine['torch']} with "
-             f"{machine['threads']} threads, Python {machine['python']}. Wall time so far: "
+             f"{machine['threads']} threads, Python {machine['python']}"
+             f"{f', {device}: ' + machine['device'] if 'device' in machine else ''}. "
+             f"Wall time so far: "
              f"{results.get('duration_s', 0):.0f} s (training included when checkpoints were "
              f"absent; see run.log).", "",
              f"Dataset: docs/DATASET.md (v2, relational labels, balanced). Test inputs: "

@@ -122,8 +122,13 @@ class BenchmarkConfig:
         test split.
     bootstrap : int
         Bootstrap replicates of every interval.
-    batch_size : int
-        Copies per forward pass.
+    batch_size : int, optional
+        Copies per forward pass (None: 128 on a CPU, the fastest there, and 1024 on CUDA).
+    device : str
+        Where the filters are trained and run and the noise is drawn: "cpu" (default),
+        "cuda" or "cuda:N".  Results are stored on the CPU either way.  On CUDA a seed names
+        other noisy copies (docs/SERVICE.md), so the device is part of :meth:`signature`
+        there (a CPU run's signature is the one from before this option).
     out : Path
         Report folder.
     cache : Path
@@ -159,11 +164,18 @@ class BenchmarkConfig:
         default_factory=lambda: CounterexampleSettings(seconds=0.0))
     quality_votes: int = 16
     bootstrap: int = 2000
-    batch_size: int = 128
+    batch_size: int | None = None
+    device: str = "cpu"
     out: Path = Path("artifacts/demo")
     cache: Path = RECIPE.cache
 
     def __post_init__(self) -> None:
+        self.device = check_device(self.device)
+        if self.batch_size is None:
+            self.batch_size = 128 if self.device == "cpu" else 1024
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) \
+                or self.batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
         unknown = sorted(set(self.threats) - set(THREATS))
         if unknown or not self.threats:
             raise ValueError(f"threats must be among {THREATS}, got {self.threats!r}")
@@ -212,7 +224,26 @@ class BenchmarkConfig:
         if self.settings.mode == "sequential":
             del data["settings"]["mode"]    # the signature of runs from before the fixed mode
         data["version"] = safety.VERSION
+        if self.device != "cpu":
+            data["device"] = torch.device(self.device).type   # other copies per seed there
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_device(device) -> str:
+    """``device`` if it names a usable device: "cpu", or "cuda" / "cuda:N" when CUDA is
+    available (:func:`torch.cuda.is_available`) with that many devices."""
+    if not isinstance(device, str) or not (
+            device in ("cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available to torch "
+                             f"{torch.__version__} (a CUDA build of torch and a GPU are needed)")
+        index = int(device[5:]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA "
+                             f"device(s) present")
+    return device
 
 
 #: Draws per input of the full run on a CPU: a fixed n, every comparison read from the same
@@ -220,7 +251,7 @@ class BenchmarkConfig:
 FULL_N = 2000
 
 
-def full_config(out: Path = Path("artifacts/full")) -> BenchmarkConfig:
+def full_config(out: Path = Path("artifacts/full"), device: str = "cpu") -> BenchmarkConfig:
     """The full benchmark (docs/BENCHMARK.md), sized for a CPU: four keep probabilities at
     sigma 0.25, five training seeds, 250 stratified test inputs, a fixed n = :data:`FULL_N`
     draws per input (the sequential rule with a price only in its own table, on the same
@@ -238,7 +269,7 @@ def full_config(out: Path = Path("artifacts/full")) -> BenchmarkConfig:
         counterexample=CounterexampleSettings(seconds=600.0, samples=128, steps=100,
                                               candidates=512, rounds=2, common_noise=True,
                                               screen_share=0.4),
-        out=out)
+        device=device, out=out)
 
 
 # -- inputs and noises ----------------------------------------------------------------------
@@ -302,7 +333,9 @@ def run(cfg: BenchmarkConfig) -> dict:
     (cfg.out / "inputs").mkdir(exist_ok=True)
     log = _Log(cfg.out / "run.log")
     log(f"benchmark -> {cfg.out} (configuration {cfg.signature()}); torch "
-        f"{torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}")
+        f"{torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}"
+        + ("" if cfg.device == "cpu" else
+           f", {cfg.device} ({torch.cuda.get_device_name(torch.device(cfg.device))})"))
     units_dir = cfg.cache / "bench" / cfg.out.name / cfg.signature()
     units_dir.mkdir(parents=True, exist_ok=True)
     data = safety.splits(cfg.n_train, cfg.n_val, cfg.n_test, cfg.data_seed, cfg.cache / "data")
@@ -315,7 +348,7 @@ def run(cfg: BenchmarkConfig) -> dict:
     # a batch runs at its longest text: certify in order of length
     test_index = test_index[np.argsort(test.attention[test_index].sum(1), kind="stable")]
     val_index = stratified_subset(val, cfg.val_inputs, cfg.run_seed + 1, field="style")
-    results: dict = {"config": _config_dict(cfg), "machine": _machine(), "units": {},
+    results: dict = {"config": _config_dict(cfg), "machine": _machine(cfg.device), "units": {},
                      "training": {}, "checkpoints": {}, "quality": {}, "baselines": {},
                      "timings": {}}
     results["inputs"] = {"test": _ids("test", test_index), "labels": test.labels[
@@ -326,10 +359,11 @@ def run(cfg: BenchmarkConfig) -> dict:
     def certify_seed(seed: int) -> None:
         for li, level in enumerate(cfg.levels):
             config = cfg.filter_config(level, seed)
-            model, seconds = load_or_train(cfg.cache, config, data["train"], cfg.epochs, log)
+            model, seconds = load_or_train(cfg.cache, config, data["train"], cfg.epochs, log,
+                                           device=cfg.device)
             results["training"][config.name] = round(seconds, 1)
             results["checkpoints"][config.name] = provenance(cfg.cache, config, cfg.epochs,
-                                                             len(data["train"]))
+                                                             len(data["train"]), cfg.device)
             results["quality"][config.name] = _quality(cfg, model, test, units_dir,
                                                        config.name)
             models[(seed, li)] = model
@@ -427,7 +461,8 @@ def _quality(cfg, model, test, units_dir: Path, name: str) -> dict:
     path = units_dir / f"quality_{name}.json"
     stored = load_unit(path)
     if stored is None:
-        stored = training.evaluate(model, test, votes=cfg.quality_votes, seed=cfg.run_seed)
+        stored = training.evaluate(model, test, votes=cfg.quality_votes, seed=cfg.run_seed,
+                                   device=cfg.device)
         save_unit(path, stored)
     return stored
 
@@ -435,7 +470,8 @@ def _quality(cfg, model, test, units_dir: Path, name: str) -> dict:
 def _certify_level(cfg, model, level, threat, test, test_index, val, val_index, log,
                    name, seed) -> dict:
     noise = noise_for(level, threat, cfg.append_slots)
-    clf = SmoothedClassifier(FastFilter(model), noise, 2, batch_size=cfg.batch_size)
+    clf = SmoothedClassifier(FastFilter(model), noise, 2, batch_size=cfg.batch_size,
+                             device=cfg.device)
     start = time.perf_counter()
     calibration = _calibrate(cfg, clf, val, val_index)
     val_seconds = time.perf_counter() - start
@@ -447,7 +483,8 @@ def _certify_level(cfg, model, level, threat, test, test_index, val, val_index, 
     seeds = [input_seed(cfg.run_seed, s) for s in ids]
     unit = certify_unit(clf, records, seeds, CELLS, cfg.settings, calibration["tau"],
                         majority=threat in cfg.majority_threats and (
-                            cfg.majority_seeds is None or seed in cfg.majority_seeds))
+                            cfg.majority_seeds is None or seed in cfg.majority_seeds),
+                        batch_size=cfg.batch_size)
     out = _pack(unit, test.labels[test_index], ids)
     out.update(calibration=calibration, val_seconds=round(val_seconds, 1), level=list(level),
                threat=threat,
@@ -555,17 +592,18 @@ def _baselines(cfg, model, level, data, test_index, val_index, log,
     val_ids = _ids("val", val_index)
     val_seeds = [input_seed(cfg.run_seed, s) for s in val_ids]
     labels = test.labels[test_index]
-    fast = FastFilter(model)
+    fast = FastFilter(model).to(cfg.device)
     # one-modality smoothing of the joint filter: the other modality clean and cached
     for name, image, text, fixed, cells in (
             ("image_only", True, False, "text", [(e, 0) for e in EPS_GRID]),
             ("text_only", False, True, "image", [(0.0, r) for r in TOKEN_GRID])):
         noise = noise_for(level, "anywhere", image=image, text=text)
-        clf = SmoothedClassifier(fast, noise, 2, batch_size=cfg.batch_size)
+        clf = SmoothedClassifier(fast, noise, 2, batch_size=cfg.batch_size, device=cfg.device)
         calibration = _calibrate(cfg, clf, val, val_index, fast, fixed)
         records = [_record(test, i) for i in test_index]
         unit = certify_unit(clf, records, seeds, cells, cfg.settings, calibration["tau"],
-                            baselines=False, labels_fn=CachedModality(fast, fixed, records))
+                            baselines=False, labels_fn=CachedModality(fast, fixed, records),
+                            batch_size=cfg.batch_size)
         packed = _pack(unit, labels, ids)
         packed["calibration"] = calibration
         packed["cells"] = [list(c) for c in cells]
@@ -578,11 +616,13 @@ def _baselines(cfg, model, level, data, test_index, val_index, log,
     branches = {}
     for modality in ("image", "text"):
         config = cfg.filter_config(level, seed, (modality,))
-        branch, seconds = load_or_train(cfg.cache, config, data["train"], cfg.epochs, log)
+        branch, seconds = load_or_train(cfg.cache, config, data["train"], cfg.epochs, log,
+                                        device=cfg.device)
         noise = HybridNoise([Continuous("image", Gaussian(level[0]))]) if modality == "image" \
             else HybridNoise([Tokens("text", Substitution(level[1], safety.vocabulary().size),
                                      safety.vocabulary())])
-        clf = SmoothedClassifier(FastFilter(branch), noise, 2, batch_size=cfg.batch_size)
+        clf = SmoothedClassifier(FastFilter(branch), noise, 2, batch_size=cfg.batch_size,
+                                 device=cfg.device)
         counts = count_copies(clf, [_record(val, i, (modality,)) for i in val_index],
                               val_seeds, cfg.val_copies, batch_size=cfg.batch_size)
         branches[modality] = {"clf": clf, "scores": counts[:, 1] / cfg.val_copies,
@@ -602,7 +642,7 @@ def _baselines(cfg, model, level, data, test_index, val_index, log,
         records = [_record(test, i, (modality,)) for i in test_index]
         unit = certify_unit(branches[modality]["clf"], records, seeds, cells, branch_settings,
                             tau,
-                            majority=False, baselines=False)
+                            majority=False, baselines=False, batch_size=cfg.batch_size)
         packed = _pack(unit, labels, ids)
         packed.update(cells=[list(c) for c in cells], model=branches[modality]["name"],
                       train_s=branches[modality]["train_s"])
@@ -660,12 +700,15 @@ def _config_dict(cfg: BenchmarkConfig) -> dict:
     return out
 
 
-def _machine() -> dict:
+def _machine(device: str = "cpu") -> dict:
     import os
 
-    return {"machine": platform.machine(), "cores": os.cpu_count(),
-            "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "python": platform.python_version()}
+    out = {"machine": platform.machine(), "cores": os.cpu_count(),
+           "torch": torch.__version__, "threads": torch.get_num_threads(),
+           "python": platform.python_version()}
+    if device != "cpu":
+        out["device"] = torch.cuda.get_device_name(torch.device(device))
+    return out
 
 
 __all__ = ["CELLS", "BenchmarkConfig", "full_config",

@@ -90,9 +90,10 @@ def certify_unit(clf: SmoothedClassifier, records: Sequence[dict], seeds: Sequen
                  cells: Sequence[tuple[float, int]], settings: Settings,
                  tau: float | None, *, majority: bool = True, baselines: bool = True,
                  labels_fn: LabelFn | None = None,
-                 progress: Callable[[int], None] | None = None) -> dict:
+                 progress: Callable[[int], None] | None = None, batch_size: int = 128) -> dict:
     """Certify ``records`` with ``clf``: detector (if ``tau``) and majority vote at ``cells``
-    and, with ``baselines``, the sequential-composition and per-modality thresholds.
+    and, with ``baselines``, the sequential-composition and per-modality thresholds
+    (``batch_size`` copies per forward pass, :func:`~hybridcert.bench.engine.run_jobs`).
 
     Returns
     -------
@@ -104,7 +105,8 @@ def certify_unit(clf: SmoothedClassifier, records: Sequence[dict], seeds: Sequen
     """
     if settings.mode == "fixed":
         return certify_fixed(clf, records, seeds, cells, settings, tau, majority=majority,
-                             baselines=baselines, labels_fn=labels_fn, progress=progress)
+                             baselines=baselines, labels_fn=labels_fn, progress=progress,
+                             batch_size=batch_size)
     noise: HybridNoise = clf.noise
     start = time.perf_counter()
     questions: dict[str, SequentialQuestion] = {}
@@ -140,7 +142,7 @@ def certify_unit(clf: SmoothedClassifier, records: Sequence[dict], seeds: Sequen
                                          detector if setting == "detector" else None,
                                          settings.boundary, price)
         jobs.append(Job(record, int(seed), rules))
-    run_jobs(clf, jobs, labels_fn=labels_fn, progress=progress)
+    run_jobs(clf, jobs, labels_fn=labels_fn, batch_size=batch_size, progress=progress)
     results: dict[str, list] = {name: [] for name in questions}
     outcomes: dict[str, list] = {name: [] for name in list(questions) + list(extra)}
     for job in jobs:
@@ -193,7 +195,7 @@ def certify_fixed(clf: SmoothedClassifier, records: Sequence[dict], seeds: Seque
                   cells: Sequence[tuple[float, int]], settings: Settings,
                   tau: float | None, *, majority: bool = True, baselines: bool = True,
                   labels_fn: LabelFn | None = None,
-                  progress: Callable[[int], None] | None = None) -> dict:
+                  progress: Callable[[int], None] | None = None, batch_size: int = 128) -> dict:
     """:func:`certify_unit` at a fixed n: every input draws exactly ``settings.n_max`` copies
     of its stream (``Stage.SEQUENTIAL``, seed per input) and every rule is read from their
     one count.
@@ -234,7 +236,7 @@ def certify_fixed(clf: SmoothedClassifier, records: Sequence[dict], seeds: Seque
     jobs = [Job(record, int(seed), {"fixed": FixedDraws(2, n),
                                     **{f"{k}_stopping": q.new_rule() for k, q in stopping.items()}})
             for record, seed in zip(records, seeds, strict=True)]
-    run_jobs(clf, jobs, labels_fn=labels_fn, progress=progress)
+    run_jobs(clf, jobs, labels_fn=labels_fn, batch_size=batch_size, progress=progress)
     counts = np.array([job.rules["fixed"].counts for job in jobs], dtype=np.int64).reshape(-1, 2)
     positions = [noise.noised_positions(job.record) for job in jobs]
     seconds = np.array([job.seconds for job in jobs])

@@ -5,6 +5,9 @@ Checkpoints live under ``<cache>/models/<config name>_e<epochs>_n<train records>
 version>`` (safetensors + JSON, :func:`hybridcert.models.fusion.save`), beside a
 ``training.json`` that records the training time, the checkpoint's SHA-256
 (:func:`hybridcert.models.fusion.checkpoint_sha256`), torch, the thread count and the machine.
+Filters trained on an accelerator live apart, in ``..._v<version>_<device type>`` (``_cuda``):
+their weights differ from the CPU's, and a CPU run never picks them up (nor they the
+package's or the manifest's CPU checkpoints).
 
 ``manifest.json`` (committed beside this module) holds the SHA-256s that :data:`RECIPE`'s
 filters had when the committed reports were made.  Training is bit-identical for a seed on one
@@ -55,10 +58,18 @@ MANIFEST = Path(__file__).with_name("manifest.json")
 PACKAGED = Path(__file__).with_name("trained")
 
 
-def checkpoint_dir(cache: Path, config: fusion.FilterConfig, epochs: int, n_train: int) -> Path:
+def checkpoint_dir(cache: Path, config: fusion.FilterConfig, epochs: int, n_train: int,
+                   device: str = "cpu") -> Path:
     """Where the checkpoint of ``config`` trained ``epochs`` epochs on ``n_train`` records
-    lives."""
-    return Path(cache) / "models" / f"{config.name}_e{epochs}_n{n_train}_v{safety.VERSION}"
+    (on ``device``: off the CPU, a folder of its own) lives."""
+    kind = torch_device_type(device)
+    return Path(cache) / "models" / (f"{config.name}_e{epochs}_n{n_train}_v{safety.VERSION}"
+                                     + ("" if kind == "cpu" else f"_{kind}"))
+
+
+def torch_device_type(device) -> str:
+    """"cpu", "cuda", ... of a device name ("cuda:1" -> "cuda")."""
+    return str(device).split(":")[0]
 
 
 
@@ -109,14 +120,18 @@ def data_sha256(data: safety.SafetyData) -> str:
     return digest.hexdigest()
 
 
-def training_record(seconds: float, digest: str, data: str) -> dict:
+def training_record(seconds: float, digest: str, data: str, device: str = "cpu") -> dict:
     """The contents of ``training.json``: seconds, the checkpoint's and the training data's
-    SHA-256, and what trained it."""
+    SHA-256, and what trained it (``device`` named when not the CPU)."""
     import torch
 
-    return {"seconds": round(seconds, 1), "sha256": digest, "data_sha256": data,
-            "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "machine": platform.machine(), "processor": _processor()}
+    out = {"seconds": round(seconds, 1), "sha256": digest, "data_sha256": data,
+           "torch": torch.__version__, "threads": torch.get_num_threads(),
+           "machine": platform.machine(), "processor": _processor()}
+    if device != "cpu":
+        out["device"] = torch.cuda.get_device_name(torch.device(device)) \
+            if device.startswith("cuda") else device
+    return out
 
 
 def _processor() -> str:
@@ -136,11 +151,12 @@ def packaged_checkpoint(directory_name: str) -> Path | None:
         (folder / "model.safetensors").is_file() else None
 
 
-def provenance(cache: Path, config: fusion.FilterConfig, epochs: int, n_train: int) -> dict:
+def provenance(cache: Path, config: fusion.FilterConfig, epochs: int, n_train: int,
+               device: str = "cpu") -> dict:
     """Which checkpoint :func:`load_or_train` uses for ``config`` (``"packaged"`` or
     ``"cache"``), its SHA-256, and whether that equals the committed manifest's (``manifest``:
     True / False, None when the manifest has no entry)."""
-    directory = checkpoint_dir(cache, config, epochs, n_train)
+    directory = checkpoint_dir(cache, config, epochs, n_train, device)
     packaged = packaged_checkpoint(directory.name)
     folder = packaged or directory
     digest = fusion.checkpoint_sha256(folder)
@@ -150,13 +166,15 @@ def provenance(cache: Path, config: fusion.FilterConfig, epochs: int, n_train: i
 
 
 def load_or_train(cache: Path, config: fusion.FilterConfig, train_data: safety.SafetyData,
-                  epochs: int, log: Callable[[str], None] = print
+                  epochs: int, log: Callable[[str], None] = print, device: str = "cpu"
                   ) -> tuple[fusion.SafetyFilter, float]:
     """The checkpoint of ``config``: the package's copy, else the cache's, else trained into
-    the cache; checked against the committed manifest (:func:`check_manifest`).  Returns it
-    with its training time in seconds (when reused: the time recorded beside it when it was
-    trained, 0 without one)."""
-    directory = checkpoint_dir(cache, config, epochs, len(train_data))
+    the cache (on ``device``, in its own folder off the CPU, :func:`checkpoint_dir`; the model
+    returned is on the CPU either way); checked against the committed manifest
+    (:func:`check_manifest`).  Returns it with its
+    training time in seconds (when reused: the time recorded beside it when it was trained,
+    0 without one)."""
+    directory = checkpoint_dir(cache, config, epochs, len(train_data), device)
     for folder in (packaged_checkpoint(directory.name), directory):
         if folder is None:
             continue
@@ -175,11 +193,12 @@ def load_or_train(cache: Path, config: fusion.FilterConfig, train_data: safety.S
         return model, seconds
     log(f"training {directory.name} ...")
     start = time.perf_counter()
-    model = training.train(config, train_data, epochs=epochs, log=lambda m: log("  " + m))
+    model = training.train(config, train_data, epochs=epochs, log=lambda m: log("  " + m),
+                           device=device)
     seconds = time.perf_counter() - start
     fusion.save(model, directory)
     digest = fusion.checkpoint_sha256(directory)
-    record = training_record(seconds, digest, data_sha256(train_data))
+    record = training_record(seconds, digest, data_sha256(train_data), device)
     (directory / TRAINING_RECORD).write_text(json.dumps(record, indent=1))
     log(f"  trained in {seconds:.0f} s, SHA-256 {digest[:16]}...")
     check_manifest(directory.name, digest, record["data_sha256"], log)

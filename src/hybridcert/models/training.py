@@ -6,6 +6,7 @@ certification uses — with the same noise levels the model is later certified a
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 
@@ -97,7 +98,7 @@ def _length_buckets(lengths: np.ndarray, batch_size: int, generator: torch.Gener
 
 def train(config: FilterConfig, data: SafetyData, epochs: int = 8, batch_size: int = 64,
           lr: float = 2e-3, text_lr: float = 5e-4, log: Callable[[str], None] = print,
-          noised: bool = True, aux_weight: float = 1.0) -> SafetyFilter:
+          noised: bool = True, aux_weight: float = 1.0, device: str = "cpu") -> SafetyFilter:
     """Train a :class:`SafetyFilter` under its own noise levels (fresh noise every batch).
 
     Parameters
@@ -117,11 +118,22 @@ def train(config: FilterConfig, data: SafetyData, epochs: int = 8, batch_size: i
         False trains on clean inputs (the unimodal probes); certified models need True.
     aux_weight : float
         Weight of the auxiliary heads' loss (0: the label alone).
+    device : str
+        Where the model trains ("cpu", "cuda", "cuda:N").  The batches and their noise are
+        drawn on the CPU (the same generator and draws everywhere) and then moved there; the
+        arithmetic on an accelerator differs, so its weights differ from the CPU's.  The
+        model is returned on the CPU.
+
+    Returns
+    -------
+    SafetyFilter
+        In eval mode, on the CPU.
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
+    device = torch.device(device)
     torch.manual_seed(config.seed)
-    model = SafetyFilter(config)
+    model = SafetyFilter(config).to(device)
     pretrained = [p for n, p in model.named_parameters()
                   if n.startswith("text_encoder.") and p.requires_grad]
     new = [p for n, p in model.named_parameters()
@@ -134,38 +146,45 @@ def train(config: FilterConfig, data: SafetyData, epochs: int = 8, batch_size: i
         optimizer, max_lr=[g["lr"] for g in groups], total_steps=steps, pct_start=0.15)
     generator = torch.Generator().manual_seed(config.seed + 1)
     noise = hybrid_noise(config, noised)
-    labels = torch.from_numpy(data.labels)
-    targets = auxiliary_targets(data) if aux_weight else {}
+    labels = torch.from_numpy(data.labels).to(device)
+    targets = {k: v.to(device) for k, v in auxiliary_targets(data).items()} if aux_weight \
+        else {}
     loss_fn = torch.nn.CrossEntropyLoss()
     for epoch in range(epochs):
         start, total, correct = time.perf_counter(), 0.0, 0
         model.train()
         for idx in _length_buckets(data.attention.sum(1), batch_size, generator):
             batch = noise.noise_batch(data.batch(idx), generator)
+            if device.type != "cpu":
+                batch = {k: v.to(device) for k, v in batch.items()}
             features = model.features(batch)
             logits = model.classify(features)
-            loss = loss_fn(logits, labels[idx])
+            loss = loss_fn(logits, labels[torch.from_numpy(idx).to(device)])
             if aux_weight:
                 loss = loss + aux_weight * _auxiliary_loss(model.auxiliary(features), targets,
-                                                           torch.from_numpy(idx))
+                                                           torch.from_numpy(idx).to(device))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             schedule.step()
             total += float(loss.detach()) * len(idx)
-            correct += int((logits.argmax(1) == labels[idx]).sum())
+            correct += int((logits.argmax(1) == labels[torch.from_numpy(idx).to(device)]).sum())
         log(f"epoch {epoch + 1}/{epochs}: loss {total / len(data):.3f}, noisy train accuracy "
             f"{correct / len(data):.3f} ({time.perf_counter() - start:.1f} s)")
     config.epochs = epochs
-    return model.eval()
+    return model.cpu().eval()
 
 
 @torch.no_grad()
 def predict(model: SafetyFilter, data: SafetyData, copies: int = 0, seed: int = 0,
-            batch_size: int = 512) -> np.ndarray:
+            batch_size: int = 512, device: str = "cpu") -> np.ndarray:
     """Labels of ``data``: on clean inputs (``copies=0``), on one noisy copy (``copies=1``),
-    or the majority vote of ``copies`` noisy copies (ties go to class 0)."""
+    or the majority vote of ``copies`` noisy copies (ties go to class 0).  The noise is drawn
+    on the CPU; off the CPU a copy of the model runs on ``device``."""
     model.eval()
+    device = torch.device(device)
+    if device.type != "cpu":
+        model = copy.deepcopy(model).to(device)
     generator = torch.Generator().manual_seed(seed)
     noise = hybrid_noise(model.config, noised=copies > 0)
     repeat = max(1, copies)
@@ -174,9 +193,12 @@ def predict(model: SafetyFilter, data: SafetyData, copies: int = 0, seed: int = 
     for begin in range(0, len(data), per_batch):
         index = np.arange(begin, min(begin + per_batch, len(data)))
         batch = {k: v.repeat_interleave(repeat, 0) for k, v in data.batch(index).items()}
-        labels = model(noise.noise_batch(batch, generator)).argmax(1).view(-1, repeat)
+        batch = noise.noise_batch(batch, generator)
+        if device.type != "cpu":
+            batch = {k: v.to(device) for k, v in batch.items()}
+        labels = model(batch).argmax(1).view(-1, repeat)
         votes = labels.sum(1)
-        out[index] = (2 * votes > repeat).long().numpy()
+        out[index] = (2 * votes > repeat).long().cpu().numpy()
     return out
 
 
@@ -187,18 +209,19 @@ def class_metrics(pred: np.ndarray, labels: np.ndarray) -> dict:
     return {"safe": safe, "unsafe": unsafe, "balanced": (safe + unsafe) / 2}
 
 
-def evaluate(model: SafetyFilter, data: SafetyData, votes: int = 0, seed: int = 0) -> dict:
+def evaluate(model: SafetyFilter, data: SafetyData, votes: int = 0, seed: int = 0,
+             device: str = "cpu") -> dict:
     """Clean, noisy (one copy) and, with ``votes > 0``, majority-vote ("smoothed", no
     abstention, not a certificate) per-class accuracy; overall and per slice.  Also
     ``clean_accuracy`` and ``noisy_accuracy``: plain accuracies (= balanced accuracy on the
-    exactly balanced splits)."""
+    exactly balanced splits).  ``device``: where the model runs (:func:`predict`)."""
     modes = {"clean": 0, "noisy": 1}
     if votes:
         modes["smoothed"] = votes
     out = {}
     slices = np.unique(data.meta["slice"])
     for mode, copies in modes.items():
-        pred = predict(model, data, copies, seed)
+        pred = predict(model, data, copies, seed, device=device)
         out[mode] = class_metrics(pred, data.labels)
         if mode in ("clean", "noisy"):
             out[f"{mode}_accuracy"] = float(np.mean(pred == data.labels))
