@@ -70,9 +70,8 @@ def test_sampler_draws_what_sample_draws(name, copies):
 
 
 def test_substitution_at_positions_outside_the_vocabulary_takes_the_general_path():
-    """A hand-made record noising an id the vocabulary lacks (prepare refuses it): the
-    shortcut reading new ids off the vocabulary would not give sample's answer (which
-    writes the mask id where such a position is kept), so the sampler must not take it."""
+    """A hand-made record noising an id the vocabulary lacks (prepare refuses it): sample
+    writes the mask id where such a position is kept, and the sampler must give the same."""
     noise = HybridNoise([Tokens("text", Substitution(0.5, 50), VOCAB)])
     record = {"text": TokenBlock(torch.tensor([12, 7, 13]), torch.tensor([True, True, True]),
                                  None)}

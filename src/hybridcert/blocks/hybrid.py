@@ -370,13 +370,9 @@ class RecordSampler:
     again and again: each token block's noise indices (:meth:`Vocabulary.to_indices`) and
     the record's tensors on ``device`` are worked out once, not per call.  A call makes the
     same draws, in the same order, from the generator as :meth:`HybridNoise.sample` and
-    returns the same batch (``tests/blocks/test_sampler.py``).
-
-    Under substitution noise whose noised positions all hold vocabulary ids (what
-    :meth:`HybridNoise.prepare` makes), a position's new id is read off the vocabulary
-    directly: the same ids as :meth:`Vocabulary.to_ids` of :meth:`Substitution.sample`, in
-    fewer operations.  A record this class does not know how to prepare (a block whose
-    name ends in ``_attention`` beside its token block) is drawn by ``sample`` itself.
+    returns the same batch (``tests/blocks/test_sampler.py``).  Every noise is drawn through
+    its own ``sample``, as there.  A record this class does not know how to prepare (a block
+    whose name ends in ``_attention`` beside its token block) is drawn by ``sample`` itself.
     """
 
     def __init__(self, noise: HybridNoise, record: Record, device: torch.device | str = "cpu"):
@@ -393,7 +389,7 @@ class RecordSampler:
                     self._steps = None
                     return
                 noised = block is not None and block.noise is not None
-                self._steps.append(("gaussian" if noised else "tensor", name, x, block))
+                self._steps.append(("continuous" if noised else "tensor", name, x, block))
                 continue
             ids = data.ids.to(device)
             if block is None:
@@ -408,10 +404,7 @@ class RecordSampler:
                 continue
             where = data.noisable.to(device)
             index = block.vocabulary.to_indices(ids)
-            direct = type(block.noise) is Substitution and bool((index[where] >= 0).all())
-            table = block.vocabulary.noisable_ids_on(ids.device)
-            self._steps.append(("substitution" if direct else "tokens", name,
-                                (ids, where, index, block, table), attention))
+            self._steps.append(("tokens", name, (ids, where, index, block), attention))
 
     def __call__(self, copies: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """``copies`` noisy copies of the record, as a model batch."""
@@ -419,7 +412,7 @@ class RecordSampler:
             return self.noise.sample(self.record, copies, generator, self.device)
         out = {}
         for kind, name, data, extra in self._steps:
-            if kind == "gaussian":
+            if kind == "continuous":
                 out[name] = extra.noise.sample(data.unsqueeze(0).expand(copies, *data.shape),
                                                generator)
                 continue
@@ -429,16 +422,11 @@ class RecordSampler:
             if kind == "ids":
                 ids = data.expand(copies, -1)
             else:
-                ids, where, index, block, table = data
+                ids, where, index, block = data
                 ids, where = ids.expand(copies, -1), where.expand(copies, -1)
-                if kind == "substitution":
-                    change, offset = block.noise.draw(ids.shape, generator, ids.device, where)
-                    ids = torch.where(change, table[(index + offset) % block.noise.vocab_size],
-                                      ids)
-                else:
-                    ids = block.vocabulary.to_ids(
-                        block.noise.sample(index.expand(copies, -1), generator, where=where),
-                        ids, where)
+                ids = block.vocabulary.to_ids(
+                    block.noise.sample(index.expand(copies, -1), generator, where=where),
+                    ids, where)
             out[name] = ids.contiguous()
             out[name + "_attention"] = torch.ones_like(ids) if extra is None \
                 else extra.expand(copies, -1).contiguous()

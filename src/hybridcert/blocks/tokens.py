@@ -73,10 +73,6 @@ class Vocabulary:
             return out
         return torch.where(masked, torch.full_like(out, self.mask_id), out)
 
-    def noisable_ids_on(self, device: torch.device | str) -> torch.Tensor:
-        """``noisable_ids`` on ``device`` (copied there once)."""
-        return self._table("noisable_ids", torch.device(device))
-
     def _table(self, name: str, device: torch.device) -> torch.Tensor:
         table = getattr(self, name)
         if device.type == "cpu":

@@ -91,18 +91,13 @@ class Substitution(_KeepProbNoise):
         return (1.0 - self.keep_prob) / (self.vocab_size - 1)
 
     def sample(self, x, generator=None, where=None):
-        change, offset = self.draw(x.shape, generator, x.device, where)
-        return torch.where(change, (x + offset) % self.vocab_size, x)
-
-    def draw(self, shape, generator=None, device=None, where=None):
-        """The random part of :meth:`sample` (the one place its draws are made, in their
-        order): which positions change (``where`` only) and by which offset in ``1..V-1``
-        (a uniform offset reaches every other value exactly once)."""
-        change = torch.rand(shape, generator=generator, device=device) >= self.keep_prob
+        change = torch.rand(x.shape, generator=generator, device=x.device) >= self.keep_prob
         if where is not None:
             change &= where
-        offset = torch.randint(1, self.vocab_size, shape, generator=generator, device=device)
-        return change, offset
+        # A uniform offset in 1..V-1 reaches every other value exactly once.
+        offset = torch.randint(1, self.vocab_size, x.shape, generator=generator,
+                               device=x.device)
+        return torch.where(change, (x + offset) % self.vocab_size, x)
 
     def likelihood_ratio(self, size: int) -> LikelihoodRatio:
         """Regions for ``size`` substituted positions (docs/THEORY.md section 2); ``size``
