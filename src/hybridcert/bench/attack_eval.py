@@ -64,19 +64,10 @@ class AttackSettings:
         Indices of the noise levels attacked (the baseline seed's filters, threat anywhere).
     beyond : float
         Factor > 1 of the beyond attack's budget.
-    tokens : int
-        Token budget asked for inside (capped per input at its largest certified r).
-    beyond_tokens : int
-        Beyond: at least this many changed tokens (a region that certifies no token change
-        is still attacked on the text beyond it).
-    samples : int
-        Noisy copies per evaluation of the adaptive attack.
-    steps : int
-        PGD steps.
-    candidates : int
-        Token substitutions scored per round.
-    n : int
-        Fresh draws of each estimate (before the attack and after each).
+    tokens, beyond_tokens, samples, steps, candidates, n : int
+        How hard each input is attacked and re-estimated: the fields of
+        :class:`~hybridcert.runs.attack.AttackOptions` (which validates them), the options
+        ``hybridcert attack`` takes.
     """
 
     inputs: int = 100
