@@ -123,3 +123,43 @@ def test_sequential_units_get_no_curves(stored):
     text = "\n".join(report._curves_section({(0, "anywhere"): {"detector": {}}},
                                             BenchmarkConfig()))
     assert "Not available for this run" in text
+
+
+def test_calibration_error_interval_covers_the_procedures_false_flag_rate():
+    """Closed form: benign validation scores and benign test bounds both uniform on (0, 1).
+    With 100 benign validation records at a 5 % target, tau is the midpoint of the 5th and
+    6th largest scores, so the calibrated detector's expected false-flag rate is
+    E[1 - tau] = 5.5 / 101.  Over seeded runs the interval that re-runs the calibration on
+    resampled validation data covers it about 95 % of the time; the interval over test
+    inputs alone (tau taken as exact, 400 benign test inputs) misses it far more often."""
+    target, runs = 5.5 / 101, 200
+    covered = covered_alone = 0
+    for run in range(runs):
+        rng = np.random.default_rng(run)
+        calibration = {"scores": rng.uniform(size=100).tolist(), "copies_each": [10**9] * 100}
+        benign = rng.uniform(size=400)
+        labels = np.r_[np.ones(50, int), np.zeros(400, int)]
+        bounds = np.r_[rng.uniform(size=50), benign][None, :]
+        out = curves.calibration_bootstrap(bounds, labels, calibration, 0.05, replicates=400,
+                                           seed=run)
+        assert out["tau"] == choose_threshold(np.array(calibration["scores"]), 10**9,
+                                              0.05)["tau"]
+        assert out["tau_low"] <= out["tau"] <= out["tau_high"]
+        ff = out["false_flags"]
+        assert ff["value"][0] == np.mean(benign >= out["tau"])
+        covered += ff["low"][0] <= target <= ff["high"][0]
+        alone = (rng.choice(benign, (400, benign.size)) >= out["tau"]).mean(1)
+        low, high = np.quantile(alone, [0.025, 0.975])
+        covered_alone += low <= target <= high
+    assert covered / runs >= 0.88
+    assert covered_alone / runs <= 0.8
+
+
+def test_calibration_error_needs_stored_estimates_and_valid_arguments():
+    labels = np.array([1, 0])
+    assert curves.calibration_bootstrap(np.zeros((1, 2)), labels, {"tau": 0.5}) is None
+    calibration = {"scores": [0.1, 0.2], "copies_each": [32, 32]}
+    with pytest.raises(ValueError, match="bounds must have shape"):
+        curves.calibration_bootstrap(np.zeros((1, 3)), labels, calibration)
+    with pytest.raises(ValueError, match="replicates"):
+        curves.calibration_bootstrap(np.zeros((1, 2)), labels, calibration, replicates=0)

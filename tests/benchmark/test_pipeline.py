@@ -293,6 +293,7 @@ def test_demo_runs_only_what_its_report_shows(tmp_path):
                     "## The sequential rule against fixed n (same inputs, same draws)",
                     "### Fair references at the same cells (seed 0, threat anywhere",
                     "## Operating curves of the detector", "| 1 % |",
+                    "With tau's calibration error",
                     "same count of the same draws"):
         assert present in report, present
     assert not (cfg.out / "attacks.png").exists() and (cfg.out / "baselines.png").exists()

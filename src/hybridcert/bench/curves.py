@@ -129,6 +129,76 @@ def validation_rate(calibration: dict, tau: float, style: str | None = None) -> 
     return float(np.mean(s >= tau))
 
 
+def calibration_bootstrap(bounds, labels, calibration: dict, rate: float = 0.05,
+                          replicates: int = 2000, seed: int = 0, level: float = 0.95
+                          ) -> dict | None:
+    """One seed's certified recall and false-flag rate at its validation tau, with the
+    threshold's own calibration error propagated into the interval.
+
+    Each replicate re-runs the calibration on a resample of the validation data and reads the
+    test inputs' stored bounds at the tau it gives: the benign validation records are drawn
+    with replacement within each art style (the calibration's sampling design), each drawn
+    record's flagged count is redrawn from ``Binomial(copies, estimate)`` (its Monte Carlo
+    error), :func:`choose_threshold` picks the replicate's tau for ``rate``, and the test
+    inputs are drawn with replacement within each class.  The percentile interval of the
+    replicates' rates covers both which validation records set tau and which test inputs
+    measured it; the interval over test inputs alone treats tau as exact.
+
+    Parameters
+    ----------
+    bounds : array_like, shape (budgets, inputs)
+        The unit's budget bounds (:func:`unit_bounds`).
+    labels : array_like of int, shape (inputs,)
+        1 unsafe, 0 benign.
+    calibration : dict
+        The unit's stored calibration (``scores``, ``copies_each``, optionally ``styles``).
+
+    Returns
+    -------
+    dict or None
+        ``tau`` (the calibrated tau for ``rate``), ``tau_low``, ``tau_high`` (the replicates'
+        percentile range); ``recall`` and ``false_flags``, each ``{"value", "low", "high"}``
+        arrays over budgets; None without stored validation estimates.
+    """
+    scores = calibration.get("scores")
+    if scores is None:
+        return None
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level!r}")
+    if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 1:
+        raise ValueError(f"replicates must be an integer >= 1, got {replicates!r}")
+    scores = np.asarray(scores, dtype=float)
+    copies = np.asarray(calibration["copies_each"], dtype=np.int64)
+    styles = np.asarray(calibration.get("styles") or [""] * scores.size, dtype=object)
+    b = np.asarray(bounds, dtype=float)
+    y = np.asarray(labels)
+    if b.ndim != 2 or b.shape[1] != y.size:
+        raise ValueError(f"bounds must have shape (budgets, {y.size}), got {b.shape}")
+    rng = np.random.default_rng(seed)
+    strata = [np.flatnonzero(styles == s) for s in np.unique(styles)]
+    classes = {c: np.flatnonzero(y == c) for c in (1, 0)}
+    taus = np.empty(replicates)
+    rates = {c: np.full((replicates, b.shape[0]), np.nan) for c in classes}
+    for j in range(replicates):
+        drawn = np.concatenate([rng.choice(g, g.size) for g in strata])
+        counts = rng.binomial(copies[drawn], scores[drawn])
+        taus[j] = choose_threshold(counts / copies[drawn], copies[drawn], rate)["tau"]
+        for c, members in classes.items():
+            if members.size:
+                picked = b[:, rng.choice(members, members.size)]
+                rates[c][j] = (picked >= taus[j]).mean(axis=1)
+    tau = choose_threshold(scores, copies, rate)["tau"]
+    tail = (1 - level) / 2
+    out = {"tau": tau, "tau_low": float(np.quantile(taus, tail)),
+           "tau_high": float(np.quantile(taus, 1 - tail))}
+    for c, what in ((1, "recall"), (0, "false_flags")):
+        if classes[c].size:
+            out[what] = {"value": (b[:, classes[c]] >= tau).mean(axis=1),
+                         "low": np.quantile(rates[c], tail, axis=0),
+                         "high": np.quantile(rates[c], 1 - tail, axis=0)}
+    return out
+
+
 def unit_bounds(unit: dict, noise: HybridNoise, alpha: float,
                 budgets: Sequence[tuple[float, int]] = CURVE_BUDGETS) -> np.ndarray | None:
     """:func:`budget_bounds` of a fixed-n unit's stored counts (None for a sequential
@@ -141,5 +211,5 @@ def unit_bounds(unit: dict, noise: HybridNoise, alpha: float,
 
 
 __all__ = ["CURVE_BUDGETS", "HIGH_POINTS", "LOW_POINTS", "TAU_HIGH", "TAU_LOW", "VAL_RATES",
-           "budget_bounds", "certified", "fixed_counts", "flag_bounds", "tau_ceiling",
-           "tau_grid", "unit_bounds", "validation_rate", "validation_taus"]
+           "budget_bounds", "calibration_bootstrap", "certified", "fixed_counts", "flag_bounds",
+           "tau_ceiling", "tau_grid", "unit_bounds", "validation_rate", "validation_taus"]

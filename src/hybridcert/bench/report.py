@@ -214,6 +214,12 @@ def curve_metrics(members: list, cfg, key: tuple) -> dict | None:
                         point[what][name] = rate_table(at[:, chosen], cfg.bootstrap)
             out["points"][rate] = point
         out["tokens"] = _token_vacuity(cert, taus, budgets, units, out["ceiling"])
+        out["calibration_error"] = {
+            "rate": cfg.false_flag_rate,
+            "per_seed": [curves.calibration_bootstrap(b, labels, u["calibration"],
+                                                      cfg.false_flag_rate, cfg.bootstrap,
+                                                      seed=cfg.run_seed)
+                         for b, u in zip(bounds, units, strict=True)]}
     return out
 
 
@@ -889,7 +895,46 @@ def _curves_section(metrics, cfg) -> list[str]:
                          + f" | {_pct(point['false_flags']['all'], j01)} | "
                          f"{_pct(point['false_flags']['all'], j25)} |")
         lines += ["", _token_statement(c, cfg), ""]
+        lines += _calibration_error_table(c, budgets)
     return lines
+
+
+def _calibration_error_table(c: dict, budgets: list) -> list[str]:
+    """Per seed, the calibrated operating point's rates with the interval over test inputs
+    alone (tau taken as exact) beside the one that also resamples the validation data that
+    chose tau (:func:`~hybridcert.bench.curves.calibration_bootstrap`)."""
+    error = c.get("calibration_error")
+    if not error or any(e is None for e in error["per_seed"]):
+        return []
+    rate = error["rate"]
+    point = c.get("points", {}).get(rate)
+    shown = [b for b in ((0.0, 0), (0.25, 0), (0.0, 1)) if b in budgets]
+
+    def both(k: int, what: str, j: int) -> str:
+        e = error["per_seed"][k].get(what)
+        if e is None:
+            return "-"
+        alone = _seed_pct(point[what]["all"], k, j) if point else "-"
+        return (f"{alone}; {100 * e['low'][j]:.1f}–{100 * e['high'][j]:.1f}")
+
+    lines = [f"With tau's calibration error (seeds at their {100 * rate:g} % validation tau): "
+             f"each cell gives the seed's rate [95 % interval over the test inputs alone, tau "
+             f"taken as exact]; then the 95 % interval when the calibration is re-run on "
+             f"resampled validation data too (benign validation records drawn with "
+             f"replacement within each art style, each one's flagged count redrawn from its "
+             f"binomial, tau re-chosen; then the test inputs drawn with replacement; "
+             f"bench/curves.py `calibration_bootstrap`). The interval over seeds above keeps "
+             f"the validation records fixed.", "",
+             "| seed | tau [95 % range over validation resamples] | test false flags (0, 0) | "
+             + " | ".join(f"recall ({e:g}, {r})" for e, r in shown) + " |",
+             "|---" * (3 + len(shown)) + "|"]
+    for k, seed in enumerate(c["seeds"]):
+        e = error["per_seed"][k]
+        cells = [both(k, "recall", budgets.index(b)) for b in shown]
+        lines.append(f"| {seed} | {e['tau']:.4g} [{e['tau_low']:.4g}, {e['tau_high']:.4g}] | "
+                     f"{both(k, 'false_flags', budgets.index((0.0, 0)))} | "
+                     + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def _token_statement(c: dict, cfg) -> str:
