@@ -4,8 +4,9 @@ Trains, on the train split, (1) a bag-of-words logistic regression on the captio
 pretrained MiniLM (all six layers) fine-tuned on captions alone, (3) the filter's CNN on
 images alone, and (4) the image+text filter on both, all on clean inputs; prints balanced
 accuracy on the test split (overall and per slice: seen sprites, held-out sprites, held-out
-Noto style) beside the Bayes ceilings of the generating distribution.  Goal: every unimodal
-probe <= 65 %, the multimodal model clearly above.
+Noto style) beside the Bayes ceilings of the generating distribution, with each neural
+probe's clean training accuracy over its last three epochs (flat: trained to convergence).
+Goal: every unimodal probe <= 65 %, the multimodal model clearly above.
 
     .venv/bin/python benchmarks/probes.py [--epochs-text 2] [--epochs-image 6]
         [--epochs-both 3] [--text-layers 6] [--n-train-neural 6000]
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import re
 import time
 from pathlib import Path
 
@@ -25,14 +27,15 @@ from hybridcert.datasets import safety
 from hybridcert.models import fusion, training
 
 
-def _row(name: str, pred: np.ndarray, test: safety.SafetyData, seconds: float) -> str:
+def _row(name: str, pred: np.ndarray, test: safety.SafetyData, seconds: float,
+         train_acc: str = "") -> str:
     cells = [100 * training.class_metrics(pred, test.labels)["balanced"]]
     for part in ("seen", "heldout", "noto"):
         mask = test.meta["slice"] == part
         cells.append(100 * training.class_metrics(pred[mask], test.labels[mask])["balanced"])
     m = training.class_metrics(pred, test.labels)
     return (f"| {name} | " + " | ".join(f"{c:.1f}" for c in cells) +
-            f" | {100 * m['safe']:.1f} / {100 * m['unsafe']:.1f} | {seconds:.0f} |")
+            f" | {100 * m['safe']:.1f} / {100 * m['unsafe']:.1f} | {train_acc} | {seconds:.0f} |")
 
 
 def bag_of_words(train: safety.SafetyData, val: safety.SafetyData, test: safety.SafetyData,
@@ -70,13 +73,13 @@ def main() -> None:
           f"torch {torch.__version__}; safety v{safety.VERSION}: train {len(train)}, val "
           f"{len(val)}, test {len(test)} (unsafe share {test.labels.mean():.3f})")
     rows = ["| probe | test | seen | held-out sprites | Noto style | recall safe / unsafe "
-            "| seconds |", "|---|---|---|---|---|---|---|"]
+            "| train accuracy, last 3 epochs | seconds |", "|---|---|---|---|---|---|---|---|"]
     ceilings = {part: safety.unimodal_ceilings(part) for part in ("seen", "heldout", "noto")}
     for modality in ("text", "image"):
         parts = [100 * ceilings[p][modality] for p in ("seen", "heldout", "noto")]
         overall = 0.5 * parts[0] + 0.25 * parts[1] + 0.25 * parts[2]
         rows.append(f"| Bayes ceiling, {modality} alone | {overall:.1f} | " +
-                    " | ".join(f"{c:.1f}" for c in parts) + " | | |")
+                    " | ".join(f"{c:.1f}" for c in parts) + " | | | |")
     for ngrams in ((1, 1), (1, 2)):
         start = time.perf_counter()
         pred = bag_of_words(train, val, test, ngrams)
@@ -91,11 +94,17 @@ def main() -> None:
         layers = args.text_layers if modalities == ("text",) else 1
         config = fusion.FilterConfig(modalities, text_layers=layers, seed=0)
         start = time.perf_counter()
+        accuracy: list[float] = []
+
+        def log(line: str, accuracy=accuracy) -> None:
+            print("  " + line, flush=True)
+            accuracy.append(float(re.search(r"train accuracy ([0-9.]+)", line).group(1)))
+
         model = training.train(config, train.subset(slice(0, args.n_train_neural)),
-                               epochs=epochs, noised=False,
-                               log=lambda line: print("  " + line, flush=True))
+                               epochs=epochs, noised=False, log=log)
         pred = training.predict(model, test)
-        rows.append(_row(name, pred, test, time.perf_counter() - start))
+        last = " / ".join(f"{100 * a:.1f}" for a in accuracy[-3:])
+        rows.append(_row(name, pred, test, time.perf_counter() - start, last))
         print(rows[-1], flush=True)
     print("\nBalanced accuracy (%) on the test split (constant classifier: 50 %):\n")
     print("\n".join(rows))

@@ -169,7 +169,8 @@ def train(config: FilterConfig, data: SafetyData, epochs: int = 8, batch_size: i
             schedule.step()
             total += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == labels[torch.from_numpy(idx).to(device)]).sum())
-        log(f"epoch {epoch + 1}/{epochs}: loss {total / len(data):.3f}, noisy train accuracy "
+        log(f"epoch {epoch + 1}/{epochs}: loss {total / len(data):.3f}, "
+            f"{'noisy ' if noised else 'clean '}train accuracy "
             f"{correct / len(data):.3f} ({time.perf_counter() - start:.1f} s)")
     config.epochs = epochs
     return model.cpu().eval()
