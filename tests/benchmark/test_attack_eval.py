@@ -164,7 +164,10 @@ def test_fewer_certified_inputs_than_asked_and_a_seeded_draw(certified):
     ({"inputs": -1}, "inputs must be an integer >= 0"),
     ({"beyond": 1.0}, "--beyond must be a factor > 1"),
     ({"steps": 0}, "--steps must be an integer >= 1"),
-    ({"beyond_tokens": -1}, "--beyond_tokens must be an integer >= 0")])
+    ({"beyond_tokens": -1}, "--beyond_tokens must be an integer >= 0"),
+    ({"seeds": ()}, "seeds must be distinct integers"),
+    ({"seeds": (0, 0)}, "seeds must be distinct integers"),
+    ({"seeds": (0, 1.0)}, "seeds must be distinct integers")])
 def test_bad_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         AttackSettings(**kwargs)

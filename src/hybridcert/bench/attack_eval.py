@@ -26,7 +26,7 @@ wrong: a soundness alarm, logged and reported loudly.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -58,10 +58,15 @@ class AttackSettings:
     Parameters
     ----------
     inputs : int
-        Unsafe test inputs certified flagged attacked per level (a seeded draw; all when
-        fewer; 0: no attacks).
+        Unsafe test inputs certified flagged attacked per level (0: no attacks), filled
+        seed by seed in the order of ``seeds``: every certified flagged input of a seed's
+        unit (a seeded draw when more are available than are still wanted), then the next
+        seed's, each attacked on its own seed's filter.
     levels : tuple of int
-        Indices of the noise levels attacked (the baseline seed's filters, threat anywhere).
+        Indices of the noise levels attacked (threat anywhere).
+    seeds : tuple of int
+        Training seeds whose units the attacks draw from, in order (the first: the baseline
+        seed, attacked before the other seeds are certified).
     beyond : float
         Factor > 1 of the beyond attack's budget.
     tokens, beyond_tokens, samples, steps, candidates, n : int
@@ -72,6 +77,7 @@ class AttackSettings:
 
     inputs: int = 100
     levels: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = (0,)
     beyond: float = 2.0
     tokens: int = 1
     beyond_tokens: int = 1
@@ -83,6 +89,10 @@ class AttackSettings:
     def __post_init__(self) -> None:
         if isinstance(self.inputs, bool) or not isinstance(self.inputs, int) or self.inputs < 0:
             raise ValueError(f"inputs must be an integer >= 0, got {self.inputs!r}")
+        seeds = tuple(self.seeds) if isinstance(self.seeds, (tuple, list)) else ()
+        if not seeds or len(set(seeds)) != len(seeds) or not all(
+                isinstance(x, int) and not isinstance(x, bool) for x in seeds):
+            raise ValueError(f"seeds must be distinct integers, at least one, got {self.seeds!r}")
         check_kinds(True, self.beyond)
         self.options(0.5, 0)
 
@@ -179,12 +189,30 @@ def attack_unit(model, noise: HybridNoise, data: safety.SafetyData, unit: dict,
     return out
 
 
-def run_attacks(model, noise, test, test_index, unit: dict, val, val_index, cfg, log) -> dict:
-    """:func:`attack_unit` with the benchmark configuration's settings (``cfg.attack``), alpha,
-    seed, batch size and device (the runner's call; ``test_index``, ``val`` and ``val_index``
-    are not needed: the unit's rows name its inputs)."""
-    return attack_unit(model, noise, test, unit, cfg.attack, cfg.settings.alpha, cfg.run_seed,
+def run_attacks(model, noise, test, test_index, unit: dict, val, val_index, cfg, log,
+                inputs: int | None = None) -> dict:
+    """:func:`attack_unit` with the benchmark configuration's settings (``cfg.attack``; at
+    most ``inputs`` inputs when given), alpha, seed, batch size and device (the runner's call;
+    ``test_index``, ``val`` and ``val_index`` are not needed: the unit's rows name its
+    inputs)."""
+    settings = cfg.attack if inputs is None else replace(cfg.attack, inputs=inputs)
+    return attack_unit(model, noise, test, unit, settings, cfg.settings.alpha, cfg.run_seed,
                        cfg.batch_size, log, cfg.device)
+
+
+def merge_parts(parts: dict) -> dict:
+    """One level's attacks from its per-seed parts ({seed: :func:`attack_unit` result}, in
+    the order they were filled): the rows (each with its ``seed``) and ids in that order,
+    ``available`` summed, ``taus`` per seed, and the summary recomputed over every row."""
+    seeds = list(parts)
+    rows = [dict(row, seed=int(seed)) for seed in seeds for row in parts[seed]["rows"]]
+    first = parts[seeds[0]]
+    return {"tau": first["tau"], "taus": {seed: parts[seed]["tau"] for seed in seeds},
+            "level": first["level"], "alpha": first["alpha"], "seeds": [int(x) for x in seeds],
+            "available": sum(parts[seed]["available"] for seed in seeds),
+            "ids": [i for seed in seeds for i in parts[seed]["ids"]], "rows": rows,
+            "summary": summarize(rows),
+            "seconds": round(sum(parts[seed]["seconds"] for seed in seeds), 1)}
 
 
 def _alarm(row: dict) -> bool:
@@ -229,9 +257,12 @@ def report_lines(attacks: dict | None) -> list[str]:
     first = next(iter(attacks["levels"].values()))
     lines = ["## Attacks inside and beyond each certified region", "",
              f"The attack `hybridcert attack` runs (`hybridcert.runs.attack.attack_input`) on "
-             f"the baseline seed's detector, threat anywhere: up to "
-             f"{settings.get('inputs', '?')} unsafe test inputs certified flagged per level (a "
-             f"seeded draw; the unit certifies the flag side only), each attacked to evade "
+             f"the detector, threat anywhere: up to "
+             f"{settings.get('inputs', '?')} unsafe test inputs certified flagged per level, "
+             f"taken from the units of seeds {attacks.get('seeds', [0])} in that order (all "
+             f"of a seed's, or a seeded draw when more are available than are still wanted; "
+             f"each attacked on its own seed's filter; the unit certifies the flag side "
+             f"only), each attacked to evade "
              f"the flag at a budget read off its own certified region — inside: "
              f"r = min({settings.get('tokens', '?')}, largest certified r) tokens and the "
              f"certified L2 radius at r; beyond: x{settings.get('beyond', '?')} that radius "
@@ -251,6 +282,8 @@ def report_lines(attacks: dict | None) -> list[str]:
     for li, res in sorted(attacks["levels"].items(), key=lambda item: int(item[0])):
         level = res.get("level")
         name = f"{li} ({level[0]:g}, {level[1]:g})" if level else str(li)
+        if res.get("seeds"):
+            name += ", seeds " + ", ".join(str(x) for x in res["seeds"])
         if not res["summary"]:
             lines.append(f"| {name} | none (no unsafe input certified flagged) | "
                          f"{res['available']} | 0 | | | | | | 0 | {res['seconds']:.0f} |")
@@ -307,5 +340,5 @@ def figure(attacks: dict | None, out: Path) -> str | None:
     return path.name
 
 
-__all__ = ["AttackSettings", "attack_unit", "certified_flagged", "figure", "report_lines",
-           "run_attacks", "summarize"]
+__all__ = ["AttackSettings", "attack_unit", "certified_flagged", "figure", "merge_parts",
+           "report_lines", "run_attacks", "summarize"]

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from hybridcert.bench import report as bench_report
-from hybridcert.bench.attack_eval import AttackSettings, run_attacks
+from hybridcert.bench.attack_eval import AttackSettings, merge_parts, run_attacks
 from hybridcert.bench.calibrate import choose_pair, choose_threshold, refine
 from hybridcert.bench.counterexample import CounterexampleSettings, search_counterexample
 from hybridcert.bench.engine import count_copies
@@ -271,7 +271,7 @@ def full_config(out: Path = Path("artifacts/full"), device: str = "cpu") -> Benc
         test_inputs=200 if cpu else 250, val_inputs=1000, threats=THREATS,
         append_seeds=(0,), majority_seeds=None, baseline_levels=None, factorized_and=True,
         settings=Settings(n_max=FULL_N if cpu else FULL_N_GPU, mode="fixed"),
-        attack=AttackSettings(inputs=100, levels=(0,)),
+        attack=AttackSettings(inputs=100, levels=(0,), seeds=(0, 1, 2, 3, 4)),
         counterexample=CounterexampleSettings(seconds=600.0, samples=128, steps=100,
                                               candidates=512, rounds=2, common_noise=True,
                                               screen_share=0.4),
@@ -422,22 +422,42 @@ def run(cfg: BenchmarkConfig) -> dict:
         _write(results, cfg, started, units_dir)
     results["timings"]["baselines_s"] = round(time.perf_counter() - started, 1)
 
-    if cfg.attack.inputs:
+    def attack_certified() -> None:
+        """Attack each level's certified flagged inputs, seed by seed (cfg.attack.seeds) as
+        far as the seeds certified so far allow; saved after each seed: a rerun resumes."""
+        if not cfg.attack.inputs:
+            return
         attacks = load_unit(units_dir / "attacks.json")
-        key = _procedure_key(cfg.attack, ATTACK_VERSION)
+        key = _procedure_key(cfg.attack, ATTACK_VERSION, omit=("seeds",))
         if attacks is None or attacks.get("settings") != key:
             attacks = {"settings": key, "levels": {}}
-        for li in cfg.attack.levels:        # saved after each level: a rerun resumes
-            if (li >= len(cfg.levels) or "anywhere" not in cfg.threats
-                    or str(li) in attacks["levels"]):
+        attacks["seeds"] = list(cfg.attack.seeds)
+        parts_of = attacks.setdefault("parts", {})
+        for li in cfg.attack.levels:
+            if li >= len(cfg.levels) or "anywhere" not in cfg.threats:
                 continue
-            unit = load_unit(units_dir / f"seed{cfg.baseline_seed}_level{li}_anywhere.json")
-            attacks["levels"][str(li)] = run_attacks(
-                models[(cfg.baseline_seed, li)], noise_for(cfg.levels[li], "anywhere"),
-                test, test_index, unit, val, val_index, cfg, log)
-            save_unit(units_dir / "attacks.json", attacks)
+            parts = parts_of.setdefault(str(li), {})
+            if not parts and str(li) in attacks["levels"]:      # stored before seeds: seed 0's
+                parts[str(cfg.attack.seeds[0])] = attacks["levels"][str(li)]
+            for seed in cfg.attack.seeds:
+                if str(seed) in parts:
+                    continue
+                wanted = cfg.attack.inputs - sum(len(p["ids"]) for p in parts.values())
+                if wanted <= 0 or (seed, li) not in models:
+                    break
+                unit = load_unit(units_dir / f"seed{seed}_level{li}_anywhere.json")
+                parts[str(seed)] = run_attacks(
+                    models[(seed, li)], noise_for(cfg.levels[li], "anywhere"), test,
+                    test_index, unit, val, val_index, cfg, log, inputs=wanted)
+                attacks["levels"][str(li)] = merge_parts(parts)
+                save_unit(units_dir / "attacks.json", attacks)
+            if parts:
+                attacks["levels"][str(li)] = merge_parts(parts)
+        save_unit(units_dir / "attacks.json", attacks)
         results["attacks"] = attacks
         _write(results, cfg, started, units_dir)
+
+    attack_certified()
     results["timings"]["attacks_s"] = round(time.perf_counter() - started, 1)
 
     if cfg.counterexample.seconds > 0:
@@ -454,6 +474,7 @@ def run(cfg: BenchmarkConfig) -> dict:
     for seed in cfg.seeds:
         if seed != cfg.baseline_seed:
             certify_seed(seed)
+    attack_certified()             # the attacks' other seeds, now certified
     results["timings"]["total_s"] = round(time.perf_counter() - started, 1)
     _write(results, cfg, started, units_dir, final=True)
     log(f"report: {cfg.out / 'REPORT.md'} ({time.perf_counter() - started:.0f} s in all)")
@@ -671,9 +692,11 @@ ATTACK_VERSION = 3
 COUNTEREXAMPLE_VERSION = 3
 
 
-def _procedure_key(settings, version: int) -> dict:
-    """A procedure's settings as stored in JSON (tuples become lists), with its version."""
-    return {**json.loads(json.dumps(asdict(settings))), "version": version}
+def _procedure_key(settings, version: int, omit: tuple[str, ...] = ()) -> dict:
+    """A procedure's settings as stored in JSON (tuples become lists), with its version,
+    without the fields in ``omit`` (those that say which work is done, not how)."""
+    fields = {k: v for k, v in asdict(settings).items() if k not in omit}
+    return {**json.loads(json.dumps(fields)), "version": version}
 
 
 def _write_unit_files(folder: Path, name: str, unit: dict) -> None:
