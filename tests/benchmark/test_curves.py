@@ -163,3 +163,17 @@ def test_calibration_error_needs_stored_estimates_and_valid_arguments():
         curves.calibration_bootstrap(np.zeros((1, 3)), labels, calibration)
     with pytest.raises(ValueError, match="replicates"):
         curves.calibration_bootstrap(np.zeros((1, 2)), labels, calibration, replicates=0)
+
+
+def test_curves_of_one_panel_may_have_their_own_taus(tmp_path):
+    """Two levels in one panel are read at their own tau grids (each grid holds its seeds'
+    calibrated taus), so their lengths differ (the full run's final report failed here)."""
+    from hybridcert.reports import plots
+
+    grids = [curves.tau_grid([0.93]), curves.tau_grid([0.95, 0.97, 0.99])]
+    assert grids[0].size != grids[1].size
+    lines = [{"label": f"level {k}", "x": g, "mean": np.linspace(1, 0, g.size),
+              "low": np.zeros(g.size), "high": np.ones(g.size)} for k, g in enumerate(grids)]
+    path = plots.tau_curves([{"title": "all", "x": grids[1], "curves": lines}],
+                            tmp_path / "curves.png", "two levels")
+    assert path.stat().st_size > 1000

@@ -470,7 +470,7 @@ def _curve_figures(metrics, cfg, out: Path) -> list[str]:
                         if table is None:
                             continue
                         lines.append({"label": f"{_level_name(cfg, key[0])}: {label}",
-                                      "color": color, "style": style,
+                                      "color": color, "style": style, "x": c["taus"],
                                       **{q: np.asarray(table[q])[:, b]
                                          for q in ("mean", "low", "high")}})
                 if lines:

@@ -168,8 +168,9 @@ def tau_curves(panels, path: Path, title: str, ylabel: str = "certified rate",
     ----------
     panels : list of dict
         ``{"title": str, "x": taus, "curves": [{"label", "mean", "low", "high", "color",
-        "style"}], "marks": [(tau, color)]}``; a mark is a dotted vertical line (e.g. a
-        calibrated tau).
+        "style", "x"}], "marks": [(tau, color)]}``; a curve's own ``x`` (optional) replaces
+        the panel's (curves of one panel may be read at different taus); a mark is a dotted
+        vertical line (e.g. a calibrated tau).
     """
     def logit(t):
         t = np.asarray(t, dtype=float)
@@ -184,9 +185,10 @@ def tau_curves(panels, path: Path, title: str, ylabel: str = "certified rate",
         x = logit(panel["x"])
         for curve in panel["curves"]:
             color = curve.get("color", "C0")
-            ax.plot(x, curve["mean"], color=color, linestyle=curve.get("style", "-"),
+            cx = logit(curve["x"]) if "x" in curve else x
+            ax.plot(cx, curve["mean"], color=color, linestyle=curve.get("style", "-"),
                     linewidth=1.2, label=curve["label"])
-            ax.fill_between(x, curve["low"], curve["high"], color=color, alpha=0.12)
+            ax.fill_between(cx, curve["low"], curve["high"], color=color, alpha=0.12)
         for tau, color in panel.get("marks", []):
             ax.axvline(float(logit(tau)), color=color, linestyle=":", linewidth=1)
         ax.set_xticks(logit(ticks), [f"{t:g}" for t in ticks], fontsize=6)
