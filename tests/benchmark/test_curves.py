@@ -177,3 +177,67 @@ def test_curves_of_one_panel_may_have_their_own_taus(tmp_path):
     path = plots.tau_curves([{"title": "all", "x": grids[1], "curves": lines}],
                             tmp_path / "curves.png", "two levels")
     assert path.stat().st_size > 1000
+
+
+def _branch(flagged, n):
+    """A fixed-n branch as the benchmark stores it: one detector row per input."""
+    return {"mode": "fixed", "rows": {"detector": [{"counts": [n - int(k), int(k)],
+                                                    "queries": n} for k in flagged]}}
+
+
+def test_factorized_and_is_each_branch_certified_independently():
+    """The AND's certified flag at (eps, r) from its stored branch counts: the image branch's
+    Clopper-Pearson bound (scipy) through Cohen et al.'s closed form at eps clears tau_image
+    and the text branch's bound, after r substitutions (an independent linear program over
+    the outcomes of the changed position; r = 0: the bound itself), clears tau_text."""
+    from hybridcert.bench.threats import branch_noise
+    from tests.certificate.brute_force import discrete_outcomes, lp_lower_bound
+
+    level, n, alpha = (0.25, 0.75), 400, ALPHA / 2
+    rng = np.random.default_rng(7)
+    image_flagged, text_flagged = rng.integers(300, n + 1, 24), rng.integers(300, n + 1, 24)
+    entry = {"branches": {"image": _branch(image_flagged, n), "text": _branch(text_flagged, n)}}
+    text_noise = branch_noise(level, "text")
+    bounds = curves.and_bounds(entry, branch_noise(level, "image"), text_noise, alpha, CELLS)
+    p_image = beta.ppf(alpha, image_flagged, n - image_flagged + 1)
+    p_text = beta.ppf(alpha, text_flagged, n - text_flagged + 1)
+    vocab = text_noise.blocks[0].vocabulary.size
+    mu, nu = discrete_outcomes("substitution", level[1], vocab, 1)
+    text_after = {0: p_text, 1: np.array([lp_lower_bound(p, mu, nu) for p in p_text])}
+    pairs = [(0.9, 0.9), (0.95, 0.97), (0.5, 0.99)]
+    certified = curves.and_certified(bounds, pairs)
+    assert certified.shape == (len(pairs), len(CELLS), 24)
+    checked = 0
+    for k, (ti, tt) in enumerate(pairs):
+        for b, (eps, r) in enumerate(CELLS):
+            if r not in text_after:
+                continue
+            image_after = norm.cdf(norm.ppf(p_image) - eps / level[0])
+            clear = (np.abs(image_after - ti) > 1e-9) & (np.abs(text_after[r] - tt) > 1e-7)
+            expected = (image_after >= ti) & (text_after[r] >= tt)
+            assert np.array_equal(certified[k, b][clear], expected[clear]), (ti, tt, eps, r)
+            checked += int(clear.sum())
+    assert checked >= 250 and certified.any() and not certified.all()
+    assert curves.and_bounds({"branches": {"image": {"mode": "sequential"},
+                                           "text": entry["branches"]["text"]}},
+                             branch_noise(level, "image"), text_noise, alpha, CELLS) is None
+
+
+def test_and_pairs_are_the_calibrations_choice_and_never_exceed_the_rate():
+    from hybridcert.bench.calibrate import choose_pair
+
+    rng = np.random.default_rng(8)
+    labels = rng.integers(0, 2, 300)
+    copies = 16
+    validation = {"image": (rng.binomial(copies, np.where(labels, 0.6, 0.3)) / copies).tolist(),
+                  "text": (rng.binomial(copies, np.where(labels, 0.55, 0.4)) / copies).tolist(),
+                  "labels": labels.tolist(), "copies": copies}
+    pairs = curves.and_pairs(validation, (0.01, 0.05, 0.2))
+    for rate, pair in pairs.items():
+        assert pair == choose_pair(validation["image"], validation["text"], labels, copies,
+                                   rate)
+        flagged = (np.array(validation["image"]) >= pair["tau_image"]) & \
+            (np.array(validation["text"]) >= pair["tau_text"])
+        assert pair["rate"] == flagged[labels == 0].mean() <= rate
+    assert pairs[0.01]["recall"] <= pairs[0.05]["recall"] <= pairs[0.2]["recall"]
+    assert curves.and_pairs({}) is None

@@ -99,10 +99,19 @@ def test_tiny_benchmark_writes_everything_and_resumes(tiny_run, capsys):
     assert isinstance(search["screened"], list) and search["attempts"]
     for row in search["screened"]:     # the screen's budget is a radius, its result a share
         assert row["eps"] > 0 and 0 <= row["after_image_attack"] <= 1
+    # a baselines unit stored before the AND's validation estimates were gets them recounted
+    from hybridcert.bench.store import load_unit, save_unit
+    base_path = cfg.cache / "bench" / cfg.out.name / cfg.signature() / \
+        "baselines_seed0_level0.json"
+    base = load_unit(base_path)
+    validation = base["and"].pop("validation")
+    save_unit(base_path, base)
     capsys.readouterr()
     again = benchmark.run(cfg)         # every unit is reused, nothing is trained again
     log = capsys.readouterr().out
     assert "reusing unit seed0_level0_anywhere" in log and "training" not in log
+    assert "AND validation estimates recounted" in log
+    assert load_unit(base_path)["and"]["validation"] == validation
     # a reused checkpoint reports the training time recorded when it was trained
     assert again["training"] == stored["training"] and min(stored["training"].values()) > 0
 
@@ -247,7 +256,8 @@ def _check_curves_and_references(cfg, report: str, stored: dict) -> None:
                  "Per seed (its own rate [95 % bootstrap interval over the test inputs])",
                  "Student-t interval", "### Fair references at the same cells",
                  "always flag (constant)", "never flag (constant)",
-                 "### The same filter smoothed three ways at matched validation",
+                 "### The same filter smoothed three ways, and the factorized AND, at "
+                 "matched validation",
                  "Balanced certified accuracy against the constant classifier's 50 %",
                  "| anywhere | test false flags |"):
         assert text in report, text
@@ -267,11 +277,38 @@ def _check_curves_and_references(cfg, report: str, stored: dict) -> None:
     # the factorized AND at the joint detector's validation false-flag rate (seed 0)
     pair = stored["baselines"]["0"]["and"]["calibration"]
     assert pair["target"] == metrics["val_rates"][0] and pair["rate"] <= pair["target"]
+    _check_and_curve(cfg, report, stored)
     # calibrated on both art styles
     unit = load_unit(cfg.cache / "bench" / cfg.out.name / cfg.signature()
                      / "seed0_level0_anywhere.json")
     assert set(unit["calibration"]["styles"]) == {"openmoji", "noto"}
     assert len(unit["calibration"]["scores"]) == unit["calibration"]["records"]
+
+
+
+def _check_and_curve(cfg, report: str, stored: dict) -> None:
+    """The factorized AND read back from what the run stored: its validation estimates
+    choose the pair it was certified at, and its branches' stored counts give, at that
+    pair, the decisions the run made at every cell of the grid."""
+    from hybridcert.bench import curves
+    from hybridcert.bench.store import load_unit
+    from hybridcert.bench.threats import CELLS, branch_noise
+
+    base = load_unit(cfg.cache / "bench" / cfg.out.name / cfg.signature()
+                     / "baselines_seed0_level0.json")
+    entry, level = base["and"], tuple(cfg.levels[0])
+    validation = entry["validation"]
+    assert len(validation["image"]) == len(validation["labels"]) == cfg.val_inputs + \
+        cfg.val_shifted and validation["copies"] == cfg.val_copies
+    pair = entry["calibration"]
+    again = curves.and_pairs(validation, (pair["target"],))[pair["target"]]
+    assert (again["tau_image"], again["tau_text"]) == (pair["tau_image"], pair["tau_text"])
+    bounds = curves.and_bounds(entry, branch_noise(level, "image"), branch_noise(level, "text"),
+                               base["and_alpha"], CELLS)
+    at = curves.and_certified(bounds, [(pair["tau_image"], pair["tau_text"])])[0]
+    assert np.array_equal(at.T, np.asarray(entry["outcomes"], bool))
+    assert "| factorized AND |" in report and (cfg.out / "matched_curves.png").stat().st_size \
+        > 1000
 
 
 def test_demo_runs_only_what_its_report_shows(tmp_path):

@@ -116,26 +116,30 @@ def choose_pair(image_scores, text_scores, labels, copies: int, max_rate: float 
         raise ValueError(f"max_rate must lie in (0, 1), got {max_rate!r}")
     grid = (np.arange(copies) + 0.5) / copies             # tau just above each estimate
     safe, unsafe = labels == 0, labels == 1
-    best = None
-    for ti in grid:
-        flag_i = img >= ti
-        for tt in grid:
-            flag = flag_i & (txt >= tt)
-            rate = float(flag[safe].mean()) if safe.any() else 0.0
-            if rate > max_rate:
-                continue
-            recall = float(flag[unsafe].mean()) if unsafe.any() else 0.0
-            key = (recall, -ti - tt)
-            if best is None or key > best[0]:
-                best = (key, ti, tt, rate, recall)
-    if best is None:
+    flag_image = (img[None, :] >= grid[:, None]).astype(float)       # (image tau, record)
+    flag_text = (txt[None, :] >= grid[:, None]).astype(float)        # (text tau, record)
+
+    def share(mask):            # (image tau, text tau): share of ``mask`` flagged by both
+        if not mask.any():
+            return np.zeros((grid.size, grid.size))
+        return (flag_image[:, mask] @ flag_text[:, mask].T) / mask.sum()
+
+    rate, recall = share(safe), share(unsafe)
+    feasible = rate <= max_rate
+    if not feasible.any():
         tau = float(grid[-1])
         flag = (img >= tau) & (txt >= tau)
-        return {"tau_image": tau, "tau_text": tau, "rate": float(flag[safe].mean()),
-                "recall": float(flag[unsafe].mean()), "feasible": False}
-    _, ti, tt, rate, recall = best
-    return {"tau_image": float(ti), "tau_text": float(tt), "rate": rate, "recall": recall,
-            "feasible": True}
+        return {"tau_image": tau, "tau_text": tau,
+                "rate": float(flag[safe].mean()) if safe.any() else 0.0,
+                "recall": float(flag[unsafe].mean()) if unsafe.any() else 0.0,
+                "feasible": False}
+    # the most recall; among equals the lowest tau_image + tau_text; then the lowest tau_image
+    best = feasible & (recall == recall[feasible].max())
+    total = -grid[:, None] - grid[None, :]
+    best &= total == total[best].max()
+    i, t = np.argwhere(best)[0]
+    return {"tau_image": float(grid[i]), "tau_text": float(grid[t]), "rate": float(rate[i, t]),
+            "recall": float(recall[i, t]), "feasible": True}
 
 
 __all__ = ["choose_pair", "choose_score_threshold", "choose_threshold", "refine"]

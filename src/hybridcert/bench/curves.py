@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from hybridcert.bench.calibrate import choose_threshold
+from hybridcert.bench.calibrate import choose_pair, choose_threshold
 from hybridcert.blocks import HybridNoise
 from hybridcert.certificate import lower_bound
 from hybridcert.smoothing.core import lower_confidence_bound
@@ -210,6 +210,46 @@ def unit_bounds(unit: dict, noise: HybridNoise, alpha: float,
     return budget_bounds(noise, flag_bounds(flagged, n, alpha), budgets)
 
 
+def and_bounds(entry: dict, image_noise: HybridNoise, text_noise: HybridNoise, alpha: float,
+               budgets: Sequence[tuple[float, int]] = CURVE_BUDGETS
+               ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The factorized AND's two branches read from their stored fixed-n counts (each at
+    ``alpha``, the branch's own: half the joint certificate's): per budget ``(eps, r)`` and
+    input, the image branch's bound after an image change of ``eps`` and the text branch's
+    after ``r`` token changes; None when a branch is not at a fixed n."""
+    out = []
+    for modality, noise in (("image", image_noise), ("text", text_noise)):
+        counts = fixed_counts(entry["branches"][modality])
+        if counts is None:
+            return None
+        flagged, n = counts
+        own = [(e, 0) if modality == "image" else (0.0, r) for e, r in budgets]
+        out.append(budget_bounds(noise, flag_bounds(flagged, n, alpha), own))
+    return out[0], out[1]
+
+
+def and_certified(bounds: tuple[np.ndarray, np.ndarray], pairs) -> np.ndarray:
+    """``(pairs, budgets, inputs)`` bool: the AND's flag (both branches flag) at each pair
+    ``(tau_image, tau_text)`` is certified at each budget: each branch's bound clears its
+    own tau."""
+    image, text = (np.asarray(b) for b in bounds)
+    t = np.asarray(pairs, dtype=float).reshape(-1, 2)
+    return (image[None] >= t[:, 0, None, None]) & (text[None] >= t[:, 1, None, None])
+
+
+def and_pairs(validation: dict, rates: Sequence[float] = VAL_RATES) -> dict | None:
+    """The AND's pair of thresholds for each validation false-flag rate in ``rates``
+    (:func:`~hybridcert.bench.calibrate.choose_pair` on the branches' stored validation
+    estimates, as the benchmark chooses it), or None without stored estimates."""
+    if not validation:
+        return None
+    return {float(rate): choose_pair(validation["image"], validation["text"],
+                                     validation["labels"], validation["copies"],
+                                     min(max(float(rate), 1e-9), 1 - 1e-9))
+            for rate in rates}
+
+
 __all__ = ["CURVE_BUDGETS", "HIGH_POINTS", "LOW_POINTS", "TAU_HIGH", "TAU_LOW", "VAL_RATES",
-           "budget_bounds", "calibration_bootstrap", "certified", "fixed_counts", "flag_bounds",
-           "tau_ceiling", "tau_grid", "unit_bounds", "validation_rate", "validation_taus"]
+           "and_bounds", "and_certified", "and_pairs", "budget_bounds", "calibration_bootstrap",
+           "certified", "fixed_counts", "flag_bounds", "tau_ceiling", "tau_grid", "unit_bounds",
+           "validation_rate", "validation_taus"]

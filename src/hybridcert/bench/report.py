@@ -12,7 +12,7 @@ import numpy as np
 from hybridcert.bench import attack_eval, curves
 from hybridcert.bench.metrics import rate_table
 from hybridcert.bench.store import json_default, load_unit
-from hybridcert.bench.threats import noise_for
+from hybridcert.bench.threats import branch_noise, noise_for
 from hybridcert.reports import plots
 from hybridcert.reports.tables import EPS_GRID, TOKEN_GRID, markdown_interval_table
 from hybridcert.smoothing.core import lower_confidence_bound
@@ -437,6 +437,10 @@ def _figures(results, metrics, cfg, out: Path, curve_figures: bool = True) -> li
     base = _baseline_figure(results, metrics, cfg, out)
     if base:
         names.append(base)
+    if curve_figures:
+        matched = _matched_figure(results, cfg, out)
+        if matched:
+            names.append(matched)
     attacks = attack_eval.figure(results.get("attacks"), out)
     if attacks:
         names.append(attacks)
@@ -1180,19 +1184,33 @@ def _references_section(results, baselines, cfg) -> list[str]:
     return lines
 
 
-def _matched_section(results, baselines, cfg) -> list[str]:
-    """The joint filter and its image-only and text-only smoothings, each at its own taus
-    for 1 %, 5 % and 10 % validation false flags (from the stored counts and validation
-    estimates: bench/curves.py)."""
+#: Validation false-flag rates at which the factorized AND's pair of thresholds is chosen for
+#: its operating curve (each one a calibration, as the benchmark's 5 % one).
+AND_CURVE_RATES: tuple[float, ...] = tuple(float(r) for r in np.geomspace(0.002, 0.5, 40))
+#: Methods of the matched comparison, in the order of the tables and figures.
+MATCHED_METHODS = ("joint", "image-only smoothing", "text-only smoothing", "factorized AND")
+
+
+def matched_curves(results, baselines, cfg) -> dict:
+    """The joint filter, its image-only and text-only smoothings and the factorized AND, each
+    at its own thresholds for a range of benign validation false-flag rates (the baseline
+    seed, threat anywhere, the same test inputs; from the stored counts and validation
+    estimates, no new draws: bench/curves.py).
+
+    Returns ``{level index: {method: {"val_rate": (P,), "certified": (P, budgets, inputs),
+    "points": {target: (tau text, validation rate, feasible, (budgets, inputs))}}}}``: a
+    point per tau of the grid (per chosen pair for the AND), and the operating points at
+    the validation rates of :data:`~hybridcert.bench.curves.VAL_RATES`.
+    """
     budgets = curves.CURVE_BUDGETS
-    labels = np.asarray(results["inputs"]["labels"])
-    rows = []
+    out: dict = {}
     for li_text, base in sorted(baselines.items()):
         li = int(li_text)
         level = tuple(cfg.levels[li])
         joint = _unit_of(results, cfg.baseline_seed, li)
         if joint is None:
             continue
+        methods = {}
         for name, unit, image, text in (("joint", joint, True, True),
                                         ("image-only smoothing", base["image_only"], True,
                                          False),
@@ -1200,35 +1218,113 @@ def _matched_section(results, baselines, cfg) -> list[str]:
                                          True)):
             noise = _noise(level, "anywhere", cfg.append_slots, image, text)
             bounds = curves.unit_bounds(unit, noise, cfg.settings.alpha, budgets)
-            taus = curves.validation_taus(unit["calibration"])
-            if bounds is None or taus is None:
-                return []
-            for target, chosen in taus.items():
-                at = curves.certified(bounds, [chosen["tau"]])[0]        # (budgets, inputs)
-                rows.append((li, target, name, chosen, at))
-    if not rows:
+            chosen = curves.validation_taus(unit["calibration"])
+            if bounds is None or chosen is None:
+                continue
+            taus = curves.tau_grid([c["tau"] for c in chosen.values()])
+            methods[name] = {
+                "val_rate": np.array([curves.validation_rate(unit["calibration"], t)
+                                      for t in taus]),
+                "certified": curves.certified(bounds, taus),
+                "points": {target: (f"{c['tau']:.4g}", c["rate"], c["feasible"],
+                                    curves.certified(bounds, [c["tau"]])[0])
+                           for target, c in chosen.items()}}
+        entry = base.get("and")
+        if entry is not None and entry.get("validation"):
+            bounds = curves.and_bounds(entry, branch_noise(level, "image"),
+                                       branch_noise(level, "text"), base["and_alpha"], budgets)
+            if bounds is not None:
+                pairs = curves.and_pairs(entry["validation"], AND_CURVE_RATES)
+                chosen = curves.and_pairs(entry["validation"])
+                taus = [(c["tau_image"], c["tau_text"]) for c in pairs.values()]
+                methods["factorized AND"] = {
+                    "val_rate": np.array([c["rate"] for c in pairs.values()]),
+                    "certified": curves.and_certified(bounds, taus),
+                    "points": {target: (f"{c['tau_image']:.3g} / {c['tau_text']:.3g}",
+                                        c["rate"], c["feasible"],
+                                        curves.and_certified(
+                                            bounds, [(c["tau_image"], c["tau_text"])])[0])
+                               for target, c in chosen.items()}}
+        if methods:
+            out[li] = methods
+    return out
+
+
+def _matched_section(results, baselines, cfg) -> list[str]:
+    """The table of :func:`matched_curves`' operating points: each method at its own
+    thresholds for 1 %, 5 % and 10 % validation false flags."""
+    budgets = curves.CURVE_BUDGETS
+    labels = np.asarray(results["inputs"]["labels"])
+    found = matched_curves(results, baselines, cfg)
+    if not found:
         return []
-    lines = ["### The same filter smoothed three ways at matched validation false-flag rates",
-             "",
+    lines = ["### The same filter smoothed three ways, and the factorized AND, at matched "
+             "validation false-flag rates", "",
              f"Seed {cfg.baseline_seed}, threat anywhere, the same inputs and stored counts "
              f"(no new draws): each smoothing at its own tau for 1 %, 5 % and 10 % benign "
              f"validation false flags (chosen as the calibration chooses tau, on its own "
-             f"validation estimates). Certified test false flags at (0, 0) and certified "
-             f"unsafe recall (%) [95 % bootstrap interval over the test inputs].", "",
+             f"validation estimates); the factorized AND at its own pair of thresholds, chosen "
+             f"as the benchmark chooses it for at most that rate (its branches certified at "
+             f"alpha / 2 each). Certified test false flags at (0, 0) and certified unsafe "
+             f"recall (%) [95 % bootstrap interval over the test inputs]. The same comparison "
+             f"over the whole range of rates: `matched_curves.png`.", "",
              "| level | validation target | method | tau | validation false flags | test false "
              "flags | " + " | ".join(f"({e:g}, {r})" for e, r in budgets) + " |",
              "|---" * (6 + len(budgets)) + "|"]
-    for li, target, name, chosen, at in sorted(rows, key=lambda t: (t[0], t[1])):
-        flags = rate_table(at[0][labels == 0][None, :, None].astype(float), cfg.bootstrap)
-        cells = [_pct(rate_table(at[b][labels == 1][None, :, None].astype(float),
-                                 cfg.bootstrap)) for b in range(len(budgets))]
-        reached = "" if chosen["feasible"] else " (target not reachable)"
-        lines.append(f"| {_level_name(cfg, li)} | {100 * target:g} % | {name} | "
-                     f"{chosen['tau']:.4g} | {100 * chosen['rate']:.1f}%{reached} | "
-                     f"{_pct(flags)} | "
-                     + " | ".join(cells) + " |")
+    for target in curves.VAL_RATES:
+        for li, methods in found.items():
+            for name in MATCHED_METHODS:
+                if name not in methods or target not in methods[name]["points"]:
+                    continue
+                tau, rate, feasible, at = methods[name]["points"][target]
+                flags = rate_table(at[0][labels == 0][None, :, None].astype(float),
+                                   cfg.bootstrap)
+                cells = [_pct(rate_table(at[b][labels == 1][None, :, None].astype(float),
+                                         cfg.bootstrap)) for b in range(len(budgets))]
+                reached = "" if feasible else " (target not reachable)"
+                lines.append(f"| {_level_name(cfg, li)} | {100 * target:g} % | {name} | "
+                             f"{tau} | {100 * rate:.1f}%{reached} | {_pct(flags)} | "
+                             + " | ".join(cells) + " |")
     return lines + ["", "Image-only smoothing certifies nothing at r >= 1, text-only nothing "
                         "at eps > 0 (0 in those columns by construction).", ""]
+
+
+def _matched_figure(results, cfg, out: Path) -> str | None:
+    """``matched_curves.png``: certified unsafe recall against the benign validation
+    false-flag rate, a panel per budget, a colour per method and a line style per level."""
+    baselines = results.get("baselines") or {}
+    found = matched_curves(results, baselines, cfg) if baselines else {}
+    if not found:
+        return None
+    labels = np.asarray(results["inputs"]["labels"])
+    unsafe = labels == 1
+    styles = ["-", "--", ":", "-."]
+    panels = []
+    for b, (e, r) in enumerate(curves.CURVE_BUDGETS):
+        lines = []
+        for k, (li, methods) in enumerate(found.items()):
+            for m, name in enumerate(MATCHED_METHODS):
+                if name not in methods:
+                    continue
+                c = methods[name]
+                order = np.argsort(c["val_rate"], kind="stable")
+                values = c["certified"][order][:, b][:, unsafe].T[None].astype(float)
+                table = rate_table(values, cfg.bootstrap)
+                lines.append({"label": f"{name}, keep {cfg.levels[li][1]:g}",
+                              "color": f"C{m}", "style": styles[k % len(styles)],
+                              "x": c["val_rate"][order],
+                              **{q: np.asarray(table[q]) for q in ("mean", "low", "high")}})
+        panels.append({"title": f"budget (eps {e:g}, r {r})", "x": [0.0, 0.3],
+                       "curves": lines, "marks": [(t, "grey") for t in curves.VAL_RATES]})
+    path = out / "matched_curves.png"
+    plots.tau_curves(
+        panels, path, f"certified unsafe recall against benign validation false flags, seed "
+                      f"{cfg.baseline_seed}, threat anywhere, same test inputs: each method at "
+                      f"its own thresholds; fixed n {cfg.settings.n_max:,}; bands: 95 % "
+                      f"bootstrap over test inputs; dotted: 1, 5, 10 %",
+        ylabel="certified unsafe recall", xlabel="benign validation false-flag rate",
+        logit=False)
+    return path.name
 
 
 def _stopping_section(metrics, cfg) -> list[str]:

@@ -37,14 +37,13 @@ from hybridcert.bench.engine import count_copies
 from hybridcert.bench.metrics import ceiling_probability, eps_ceiling
 from hybridcert.bench.models import CachedModality, FastFilter
 from hybridcert.bench.store import load_unit, save_unit
-from hybridcert.bench.threats import CELLS, THREATS, noise_for
+from hybridcert.bench.threats import CELLS, THREATS, branch_noise, noise_for
 from hybridcert.bench.units import Settings, certify_unit, unit_rows
-from hybridcert.blocks import Continuous, HybridNoise, TokenBlock, Tokens
+from hybridcert.blocks import HybridNoise, TokenBlock
 from hybridcert.certificate import MAJORITY, Rule
 from hybridcert.datasets import safety
 from hybridcert.models import fusion, training
 from hybridcert.models.checkpoints import RECIPE, load_or_train, provenance
-from hybridcert.noise import Gaussian, Substitution
 from hybridcert.reports.tables import EPS_GRID, TOKEN_GRID
 from hybridcert.smoothing import SmoothedClassifier, write_tsv
 from hybridcert.smoothing.core import input_seed, lower_confidence_bound
@@ -419,6 +418,12 @@ def run(cfg: BenchmarkConfig) -> dict:
             save_unit(units_dir / f"{name}.json", unit)
         else:
             log(f"reusing unit {name}")
+            if "and" in unit and "validation" not in unit["and"]:
+                # stored before the AND's validation estimates were: recount them (the same
+                # seeds, so the same draws) and check that they give the stored pair
+                unit["and"]["validation"] = _and_validation_of(cfg, level, data, val_index,
+                                                               unit["and"]["calibration"], log)
+                save_unit(units_dir / f"{name}.json", unit)
         results["baselines"][str(li)] = unit
         _write(results, cfg, started, units_dir)
     results["timings"]["baselines_s"] = round(time.perf_counter() - started, 1)
@@ -613,11 +618,9 @@ def _baselines(cfg, model, level, data, test_index, val_index, log,
     false flags (the joint detector's achieved rate: a matched operating point; default
     ``cfg.false_flag_rate``)."""
     test, val = data["test"], data["val"]
-    seed, out = cfg.baseline_seed, {"level": list(level)}
+    out = {"level": list(level)}
     ids = _ids("test", test_index)
     seeds = [input_seed(cfg.run_seed, s) for s in ids]
-    val_ids = _ids("val", val_index)
-    val_seeds = [input_seed(cfg.run_seed, s) for s in val_ids]
     labels = test.labels[test_index]
     fast = FastFilter(model).to(cfg.device)
     # one-modality smoothing of the joint filter: the other modality clean and cached
@@ -639,21 +642,7 @@ def _baselines(cfg, model, level, data, test_index, val_index, log,
             f"{unit['seconds']:.0f} s, {packed['summary']['mean_draws']:.0f} draws per input")
     if not cfg.factorized_and:
         return out
-    # factorized AND: an image-only and a text-only branch, each smoothed over its modality
-    branches = {}
-    for modality in ("image", "text"):
-        config = cfg.filter_config(level, seed, (modality,))
-        branch, seconds = load_or_train(cfg.cache, config, data["train"], cfg.epochs, log,
-                                        device=cfg.device)
-        noise = HybridNoise([Continuous("image", Gaussian(level[0]))]) if modality == "image" \
-            else HybridNoise([Tokens("text", Substitution(level[1], safety.vocabulary().size),
-                                     safety.vocabulary())])
-        clf = SmoothedClassifier(FastFilter(branch), noise, 2, batch_size=cfg.batch_size,
-                                 device=cfg.device)
-        counts = count_copies(clf, [_record(val, i, (modality,)) for i in val_index],
-                              val_seeds, cfg.val_copies, batch_size=cfg.batch_size)
-        branches[modality] = {"clf": clf, "scores": counts[:, 1] / cfg.val_copies,
-                              "train_s": round(seconds, 1), "name": config.name}
+    branches = _and_branches(cfg, level, data, val_index, log)
     target = cfg.false_flag_rate if and_rate is None else float(and_rate)
     pair = choose_pair(branches["image"]["scores"], branches["text"]["scores"],
                        val.labels[val_index], cfg.val_copies, min(max(target, 1e-9), 1 - 1e-9))
@@ -661,7 +650,8 @@ def _baselines(cfg, model, level, data, test_index, val_index, log,
     # each branch at alpha / 2: the AND's claim needs both, so it holds with probability at
     # least 1 - alpha, like the joint certificate's
     branch_settings = replace(cfg.settings, alpha=cfg.settings.alpha / 2)
-    out["and"] = {"calibration": pair, "branches": {}}
+    out["and"] = {"calibration": pair, "branches": {},
+                  "validation": _and_validation(branches, cfg, val, val_index)}
     out["and_alpha"] = branch_settings.alpha
     for modality, cells in (("image", [(e, 0) for e in EPS_GRID]),
                             ("text", [(0.0, r) for r in TOKEN_GRID])):
@@ -684,6 +674,52 @@ def _baselines(cfg, model, level, data, test_index, val_index, log,
         f"recall {100 * pair['recall']:.1f}%); certified unsafe recall at (0, 0) "
         f"{100 * grid[labels == 1, 0, 0].mean():.1f}%")
     return out
+
+
+def _and_branches(cfg, level, data, val_index, log) -> dict:
+    """The factorized AND's two branches (an image-only and a text-only filter, trained on
+    the baseline seed), each smoothed over its own modality, with its estimates of the flag
+    probability on the validation records (the draws the calibration reads)."""
+    val = data["val"]
+    val_seeds = [input_seed(cfg.run_seed, s) for s in _ids("val", val_index)]
+    branches = {}
+    for modality in ("image", "text"):
+        config = cfg.filter_config(level, cfg.baseline_seed, (modality,))
+        branch, seconds = load_or_train(cfg.cache, config, data["train"], cfg.epochs, log,
+                                        device=cfg.device)
+        clf = SmoothedClassifier(FastFilter(branch), branch_noise(level, modality), 2,
+                                 batch_size=cfg.batch_size, device=cfg.device)
+        counts = count_copies(clf, [_record(val, i, (modality,)) for i in val_index],
+                              val_seeds, cfg.val_copies, batch_size=cfg.batch_size)
+        branches[modality] = {"clf": clf, "scores": counts[:, 1] / cfg.val_copies,
+                              "train_s": round(seconds, 1), "name": config.name}
+    return branches
+
+
+def _and_validation(branches: dict, cfg, val, val_index) -> dict:
+    """What the AND's calibration read, stored so that the report can choose its pair of
+    thresholds at other validation false-flag rates: each branch's validation estimates,
+    the records' labels and art styles, and the copies per record."""
+    return {"image": [float(v) for v in branches["image"]["scores"]],
+            "text": [float(v) for v in branches["text"]["scores"]],
+            "labels": [int(v) for v in val.labels[val_index]],
+            "styles": val.meta["style"][val_index].tolist(), "copies": int(cfg.val_copies)}
+
+
+def _and_validation_of(cfg, level, data, val_index, pair: dict, log) -> dict:
+    """The AND's validation estimates, recounted for a baselines unit stored without them;
+    an error when they do not give the stored pair of thresholds (different draws)."""
+    branches = _and_branches(cfg, level, data, val_index, log)
+    stored = _and_validation(branches, cfg, data["val"], val_index)
+    again = choose_pair(stored["image"], stored["text"], stored["labels"], stored["copies"],
+                        min(max(pair["target"], 1e-9), 1 - 1e-9))
+    if (again["tau_image"], again["tau_text"]) != (pair["tau_image"], pair["tau_text"]):
+        raise RuntimeError(f"the recounted AND validation estimates choose taus "
+                           f"{again['tau_image']} / {again['tau_text']}, the stored unit "
+                           f"{pair['tau_image']} / {pair['tau_text']}: not the same draws; "
+                           f"delete the baselines unit to recompute it")
+    log(f"AND validation estimates recounted (level {level}): they choose the stored taus")
+    return stored
 
 
 #: Versions of the attack and counterexample procedures: a cached result of another version

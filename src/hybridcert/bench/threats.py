@@ -26,3 +26,15 @@ def noise_for(level: tuple[float, float], threat: str, slots: int = 8,
                     **({"threat": threat_model} if threat_model else {}),
                     max_length=safety.CAPTION_LENGTH + slots if threat == "append" else None)
     return HybridNoise([Continuous("image", Gaussian(sigma) if image else None), tokens])
+
+
+def branch_noise(level: tuple[float, float], modality: str) -> HybridNoise:
+    """The noise of one branch of the factorized AND, which reads one modality: the image
+    branch's Gaussian at the level's sigma, the text branch's substitution at its keep."""
+    sigma, keep = level
+    if modality == "image":
+        return HybridNoise([Continuous("image", Gaussian(sigma))])
+    if modality == "text":
+        vocab = safety.vocabulary()
+        return HybridNoise([Tokens("text", Substitution(keep, vocab.size), vocab)])
+    raise ValueError(f"modality must be 'image' or 'text', got {modality!r}")

@@ -160,9 +160,11 @@ def grouped_bars(groups, series, path: Path, title: str, ylabel: str = "rate",
 
 
 def tau_curves(panels, path: Path, title: str, ylabel: str = "certified rate",
-               xlabel: str = "detection threshold tau (logit scale)") -> Path:
+               xlabel: str = "detection threshold tau (logit scale)",
+               logit: bool = True) -> Path:
     """Operating curves: one panel per entry of ``panels``, rates against the detection
-    threshold on a logit axis (both ends of (0, 1) stay readable), with 95 % interval bands.
+    threshold on a logit axis (both ends of (0, 1) stay readable; ``logit=False``: a linear
+    axis, e.g. for a false-flag rate), with 95 % interval bands.
 
     Parameters
     ----------
@@ -172,26 +174,27 @@ def tau_curves(panels, path: Path, title: str, ylabel: str = "certified rate",
         the panel's (curves of one panel may be read at different taus); a mark is a dotted
         vertical line (e.g. a calibrated tau).
     """
-    def logit(t):
+    def scale(t):
         t = np.asarray(t, dtype=float)
-        return np.log10(t / (1 - t))
+        return np.log10(t / (1 - t)) if logit else t
 
     # drawn on log10(tau / (1 - tau)) with fixed ticks: matplotlib's logit scale recomputes
     # its ticks at every draw and costs seconds per figure
-    ticks = [1e-4, 1e-3, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999]
+    ticks = [1e-4, 1e-3, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999] if logit else None
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.6), sharey=True,
                              squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=True):
-        x = logit(panel["x"])
+        x = scale(panel["x"])
         for curve in panel["curves"]:
             color = curve.get("color", "C0")
-            cx = logit(curve["x"]) if "x" in curve else x
+            cx = scale(curve["x"]) if "x" in curve else x
             ax.plot(cx, curve["mean"], color=color, linestyle=curve.get("style", "-"),
                     linewidth=1.2, label=curve["label"])
             ax.fill_between(cx, curve["low"], curve["high"], color=color, alpha=0.12)
         for tau, color in panel.get("marks", []):
-            ax.axvline(float(logit(tau)), color=color, linestyle=":", linewidth=1)
-        ax.set_xticks(logit(ticks), [f"{t:g}" for t in ticks], fontsize=6)
+            ax.axvline(float(scale(tau)), color=color, linestyle=":", linewidth=1)
+        if ticks is not None:
+            ax.set_xticks(scale(ticks), [f"{t:g}" for t in ticks], fontsize=6)
         ax.set_xlim(x.min(), x.max())
         ax.set_ylim(-0.03, 1.03)
         ax.set_xlabel(xlabel, fontsize=7)
