@@ -298,8 +298,8 @@ def _check_and_curve(cfg, report: str, stored: dict) -> None:
                      / "baselines_seed0_level0.json")
     entry, level = base["and"], tuple(cfg.levels[0])
     validation = entry["validation"]
-    assert len(validation["image"]) == len(validation["labels"]) == cfg.val_inputs + \
-        cfg.val_shifted and validation["copies"] == cfg.val_copies
+    assert len(validation["image"]) == len(validation["labels"]) == cfg.val_inputs and \
+        validation["copies"] == cfg.val_copies
     pair = entry["calibration"]
     again = curves.and_pairs(validation, (pair["target"],))[pair["target"]]
     assert (again["tau_image"], again["tau_text"]) == (pair["tau_image"], pair["tau_text"])
