@@ -87,19 +87,20 @@ def _pair_by_enumeration(img, txt, labels, copies, max_rate):
     best = None
     for a, b in itertools.product(grid, grid):
         flag = (img >= a) & (txt >= b)
-        if flag[labels == 0].mean() > max_rate:
+        benign, unsafe = flag[labels == 0], flag[labels == 1]
+        if benign.size and benign.mean() > max_rate:
             continue
-        key = (flag[labels == 1].mean(), -a - b)
+        key = (unsafe.mean() if unsafe.size else 0.0, -a - b)
         if best is None or key > best[0]:
             best = (key, a, b)
     return None if best is None else (best[1], best[2])
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(8))
 def test_pair_is_the_enumerations_pair_exactly(seed):
     """Ties included: estimates on a coarse grid, so many pairs flag the same records."""
     rng = np.random.default_rng(10 + seed)
-    copies = int(rng.choice([4, 8, 16]))
+    copies = int(rng.choice([3, 4, 10, 16]))
     labels = rng.integers(0, 2, 150)
     img = rng.binomial(copies, np.where(labels == 1, 0.6, 0.35)) / copies
     txt = rng.binomial(copies, np.where(labels == 1, 0.5, 0.45)) / copies
@@ -113,6 +114,27 @@ def test_pair_is_the_enumerations_pair_exactly(seed):
         flag = (img >= expected[0]) & (txt >= expected[1])
         assert out["rate"] == flag[labels == 0].mean() and \
             out["recall"] == flag[labels == 1].mean()
+
+
+
+def test_pair_when_no_pair_is_within_the_rate_or_a_class_is_missing():
+    copies = 10
+    labels = np.array([0] * 20 + [1] * 20)
+    ones = np.ones(40)                    # every benign record flagged by every pair
+    out = choose_pair(ones, ones, labels, copies, 0.05)
+    assert not out["feasible"] and out["rate"] == 1.0 and out["recall"] == 1.0
+    assert out["tau_image"] == out["tau_text"] == (copies - 0.5) / copies
+    rng = np.random.default_rng(3)
+    img, txt = rng.integers(0, copies + 1, 40) / copies, rng.integers(0, copies + 1, 40) / copies
+    # no benign record: every pair is within the rate; the lowest pair flags the most
+    out = choose_pair(img, txt, np.ones(40, int), copies, 0.05)
+    assert out["feasible"] and (out["tau_image"], out["tau_text"]) == \
+        _pair_by_enumeration(img, txt, np.ones(40, int), copies, 0.05) == (0.05, 0.05)
+    # no unsafe record: recall 0 everywhere, so the lowest feasible pair
+    out = choose_pair(img, txt, np.zeros(40, int), copies, 0.3)
+    assert out["recall"] == 0.0 and out["rate"] <= 0.3
+    flag = (img >= out["tau_image"]) & (txt >= out["tau_text"])
+    assert out["rate"] == flag.mean()
 
 
 def test_t_interval_is_the_hand_computation():

@@ -80,6 +80,7 @@ def test_tiny_benchmark_writes_everything_and_resumes(tiny_run, capsys):
                    "curves_anywhere_eps0_r1.png", "curves_append_eps0.25_r0.png"):
         assert (out / figure).stat().st_size > 1000
     _check_curves_and_references(cfg, report, stored)
+    _check_and_curve(cfg, report, results)
     # the attacks take the unsafe inputs certified flagged in the per-input files, seed 0's
     # first, then seed 1's until 2 are taken, each inside and beyond
     # (tests/benchmark/test_attack_eval.py checks the attack itself)
@@ -277,7 +278,6 @@ def _check_curves_and_references(cfg, report: str, stored: dict) -> None:
     # the factorized AND at the joint detector's validation false-flag rate (seed 0)
     pair = stored["baselines"]["0"]["and"]["calibration"]
     assert pair["target"] == metrics["val_rates"][0] and pair["rate"] <= pair["target"]
-    _check_and_curve(cfg, report, stored)
     # calibrated on both art styles
     unit = load_unit(cfg.cache / "bench" / cfg.out.name / cfg.signature()
                      / "seed0_level0_anywhere.json")
@@ -286,11 +286,13 @@ def _check_curves_and_references(cfg, report: str, stored: dict) -> None:
 
 
 
-def _check_and_curve(cfg, report: str, stored: dict) -> None:
+def _check_and_curve(cfg, report: str, results: dict) -> None:
     """The factorized AND read back from what the run stored: its validation estimates
-    choose the pair it was certified at, and its branches' stored counts give, at that
-    pair, the decisions the run made at every cell of the grid."""
+    choose the pair it was certified at, its branches' stored counts give, at that pair, the
+    decisions the run made at every cell of the grid, and the report's matched rows are
+    those counts at the branches' alpha (half the joint's)."""
     from hybridcert.bench import curves
+    from hybridcert.bench import report as bench_report
     from hybridcert.bench.store import load_unit
     from hybridcert.bench.threats import CELLS, branch_noise
 
@@ -307,6 +309,14 @@ def _check_and_curve(cfg, report: str, stored: dict) -> None:
                                base["and_alpha"], CELLS)
     at = curves.and_certified(bounds, [(pair["tau_image"], pair["tau_text"])])[0]
     assert np.array_equal(at.T, np.asarray(entry["outcomes"], bool))
+    assert base["and_alpha"] == cfg.settings.alpha / 2
+    found = bench_report.matched_curves(results, results["baselines"], cfg)[0]["factorized AND"]
+    budget_bounds = curves.and_bounds(entry, branch_noise(level, "image"),
+                                      branch_noise(level, "text"), base["and_alpha"])
+    for rate, chosen in curves.and_pairs(validation).items():
+        expected = curves.and_certified(budget_bounds,
+                                        [(chosen["tau_image"], chosen["tau_text"])])[0]
+        assert np.array_equal(found["points"][rate][3], expected)
     assert "| factorized AND |" in report and (cfg.out / "matched_curves.png").stat().st_size \
         > 1000
 

@@ -1270,8 +1270,15 @@ def _matched_section(results, baselines, cfg) -> list[str]:
                 "chooses it for at most that rate (its branches certified at alpha / 2 each)"
                 if with_and else "")
              + ". Certified test false flags at (0, 0) and certified unsafe recall (%) [95 % "
-               "bootstrap interval over the test inputs]. The same comparison over the whole "
-               "range of rates: `matched_curves.png`.", "",
+               "bootstrap interval over the test inputs]. The same comparison over the range "
+               "of rates up to 30 %: `matched_curves.png`."
+             + (" The validation rates are not measured alike: a smoothing's are read from its "
+                "calibration's estimates (each benign record from "
+                f"{cfg.val_copies} copies, the highest re-estimated from {cfg.val_copies_top}), "
+                f"the AND's from {cfg.val_copies} copies per record of each branch, its pair "
+                "chosen among all pairs of thresholds for the most unsafe validation records "
+                "flagged: its validation rate may be the more optimistic of the two; the test "
+                "false flags beside it are measured alike." if with_and else ""), "",
              "| level | validation target | method | tau | validation false flags | test false "
              "flags | " + " | ".join(f"({e:g}, {r})" for e, r in budgets) + " |",
              "|---" * (6 + len(budgets)) + "|"]
@@ -1314,7 +1321,7 @@ def _matched_figure(results, cfg, out: Path) -> str | None:
                 order = np.argsort(c["val_rate"], kind="stable")
                 values = c["certified"][order][:, b][:, unsafe].T[None].astype(float)
                 table = rate_table(values, cfg.bootstrap)
-                lines.append({"label": f"{name}, keep {cfg.levels[li][1]:g}",
+                lines.append({"label": f"{name}, {_level_name(cfg, li)}",
                               "color": f"C{m}", "style": styles[k % len(styles)],
                               "x": c["val_rate"][order],
                               **{q: np.asarray(table[q]) for q in ("mean", "low", "high")}})

@@ -418,7 +418,7 @@ def run(cfg: BenchmarkConfig) -> dict:
             save_unit(units_dir / f"{name}.json", unit)
         else:
             log(f"reusing unit {name}")
-            if "and" in unit and "validation" not in unit["and"]:
+            if cfg.factorized_and and "and" in unit and "validation" not in unit["and"]:
                 # stored before the AND's validation estimates were: recount them (the same
                 # seeds, so the same draws) and check that they give the stored pair
                 unit["and"]["validation"] = _and_validation_of(cfg, level, data, val_index,
@@ -713,12 +713,15 @@ def _and_validation_of(cfg, level, data, val_index, pair: dict, log) -> dict:
     stored = _and_validation(branches, cfg, data["val"], val_index)
     again = choose_pair(stored["image"], stored["text"], stored["labels"], stored["copies"],
                         min(max(pair["target"], 1e-9), 1 - 1e-9))
-    if (again["tau_image"], again["tau_text"]) != (pair["tau_image"], pair["tau_text"]):
-        raise RuntimeError(f"the recounted AND validation estimates choose taus "
-                           f"{again['tau_image']} / {again['tau_text']}, the stored unit "
-                           f"{pair['tau_image']} / {pair['tau_text']}: not the same draws; "
-                           f"delete the baselines unit to recompute it")
-    log(f"AND validation estimates recounted (level {level}): they choose the stored taus")
+    # the rates are exact ratios of counts: equal only if the recount flags the same records
+    fields = ("tau_image", "tau_text", "rate", "recall", "feasible")
+    if any(again[k] != pair[k] for k in fields):
+        raise RuntimeError("the recounted AND validation estimates choose "
+                           + ", ".join(f"{k} {again[k]}" for k in fields) + "; the stored unit "
+                           + ", ".join(f"{k} {pair[k]}" for k in fields) + ": not the same "
+                           "draws; delete the baselines unit to recompute it")
+    log(f"AND validation estimates recounted (level {level}): they choose the stored taus, "
+        f"validation false-flag rate and recall")
     return stored
 
 
