@@ -74,10 +74,12 @@ def test_headline_recomputed_from_the_per_input_files():
         mean = per_seed.mean(0)
         np.testing.assert_allclose(mean, m["detector"]["mean"], atol=1e-12)
         sd = per_seed.std(0, ddof=1)
-        low, high = stats.t.interval(0.95, len(per_seed) - 1, loc=mean,
-                                     scale=sd / np.sqrt(len(per_seed)))
-        low = np.where(sd > 0, low, mean)
-        high = np.where(sd > 0, high, mean)
+        # cells where every seed agrees have no spread (scipy wants a positive scale)
+        spread = sd > 0
+        low, high = mean.copy(), mean.copy()
+        low[spread], high[spread] = stats.t.interval(
+            0.95, len(per_seed) - 1, loc=mean[spread],
+            scale=sd[spread] / np.sqrt(len(per_seed)))
         np.testing.assert_allclose(np.clip(low, 0, 1), m["detector"]["low"], atol=1e-9)
         np.testing.assert_allclose(np.clip(high, 0, 1), m["detector"]["high"], atol=1e-9)
         # the report prints the (0, 0) cell with every seed's own value
