@@ -29,9 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hybridcert.bench import curves
 from hybridcert.bench import report as bench_report
 from hybridcert.bench.attack_eval import AttackSettings, merge_parts, run_attacks
-from hybridcert.bench.calibrate import choose_pair, choose_threshold, refine
+from hybridcert.bench.calibrate import choose_threshold, refine
 from hybridcert.bench.counterexample import CounterexampleSettings, search_counterexample
 from hybridcert.bench.engine import count_copies
 from hybridcert.bench.metrics import ceiling_probability, eps_ceiling
@@ -643,15 +644,13 @@ def _baselines(cfg, model, level, data, test_index, val_index, log,
     if not cfg.factorized_and:
         return out
     branches = _and_branches(cfg, level, data, val_index, log)
+    validation = _and_validation(branches, cfg, val, val_index)
     target = cfg.false_flag_rate if and_rate is None else float(and_rate)
-    pair = choose_pair(branches["image"]["scores"], branches["text"]["scores"],
-                       val.labels[val_index], cfg.val_copies, min(max(target, 1e-9), 1 - 1e-9))
-    pair["target"] = target
+    pair = {**curves.and_pairs(validation, (target,))[target], "target": target}
     # each branch at alpha / 2: the AND's claim needs both, so it holds with probability at
     # least 1 - alpha, like the joint certificate's
     branch_settings = replace(cfg.settings, alpha=cfg.settings.alpha / 2)
-    out["and"] = {"calibration": pair, "branches": {},
-                  "validation": _and_validation(branches, cfg, val, val_index)}
+    out["and"] = {"calibration": pair, "branches": {}, "validation": validation}
     out["and_alpha"] = branch_settings.alpha
     for modality, cells in (("image", [(e, 0) for e in EPS_GRID]),
                             ("text", [(0.0, r) for r in TOKEN_GRID])):
@@ -711,8 +710,7 @@ def _and_validation_of(cfg, level, data, val_index, pair: dict, log) -> dict:
     an error when they do not give the stored pair of thresholds (different draws)."""
     branches = _and_branches(cfg, level, data, val_index, log)
     stored = _and_validation(branches, cfg, data["val"], val_index)
-    again = choose_pair(stored["image"], stored["text"], stored["labels"], stored["copies"],
-                        min(max(pair["target"], 1e-9), 1 - 1e-9))
+    again = curves.and_pairs(stored, (pair["target"],))[float(pair["target"])]
     # the rates are exact ratios of counts: equal only if the recount flags the same records
     fields = ("tau_image", "tau_text", "rate", "recall", "feasible")
     if any(again[k] != pair[k] for k in fields):
